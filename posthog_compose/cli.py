@@ -1,0 +1,33 @@
+"""Glue between Invoke and the package: operator errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import functools
+
+from invoke import Exit
+
+from .errors import OperatorError
+
+
+def friendly(body):
+    """Run a task body; an OperatorError (or Ctrl-C) ends the task with one clear line."""
+
+    @functools.wraps(body)
+    def wrapper(c, *args, **kwargs):
+        try:
+            return body(c, *args, **kwargs)
+        except OperatorError as exc:
+            raise Exit(f"error: {exc.message}", code=exc.code)
+        except KeyboardInterrupt:
+            raise Exit("interrupted: nothing more was done", code=130)
+
+    return wrapper
+
+
+def split_list(values) -> list[str]:
+    """Options given as repeated flags and/or comma-separated lists, flattened."""
+    if not values:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]

@@ -1,0 +1,105 @@
+"""docker-compose.yml: the fixed services, variables only from the manifest, and the real
+Compose binary accepting it (and rejecting a missing secret clearly)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from posthog_compose import compose
+from posthog_compose.manifest import SERVICES
+from tests.conftest import REPO, run_invoke
+
+REFERENCE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+FROM_ENV_RE = re.compile(r'from_env="([A-Za-z_][A-Za-z0-9_]*)"')
+
+
+def _compose_text():
+    return (REPO / "docker-compose.yml").read_text()
+
+
+def _compose():
+    return yaml.safe_load(_compose_text())
+
+
+def test_the_eight_services_have_their_fixed_names():
+    assert set(_compose()["services"]) == set(SERVICES)
+
+
+def test_every_reference_is_in_the_manifest_and_every_variable_is_used(manifest):
+    referenced = set(REFERENCE_RE.findall(_compose_text()))
+    from_env = set()
+    for xml in (REPO / "clickhouse").glob("*.xml"):
+        from_env |= set(FROM_ENV_RE.findall(xml.read_text()))
+    names = {v.name for v in manifest.variables}
+    assert referenced - names == set()
+    assert from_env - names == set()
+    assert names - referenced - from_env == set()
+
+
+def test_no_literal_value_in_any_environment_block():
+    for name, service in _compose()["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            assert isinstance(value, str) and re.fullmatch(r"\$\{[A-Z0-9_]+(:[?-][^}]*)?\}", value), (name, key, value)
+
+
+def test_clickhouse_config_holds_no_secret_or_env_value(manifest):
+    for xml in (REPO / "clickhouse").glob("*.xml"):
+        text = xml.read_text()
+        assert "<password>" not in text and "password_sha256" not in text
+        for tag in ("level", "max_memory_usage", "kafka_broker_list"):
+            assert f"<{tag}>" not in text, f"{xml.name}: <{tag}> must use from_env"
+    config = (REPO / "clickhouse" / "config.xml").read_text()
+    for needed in ("<remote_servers>", "<posthog>", "<macros>", "<zookeeper>", "<distributed_ddl>", "kafka_broker_list"):
+        assert needed in config
+
+
+def test_only_web_publishes_a_port_and_data_volumes_are_named():
+    data = _compose()
+    published = {name for name, s in data["services"].items() if s.get("ports")}
+    assert published == {"web"}
+    assert {"postgres-data", "clickhouse-data", "zookeeper-data", "zookeeper-logs", "kafka-data"} <= set(data["volumes"])
+    assert "postgres-data:/var/lib/postgresql/data" in data["services"]["db"]["volumes"]
+
+
+def test_every_service_has_a_healthcheck_and_web_waits_for_its_dependencies():
+    data = _compose()
+    for name, service in data["services"].items():
+        assert service.get("healthcheck", {}).get("test"), name
+    web = data["services"]["web"]["depends_on"]
+    for dependency in ("db", "redis", "clickhouse", "kafka", "worker"):
+        assert web[dependency]["condition"] == "service_healthy"
+
+
+def test_posthog_services_use_production_entrypoints():
+    services = _compose()["services"]
+    assert "runserver" not in _compose_text()
+    assert services["web"]["command"][-1] == "./bin/migrate && exec ./bin/docker-server"
+    assert services["worker"]["command"] == ["./bin/docker-worker-celery", "--with-scheduler"]
+    assert services["plugins"]["command"] == ["./bin/plugin-server", "--no-restart-loop"]
+    assert {services[s]["image"] for s in ("web", "worker", "plugins")} == {"${POSTHOG_IMAGE:?POSTHOG_IMAGE is missing in .env}"}
+
+
+def _compose_config(repo):
+    return subprocess.run(compose.command(repo, "config", "--quiet"), cwd=repo, capture_output=True, text=True)
+
+
+def test_real_compose_accepts_the_deployment_after_init(repo):
+    assert shutil.which("docker-compose") or shutil.which("docker"), "Docker Compose must be installed for this test"
+    assert run_invoke(repo, "init").returncode == 0
+    result = _compose_config(repo)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("variable", ["SECRET_KEY", "ENCRYPTION_SALT_KEYS", "POSTGRES_PASSWORD"])
+def test_real_compose_rejects_a_removed_secret_clearly(repo, variable):
+    assert run_invoke(repo, "init").returncode == 0
+    env = repo / ".env"
+    env.write_text("".join(line for line in env.read_text().splitlines(True) if not line.startswith(f"{variable}=")))
+    result = _compose_config(repo)
+    assert result.returncode != 0
+    assert f"required variable {variable} is missing a value: {variable} is missing in .env" in result.stderr

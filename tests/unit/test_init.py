@@ -1,0 +1,103 @@
+"""`invoke init`: a working .env with fresh, well-formed secrets, mode 0600, idempotent."""
+
+from __future__ import annotations
+
+import re
+import stat
+
+from posthog_compose import bootstrap
+from posthog_compose.envfile import EnvFile
+from tests.conftest import run_invoke
+
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
+
+
+def _values(repo):
+    return EnvFile.load(repo / ".env").values()
+
+
+def test_init_writes_every_variable_with_fresh_secrets(repo, manifest):
+    result = run_invoke(repo, "init")
+    assert result.returncode == 0, result.stderr
+    assert "Wrote .env with fresh secrets" in result.stdout
+    env = repo / ".env"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    values = _values(repo)
+    assert set(values) == {v.name for v in manifest.variables}
+    for name in ("ENCRYPTION_SALT_KEYS", "ENCRYPTION_KEYS"):
+        assert KEY_RE.match(values[name]), name
+    assert len(values["SECRET_KEY"]) >= 50
+    for variable in manifest.secrets:
+        assert values[variable.name] != variable.default, variable.name
+        assert values[variable.name] not in result.stdout + result.stderr  # never printed
+    assert values["DATABASE_URL"] == (
+        f"postgres://{values['POSTGRES_USER']}:{values['POSTGRES_PASSWORD']}@db:5432/{values['POSTGRES_DB']}")
+    assert values["REDIS_URL"] == f"redis://:{values['REDIS_PASSWORD']}@redis:6379/"
+
+
+def test_two_inits_generate_different_secrets(repo, manifest, tmp_path):
+    first = bootstrap.fresh_values(manifest)
+    second = bootstrap.fresh_values(manifest)
+    for variable in manifest.secrets:
+        assert first[variable.name] != second[variable.name]
+
+
+def test_init_is_idempotent(repo):
+    assert run_invoke(repo, "init").returncode == 0
+    before = (repo / ".env").read_bytes()
+    again = run_invoke(repo, "init")
+    assert again.returncode == 0
+    assert "nothing changed" in again.stdout
+    assert (repo / ".env").read_bytes() == before
+    assert not list(repo.glob(".env.backup-*"))
+
+
+def test_init_completes_an_env_missing_new_variables(repo):
+    assert run_invoke(repo, "init").returncode == 0
+    env = EnvFile.load(repo / ".env")
+    kept = env.values()["POSTGRES_PASSWORD"]
+    env.remove("KAFKA_LOG_RETENTION_HOURS")
+    env.write()
+    result = run_invoke(repo, "init")
+    assert result.returncode == 0
+    assert "added 1 new variable(s): KAFKA_LOG_RETENTION_HOURS" in result.stdout
+    values = _values(repo)
+    assert values["KAFKA_LOG_RETENTION_HOURS"] == "24"
+    assert values["POSTGRES_PASSWORD"] == kept
+
+
+def test_force_keeps_a_private_backup(repo):
+    assert run_invoke(repo, "init").returncode == 0
+    old = (repo / ".env").read_bytes()
+    result = run_invoke(repo, "init", "--force")
+    assert result.returncode == 0
+    backups = list(repo.glob(".env.backup-*"))
+    assert len(backups) == 1 and backups[0].read_bytes() == old
+    assert stat.S_IMODE(backups[0].stat().st_mode) == 0o600
+    assert (repo / ".env").read_bytes() != old
+
+
+def test_rotating_the_encryption_key_keeps_the_old_one_last(repo):
+    assert run_invoke(repo, "init").returncode == 0
+    old = _values(repo)["ENCRYPTION_SALT_KEYS"]
+    assert run_invoke(repo, "init", "--rotate", "ENCRYPTION_SALT_KEYS").returncode == 0
+    keys = _values(repo)["ENCRYPTION_SALT_KEYS"].split(",")
+    assert len(keys) == 2 and keys[1] == old and KEY_RE.match(keys[0]) and keys[0] != old
+
+
+def test_rotating_a_password_rederives_its_url(repo):
+    assert run_invoke(repo, "init").returncode == 0
+    before = _values(repo)
+    assert run_invoke(repo, "init", "--rotate", "POSTGRES_PASSWORD").returncode == 0
+    after = _values(repo)
+    assert after["POSTGRES_PASSWORD"] != before["POSTGRES_PASSWORD"]
+    assert after["POSTGRES_PASSWORD"] in after["DATABASE_URL"]
+
+
+def test_rotate_unknown_variable_is_one_line_and_changes_nothing(repo):
+    assert run_invoke(repo, "init").returncode == 0
+    before = (repo / ".env").read_bytes()
+    result = run_invoke(repo, "init", "--rotate", "WEB_PORT")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --rotate WEB_PORT: not a generated secret; set it in .env by hand"
+    assert (repo / ".env").read_bytes() == before
