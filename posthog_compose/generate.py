@@ -4,6 +4,8 @@ is on disk with what the manifest generates."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from .envfile import format_assignment
@@ -15,6 +17,7 @@ ENV_EXAMPLE = ".env.example"
 README = "README.md"
 README_BEGIN = "<!-- BEGIN GENERATED: environment variables (invoke generate) -->"
 README_END = "<!-- END GENERATED: environment variables -->"
+CACHE_FILE = ".deploy/generated-digests.json"
 
 EXAMPLE_HEADER = [
     "GENERATED from variables.yml by `invoke generate`. Do not edit: edit the manifest.",
@@ -80,12 +83,54 @@ def expected_files(root: Path, manifest: Manifest) -> dict[Path, str]:
 
 
 def drift(root: Path, manifest: Manifest) -> list[Path]:
-    """Generated files whose content on disk differs from what the manifest generates."""
+    """Generated files whose content on disk differs from what the manifest generates.
+
+    Rendering needs jinja2 (tens of milliseconds to import), too slow for config-check's hot
+    path; the expected contents' hashes are cached under .deploy/, keyed by a hash of every
+    input (manifest, templates, this module, the README outside the generated section).
+    """
+    root = Path(root)
+    key = _sources_digest(root, manifest)
+    cache_file = root / CACHE_FILE
+    expected = None
+    try:
+        cached = json.loads(cache_file.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            expected = cached["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if expected is None:
+        expected = {path.name: _digest(content.encode("utf-8")) for path, content in expected_files(root, manifest).items()}
+        try:
+            cache_file.parent.mkdir(exist_ok=True)
+            atomic_write(cache_file, json.dumps({"key": key, "files": expected}))
+        except OSError:
+            pass  # a read-only checkout still gets a correct answer, just slower
     stale = []
-    for path, content in expected_files(root, manifest).items():
-        if not path.exists() or path.read_text(encoding="utf-8") != content:
+    for name, digest in expected.items():
+        path = root / name
+        if not path.exists() or _digest(path.read_bytes()) != digest:
             stale.append(path)
     return stale
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sources_digest(root: Path, manifest: Manifest) -> str:
+    hasher = hashlib.sha256()
+    templates = Path(__file__).parent / "templates"
+    sources = [manifest.path, Path(__file__), *sorted(templates.glob("*.j2"))]
+    for source in sources:
+        hasher.update(source.read_bytes())
+    readme = root / README
+    if readme.exists():
+        # The README outside the generated section is an input too (the section is spliced into it).
+        text = readme.read_text(encoding="utf-8")
+        start, end = text.find(README_BEGIN), text.find(README_END)
+        hasher.update((text[:start] + text[end:] if 0 <= start < end else text).encode("utf-8"))
+    return hasher.hexdigest()
 
 
 def write_all(root: Path, manifest: Manifest) -> list[Path]:

@@ -1,0 +1,471 @@
+"""config-check: every rule that catches an operator mistake in .env, docker-compose.yml and
+clickhouse/*.xml before anything starts, and the report (text or JSON).
+
+Each rule yields Findings; no rule ever puts a secret's value in a message. The real
+`docker compose config` runs in the background while the Python rules run, so the whole
+check costs little more than Compose's own validation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .errors import OperatorError
+
+ENV = ".env"
+COMPOSE = "docker-compose.yml"
+FIXED_SERVICES = ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")
+WEB_DEPENDENCIES = ("db", "redis", "clickhouse", "kafka", "worker")
+DATA_VOLUMES = {  # volume -> (service, mount path)
+    "postgres-data": ("db", "/var/lib/postgresql/data"),
+    "clickhouse-data": ("clickhouse", "/var/lib/clickhouse"),
+    "zookeeper-data": ("zookeeper", "/var/lib/zookeeper/data"),
+    "zookeeper-logs": ("zookeeper", "/var/lib/zookeeper/log"),
+    "kafka-data": ("kafka", "/var/lib/kafka/data"),
+}
+KAFKA_BROKER_LIMITED = ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR")
+REFERENCE_RE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?:(?::?[-?+])[^}]*)?\}$")
+ANY_REFERENCE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+POSTHOG_DEFAULT_KEY = "00beef0000beef0000beef0000beef00"
+MIN_SECRET_KEY = 50
+MIN_PASSWORD = 16
+# Variables Compose itself reads from .env; not PostHog's, not typos.
+COMPOSE_OWN = re.compile(r"^(COMPOSE_|DOCKER_)")
+
+
+@dataclass
+class Finding:
+    severity: str  # "error" or "warning"
+    rule: str
+    file: str
+    line: int | None
+    subject: str
+    message: str
+    fix: str
+
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def text(self) -> str:
+        subject = f" {self.subject}:" if self.subject else ""
+        fix = f" Fix: {self.fix}" if self.fix else ""
+        return f"{self.severity:<7} {self.where()}{subject} {self.message}.{fix}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+
+    def error(self, rule, file, line, subject, message, fix=""):
+        self.findings.append(Finding("error", rule, file, line, subject, message, fix))
+
+    def warning(self, rule, file, line, subject, message, fix=""):
+        self.findings.append(Finding("warning", rule, file, line, subject, message, fix))
+
+
+# ----------------------------------------------------------------------------- entry points
+def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
+    """Run every rule on the deployment at ``root``; return the findings (errors first)."""
+    root = Path(root)
+    environ = dict(os.environ if environ is None else environ)
+    report = _Report()
+    compose_process = _start_compose(root, report)
+
+    from . import manifest as manifest_module
+
+    try:
+        manifest = manifest_module.load(root)
+    except OperatorError as exc:
+        report.error("manifest", manifest_module.MANIFEST_FILE, None, "", str(exc).split(": ", 1)[-1],
+                     "repair variables.yml (see the handbook's Configuration page)")
+        manifest = None
+
+    values: dict[str, str] | None = None
+    env = None
+    if manifest is not None:
+        env, values = _check_env_file(root, manifest, environ, report)
+        if values is not None:
+            _check_values(manifest, env, values, report)
+            _check_consistency(env, values, report)
+            _check_shell_overrides(manifest, env, environ, report)
+        document = _check_compose_file(root, manifest, report)
+        _check_clickhouse_xml(root, manifest, document, report)
+        _check_drift(root, manifest, report)
+    _check_env_protection(root, report)
+    _finish_compose(compose_process, root, report, _secret_values(manifest, values))
+    report.findings.sort(key=lambda f: f.severity != "error")
+    return report.findings
+
+
+def require_clean(root: Path) -> list[Finding]:
+    """Print the findings and raise OperatorError when any is an error (used before changes)."""
+    findings = collect(root)
+    errors = [f for f in findings if f.severity == "error"]
+    for finding in findings:
+        print(finding.text())
+    if errors:
+        raise OperatorError(f"config-check found {len(errors)} error(s); nothing was started or changed. "
+                            "Fix them and run `invoke config-check`")
+    return findings
+
+
+def main(root: Path, strict: bool = False, as_json: bool = False) -> int:
+    """The config-check task: report and return the exit code."""
+    findings = collect(root)
+    errors = sum(1 for f in findings if f.severity == "error")
+    warnings = len(findings) - errors
+    failed = errors > 0 or (strict and warnings > 0)
+    if as_json:
+        import json
+
+        print(json.dumps({"ok": not failed, "errors": errors, "warnings": warnings,
+                          "findings": [f.to_dict() for f in findings]}, indent=2))
+    else:
+        for finding in findings:
+            print(finding.text())
+        verdict = "FAILED" if failed else "passed"
+        strict_note = " (--strict: warnings fail)" if strict and warnings and not errors else ""
+        print(f"config-check {verdict}: {errors} error(s), {warnings} warning(s){strict_note} "
+              f"in .env, {COMPOSE} and clickhouse/.")
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------- Compose itself
+def _start_compose(root: Path, report: _Report):
+    from . import compose
+
+    try:
+        return compose.start_config_check(root)
+    except OperatorError as exc:
+        report.error("compose-missing", COMPOSE, None, "", str(exc).rstrip("."), "install Docker Compose v2, then rerun")
+        return None
+
+
+def _finish_compose(process, root: Path, report: _Report, secrets: list[str]) -> None:
+    if process is None:
+        return
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        report.error("compose", COMPOSE, None, "", "`docker compose config` did not answer within 60 s",
+                     "run it by hand to see why")
+        return
+    if process.returncode == 0:
+        return
+    seen = set()
+    for line in stderr.splitlines():
+        line = line.strip()
+        if not line or line in seen:
+            continue
+        seen.add(line)
+        for secret in secrets:
+            line = line.replace(secret, "***")
+        report.error("compose", COMPOSE, None, "", f"docker compose config: {line}",
+                     "see the message; `invoke init` fills in missing variables")
+
+
+def _secret_values(manifest, values) -> list[str]:
+    if manifest is None or not values:
+        return []
+    found = [values[v.name] for v in manifest.secrets if values.get(v.name)]
+    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
+
+
+# ----------------------------------------------------------------------------- .env
+def _check_env_file(root: Path, manifest, environ, report: _Report):
+    from .envfile import EnvFile
+
+    path = root / ENV
+    if not path.exists():
+        report.error("env-missing", ENV, None, "", "not found", "run `invoke init` to create it with fresh secrets")
+        return None, None
+    try:
+        env = EnvFile.load(path)
+    except OperatorError as exc:
+        report.error("env-unreadable", ENV, None, "", str(exc).split(": ", 1)[-1], "")
+        return None, None
+    for entry in env.entries:
+        if entry.error:
+            report.error("env-syntax", ENV, entry.line, "", "line is not KEY=VALUE (Compose will reject it)",
+                         "fix or remove the line")
+    values = env.resolved(environ={k: v for k, v in environ.items() if k not in env.keys()})
+    known = set(manifest.by_name)
+    for key in env.keys():
+        if key in known or COMPOSE_OWN.match(key):
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]}?" if close else "add it with `invoke add-env-var` or remove it"
+        report.warning("env-unknown", ENV, env.line_of(key), key, "is not in the manifest (variables.yml)",
+                       hint)
+    for variable in manifest.variables:
+        if variable.name not in values:
+            if variable.required:
+                report.error("env-required", ENV, None, variable.name, "is required but missing",
+                             "run `invoke init` (it adds missing variables and keeps existing values)")
+        elif values[variable.name] == "" and variable.required:
+            report.error("env-empty", ENV, env.line_of(variable.name), variable.name, "is empty",
+                         f"set a value ({_format_description(variable.format)})"
+                         + (f" or run `invoke init --rotate {variable.name}`" if variable.generate else ""))
+    return env, values
+
+
+def _format_description(name: str) -> str:
+    from .formats import FORMATS
+
+    return FORMATS[name].description
+
+
+def _check_values(manifest, env, values: dict[str, str], report: _Report) -> None:
+    from .credentials import KNOWN_WEAK_VALUES
+    from .formats import problem
+
+    for variable in manifest.variables:
+        value = values.get(variable.name)
+        if not value:
+            continue
+        line = env.line_of(variable.name)
+        bad = problem(variable.format, value)
+        if bad:
+            fix = (f"run `invoke init --rotate {variable.name}`" if variable.generate
+                   else f"use {_format_description(variable.format)}")
+            report.error("format", ENV, line, variable.name, bad, fix)
+            continue
+        if not variable.secret or variable.derive:
+            continue
+        rotate = f"run `invoke init --rotate {variable.name}`" if variable.generate else "set a random value"
+        entries = value.split(",") if variable.format == "encryption-key-list" else [value]
+        if value == variable.default:
+            report.error("insecure-placeholder", ENV, line, variable.name,
+                         "still has the example placeholder from .env.example", rotate)
+        elif any(entry == POSTHOG_DEFAULT_KEY for entry in entries):
+            report.error("insecure-default", ENV, line, variable.name,
+                         "uses PostHog's built-in development key 00beef...", rotate)
+        elif any(entry.lower() in KNOWN_WEAK_VALUES for entry in entries):
+            report.error("insecure-default", ENV, line, variable.name, "is a well-known default value", rotate)
+        elif variable.format == "secret-key" and len(value) < MIN_SECRET_KEY:
+            report.error("insecure-short", ENV, line, variable.name,
+                         f"is {len(value)} characters; at least {MIN_SECRET_KEY} are needed", rotate)
+        elif variable.format in ("password", "xml-safe-password") and len(value) < MIN_PASSWORD:
+            report.warning("insecure-short", ENV, line, variable.name,
+                           f"is {len(value)} characters; use at least {MIN_PASSWORD}", rotate)
+
+
+def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
+    get = values.get
+    database_url = get("DATABASE_URL")
+    if database_url and urlsplit(database_url).scheme in ("postgres", "postgresql"):
+        parts = urlsplit(database_url)
+        mismatches = []
+        if unquote(parts.username or "") != get("POSTGRES_USER", ""):
+            mismatches.append("user differs from POSTGRES_USER")
+        if unquote(parts.password or "") != get("POSTGRES_PASSWORD", ""):
+            mismatches.append("password differs from POSTGRES_PASSWORD")
+        if parts.path.strip("/") != get("POSTGRES_DB", ""):
+            mismatches.append("database differs from POSTGRES_DB")
+        if parts.hostname != "db":
+            mismatches.append(f"host is {parts.hostname!r}, not the `db` service")
+        if mismatches:
+            report.error("consistency", ENV, env.line_of("DATABASE_URL"), "DATABASE_URL", "; ".join(mismatches),
+                         "make it postgres://POSTGRES_USER:POSTGRES_PASSWORD@db:5432/POSTGRES_DB")
+    redis_url = get("REDIS_URL")
+    if redis_url and urlsplit(redis_url).scheme in ("redis", "rediss"):
+        parts = urlsplit(redis_url)
+        if parts.hostname != "redis":
+            report.error("consistency", ENV, env.line_of("REDIS_URL"), "REDIS_URL",
+                         f"points at {parts.hostname!r}, not the `redis` service",
+                         "make it redis://:REDIS_PASSWORD@redis:6379/")
+        elif get("REDIS_PASSWORD") and unquote(parts.password or "") != get("REDIS_PASSWORD"):
+            report.error("consistency", ENV, env.line_of("REDIS_URL"), "REDIS_URL",
+                         "password differs from REDIS_PASSWORD (Redis will refuse PostHog)",
+                         "make it redis://:REDIS_PASSWORD@redis:6379/")
+    brokers = 1  # one `kafka` service
+    factors = {}
+    for name in KAFKA_BROKER_LIMITED:
+        if get(name, "").isdigit():
+            factors[name] = int(get(name))
+            if factors[name] > brokers:
+                report.error("consistency", ENV, env.line_of(name), name,
+                             f"is {factors[name]} but there is {brokers} Kafka broker; topic creation would fail",
+                             "set it to 1")
+            elif factors[name] < 1:
+                report.error("consistency", ENV, env.line_of(name), name, "must be at least 1", "set it to 1")
+    zk_connect, zk_port = get("KAFKA_ZOOKEEPER_CONNECT", ""), get("ZOOKEEPER_CLIENT_PORT", "")
+    if zk_connect and zk_port and f"zookeeper:{zk_port}" not in zk_connect.split(","):
+        report.error("consistency", ENV, env.line_of("KAFKA_ZOOKEEPER_CONNECT"), "KAFKA_ZOOKEEPER_CONNECT",
+                     "does not point at the `zookeeper` service on ZOOKEEPER_CLIENT_PORT",
+                     "set it to zookeeper:<ZOOKEEPER_CLIENT_PORT>")
+    hosts, listeners = get("KAFKA_HOSTS", ""), get("KAFKA_ADVERTISED_LISTENERS", "")
+    if hosts and listeners:
+        advertised = {entry.split("://", 1)[-1].strip() for entry in listeners.split(",")}
+        if not {h.strip() for h in hosts.split(",")} & advertised:
+            report.error("consistency", ENV, env.line_of("KAFKA_HOSTS"), "KAFKA_HOSTS",
+                         "matches none of KAFKA_ADVERTISED_LISTENERS; clients would be redirected elsewhere",
+                         "use the host:port the broker advertises (kafka:9092)")
+    site_url = get("SITE_URL", "")
+    scheme = urlsplit(site_url).scheme
+    behind_proxy = get("IS_BEHIND_PROXY") == "true"
+    if scheme == "http" and get("DISABLE_SECURE_SSL_REDIRECT") == "false" and not behind_proxy:
+        report.error("consistency", ENV, env.line_of("SITE_URL"), "SITE_URL",
+                     "is http:// while DISABLE_SECURE_SSL_REDIRECT=false: Django redirects every request to https",
+                     "serve PostHog over https behind a proxy, or set DISABLE_SECURE_SSL_REDIRECT=true")
+    if scheme == "https" and not behind_proxy:
+        report.warning("consistency", ENV, env.line_of("IS_BEHIND_PROXY"), "IS_BEHIND_PROXY",
+                       "is false but SITE_URL is https://; the web service itself serves plain http",
+                       "set IS_BEHIND_PROXY=true when a TLS proxy fronts PostHog")
+    if scheme == "http" and behind_proxy:
+        report.warning("consistency", ENV, env.line_of("SITE_URL"), "SITE_URL",
+                       "is http:// although IS_BEHIND_PROXY=true", "use the proxy's https:// URL")
+    if get("TRUST_ALL_PROXIES") == "true":
+        report.warning("consistency", ENV, env.line_of("TRUST_ALL_PROXIES"), "TRUST_ALL_PROXIES",
+                       "trusts X-Forwarded-For from anyone", "list your proxy in TRUSTED_PROXIES instead")
+    host, port = urlsplit(site_url).hostname, None
+    try:
+        port = urlsplit(site_url).port
+    except ValueError:
+        pass
+    if host in ("localhost", "127.0.0.1") and get("WEB_PORT", "").isdigit() and (port or 80) != int(get("WEB_PORT")):
+        report.warning("consistency", ENV, env.line_of("SITE_URL"), "SITE_URL",
+                       f"uses port {port or 80} but WEB_PORT is {get('WEB_PORT')}; logins fail with CSRF errors",
+                       f"set SITE_URL=http://{host}:{get('WEB_PORT')}")
+
+
+def _check_shell_overrides(manifest, env, environ, report: _Report) -> None:
+    file_values = env.values()
+    for name in manifest.by_name:
+        if name in environ and name in file_values and environ[name] != file_values[name]:
+            report.warning("shell-override", ENV, env.line_of(name), name,
+                           "is also set in your shell with a different value, and Compose uses the shell's",
+                           f"`unset {name}` before running tasks")
+
+
+# ----------------------------------------------------------------------------- docker-compose.yml
+def _check_compose_file(root: Path, manifest, report: _Report):
+    from . import compose
+
+    try:
+        document = compose.load_document(root)
+    except OperatorError as exc:
+        report.error("compose-file", COMPOSE, None, "", str(exc).split(": ", 1)[-1], "")
+        return None
+    services = document.services if isinstance(document.services, dict) else {}
+    for name in FIXED_SERVICES:
+        if name not in services:
+            report.error("compose-services", COMPOSE, document.line_of("services"), name,
+                         "service is missing (PostHog expects the eight fixed service names)",
+                         f"restore `{name}` from git: git checkout -- {COMPOSE}")
+    for name, service in services.items():
+        if not isinstance(service, dict):
+            continue
+        environment = service.get("environment") or {}
+        items = environment.items() if isinstance(environment, dict) else (
+            (item.split("=", 1)[0], item.split("=", 1)[1] if "=" in item else None) for item in environment)
+        for key, value in items:
+            if value is None or not REFERENCE_RE.match(str(value)):
+                report.error("compose-literal", COMPOSE, document.line_of("services", name, "environment", key)
+                             or document.line_of("services", name, "environment"), f"{name}.{key}",
+                             "has a literal value in `environment:`; all configuration belongs in .env",
+                             f"write `{key}: ${{{key}}}` and add the variable with `invoke add-env-var`")
+    web = services.get("web") if isinstance(services.get("web"), dict) else None
+    if web is not None:
+        depends = web.get("depends_on") or {}
+        depends = set(depends) if isinstance(depends, (dict, list)) else set()
+        for dependency in WEB_DEPENDENCIES:
+            if dependency not in depends:
+                report.error("compose-depends", COMPOSE, document.line_of("services", "web", "depends_on")
+                             or document.line_of("services", "web"), f"web -> {dependency}",
+                             "depends_on edge is missing (web would start before its dependency)",
+                             f"add `{dependency}: {{condition: service_healthy}}` under web.depends_on")
+    volumes = document.data.get("volumes") or {}
+    for volume, (service, target) in DATA_VOLUMES.items():
+        mounts = (services.get(service) or {}).get("volumes") or [] if isinstance(services.get(service), dict) else []
+        mounted = any(isinstance(m, str) and m.split(":")[:2] == [volume, target] for m in mounts) or any(
+            isinstance(m, dict) and m.get("source") == volume and m.get("target") == target for m in mounts)
+        if volume not in volumes or not mounted:
+            report.error("compose-volumes", COMPOSE, document.line_of("volumes") or document.line_of("services", service),
+                         volume, f"data volume is missing or renamed (must be declared and mounted at {service}:{target})",
+                         "restore the volume name; a renamed volume starts empty and the old data is orphaned")
+    text = document.path.read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), 1):
+        for name in ANY_REFERENCE_RE.findall(line):
+            if name not in manifest.by_name:
+                report.error("compose-unknown-variable", COMPOSE, number, name,
+                             "is referenced but not in the manifest, so nothing documents or checks it",
+                             "add it with `invoke add-env-var`")
+    return document
+
+
+# ----------------------------------------------------------------------------- clickhouse/*.xml
+def _check_clickhouse_xml(root: Path, manifest, document, report: _Report) -> None:
+    import xml.etree.ElementTree as ElementTree
+
+    directory = root / "clickhouse"
+    clickhouse_env = set()
+    if document is not None:
+        service = document.services.get("clickhouse") if isinstance(document.services, dict) else None
+        environment = (service or {}).get("environment") or {}
+        clickhouse_env = set(environment) if isinstance(environment, dict) else {
+            item.split("=", 1)[0] for item in environment}
+    for path in sorted(directory.glob("*.xml")):
+        relative = f"clickhouse/{path.name}"
+        try:
+            tree = ElementTree.parse(path)
+        except ElementTree.ParseError as exc:
+            line = exc.position[0] if getattr(exc, "position", None) else None
+            report.error("clickhouse-xml", relative, line, "", f"is not well-formed XML ({exc.msg if hasattr(exc, 'msg') else exc})",
+                         "fix the XML; ClickHouse will not start with it")
+            continue
+        for element in tree.iter():
+            name = element.get("from_env")
+            if name is not None:
+                if name not in manifest.by_name:
+                    report.error("clickhouse-from-env", relative, None, name,
+                                 "is read with from_env but is not in the manifest", "add it with `invoke add-env-var`")
+                elif document is not None and name not in clickhouse_env:
+                    report.error("clickhouse-from-env", relative, None, name,
+                                 "is read with from_env but not passed to the clickhouse service; ClickHouse would read an empty value",
+                                 f"add `{name}: ${{{name}}}` to clickhouse.environment in {COMPOSE}")
+            elif element.tag == "password" and (element.text or "").strip():
+                report.error("clickhouse-password", relative, None, "password",
+                             "is hard-coded in the XML (and drifts from .env)",
+                             'use <password from_env="CLICKHOUSE_PASSWORD"/>')
+
+
+# ----------------------------------------------------------------------------- drift and .env protection
+def _check_drift(root: Path, manifest, report: _Report) -> None:
+    from . import generate
+
+    try:
+        stale = generate.drift(root, manifest)
+    except OperatorError as exc:
+        report.warning("drift", "README.md", None, "", str(exc).split(": ", 1)[-1], "")
+        return
+    for path in stale:
+        report.warning("drift", path.name, None, "", "differs from what variables.yml generates",
+                       "run `invoke generate` (never edit generated files by hand)")
+
+
+def _check_env_protection(root: Path, report: _Report) -> None:
+    path = root / ENV
+    if not path.exists():
+        return
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        report.error("env-permissions", ENV, None, "", f"is readable by other users (mode {mode:o}); it holds secrets",
+                     f"chmod 600 {ENV}")
+    if (root / ".git").exists():
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", ENV], cwd=root,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if tracked.returncode == 0:
+            report.error("env-tracked", ENV, None, "", "is tracked by git; its secrets are in the history",
+                         f"git rm --cached {ENV}, then rotate every secret (`invoke init --force` on a fresh install)")
