@@ -55,3 +55,76 @@ def config_check(c, strict=False, json=False):
     from posthog_compose import checks
 
     raise SystemExit(checks.main(ROOT, strict=strict, as_json=json))
+
+
+def _runner(dry_run=False, verbose=False):
+    from posthog_compose.engine import Runner, docker_env
+
+    return Runner(ROOT, dry_run=dry_run, verbose=verbose, env=docker_env())
+
+
+@task(iterable=["service"], help={
+    "service": "start only this service (repeatable or comma-separated); default: all eight",
+    "wait": "wait until every service is healthy and the URL answers (--no-wait to return at once)",
+    "timeout": "seconds to wait for health before giving up (default 600)",
+    "dry_run": DRY_RUN,
+    "verbose": VERBOSE,
+})
+@friendly
+def up(c, service=None, wait=True, timeout=600, dry_run=False, verbose=False):
+    """Start PostHog: create .env on the first run, check the configuration, start and wait until healthy."""
+    from posthog_compose import lifecycle
+
+    lifecycle.up(ROOT, _runner(dry_run, verbose), split_list(service), wait=wait, timeout=float(timeout))
+
+
+@task(aliases=["ps"], help={"json": JSON, "verbose": VERBOSE})
+@friendly
+def status(c, json=False, verbose=False):
+    """Show each service's state, health, uptime, ports and image."""
+    from posthog_compose import lifecycle
+
+    lifecycle.status(ROOT, _runner(verbose=verbose), as_json=json)
+
+
+# Invoke has no optional positional arguments, so services are named with -s (repeatable or comma-separated).
+@task(iterable=["service"], help={
+    "service": "service(s) to show (repeatable or comma-separated; default: all), e.g. `invoke logs -s web,worker`",
+    "follow": "keep printing new lines",
+    "tail": "only the last N lines of each service",
+    "since": "only lines since a time or duration, e.g. 10m or 2026-11-24T10:00:00",
+    "errors": "only error/failed/exception lines, without the benign warnings; a count per service (exit 1 if any)",
+    "verbose": VERBOSE,
+})
+@friendly
+def logs(c, service=None, follow=False, tail=None, since=None, errors=False, verbose=False):
+    """Show service logs, or only their errors with --errors."""
+    from posthog_compose import lifecycle
+
+    code = lifecycle.logs(ROOT, _runner(verbose=verbose), split_list(service), follow=follow, tail=tail, since=since,
+                          errors=errors)
+    if code:
+        raise SystemExit(code)
+
+
+@task(help={
+    "volumes": "also DELETE the data volumes (asks you to type the project name first)",
+    "yes": "do not ask for confirmation (automation)",
+    "dry_run": DRY_RUN,
+    "verbose": VERBOSE,
+})
+@friendly
+def down(c, volumes=False, yes=False, dry_run=False, verbose=False):
+    """Stop PostHog and keep its data; --volumes deletes the data after confirmation."""
+    from posthog_compose import lifecycle
+
+    lifecycle.down(ROOT, _runner(dry_run, verbose), volumes=volumes, yes=yes)
+
+
+@task(help={"json": JSON})
+@friendly
+def doctor(c, json=False):
+    """Preflight: Docker engine, Compose v2, RAM, CPUs, disk and WEB_PORT, each with a fix."""
+    from posthog_compose import doctor as preflight
+
+    raise SystemExit(preflight.run(ROOT, _runner(), as_json=json))

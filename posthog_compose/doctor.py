@@ -1,0 +1,140 @@
+"""Preflight, as Sentry's self-hosted installer does it: the Docker engine, Compose v2+,
+host RAM, CPUs and free disk against PostHog's needs, and WEB_PORT free. Read-only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import compose
+
+# PostHog's hobby deployment asks for about 4 vCPUs, 16 GB RAM and 30 GB of disk; below the
+# minimums the stack is known to fall over (ClickHouse and Kafka are memory-hungry).
+MIN_CPUS, GOOD_CPUS = 2, 4
+MIN_RAM_GB, GOOD_RAM_GB = 8, 16
+MIN_DISK_GB, GOOD_DISK_GB = 20, 30
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok, warning, error
+    detail: str
+    fix: str = ""
+
+
+def _engine(env) -> Check:
+    try:
+        result = subprocess.run(["docker", "version", "--format", "{{json .}}"], capture_output=True, text=True,
+                                env=env, timeout=20)
+    except FileNotFoundError:
+        return Check("docker engine", "error", "the docker client is not installed", "install Docker Engine")
+    except subprocess.TimeoutExpired:
+        return Check("docker engine", "error", "the engine did not answer within 20 s", "check `systemctl status docker`")
+    try:
+        info = json.loads(result.stdout or "{}")
+    except ValueError:
+        info = {}
+    server = (info or {}).get("Server") or {}
+    if result.returncode != 0 or not server:
+        reason = (result.stderr.strip().splitlines() or ["no answer"])[-1][:200]
+        return Check("docker engine", "error", f"not reachable: {reason}",
+                     "start Docker (systemctl start docker) or set DOCKER_HOST")
+    return Check("docker engine", "ok", f"reachable, version {server.get('Version', '?')}")
+
+
+def _compose(root: Path, env) -> Check:
+    try:
+        binary = compose.compose_binary()
+        result = subprocess.run([*binary, "version", "--short"], capture_output=True, text=True, env=env, timeout=20)
+    except Exception as exc:  # a missing binary is reported, never raised
+        return Check("docker compose", "error", str(exc), "install the Compose v2 plugin")
+    version = result.stdout.strip().lstrip("v")
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        return Check("docker compose", "error", f"`{' '.join(binary)} version` answered {version or result.stderr.strip()!r}",
+                     "install the Compose v2 plugin")
+    if major < 2:
+        return Check("docker compose", "error", f"version {version} is Compose v1, which lacks --wait and `ps --format json`",
+                     "install the Compose v2 plugin (docker-compose-plugin)")
+    return Check("docker compose", "ok", f"version {version} ({' '.join(binary)})")
+
+
+def _ram() -> Check:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            total_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+    except (OSError, StopIteration):
+        return Check("memory", "warning", "cannot read /proc/meminfo")
+    gb = total_kb / 1024 / 1024
+    if gb < MIN_RAM_GB:
+        return Check("memory", "error", f"{gb:.1f} GB; PostHog needs at least {MIN_RAM_GB} GB", "use a larger host")
+    if gb < GOOD_RAM_GB:
+        return Check("memory", "warning", f"{gb:.1f} GB; {GOOD_RAM_GB} GB recommended", "expect slow queries under load")
+    return Check("memory", "ok", f"{gb:.1f} GB")
+
+
+def _cpus() -> Check:
+    count = os.cpu_count() or 1
+    if count < MIN_CPUS:
+        return Check("cpus", "error", f"{count}; PostHog needs at least {MIN_CPUS}", "use a larger host")
+    if count < GOOD_CPUS:
+        return Check("cpus", "warning", f"{count}; {GOOD_CPUS} recommended", "expect slow ingestion under load")
+    return Check("cpus", "ok", str(count))
+
+
+def _disk(root: Path) -> Check:
+    free_gb = shutil.disk_usage(root).free / 1024 ** 3
+    if free_gb < MIN_DISK_GB:
+        return Check("disk", "error", f"{free_gb:.0f} GB free where the deployment lives; at least {MIN_DISK_GB} GB needed",
+                     "free space or move Docker's data root to a larger disk")
+    if free_gb < GOOD_DISK_GB:
+        return Check("disk", "warning", f"{free_gb:.0f} GB free; {GOOD_DISK_GB} GB recommended", "watch volume growth")
+    return Check("disk", "ok", f"{free_gb:.0f} GB free")
+
+
+def _web_port(root: Path, runner) -> Check:
+    from .envfile import EnvFile, env_path
+
+    path = env_path(root)
+    port = EnvFile.load(path).resolved().get("WEB_PORT", "8080") if path.exists() else "8080"
+    if not port.isdigit():
+        return Check("web port", "error", f"WEB_PORT {port!r} is not a number", "run `invoke config-check`")
+    try:
+        from . import stack
+
+        ours = any(s.service == "web" and s.state == "running" for s in stack.service_states(root, runner))
+    except Exception:
+        ours = False
+    if ours:
+        return Check("web port", "ok", f"{port} is held by this deployment's web service")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", int(port)))
+        except OSError:
+            return Check("web port", "error", f"{port} is already in use by another program",
+                         "stop it, or set another WEB_PORT in .env (and SITE_URL to match)")
+    return Check("web port", "ok", f"{port} is free")
+
+
+def run(root: Path, runner, as_json: bool = False) -> int:
+    env = runner.env
+    checks = [_engine(env), _compose(root, env), _ram(), _cpus(), _disk(root), _web_port(root, runner)]
+    if as_json:
+        print(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        for check in checks:
+            fix = f" Fix: {check.fix}" if check.fix and check.status != "ok" else ""
+            print(f"{check.status:<8} {check.name:<15} {check.detail.rstrip('.')}.{fix}")
+        errors = sum(c.status == "error" for c in checks)
+        warnings = sum(c.status == "warning" for c in checks)
+        print(f"doctor: {errors} error(s), {warnings} warning(s)."
+              + (" Fix the errors before `invoke up`." if errors else " Ready for `invoke up`."))
+    return 1 if any(c.status == "error" for c in checks) else 0

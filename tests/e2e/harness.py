@@ -1,0 +1,152 @@
+"""The end-to-end harness: a private Docker Engine (scripts/e2e-engine) with the locally built
+test images, and a deployment copy wired to it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.conftest import REPO, copy_repository, run_invoke
+
+SCRIPT = REPO / "scripts" / "e2e-engine"
+
+
+class HarnessError(Exception):
+    """The engine could not be started or the images could not be built."""
+
+
+def _script(*args: str, env: dict | None = None, timeout: float = 1200) -> str:
+    result = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    sys.stderr.write(result.stderr)
+    if result.returncode != 0:
+        raise HarnessError(f"scripts/e2e-engine {args[0]} failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
+    return result.stdout
+
+
+@dataclass
+class Engine:
+    docker_host: str
+    state_dir: Path | None  # None when the engine was given (E2E_DOCKER_HOST)
+    image_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": self.docker_host}
+
+    def docker(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", *args], capture_output=True, text=True, env=self.env, check=check, input=input)
+
+
+def start_engine() -> Engine:
+    given = os.environ.get("E2E_DOCKER_HOST")
+    if given:
+        engine = Engine(given, None)
+    else:
+        state = Path(os.environ.get("E2E_STATE_DIR") or tempfile.mkdtemp(prefix="posthog-e2e-"))
+        output = _script("start", "--state-dir", str(state))
+        host = next(line.split("=", 1)[1] for line in output.splitlines() if line.startswith("DOCKER_HOST="))
+        engine = Engine(host, state)
+    started = time.monotonic()
+    if engine.state_dir:
+        _script("build", "--state-dir", str(engine.state_dir), env=engine.env)
+    else:
+        _script("build", env=engine.env)
+    sys.stderr.write(f"e2e harness: images ready in {time.monotonic() - started:.0f}s\n")
+    engine.image_env = dict(line.split("=", 1) for line in _script("images-env").split())
+    return engine
+
+
+def stop_engine(engine: Engine) -> None:
+    if engine.state_dir is not None:
+        _script("stop", "--state-dir", str(engine.state_dir))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Deployment:
+    """A copy of the repository with a real .env (from `invoke init`) using the test images."""
+
+    root: Path
+    engine: Engine
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.engine.env
+
+    def values(self) -> dict[str, str]:
+        from posthog_compose.envfile import EnvFile
+
+        return EnvFile.load(self.root / ".env").values()
+
+    def set_env(self, **values: str) -> None:
+        from posthog_compose.envfile import EnvFile
+
+        env = EnvFile.load(self.root / ".env")
+        for key, value in values.items():
+            env.set(key, value)
+        env.write()
+
+    def invoke(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        result = run_invoke(self.root, *args, env=self.env, input=input)
+        sys.stderr.write(f"\n$ invoke {' '.join(args)} -> {result.returncode}\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        return result
+
+    def compose(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        from posthog_compose import compose
+
+        return subprocess.run(compose.command(self.root, *args), cwd=self.root, env=self.env, capture_output=True,
+                              text=True, check=check, input=input, timeout=900)
+
+    def psql(self, sql: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run SQL inside the db container as POSTGRES_USER (the SQL travels on stdin)."""
+        values = self.values()
+        return self.compose("exec", "-T", "db", "psql", "-v", "ON_ERROR_STOP=1", "-At", "-U", values["POSTGRES_USER"],
+                            "-d", values["POSTGRES_DB"], check=check, input=sql)
+
+    def http(self, path: str, timeout: float = 5.0) -> tuple[int, dict]:
+        """GET http://127.0.0.1:WEB_PORT{path} without following redirects: (status, headers)."""
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+        url = f"http://127.0.0.1:{self.values()['WEB_PORT']}{path}"
+        try:
+            with opener.open(url, timeout=timeout) as response:
+                return response.status, dict(response.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers)
+
+    def states(self) -> dict[str, dict]:
+        import json
+
+        output = self.compose("ps", "--all", "--format", "json").stdout
+        rows = [json.loads(line) for line in output.splitlines() if line.strip()]
+        if len(rows) == 1 and isinstance(rows[0], list):
+            rows = rows[0]
+        return {row["Service"]: row for row in rows}
+
+
+def make_deployment(target: Path, engine: Engine) -> Deployment:
+    from posthog_compose import bootstrap, manifest
+
+    target.mkdir(parents=True, exist_ok=True)
+    copy_repository(target)
+    bootstrap.init(target, manifest.load(target))
+    deployment = Deployment(target, engine)
+    port = free_port()
+    deployment.set_env(**engine.image_env, WEB_PORT=str(port), SITE_URL=f"http://localhost:{port}")
+    return deployment
