@@ -71,7 +71,16 @@ def parse_ps(output: str) -> list[ServiceState]:
 
 
 def service_states(root: Path, runner: Runner) -> list[ServiceState]:
-    result = runner.run(compose.command(root, "ps", "--all", "--format", "json"), capture=True, mutating=False)
+    command = compose.command(root, "ps", "--all", "--format", "json")
+    for attempt in range(5):
+        result = runner.run(command, capture=True, check=False, mutating=False)
+        # While `up` creates or replaces containers, ps can see one vanish mid-listing.
+        if result.returncode == 0 or "No such container" not in (result.stderr or "") or attempt == 4:
+            break
+        time.sleep(0.5)
+    if result.returncode != 0:
+        detail = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+        raise OperatorError(f"`docker compose ps` failed: {detail[0]}")
     try:
         return parse_ps(result.stdout)
     except (ValueError, TypeError) as exc:

@@ -36,10 +36,11 @@ class Engine:
     docker_host: str
     state_dir: Path | None  # None when the engine was given (E2E_DOCKER_HOST)
     image_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. a variable exported in the operator's shell
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "DOCKER_HOST": self.docker_host}
+        return {**os.environ, "DOCKER_HOST": self.docker_host, **self.extra_env}
 
     def docker(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(["docker", *args], capture_output=True, text=True, env=self.env, check=check, input=input)

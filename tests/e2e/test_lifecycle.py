@@ -1,0 +1,80 @@
+"""The daily tasks, driven as an operator would on a real Docker Engine: up, status,
+logs --errors, down, up again, down --volumes --yes; and a broken encryption key."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = {"db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins"}
+
+
+def test_up_status_logs_down_keeps_data_and_down_volumes_deletes_it(deployment):
+    result = deployment.invoke("up", "--timeout", "300")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "URL check:" in result.stdout and "redirects to /preflight" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("PostHog is up at http://localhost:")
+    states = deployment.states()
+    assert set(states) == SERVICES
+    assert all(s["State"] == "running" and s["Health"] == "healthy" for s in states.values()), states
+
+    status, headers = deployment.http("/")
+    assert status == 302 and headers["Location"].endswith("/preflight")
+    assert deployment.http("/_health")[0] == 200
+
+    status_output = deployment.invoke("status")
+    assert status_output.returncode == 0
+    assert "8 of 8 services running and healthy." in status_output.stdout
+    assert "posthog-standin:v1" in status_output.stdout
+
+    plain = deployment.invoke("logs", "-s", "plugins")
+    assert "Skipping async migrations setup" in plain.stdout  # the benign warning is there...
+    errors = deployment.invoke("logs", "--errors")
+    assert "Skipping async migrations setup" not in errors.stdout  # ...and filtered out
+    assert errors.returncode == 0, errors.stdout
+    assert errors.stdout.strip().splitlines()[-1].startswith("0 error line(s) (db 0,")
+
+    deployment.psql("CREATE TABLE e2e_probe (note text); INSERT INTO e2e_probe VALUES ('survives down/up');")
+    down = deployment.invoke("down")
+    assert down.returncode == 0 and "Data is kept" in down.stdout
+    assert deployment.states() == {}
+    again = deployment.invoke("up", "--timeout", "300")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert deployment.psql("SELECT note FROM e2e_probe;").stdout.strip() == "survives down/up"
+
+    refused = deployment.invoke("down", "--volumes", input="wrong\n")
+    assert refused.returncode == 1 and "nothing was deleted" in refused.stderr
+    assert set(deployment.states()) == SERVICES
+
+    wiped = deployment.invoke("down", "--volumes", "--yes")
+    assert wiped.returncode == 0, wiped.stderr
+    assert "posthog_postgres-data" in wiped.stdout
+    volumes = deployment.engine.docker("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    assert not [v for v in volumes if v.startswith("posthog_")], volumes
+
+
+def test_broken_encryption_key_fails_up_with_the_hint(deployment):
+    # Caught before anything starts when it is in .env ...
+    deployment.set_env(ENCRYPTION_SALT_KEYS="k" * 43)
+    refused = deployment.invoke("up", "--timeout", "120")
+    assert refused.returncode == 1
+    assert "43 characters, the output of `openssl rand -base64 32 | tr`" in refused.stdout
+    assert "nothing was started or changed" in refused.stderr
+    assert deployment.states() == {}
+
+
+def test_key_from_the_shell_crashes_posthog_and_up_names_the_fix(deployment):
+    # ... and when a shell variable overrides .env (Compose prefers it), PostHog itself crashes
+    # on start: up fails fast, shows the logs and the matching troubleshooting hint.
+    deployment.engine.extra_env = {"ENCRYPTION_SALT_KEYS": "k" * 43}
+    try:
+        result = deployment.invoke("up", "--timeout", "180")
+    finally:
+        deployment.engine.extra_env = {}
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "shell-override" in output or "is also set in your shell" in output
+    assert "Key must be 32-byte long base64url encoded string" in output
+    assert "hint: ENCRYPTION_SALT_KEYS entries must be exactly 32 characters" in output
+    assert "error: services failed: web" in result.stderr
