@@ -128,3 +128,41 @@ def doctor(c, json=False):
     from posthog_compose import doctor as preflight
 
     raise SystemExit(preflight.run(ROOT, _runner(), as_json=json))
+
+
+@task(positional=["name"], help={
+    "name": "the variable, UPPER_SNAKE_CASE",
+    "description": "one sentence for operators (shown in .env.example, the README and the handbook)",
+    "category": "a category of variables.yml, e.g. 'PostHog App'",
+    "services": "services that read it, comma-separated, e.g. web,worker,plugins",
+    "value": "its value in .env (checked against --format)",
+    "generate": "generate a random secret value instead of --value (secret formats only)",
+    "example": "the value shown in .env.example (for secrets: a placeholder)",
+    "secret": "the value is a secret: never printed, a placeholder in .env.example",
+    "format": "value format: string, integer, boolean, url, port, password, secret-key, ... (default string)",
+    "required": "the deployment needs a value (config-check errors when it is empty)",
+    "production": "what production demands of it (shown in the handbook)",
+    "dry_run": "print the plan and the diff of every file; change nothing",
+})
+@friendly
+def add_env_var(c, name, description="", category="", services="", value=None, generate=False, example=None,
+                secret=False, format="string", required=False, production="", dry_run=False):
+    """Add a variable everywhere it belongs (manifest, .env, .env.example, README, compose), all or nothing."""
+    from posthog_compose import envvars
+
+    request = envvars.Request(name=name, description=description, category=category, services=split_list(services),
+                              value=value, generate=generate, example=example, secret=secret, format=format,
+                              required=required, production=production)
+    raise SystemExit(envvars.add(ROOT, request, dry_run=dry_run))
+
+
+@task(positional=["name"], help={
+    "name": "a variable added with add-env-var",
+    "dry_run": "print the plan and the diff of every file; change nothing",
+})
+@friendly
+def remove_env_var(c, name, dry_run=False):
+    """Remove a variable added with add-env-var from every file, all or nothing."""
+    from posthog_compose import envvars
+
+    raise SystemExit(envvars.remove(ROOT, name, dry_run=dry_run))

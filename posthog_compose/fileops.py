@@ -76,6 +76,7 @@ class Transaction:
 
     def __init__(self) -> None:
         self._staged: list[tuple[Path, str, int | None]] = []
+        self._originals: list[tuple[Path, bytes | None, int | None]] = []
 
     def stage(self, path: Path, text: str, mode: int | None = None) -> None:
         self._staged.append((Path(path), text, mode))
@@ -84,8 +85,9 @@ class Transaction:
     def paths(self) -> list[Path]:
         return [path for path, _, _ in self._staged]
 
-    def commit(self, write=atomic_write) -> None:
-        originals: list[tuple[Path, bytes | None, int | None]] = []
+    def commit(self) -> None:
+        write = atomic_write  # looked up at call time, so a test can inject a failing writer
+        originals = self._originals = []
         try:
             for path, text, mode in self._staged:
                 if path.exists():
@@ -94,10 +96,16 @@ class Transaction:
                     originals.append((path, None, None))
                 write(path, text, mode)
         except BaseException:
-            for path, content, old_mode in reversed(originals):
-                if content is None:
-                    if path.exists():
-                        path.unlink()
-                else:
-                    atomic_write(path, content.decode("utf-8"), old_mode)
+            self.rollback()
             raise
+
+    def rollback(self) -> None:
+        """Put every file the last commit replaced back as it was (also after a successful commit,
+        when a later check rejects the result)."""
+        for path, content, old_mode in reversed(self._originals):
+            if content is None:
+                if path.exists():
+                    path.unlink()
+            else:
+                atomic_write(path, content.decode("utf-8"), old_mode)
+        self._originals = []

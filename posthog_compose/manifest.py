@@ -19,7 +19,7 @@ NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 DERIVE_REF_RE = re.compile(r"\{([A-Za-z0-9_]+)\}")
 
 _REQUIRED_FIELDS = ("name", "category", "description", "format")
-_OPTIONAL_FIELDS = ("default", "secret", "generate", "derive", "required", "services", "production")
+_OPTIONAL_FIELDS = ("default", "secret", "generate", "derive", "required", "services", "production", "removable")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Variable:
     required: bool = True
     services: tuple[str, ...] = ()
     production: str = ""
+    removable: bool = False  # added by `invoke add-env-var`; the seed's architecture variables are not
 
     def derived_from(self) -> list[str]:
         """Names this variable's ``derive`` template refers to."""
@@ -165,7 +166,7 @@ def parse(data, path: Path) -> Manifest:
         if isinstance(default, bool) or isinstance(default, float):
             raise fail(f"variable {name}: default {default!r} must be quoted as a string (e.g. \"true\")")
         default = "" if default is None else str(default)
-        for flag in ("secret", "required"):
+        for flag in ("secret", "required", "removable"):
             if flag in item and not isinstance(item[flag], bool):
                 raise fail(f"variable {name}: `{flag}` must be true or false")
         generate = item.get("generate")
@@ -186,7 +187,7 @@ def parse(data, path: Path) -> Manifest:
             name=name, category=item["category"], description=str(item["description"]).strip(),
             format=item["format"], default=default, secret=item.get("secret", False), generate=generate,
             derive=item.get("derive"), required=required, services=tuple(services),
-            production=str(item.get("production") or "").strip(),
+            production=str(item.get("production") or "").strip(), removable=item.get("removable", False),
         ))
     names = {v.name for v in variables}
     for variable in variables:
