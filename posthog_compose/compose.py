@@ -5,6 +5,7 @@ line numbers for the checks."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,26 +62,113 @@ def version(root: Path) -> str:
     return result.stdout.strip().lstrip("v")
 
 
-def start_config_check(root: Path) -> subprocess.Popen:
-    """Start `compose config --quiet` in the background (the checker runs its own rules meanwhile)."""
+VALIDATED_CACHE = ".deploy/compose-config.ok"
+_REFERENCE_RE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class ConfigValidation:
+    """`compose config --quiet` running in the background (the checker runs its own rules meanwhile).
+
+    Compose's verdict depends only on its inputs: the compose files, .env, the variables of the
+    environment they reference, and the Compose binary itself. A success is remembered under
+    .deploy/ with a hash of all of them; while none changes, the same verdict is given without
+    running Compose again. A failure is never remembered: its messages are always Compose's own.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.key = _validation_key(self.root)
+        self.process: subprocess.Popen | None = None
+        self.returncode: int | None = None
+        if self.key and _read(self.root / VALIDATED_CACHE) == self.key:
+            self.returncode = 0
+            return
+        try:
+            self.process = subprocess.Popen(command(root, "config", "--quiet"), cwd=root, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True)
+        except FileNotFoundError as exc:
+            raise OperatorError(f"Docker Compose could not be run ({exc.filename}); run `invoke doctor`")
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        if self.process is None:
+            return "", ""
+        stdout, stderr = self.process.communicate(timeout=timeout)
+        self.returncode = self.process.returncode
+        if self.returncode == 0 and self.key:
+            from .fileops import atomic_write
+
+            try:
+                (self.root / VALIDATED_CACHE).parent.mkdir(exist_ok=True)
+                atomic_write(self.root / VALIDATED_CACHE, self.key, 0o600)  # a hash of .env: keep it private
+            except OSError:
+                pass  # a read-only checkout is validated every time
+        return stdout, stderr
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
+
+def _read(path: Path) -> str | None:
     try:
-        return subprocess.Popen(command(root, "config", "--quiet"), cwd=root, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-    except FileNotFoundError as exc:
-        raise OperatorError(f"Docker Compose could not be run ({exc.filename}); run `invoke doctor`")
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def _validation_key(root: Path) -> str | None:
+    """A hash of everything `compose config` reads, or None when an input cannot be read."""
+    import hashlib
+
+    binary = compose_binary()
+    executable = which(binary[0]) or binary[0]
+    hasher = hashlib.sha256()
+    try:
+        stat = os.stat(os.path.realpath(executable))
+        hasher.update(f"{' '.join(binary)}|{os.path.realpath(executable)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        if binary[:2] == ["docker", "compose"]:
+            return None  # the plugin's own file is not cheaply known: always ask Compose
+        texts = []
+        for path in sorted(root.glob("docker-compose*.y*ml")) + [root / ".env"]:
+            data = path.read_bytes() if path.exists() else b"<absent>"
+            hasher.update(path.name.encode() + b"\0" + data + b"\0")
+            texts.append(data.decode("utf-8", "replace"))
+    except OSError:
+        return None
+    if "env_file" in "\n".join(texts):
+        return None  # Compose reads more files than these: always ask it
+    names = set(_REFERENCE_RE.findall("\n".join(texts)))
+    for name in sorted(names | {k for k in os.environ if k.startswith(("COMPOSE_", "DOCKER_"))}):
+        hasher.update(f"{name}={os.environ.get(name, '<unset>')}\0".encode())
+    return hasher.hexdigest()
+
+
+def start_config_check(root: Path) -> ConfigValidation:
+    """Start Compose's own validation of the deployment (see ConfigValidation)."""
+    return ConfigValidation(root)
 
 
 @dataclass
 class ComposeDocument:
-    """docker-compose.yml parsed twice: as data (merge keys resolved) and as nodes (line numbers)."""
+    """docker-compose.yml parsed twice: as data (merge keys resolved) and, only when a line number
+    is asked for, as nodes."""
 
     path: Path
     data: dict
-    root_node: object
+    _root_node: object = None
 
     @property
     def services(self) -> dict:
         return self.data.get("services") or {}
+
+    @property
+    def root_node(self):
+        if self._root_node is None:
+            import yaml
+
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            self._root_node = yaml.compose(self.path.read_text(encoding="utf-8"), Loader=loader)
+        return self._root_node
 
     def line_of(self, *keys: str) -> int | None:
         """1-based line of the node at ``keys`` (e.g. 'services', 'web', 'environment')."""
@@ -99,14 +187,10 @@ class ComposeDocument:
 
 
 def load_document(root: Path, filename: str = COMPOSE_FILE) -> ComposeDocument:
-    import yaml
-
     from .manifest import load_yaml
 
     path = Path(root) / filename
     data = load_yaml(path)
     if not isinstance(data, dict):
         raise OperatorError(f"{filename}: must be a mapping with `services`")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    root_node = yaml.compose(path.read_text(encoding="utf-8"), Loader=loader)
-    return ComposeDocument(path, data, root_node)
+    return ComposeDocument(path, data)

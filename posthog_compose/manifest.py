@@ -6,6 +6,8 @@ handbook) reads variables through this module, never the YAML directly.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,15 +88,50 @@ def manifest_path(root: Path) -> Path:
     return Path(root) / MANIFEST_FILE
 
 
+YAML_CACHE_DIR = ".deploy/yaml-cache"
+
+
 def load_yaml(path: Path):
-    """Parse a YAML file, turning syntax errors into one operator-readable line."""
+    """Parse a YAML file, turning syntax errors into one operator-readable line.
+
+    PyYAML costs more to import than the rest of config-check costs to run, so the data of a
+    file parsed once is remembered as JSON under .deploy/, keyed by a hash of the file's text:
+    while the file is unchanged, it is not parsed (nor PyYAML imported) again.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OperatorError(f"{path.name}: file not found at {path}; restore it from git (git checkout -- {path.name})")
+    key = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    cache = path.parent / YAML_CACHE_DIR / f"{path.name}.json"
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached.get("sha256") == key:
+            return cached["data"]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    data = _parse_yaml(text, path)
+    try:
+        encoded = json.dumps({"sha256": key, "data": data})
+    except (TypeError, ValueError):
+        return data  # YAML types JSON cannot hold (dates, ...): parse every time
+    if json.loads(encoded)["data"] != data:
+        return data  # e.g. integer keys that JSON would turn into strings
+    try:
+        from .fileops import atomic_write
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache, encoded)
+    except OSError:
+        pass  # a read-only checkout is parsed every time
+    return data
+
+
+def _parse_yaml(text: str, path: Path):
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise OperatorError(f"{path.name}: file not found at {path}; restore it from git (git checkout -- {path.name})")
     try:
         return yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:

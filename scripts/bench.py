@@ -7,8 +7,11 @@ Cases (name: measured vs baseline, goal):
   config-check: `invoke config-check`      vs `docker compose config --quiet` on the same files (<= 3x)
   config-floor: `invoke config-check`      vs an empty Invoke task: what the checks add         (<= 1.5x)
   list:         `invoke --list` here       vs `invoke --list` in an empty Invoke project        (<= 1.3x)
-Each command runs several times; the medians and their ratio are printed. This is a
-measurement, not a test: it never fails on a slow machine, it reports.
+  up:           `invoke up` from scratch   vs `docker compose up -d --wait` from scratch          (<= 1.1x)
+                (only when named: it starts a private Docker Engine with the e2e test images)
+Measured and baseline runs alternate, so a change in the machine's load touches both; the
+medians and their ratio are printed. This is a measurement, not a test: it never fails on a
+slow machine, it reports.
 """
 
 from __future__ import annotations
@@ -27,15 +30,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def timed(cmd: list[str], cwd: Path, env: dict, runs: int) -> float:
-    """Median wall time of ``cmd`` over ``runs`` runs (after one warm-up run)."""
-    subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+def timed_pair(measured: tuple[list[str], Path], baseline: tuple[list[str], Path], env: dict, runs: int,
+               before=None) -> tuple[float, float]:
+    """Median wall times of two commands over ``runs`` alternating runs (after one warm-up each).
+    ``before`` runs untimed before every run (e.g. to reset the state both start from)."""
+    samples: dict[int, list[float]] = {0: [], 1: []}
+    for round_number in range(runs + 1):
+        for index, (cmd, cwd) in enumerate((measured, baseline)):
+            if before:
+                before()
+            start = time.perf_counter()
+            result = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            elapsed = time.perf_counter() - start
+            if result.returncode != 0:
+                raise SystemExit(f"bench: `{' '.join(cmd)}` failed: {result.stderr.strip()[-300:]}")
+            if round_number:  # round 0 warms caches up
+                samples[index].append(elapsed)
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def deployment_copy(workdir: Path) -> Path:
@@ -54,8 +65,8 @@ def case_config_check(workdir: Path, env: dict, runs: int):
 
     root = deployment_copy(workdir)
     env = {**env, "POSTHOG_COMPOSE_ROOT": str(root)}
-    measured = timed([sys.executable, "-m", "invoke", "config-check"], root, env, runs)
-    baseline = timed(compose.command(root, "config", "--quiet"), root, env, runs)
+    measured, baseline = timed_pair(([sys.executable, "-m", "invoke", "config-check"], root),
+                                    (compose.command(root, "config", "--quiet"), root), env, runs)
     return "invoke config-check", measured, "docker compose config --quiet", baseline, 3.0
 
 
@@ -63,8 +74,8 @@ def case_list(workdir: Path, env: dict, runs: int):
     empty = workdir / "empty"
     empty.mkdir()
     (empty / "tasks.py").write_text('from invoke import task\n\n\n@task\ndef hello(c):\n    """Say hello."""\n')
-    measured = timed([sys.executable, "-m", "invoke", "--list"], REPO, env, runs)
-    baseline = timed([sys.executable, "-m", "invoke", "--list"], empty, env, runs)
+    measured, baseline = timed_pair(([sys.executable, "-m", "invoke", "--list"], REPO),
+                                    ([sys.executable, "-m", "invoke", "--list"], empty), env, runs)
     return "invoke --list (this project)", measured, "invoke --list (empty project)", baseline, 1.3
 
 
@@ -75,24 +86,50 @@ def case_config_check_floor(workdir: Path, env: dict, runs: int):
     empty = workdir / "empty"
     empty.mkdir()
     (empty / "tasks.py").write_text('from invoke import task\n\n\n@task\ndef noop(c):\n    """Do nothing."""\n')
-    measured = timed([sys.executable, "-m", "invoke", "config-check"], root, env, runs)
-    baseline = timed([sys.executable, "-m", "invoke", "noop"], empty, env, runs)
+    measured, baseline = timed_pair(([sys.executable, "-m", "invoke", "config-check"], root),
+                                    ([sys.executable, "-m", "invoke", "noop"], empty), env, runs)
     return "invoke config-check", measured, "invoke noop (empty project)", baseline, 1.5
 
 
-CASES = {"config-check": case_config_check, "config-floor": case_config_check_floor, "list": case_list}
+def case_up(workdir: Path, env: dict, runs: int):
+    """The whole stack from nothing (fresh volumes each run) on a private engine with the test images."""
+    from posthog_compose import compose
+    from tests.e2e.harness import make_deployment, start_engine, stop_engine
+
+    engine = start_engine()
+    try:
+        deployment = make_deployment(workdir / "deployment", engine)
+        root = deployment.root
+        env = {**env, **engine.env, "POSTHOG_COMPOSE_ROOT": str(root)}
+
+        def reset():
+            subprocess.run(compose.command(root, "down", "--volumes", "--timeout", "5"), cwd=root, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+
+        measured, baseline = timed_pair(([sys.executable, "-m", "invoke", "up"], root),
+                                        (compose.command(root, "up", "--detach", "--wait"), root), env,
+                                        max(1, min(runs, 3)), before=reset)
+        reset()
+    finally:
+        stop_engine(engine)
+    return "invoke up", measured, "docker compose up -d --wait", baseline, 1.1
+
+
+CASES = {"config-check": case_config_check, "config-floor": case_config_check_floor, "list": case_list,
+         "up": case_up}
+DEFAULT_CASES = ("config-check", "config-floor", "list")  # `up` needs an engine: run it by name
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cases", nargs="*", help=f"cases to run: {', '.join(CASES)} (default: all)")
+    parser.add_argument("cases", nargs="*", help=f"cases to run: {', '.join(CASES)} (default: {', '.join(DEFAULT_CASES)})")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per command (median is reported)")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
         print(f"{'case':<14} {'measured':<30} {'median':>8}   {'baseline':<32} {'median':>8}   ratio  goal")
-        for name in args.cases or list(CASES):
+        for name in args.cases or DEFAULT_CASES:
             if name not in CASES:
                 parser.error(f"unknown case {name!r}; known: {', '.join(CASES)}")
             (workdir / name).mkdir()
