@@ -151,7 +151,7 @@ def architecture_svg(root: Path) -> str:
     data = yaml.safe_load((root / "docker-compose.yml").read_text(encoding="utf-8"))
     services = data.get("services") or {}
     rows = _layers(services)
-    width, box_w, box_h, row_h = 900, 190, 50, 110
+    width, box_w, box_h, row_h = 900, 190, 64, 120
     height = row_h * len(rows) + 40
     position: dict[str, tuple[float, float]] = {}
     for r, row in enumerate(rows):
@@ -189,12 +189,14 @@ def architecture_svg(root: Path) -> str:
             edges.append(line(a, b, "edge data"))
     nodes = []
     for name, (x, y) in position.items():
-        published = " · port ${WEB_PORT}" if services[name].get("ports") else ""
+        # The published port gets a line of its own: beside the image name it overflows the box.
+        published = (f'<text x="{x:.0f}" y="{y + 28:.0f}" class="image">published: ${{WEB_PORT}}</text>'
+                     if services[name].get("ports") else "")
         nodes.append(
             f'<g class="service" id="service-{name}"><rect x="{x - box_w / 2:.0f}" y="{y - box_h / 2:.0f}" '
             f'width="{box_w}" height="{box_h}" rx="8"/>'
-            f'<text x="{x:.0f}" y="{y - 4:.0f}" class="name">{html.escape(name)}</text>'
-            f'<text x="{x:.0f}" y="{y + 14:.0f}" class="image">{html.escape(image_of(name) + published)}</text></g>')
+            f'<text x="{x:.0f}" y="{y - 8:.0f}" class="name">{html.escape(name)}</text>'
+            f'<text x="{x:.0f}" y="{y + 12:.0f}" class="image">{html.escape(image_of(name))}</text>{published}</g>')
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="architecture" '
         f'aria-label="Services of the deployment and how they depend on each other">'
