@@ -4,9 +4,7 @@ status, logs (with an errors-only view), and down (data kept unless confirmed)."
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -56,19 +54,7 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
         runner.run(command)
         print(f"Started {', '.join(targets)} without waiting; follow with `invoke status`.")
         return
-    if runner.verbose:
-        runner.show(command)
-    error_log = tempfile.NamedTemporaryFile(prefix="compose-up-", suffix=".log", delete=False)
-    process = subprocess.Popen(command, cwd=root, env=runner.env, stdout=subprocess.DEVNULL, stderr=error_log,
-                               text=True)
-    process.error_log = error_log.name
-    try:
-        stack.wait_until_healthy(root, runner, targets, timeout=timeout + 30, process=process)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        error_log.close()
-        Path(error_log.name).unlink(missing_ok=True)
+    stack.start_and_wait(root, runner, command, targets, timeout + 30)
     elapsed = time.monotonic() - started
     if "web" not in targets:
         print(f"Started {', '.join(targets)}: healthy in {elapsed:.0f}s.")

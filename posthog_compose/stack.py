@@ -171,6 +171,30 @@ def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = 
         time.sleep(1)
 
 
+def start_and_wait(root: Path, runner: Runner, command: list[str], services: list[str], timeout: float) -> float:
+    """Run ``command`` (a `compose up`) in the background and wait until ``services`` are healthy,
+    with live progress; a failing service or the timeout raises OperatorError with its last logs."""
+    import tempfile
+
+    if runner.verbose:
+        runner.show(command)
+    error_log = tempfile.NamedTemporaryFile(prefix="compose-up-", suffix=".log", delete=False)
+    process = subprocess.Popen(command, cwd=root, env=runner.env, stdout=subprocess.DEVNULL, stderr=error_log,
+                               text=True)
+    process.error_log = error_log.name
+    try:
+        return wait_until_healthy(root, runner, services, timeout=timeout, process=process)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        error_log.close()
+        Path(error_log.name).unlink(missing_ok=True)
+
+
 def _process_error(process: subprocess.Popen) -> str:
     """The last error line `compose up` wrote (its stderr goes to a file: a pipe could fill up)."""
     path = getattr(process, "error_log", None)

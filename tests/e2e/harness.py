@@ -151,3 +151,95 @@ def make_deployment(target: Path, engine: Engine) -> Deployment:
     port = free_port()
     deployment.set_env(**engine.image_env, WEB_PORT=str(port), SITE_URL=f"http://localhost:{port}")
     return deployment
+
+
+@dataclass
+class Registry:
+    """A real image registry (Debian's docker-registry) on the private engine's host network."""
+
+    engine: Engine
+    address: str  # 127.0.0.1:PORT, which Docker trusts without TLS (127.0.0.0/8 is insecure by default)
+    container: str
+
+    def publish(self, source: str, repository: str, tag: str) -> str:
+        """Push ``source`` as ADDRESS/repository:tag, then drop the local tag, so that a later pull
+        really fetches from the registry (and records the registry's digest)."""
+        target = f"{self.address}/{repository}:{tag}"
+        self.engine.docker("tag", source, target)
+        pushed = self.engine.docker("push", "--quiet", target, check=False)
+        if pushed.returncode != 0:
+            raise HarnessError(f"docker push {target} failed: {pushed.stderr.strip()[-300:]}")
+        self.engine.docker("image", "rm", target)
+        return target
+
+    def stop(self) -> None:
+        self.engine.docker("rm", "--force", self.container, check=False)
+
+
+def start_registry(engine: Engine, timeout: float = 60.0) -> Registry:
+    port = free_port()
+    name = f"posthog-e2e-registry-{port}"
+    address = f"127.0.0.1:{port}"
+    engine.docker("run", "--detach", "--name", name, "--network", "host", "--env", f"REGISTRY_HTTP_ADDR={address}",
+                  "posthog-compose-e2e/registry:2.8")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as response:
+                if response.status == 200:
+                    return Registry(engine, address, name)
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            logs = engine.docker("logs", name, check=False)
+            raise HarnessError(f"the registry did not answer on {address}: {(logs.stdout + logs.stderr)[-300:]}")
+        time.sleep(0.5)
+
+
+class DowntimeProbe:
+    """GET / every 0.1 s in a thread; reports the longest stretch without a PostHog answer (200/302)."""
+
+    def __init__(self, port: int):
+        import threading
+
+        self.url = f"http://127.0.0.1:{port}/"
+        self.samples: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _ok(self) -> bool:
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        try:
+            with urllib.request.build_opener(NoRedirect).open(self.url, timeout=1) as response:
+                return response.status == 200
+        except urllib.error.HTTPError as exc:
+            return exc.code == 302
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), self._ok()))
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> "DowntimeProbe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def longest_outage(self) -> float:
+        longest, down_since = 0.0, None
+        for at, ok in self.samples:
+            if not ok and down_since is None:
+                down_since = at
+            elif ok and down_since is not None:
+                longest, down_since = max(longest, at - down_since), None
+        if down_since is not None and self.samples:
+            longest = max(longest, self.samples[-1][0] - down_since)
+        return longest

@@ -1,0 +1,190 @@
+"""Image references: parsing, moving-tag detection, and what the local engine knows about an image.
+
+Owns the grammar of `[host[:port]/]path[:tag][@sha256:digest]` (the Docker reference grammar,
+restricted to sha256 digests), the list of tags that move under you (`latest`, ...), and the two
+read-only `docker image inspect` questions the tasks ask: does the image exist locally, and which
+registry digest does it have. Used by `invoke upgrade` (pinning) and `invoke harden` (checks).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+
+from .errors import OperatorError
+
+#: Tags that registries re-point as new builds appear: a deployment on one of them can change
+#: version on the next pull without anyone deciding it.
+MOVING_TAGS: frozenset[str] = frozenset(
+    {"latest", "latest-release", "master", "main", "edge", "nightly", "dev", "stable"})
+
+_HOST_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = re.compile(rf"^{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})*(?::[0-9]+)?$")
+_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed image reference. ``repository`` keeps any registry host part as written."""
+
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    def __str__(self) -> str:
+        text = self.repository
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+    def with_tag(self, tag: str) -> "ImageRef":
+        """The same repository at ``tag`` (any digest is dropped: it belonged to the old content)."""
+        if not _TAG.match(tag):
+            raise OperatorError(f"{tag!r} is not a valid image tag (letters, digits, _ . -; at most 128 characters)")
+        return replace(self, tag=tag, digest=None)
+
+    def with_digest(self, digest: str) -> "ImageRef":
+        """The same repository pinned to ``digest`` (the tag is dropped so the reference says one thing)."""
+        if not _DIGEST.match(digest):
+            raise OperatorError(f"{digest!r} is not a sha256 digest (expected sha256: and 64 lowercase hex digits)")
+        return replace(self, tag=None, digest=digest)
+
+
+def parse(reference: str) -> ImageRef:
+    """Parse ``reference``; a malformed one raises a one-line OperatorError."""
+    text = (reference or "").strip()
+    if not text:
+        raise OperatorError("empty image reference; expected e.g. posthog/posthog:release-1.43.0")
+    if any(ch.isspace() for ch in text):
+        raise OperatorError(f"image reference {reference!r} contains whitespace")
+    name, digest = text, None
+    if "@" in text:
+        name, digest = text.split("@", 1)
+        if not _DIGEST.match(digest):
+            raise OperatorError(f"image reference {reference!r}: the digest must be sha256: and 64 lowercase hex digits")
+    tag = None
+    last_slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > last_slash:  # a colon after the last slash separates the tag (an earlier one is a host port)
+        name, tag = name[:colon], name[colon + 1:]
+        if not _TAG.match(tag):
+            raise OperatorError(f"image reference {reference!r}: tag {tag!r} is not valid "
+                                "(letters, digits, _ . -; at most 128 characters)")
+    components = name.split("/")
+    if len(components) > 1 and _looks_like_host(components[0]):
+        if not _HOST.match(components[0]):
+            raise OperatorError(f"image reference {reference!r}: {components[0]!r} is not a valid registry host")
+        path = components[1:]
+    else:
+        path = components
+    if not path or not all(_PATH_COMPONENT.match(part) for part in path):
+        raise OperatorError(f"image reference {reference!r}: the repository must be lowercase letters, digits and "
+                            "separators (. _ -), e.g. posthog/posthog")
+    return ImageRef(repository=name, tag=tag, digest=digest)
+
+
+def _looks_like_host(component: str) -> bool:
+    return "." in component or ":" in component or component == "localhost" or component != component.lower()
+
+
+def is_moving(reference: str) -> bool:
+    """True when the reference can change under the deployment: no digest and no tag or a moving tag."""
+    ref = parse(reference)
+    return ref.digest is None and (ref.tag is None or ref.tag in MOVING_TAGS)
+
+
+def is_digest_pinned(reference: str) -> bool:
+    return parse(reference).digest is not None
+
+
+def _familiar(repository: str) -> str:
+    """Docker Hub's short spelling, as `docker image inspect` reports it (docker.io/library/x -> x)."""
+    for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
+        if repository.startswith(prefix):
+            repository = repository[len(prefix):]
+            break
+    if repository.startswith("library/") and repository.count("/") == 1:
+        repository = repository[len("library/"):]
+    return repository
+
+
+def _inspect(runner, reference: str, template: str) -> str | None:
+    result = runner.run(["docker", "image", "inspect", "--format", template, reference],
+                        capture=True, check=False, mutating=False)
+    if result.returncode != 0:
+        return None
+    return (result.stdout or "").strip()
+
+
+def image_exists(runner, reference: str) -> bool:
+    """Whether the local engine has ``reference`` (no registry is asked)."""
+    return _inspect(runner, reference, "{{.Id}}") is not None
+
+
+def repo_digest(runner, reference: str) -> str | None:
+    """``repository@sha256:...`` for the local image ``reference``, from its RepoDigests entry for the
+    same repository; None when the image is missing or has no registry digest (built locally)."""
+    ref = parse(reference)
+    output = _inspect(runner, str(ref), "{{json .RepoDigests}}")
+    if not output:
+        return None
+    try:
+        digests = json.loads(output) or []
+    except ValueError:
+        return None
+    wanted = _familiar(ref.repository)
+    for entry in digests:
+        repository, _, digest = str(entry).partition("@")
+        if _familiar(repository) == wanted and _DIGEST.match(digest):
+            return f"{ref.repository}@{digest}"
+    return None
+
+
+# --- PostHog's published tags -------------------------------------------------------------------
+
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_RELEASE = re.compile(r"^release-(\d+)\.(\d+)\.(\d+)$")
+
+
+def posthog_tag_kind(tag: str, *, allow_latest: bool = False) -> str:
+    """Classify a `--to` value for the PostHog image: "commit", "release", "digest" or "latest".
+
+    PostHog publishes a 40-hex commit-SHA tag for every master commit, `release-X.Y.Z` tags up to
+    1.43.x, and digests; `latest` moves and is accepted only with ``allow_latest``. Anything else is
+    an OperatorError, before anything happens.
+    """
+    value = (tag or "").strip()
+    if _COMMIT_SHA.match(value):
+        return "commit"
+    if _RELEASE.match(value):
+        return "release"
+    if _DIGEST.match(value):
+        return "digest"
+    if value == "latest":
+        if not allow_latest:
+            raise OperatorError("`latest` moves with every PostHog commit and expects a newer, larger stack; pin a "
+                                "commit-SHA tag or a digest, or pass --allow-latest if you really mean it")
+        return "latest"
+    hint = ""
+    if re.match(r"^v?\d+\.\d+(\.\d+)?$", value):
+        hint = f" (PostHog's numbered tags are spelt release-X.Y.Z, e.g. release-{value.lstrip('v')}" + (
+            ".0" if value.lstrip("v").count(".") == 1 else "") + ")"
+    elif re.match(r"^[0-9a-fA-F]{7,39}$", value) or re.match(r"^[0-9A-F]{40}$", value):
+        hint = " (commit tags are the full 40-character lowercase SHA, not an abbreviation)"
+    raise OperatorError(f"--to {value!r} is not a tag PostHog publishes{hint}; use a 40-hex commit SHA, "
+                        "release-X.Y.Z or sha256:<64 hex>")
+
+
+def release_version(tag: str | None) -> tuple[int, int, int] | None:
+    """(X, Y, Z) for a `release-X.Y.Z` tag, else None."""
+    match = _RELEASE.match(tag or "")
+    return tuple(int(part) for part in match.groups()) if match else None  # type: ignore[return-value]
+
+
+def is_commit_sha(tag: str | None) -> bool:
+    return bool(_COMMIT_SHA.match(tag or ""))

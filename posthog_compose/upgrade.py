@@ -1,0 +1,557 @@
+"""`invoke upgrade`: move one image variable to a new version and never leave the deployment broken.
+
+Owns the upgrade plan (which variable, which services, the exact .env diff), the gates of
+upgrades.yml, the PostgreSQL backup before the switch (pg_dump inside `db`, verified with
+pg_restore), the switch itself, the automatic rollback, and the history file.
+
+Order, so that every failure before the switch changes nothing:
+validate --to -> plan (and --dry-run stops here) -> gates -> config-check -> free disk -> backup
+-> pull (or use the local image) -> --pin-digest -> Postgres major check -> switch .env ->
+recreate -> health -> URL check. A failure after the switch restores the old value and
+recreates the services on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import compose, images
+from .engine import Runner
+from .errors import OperatorError
+from .fileops import atomic_write, timestamp
+
+BACKUP_DIR = "backups"
+HISTORY_FILE = "upgrade-history.jsonl"  # in backups/, next to the dumps it names
+GATES_FILE = "upgrades.yml"
+LOCK_FILE = ".deploy/upgrade.lock"
+POSTGRES_MAJOR_DOC = "docs/upgrading.md#postgres-major-upgrade"
+GIB = 1024 ** 3
+
+#: --service -> (image variable, services that run it, free GiB the new image needs on the engine's disk)
+TARGETS: dict[str, tuple[str, list[str], float]] = {
+    "posthog": ("POSTHOG_IMAGE", ["web", "worker", "plugins"], 4.0),
+    "postgres": ("POSTGRES_IMAGE", ["db"], 1.0),
+    "redis": ("REDIS_IMAGE", ["redis"], 0.5),
+    "clickhouse": ("CLICKHOUSE_IMAGE", ["clickhouse"], 2.0),
+    "zookeeper": ("ZOOKEEPER_IMAGE", ["zookeeper"], 1.0),
+    "kafka": ("KAFKA_IMAGE", ["kafka"], 1.0),
+}
+#: Read as "newer than every numbered release": commit-SHA tags and digests came after 1.43.x.
+AFTER_NUMBERED_RELEASES = (1, 43, 10 ** 6)
+
+
+@dataclass
+class Request:
+    """What the operator asked for on the command line."""
+
+    to: str | None
+    service: str = "posthog"
+    allow_latest: bool = False
+    pin_digest: bool = False
+    skip_backup: bool = False
+    timeout: float = 600.0
+
+
+@dataclass
+class Gate:
+    id: str
+    version: tuple[int, int, int]
+    service: str
+    check: list[str]
+    requires: str
+    instructions: str
+
+
+@dataclass
+class Plan:
+    """Everything the upgrade will do, computed before anything changes."""
+
+    service: str
+    variable: str
+    services: list[str]
+    current: str
+    target: str
+    env_before: str
+    env_after: str
+    gates: list[Gate] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    free_gib_needed: float = 1.0
+
+    def diff(self) -> str:
+        import difflib
+
+        return "".join(difflib.unified_diff(self.env_before.splitlines(keepends=True),
+                                            self.env_after.splitlines(keepends=True), "a/.env", "b/.env", n=0))
+
+
+@dataclass
+class HistoryEntry:
+    time: str
+    service: str
+    variable: str
+    from_: str
+    to: str
+    result: str  # upgraded | rolled back | rollback failed | aborted
+    seconds: float
+    backup: str | None = None
+    reason: str = ""
+    logs: str | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["from"] = data.pop("from_")
+        return data
+
+
+# ----------------------------------------------------------------------------- tags and plan
+def target_reference(current: str, to: str | None, service: str, allow_latest: bool) -> str:
+    """The new image reference for ``--to`` (a tag or a digest), validated before anything runs."""
+    if not to:
+        raise OperatorError("--to is required, e.g. `invoke upgrade --to release-1.43.0` (or --history)")
+    ref = images.parse(current)
+    value = to.strip()
+    if ("/" in value or (":" in value and not value.startswith("sha256:"))) and _parses(value):
+        raise OperatorError(f"--to takes a tag or a digest, not an image reference ({value!r}); the repository "
+                            f"stays {ref.repository} (change it in .env if you really mean another one)")
+    if service == "posthog":
+        kind = images.posthog_tag_kind(value, allow_latest=allow_latest)
+    elif value.startswith("sha256:"):
+        kind = "digest"
+    elif value in images.MOVING_TAGS and not allow_latest:
+        raise OperatorError(f"--to {value!r} is a moving tag: the deployment could change version on the next pull; "
+                            "pin an exact version or a digest (or pass --allow-latest)")
+    else:
+        kind = "tag"
+    new = ref.with_digest(value) if kind == "digest" else ref.with_tag(value)
+    return str(new)
+
+
+def _parses(reference: str) -> bool:
+    try:
+        images.parse(reference)
+    except OperatorError:
+        return False
+    return True
+
+
+def version_of(reference: str) -> tuple[int, int, int]:
+    """The PostHog version a reference stands for, for the gates (see upgrades.yml)."""
+    ref = images.parse(reference)
+    return images.release_version(ref.tag) or AFTER_NUMBERED_RELEASES
+
+
+def load_gates(root: Path) -> list[Gate]:
+    from .manifest import load_yaml
+
+    path = Path(root) / GATES_FILE
+    if not path.exists():
+        return []
+    data = load_yaml(path) or {}
+    gates = []
+    for index, raw in enumerate(data.get("gates") or []):
+        try:
+            major, minor, patch = (int(part) for part in str(raw["version"]).split("."))
+            check = raw["check"]
+            if not isinstance(check, list) or not all(isinstance(arg, str) for arg in check) or not check:
+                raise ValueError("check must be a list of arguments")
+            gates.append(Gate(str(raw["id"]), (major, minor, patch), str(raw.get("service", "web")), check,
+                              str(raw.get("requires", "")), str(raw.get("instructions", "")).strip()))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OperatorError(f"{GATES_FILE}: gate {index + 1} is malformed ({exc}); it needs id, version X.Y.Z, "
+                                "service and a check argument list")
+    return gates
+
+
+def applicable_gates(gates: list[Gate], current: str, target: str) -> list[Gate]:
+    """The gates an upgrade from ``current`` to ``target`` crosses."""
+    before, after = version_of(current), version_of(target)
+    return [gate for gate in gates if before < gate.version <= after]
+
+
+def make_plan(root: Path, request: Request) -> Plan:
+    from .envfile import EnvFile, env_path
+
+    if request.service not in TARGETS:
+        raise OperatorError(f"--service {request.service!r} is not one of {', '.join(TARGETS)}")
+    variable, services, free_gib = TARGETS[request.service]
+    env = EnvFile.load(env_path(root))
+    values = env.resolved()
+    current = values.get(variable, "")
+    if not current:
+        raise OperatorError(f".env: {variable} is not set; run `invoke config-check`")
+    target = target_reference(current, request.to, request.service, request.allow_latest)
+    before = env.render()
+    env.set(variable, target)
+    plan = Plan(request.service, variable, services, current, target, before, env.render(), free_gib_needed=free_gib)
+    if request.service == "posthog":
+        plan.gates = applicable_gates(load_gates(root), current, target)
+    if images.parse(target).tag in images.MOVING_TAGS:
+        plan.warnings.append(f"{images.parse(target).tag} is a moving tag: the next pull can change the version "
+                             "without an upgrade; today's posthog/posthog:latest also expects a larger stack than "
+                             "this one. Not for production.")
+    if request.service == "postgres":
+        old, new = postgres_major(current), postgres_major(target)
+        if old and new and old != new:
+            raise OperatorError(f"POSTGRES_IMAGE {current} -> {target} changes PostgreSQL's major version ({old} -> "
+                                f"{new}): the data files are incompatible. Follow the dump-and-restore procedure in "
+                                f"{POSTGRES_MAJOR_DOC}")
+    return plan
+
+
+def postgres_major(reference: str) -> str | None:
+    """'15' for postgres:15.12-alpine; None when the tag does not say (a digest, latest)."""
+    tag = images.parse(reference).tag or ""
+    match = re.match(r"^(\d+)", tag)
+    return match.group(1) if match else None
+
+
+def print_plan(plan: Plan, request: Request, dry_run: bool) -> None:
+    if plan.current == plan.target:
+        return
+    steps = []
+    if plan.gates:
+        steps.append(f"check upgrade gate(s) {', '.join(g.id for g in plan.gates)} in the running {plan.gates[0].service}")
+    steps.append("run config-check and check free disk")
+    steps.append("skip the PostgreSQL backup (--skip-backup)" if request.skip_backup
+                 else "back up PostgreSQL with pg_dump into backups/ and verify the dump")
+    steps.append(f"pull {plan.target}" + (" and pin its digest" if request.pin_digest else ""))
+    steps.append(f"set {plan.variable} in .env and recreate {', '.join(plan.services)}")
+    steps.append(f"wait until healthy (at most {request.timeout:.0f} s) and check the URL; roll back on any failure")
+    print(f"Plan: upgrade {plan.variable} {plan.current} -> {plan.target}")
+    for number, step in enumerate(steps, 1):
+        print(f"  {number}. {step}")
+    for warning in plan.warnings:
+        print(f"warning: {warning}")
+    if dry_run:
+        print(plan.diff(), end="")
+
+
+# ----------------------------------------------------------------------------- the run
+def run(root: Path, runner: Runner, request: Request) -> int:
+    """The upgrade task. Returns the exit code: 0 upgraded (or nothing to do), 1 failed and rolled
+    back or aborted before the switch, 2 when even the rollback did not come back healthy."""
+    root = Path(root)
+    plan = make_plan(root, request)
+    if plan.current == plan.target and not request.pin_digest:
+        print(f"{plan.variable} is already {plan.target}: nothing to do.")
+        return 0
+    print_plan(plan, request, runner.dry_run)
+    if runner.dry_run:
+        print("Dry run: nothing changed.")
+        return 0
+    with _lock(root):
+        return _run(root, runner, request, plan)
+
+
+def _run(root: Path, runner: Runner, request: Request, plan: Plan) -> int:
+    from . import checks
+
+    started = time.monotonic()
+    backup: Path | None = None
+    try:
+        check_gates(root, runner, plan.gates)
+        checks.require_clean(root)
+        check_free_disk(root, runner, plan.free_gib_needed)
+        if request.skip_backup:
+            print("Skipping the PostgreSQL backup (--skip-backup): if the new version migrates data and has to be "
+                  "rolled back, there is no dump to restore.")
+        else:
+            backup = backup_postgres(root, runner)
+        target = fetch_image(runner, plan.target, request.pin_digest)
+        if request.service == "postgres":
+            check_postgres_major_of_image(runner, plan.current, target)
+    except (OperatorError, KeyboardInterrupt) as exc:
+        reason = str(exc) or "interrupted"
+        _record(root, plan, plan.target, "aborted", started, backup, reason)
+        raise OperatorError(f"upgrade stopped before the switch, nothing changed: {reason}")
+    if target == plan.current:
+        print(f"{plan.variable} is already {target}: nothing to do.")
+        return 0
+    plan.target = target
+
+    print(f"Switching {plan.variable} to {target} and recreating {', '.join(plan.services)} ...")
+    switched_at = time.monotonic()
+    try:
+        _set_image(root, plan.variable, target)
+        _recreate(root, runner, plan.services, request.timeout)
+    except (OperatorError, KeyboardInterrupt) as exc:
+        reason = str(exc) or "interrupted"
+        return _roll_back(root, runner, request, plan, reason, started, backup)
+    seconds = time.monotonic() - started
+    _record(root, plan, target, "upgraded", started, backup)
+    where = f"; backup {backup.relative_to(root)}" if backup else ""
+    print(f"Upgraded {plan.variable} {plan.current} -> {target}: healthy {time.monotonic() - switched_at:.0f} s after "
+          f"the switch ({seconds:.0f} s in all){where}.")
+    return 0
+
+
+def _roll_back(root: Path, runner: Runner, request: Request, plan: Plan, reason: str, started: float,
+               backup: Path | None) -> int:
+    print(f"Upgrade failed: {reason}")
+    logs = save_logs(root, runner, plan.services)
+    print(f"Rolling back: {plan.variable} -> {plan.current} and recreating {', '.join(plan.services)} ...")
+    rollback_started = time.monotonic()
+    try:
+        _set_image(root, plan.variable, plan.current)
+        _recreate(root, runner, plan.services, request.timeout)
+    except (OperatorError, KeyboardInterrupt) as exc:
+        _record(root, plan, plan.target, "rollback failed", started, backup, f"{reason}; rollback: {exc}", logs)
+        restore = (f"restore the backup {backup.relative_to(root)} as described in docs/upgrading.md#restoring-a-backup"
+                   if backup else "there is no backup (--skip-backup)")
+        raise OperatorError(f"the rollback to {plan.current} did not come back healthy ({exc}). .env is back on "
+                            f"{plan.current}; the new version may have migrated the database: {restore}. "
+                            f"Logs of the failed version: {logs.relative_to(root) if logs else 'not saved'}", code=2)
+    _record(root, plan, plan.target, "rolled back", started, backup, reason, logs)
+    print(f"Rolled back in {time.monotonic() - rollback_started:.0f} s: the deployment is back on {plan.current} and "
+          "healthy.")
+    print(f"error: upgrade to {plan.target} failed ({reason.splitlines()[0][:300]}); logs of the failed version are in "
+          f"{logs.relative_to(root) if logs else '(could not be saved)'}; history: `invoke upgrade --history`.",
+          file=sys.stderr)
+    return 1
+
+
+def _set_image(root: Path, variable: str, value: str) -> None:
+    from .envfile import EnvFile, env_path
+
+    env = EnvFile.load(env_path(root))
+    env.set(variable, value)
+    env.write()
+
+
+def _recreate(root: Path, runner: Runner, services: list[str], timeout: float) -> None:
+    from . import stack
+    from .envfile import EnvFile, env_path
+
+    # One service at a time, web first, without touching the others (--no-deps): web runs the new
+    # version's migrations before new workers start, and the URL is down only while web restarts.
+    deadline = time.monotonic() + timeout
+    for service in services:
+        remaining = max(deadline - time.monotonic(), 1.0)
+        stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--no-deps", service), [service],
+                             remaining)
+    if "web" in services:
+        ok, detail = stack.check_url(EnvFile.load(env_path(root)).resolved(), timeout=min(60.0, timeout))
+        if not ok:
+            raise OperatorError(f"URL check failed: {detail}")
+        print(f"URL check: {detail}.")
+
+
+# ----------------------------------------------------------------------------- steps before the switch
+def check_gates(root: Path, runner: Runner, gates: list[Gate]) -> None:
+    """Run each applicable gate's check in its running service; stop with its instructions."""
+    for gate in gates:
+        print(f"Gate {gate.id}: checking that {gate.requires} ...")
+        result = runner.run(compose.command(root, "exec", "-T", gate.service, *gate.check), capture=True, check=False,
+                            mutating=False, timeout=300)
+        if result.returncode != 0:
+            output = ((result.stderr or "") + (result.stdout or "")).strip().splitlines()
+            detail = output[-1][:200] if output else f"exit {result.returncode}"
+            raise OperatorError(f"upgrade gate {gate.id} not passed ({detail}). {gate.instructions}")
+
+
+def check_free_disk(root: Path, runner: Runner, needed_gib: float) -> None:
+    """Enough room for the new image on the engine's disk and for the dump next to the deployment."""
+    for label, path in (("the deployment's folder", root), ("Docker's data root", _docker_root(runner))):
+        if path is None or not Path(path).exists():
+            continue  # a remote engine: its disk cannot be measured from here
+        free = shutil.disk_usage(path).free / GIB
+        if free < needed_gib:
+            raise OperatorError(f"only {free:.1f} GiB free on {label} ({path}); the upgrade needs at least "
+                                f"{needed_gib:.1f} GiB. Free space (e.g. `docker image prune`) and run it again")
+
+
+def _docker_root(runner: Runner) -> str | None:
+    result = runner.run(["docker", "info", "--format", "{{.DockerRootDir}}"], capture=True, check=False,
+                        mutating=False, timeout=30)
+    return (result.stdout or "").strip() or None if result.returncode == 0 else None
+
+
+def backup_postgres(root: Path, runner: Runner) -> Path:
+    """pg_dump (custom format) from inside `db` into backups/, mode 0600; verified with pg_restore --list."""
+    from .envfile import EnvFile, env_path
+
+    values = EnvFile.load(env_path(root)).resolved()
+    user, database = values.get("POSTGRES_USER", "posthog"), values.get("POSTGRES_DB", "posthog")
+    directory = root / BACKUP_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    target = directory / f"postgres-{database}-{timestamp()}.dump"
+    print(f"Backing up PostgreSQL database {database} to {target.relative_to(root)} ...")
+    command = compose.command(root, "exec", "-T", "db", "pg_dump", "-U", user, "-d", database, "--format=custom")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if runner.verbose:
+                runner.show(command)
+            result = subprocess.run(command, cwd=root, env=runner.env, stdout=handle, stderr=subprocess.PIPE,
+                                    timeout=3600)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    if result.returncode != 0:
+        target.unlink(missing_ok=True)
+        detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+        raise OperatorError(f"pg_dump inside `db` failed ({detail[0]}); is `db` running? (`invoke status`)")
+    verify_backup(root, runner, target)
+    return target
+
+
+def verify_backup(root: Path, runner: Runner, dump: Path) -> int:
+    """The dump is non-empty and pg_restore can read its table of contents. Returns the entry count."""
+    size = dump.stat().st_size
+    if size == 0:
+        raise OperatorError(f"the backup {dump.name} is empty; not going on")
+    with open(dump, "rb") as handle:
+        result = subprocess.run(compose.command(root, "exec", "-T", "db", "pg_restore", "--list"), cwd=root,
+                                env=runner.env, stdin=handle, capture_output=True, timeout=600)
+    listing = result.stdout.decode(errors="replace")
+    entries = [line for line in listing.splitlines() if line and not line.startswith(";")]
+    if result.returncode != 0 or not entries:
+        raise OperatorError(f"the backup {dump.name} cannot be read by pg_restore "
+                            f"({result.stderr.decode(errors='replace').strip()[:200] or 'no entries'}); not going on")
+    print(f"Backup verified: {size / 1024:.0f} KiB, {len(entries)} entries readable by pg_restore.")
+    return len(entries)
+
+
+def fetch_image(runner: Runner, target: str, pin_digest: bool) -> str:
+    """Pull ``target``; an image that cannot be pulled but is already on the engine (loaded by hand,
+    an air-gapped host) is used as it is. Returns the reference to write (the digest with --pin-digest)."""
+    print(f"Pulling {target} ...")
+    result = runner.run(["docker", "pull", "--quiet", target], capture=True, check=False, timeout=3600)
+    if result.returncode != 0:
+        detail = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+        if not images.image_exists(runner, target):
+            raise OperatorError(f"cannot pull {target} ({detail[0][:200]}) and the engine does not have it; check "
+                                "the tag exists (PostHog tags: release-X.Y.Z or a 40-hex commit SHA)")
+        print(f"Pull failed ({detail[0][:120]}); using the image already on this engine.")
+    if not pin_digest or images.is_digest_pinned(target):
+        return target
+    digest = images.repo_digest(runner, target)
+    if not digest:
+        raise OperatorError(f"{target} has no registry digest on this engine (it was built or loaded locally), so "
+                            "--pin-digest cannot pin it; push it to a registry or upgrade without --pin-digest")
+    print(f"Pinned {target} to {digest}.")
+    return digest
+
+
+def check_postgres_major_of_image(runner: Runner, current: str, target: str) -> None:
+    """For digests and unusual tags: compare PG_MAJOR from the images' environment."""
+    def major(reference: str) -> str | None:
+        result = runner.run(["docker", "image", "inspect", "--format", "{{json .Config.Env}}", reference],
+                            capture=True, check=False, mutating=False)
+        try:
+            env = json.loads(result.stdout or "null") or []
+        except ValueError:
+            return None
+        found = [item.split("=", 1)[1] for item in env if item.startswith("PG_MAJOR=")]
+        return found[0] if found else postgres_major(reference)
+
+    old, new = major(current), major(target)
+    if old and new and old != new:
+        raise OperatorError(f"{target} is PostgreSQL {new} but the data volume was written by {old}: follow the "
+                            f"dump-and-restore procedure in {POSTGRES_MAJOR_DOC}")
+
+
+def save_logs(root: Path, runner: Runner, services: list[str]) -> Path | None:
+    """The failed version's last log lines, kept (0600) for the operator."""
+    result = runner.run(compose.command(root, "logs", "--no-color", "--tail", "300", *services), capture=True,
+                        check=False, mutating=False, timeout=120)
+    directory = root / BACKUP_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    path = directory / f"upgrade-{timestamp()}-failed.log"
+    atomic_write(path, (result.stdout or "") + (result.stderr or ""), 0o600)
+    return path
+
+
+# ----------------------------------------------------------------------------- history and lock
+def history_path(root: Path) -> Path:
+    return Path(root) / BACKUP_DIR / HISTORY_FILE
+
+
+def _record(root: Path, plan: Plan, target: str, result: str, started: float, backup: Path | None,
+            reason: str = "", logs: Path | None = None) -> None:
+    entry = HistoryEntry(
+        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), service=plan.service, variable=plan.variable,
+        from_=plan.current, to=target, result=result, seconds=round(time.monotonic() - started, 1),
+        backup=str(backup.relative_to(root)) if backup else None, reason=reason.splitlines()[0][:300] if reason else "",
+        logs=str(logs.relative_to(root)) if logs else None)
+    path = history_path(root)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry.to_dict()) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_history(root: Path) -> list[dict]:
+    path = history_path(root)
+    if not path.exists():
+        return []
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            raise OperatorError(f"{path.relative_to(root)} line {number} is not JSON; fix or remove that line")
+    return entries
+
+
+def print_history(root: Path, as_json: bool = False) -> None:
+    entries = read_history(Path(root))
+    if as_json:
+        print(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        print("No upgrades yet (the history is kept in backups/upgrade-history.jsonl).")
+        return
+    rows = [("TIME", "IMAGE", "FROM", "TO", "RESULT", "SECONDS", "BACKUP")]
+    for entry in entries:
+        rows.append((entry.get("time", ""), entry.get("variable", ""), _short(entry.get("from", "")),
+                     _short(entry.get("to", "")), entry.get("result", ""), str(entry.get("seconds", "")),
+                     entry.get("backup") or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    failed = [e for e in entries if e.get("result") != "upgraded"]
+    print(f"{len(entries)} upgrade(s), {len(failed)} not completed; reasons with --json.")
+
+
+def _short(reference: str) -> str:
+    """The tag or digest part, which is what differs between rows."""
+    ref = images.parse(reference) if reference else None
+    if not ref:
+        return "-"
+    return (ref.tag or "") + (f"@{ref.digest[:19]}" if ref.digest else "")
+
+
+class _lock:
+    """One upgrade at a time per deployment (an flock on .deploy/upgrade.lock)."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / LOCK_FILE
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(exist_ok=True)
+        self.handle = open(self.path, "w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise OperatorError("another `invoke upgrade` is running for this deployment; wait for it to finish")
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+        return False

@@ -1,0 +1,126 @@
+"""`invoke upgrade` on a real engine, pulling from a real registry: the PostHog stand-in is
+published as release-1.41.0 (v1), a commit-SHA tag (v2) and another commit-SHA tag whose web never
+becomes healthy (broken). A Postgres row written first must survive both upgrades."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from posthog_compose import compose
+from tests.conftest import REPO
+from tests.e2e.harness import DowntimeProbe, start_registry
+
+pytestmark = pytest.mark.e2e
+
+SHA_V2 = hashlib.sha1(b"stand-in v2").hexdigest()
+SHA_BROKEN = hashlib.sha1(b"stand-in broken").hexdigest()
+REPOSITORY = "posthog/posthog"
+
+
+@pytest.fixture(scope="module")
+def registry(e2e_engine):
+    registry = start_registry(e2e_engine)
+    prefix = "posthog-compose-e2e/posthog-standin"
+    registry.publish(f"{prefix}:v1", REPOSITORY, "release-1.41.0")
+    registry.publish(f"{prefix}:v2", REPOSITORY, SHA_V2)
+    registry.publish(f"{prefix}:broken", REPOSITORY, SHA_BROKEN)
+    yield registry
+    registry.stop()
+
+
+def _history(deployment) -> list[dict]:
+    result = deployment.invoke("upgrade", "--history", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _all_healthy(deployment) -> bool:
+    states = deployment.states()
+    return len(states) == 8 and all(s["State"] == "running" and s["Health"] == "healthy" for s in states.values())
+
+
+def _version(deployment) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{deployment.values()['WEB_PORT']}/_version", timeout=5) as answer:
+        return answer.read().decode()
+
+
+def test_upgrade_to_a_new_tag_then_a_broken_one_rolls_back(deployment, registry):
+    image = f"{registry.address}/{REPOSITORY}"
+    deployment.set_env(POSTHOG_IMAGE=f"{image}:release-1.41.0")
+    started = deployment.invoke("up", "--timeout", "300")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert _version(deployment) == "v1"
+    deployment.psql("CREATE TABLE e2e_upgrade_probe (note text); INSERT INTO e2e_upgrade_probe VALUES ('kept');")
+
+    # A gate the deployment has not passed stops the upgrade before anything changes.
+    deployment.psql("CREATE TABLE IF NOT EXISTS posthog_standin_async_migration (name text, complete boolean); "
+                    "INSERT INTO posthog_standin_async_migration VALUES ('0007_persons_and_groups_on_events', false);")
+    env_before = (deployment.root / ".env").read_bytes()
+    gated = deployment.invoke("upgrade", "--to", SHA_V2)
+    assert gated.returncode == 1
+    assert "gate async-migrations-0005-0007-before-1.42 not passed" in gated.stderr
+    assert "Async migrations are not completed: 0007_persons_and_groups_on_events" in gated.stderr
+    assert (deployment.root / ".env").read_bytes() == env_before
+    assert _history(deployment)[-1]["result"] == "aborted"
+    deployment.psql("UPDATE posthog_standin_async_migration SET complete = true;")
+
+    # The dry run shows the exact diff and changes nothing.
+    dry = deployment.invoke("upgrade", "--to", SHA_V2, "--dry-run")
+    assert dry.returncode == 0 and f"+POSTHOG_IMAGE={image}:{SHA_V2}" in dry.stdout
+    assert (deployment.root / ".env").read_bytes() == env_before
+
+    # v1 (release-1.41.0) -> v2 (commit SHA), pulled from the registry and pinned to its digest.
+    with DowntimeProbe(int(deployment.values()["WEB_PORT"])) as probe:
+        clock = time.monotonic()
+        upgraded = deployment.invoke("upgrade", "--to", SHA_V2, "--pin-digest", "--timeout", "240")
+        upgrade_seconds = time.monotonic() - clock
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert "Gate async-migrations-0005-0007-before-1.42" in upgraded.stdout
+    assert re.search(r"Backup verified: \d+ KiB, \d+ entries readable by pg_restore", upgraded.stdout)
+    assert upgraded.stdout.strip().splitlines()[-1].startswith(f"Upgraded POSTHOG_IMAGE {image}:release-1.41.0 -> ")
+    pinned = deployment.values()["POSTHOG_IMAGE"]
+    assert re.fullmatch(rf"{re.escape(image)}@sha256:[0-9a-f]{{64}}", pinned), pinned
+    digests = deployment.engine.docker("image", "inspect", "--format", "{{json .RepoDigests}}", pinned).stdout
+    assert pinned in json.loads(digests)
+    assert _version(deployment) == "v2" and _all_healthy(deployment)
+
+    entry = _history(deployment)[-1]
+    assert entry["result"] == "upgraded" and entry["to"] == pinned and entry["from"].endswith(":release-1.41.0")
+    dump = deployment.root / entry["backup"]
+    assert dump.stat().st_size > 0 and oct(dump.stat().st_mode & 0o777) == "0o600"
+    with open(dump, "rb") as handle:
+        listing = subprocess.run(compose.command(deployment.root, "exec", "-T", "db", "pg_restore", "--list"),
+                                 stdin=handle, capture_output=True, env=deployment.env, cwd=deployment.root,
+                                 check=True).stdout.decode()
+    assert "TABLE public e2e_upgrade_probe" in listing
+
+    # v2 -> broken: web never becomes healthy; the upgrade rolls back to the pinned v2 by itself.
+    clock = time.monotonic()
+    broken = deployment.invoke("upgrade", "--to", SHA_BROKEN, "--timeout", "90")
+    broken_seconds = time.monotonic() - clock
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert f"back on {pinned} and healthy" in broken.stdout
+    assert f"upgrade to {image}:{SHA_BROKEN} failed" in broken.stderr
+    rollback = float(re.search(r"Rolled back in (\d+) s", broken.stdout).group(1))
+    assert deployment.values()["POSTHOG_IMAGE"] == pinned
+    assert _version(deployment) == "v2" and _all_healthy(deployment)
+    entry = _history(deployment)[-1]
+    assert entry["result"] == "rolled back" and "web" in entry["reason"]
+    assert "stand-in broken build" in (deployment.root / entry["logs"]).read_text()
+
+    assert deployment.psql("SELECT note FROM e2e_upgrade_probe;").stdout.strip() == "kept"
+    measurements = {"successful_upgrade_seconds": round(upgrade_seconds, 1),
+                    "url_check_failing_seconds_during_upgrade": round(probe.longest_outage(), 1),
+                    "broken_upgrade_total_seconds": round(broken_seconds, 1), "rollback_seconds": rollback}
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "e2e-upgrade.json").write_text(json.dumps(measurements, indent=2) + "\n")
+    print(f"\nupgrade measurements: {measurements}")
