@@ -166,3 +166,49 @@ def remove_env_var(c, name, dry_run=False):
     from posthog_compose import envvars
 
     raise SystemExit(envvars.remove(ROOT, name, dry_run=dry_run))
+
+
+@task(help={
+    "to": "the PostHog tag to move to: a 40-hex commit SHA, release-X.Y.Z, or sha256:DIGEST (latest needs --allow-latest)",
+    "service": "which image to pin: posthog (default: web, worker, plugins) or postgres, redis, clickhouse, zookeeper, kafka",
+    "allow_latest": "accept the moving `latest` tag (never for production; prints a warning)",
+    "pin_digest": "after pulling, write the image's digest instead of the tag, so a re-pushed tag cannot move the deployment",
+    "skip_backup": "do not dump PostgreSQL first (says what is skipped; you keep no way back for migrated data)",
+    "timeout": "seconds to wait for the new version to be healthy before rolling back (default 600)",
+    "history": "print the upgrade history (every upgrade and rollback) and exit",
+    "json": JSON,
+    "dry_run": "print the plan and the exact diff of .env; change nothing",
+    "verbose": VERBOSE,
+})
+@friendly
+def upgrade(c, to=None, service="posthog", allow_latest=False, pin_digest=False, skip_backup=False, timeout=600,
+            history=False, json=False, dry_run=False, verbose=False):
+    """Pin a new version: check, back up PostgreSQL, switch, verify, and roll back by itself on failure."""
+    from posthog_compose import upgrade as upgrades
+
+    if history:
+        upgrades.print_history(ROOT, as_json=json)
+        return
+    request = upgrades.Request(to=to, service=service, allow_latest=allow_latest, pin_digest=pin_digest,
+                               skip_backup=skip_backup, timeout=float(timeout))
+    raise SystemExit(upgrades.run(ROOT, _runner(dry_run, verbose), request))
+
+
+@task(iterable=["only"], help={
+    "check": "change nothing: print each checklist item as pass / fail / manual; exit 1 when a checkable item fails",
+    "only": "apply only these items (repeatable or comma-separated), e.g. --only secrets,certificates,postgres-tls",
+    "rotate_secrets": "regenerate every generated secret, not only the insecure ones (safe on a live deployment)",
+    "yes": "do not ask for confirmation (automation)",
+    "json": JSON,
+    "dry_run": "print the plan; change nothing",
+    "verbose": VERBOSE,
+})
+@friendly
+def harden(c, check=False, only=None, rotate_secrets=False, yes=False, json=False, dry_run=False, verbose=False):
+    """Production checklist: --check reports it; without it, apply what can be applied, safely on a live deployment."""
+    from posthog_compose import harden as hardening
+
+    if check:
+        raise SystemExit(hardening.check(ROOT, _runner(verbose=verbose), as_json=json))
+    raise SystemExit(hardening.apply(ROOT, _runner(dry_run, verbose), only=split_list(only), yes=yes,
+                                     rotate_all=rotate_secrets))

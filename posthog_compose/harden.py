@@ -1,0 +1,528 @@
+"""`invoke harden`: the seed's production checklist, checked (--check) and applied.
+
+Owns the checklist items (what each checks, whether it can be applied, the handbook section for
+the rest), the plan and confirmation, the backups of changed files, and the order of a live
+application: PostgreSQL's password is changed inside the database before .env, then .env and the
+TLS files are written, then the services whose configuration changed are recreated and checked.
+Secret rotation rules live in rotation.py, certificates in certs.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import certs, compose, images, rotation
+from .engine import Runner
+from .errors import OperatorError
+from .fileops import atomic_write, timestamp
+
+OVERRIDE_FILE = "docker-compose.override.yml"
+TLS_TEMPLATE = "docker-compose.tls.yml"
+CONTAINER_CA = "/etc/posthog/certs/ca.crt"
+POSTGRES_TLS_QUERY = f"sslmode=verify-full&sslrootcert={CONTAINER_CA}"
+REDIS_TLS_QUERY = f"ssl_cert_reqs=required&ssl_ca_certs={CONTAINER_CA}"
+IMAGE_VARIABLES = ("POSTHOG_IMAGE", "POSTGRES_IMAGE", "REDIS_IMAGE", "CLICKHOUSE_IMAGE", "ZOOKEEPER_IMAGE",
+                   "KAFKA_IMAGE")
+IMAGE_SERVICES = {"POSTHOG_IMAGE": "web", "POSTGRES_IMAGE": "db", "REDIS_IMAGE": "redis",
+                  "CLICKHOUSE_IMAGE": "clickhouse", "ZOOKEEPER_IMAGE": "zookeeper", "KAFKA_IMAGE": "kafka"}
+
+#: item id -> (title, kind). kind: "apply" (harden fixes it), "check" (checked; the fix is the
+#: operator's), "manual" (cannot be checked from here; the handbook explains).
+ITEMS: dict[str, tuple[str, str]] = {
+    "env-file": (".env is mode 0600 and not tracked by git", "apply"),
+    "secrets": ("every secret is random: not the example, not a known default, long enough", "apply"),
+    "redis-password": ("Redis requires a password", "apply"),
+    "debug": ("DEBUG is off", "apply"),
+    "images": ("no image on latest or another moving tag", "apply"),
+    "certificates": ("the deployment's CA and server certificates exist, chain to the CA and are not expiring", "apply"),
+    "clickhouse-tls": ("ClickHouse over TLS with verification (CLICKHOUSE_SECURE=true, CLICKHOUSE_VERIFY=true)", "apply"),
+    "postgres-tls": ("PostgreSQL over TLS only, certificate verified (sslmode=verify-full)", "apply"),
+    "redis-tls": ("Redis over TLS only, certificate verified (rediss://)", "apply"),
+    "ports": ("only the web port is published", "check"),
+    "https": ("SITE_URL is https behind a TLS-terminating proxy, with the proxy settings", "check"),
+    "kafka-tls": ("Kafka over TLS", "manual"),
+    "managed-services": ("managed PostgreSQL, Redis, Kafka and ClickHouse instead of containers", "manual"),
+}
+DOCS = {
+    "ports": "docs/hardening.md#only-the-web-port",
+    "https": "docs/hardening.md#https-and-the-proxy",
+    "kafka-tls": "docs/tls.md#kafka",
+    "managed-services": "docs/hardening.md#managed-services",
+    "secrets": "docs/hardening.md#secrets",
+    "images": "docs/upgrading.md",
+}
+APPLY_ORDER = ["env-file", "secrets", "redis-password", "debug", "images", "certificates", "clickhouse-tls",
+               "postgres-tls", "redis-tls"]
+TLS_ITEMS = ("clickhouse-tls", "postgres-tls", "redis-tls")
+
+
+@dataclass
+class Result:
+    id: str
+    title: str
+    kind: str
+    status: str  # pass | fail | manual
+    reason: str
+    fix: str = ""
+
+    def text(self) -> str:
+        mark = {"pass": "PASS  ", "fail": "FAIL  ", "manual": "MANUAL"}[self.status]
+        line = f"{mark} {self.id}: {self.title}: {self.reason}"
+        return line + (f" (fix: {self.fix})" if self.fix and self.status != "pass" else "")
+
+
+@dataclass
+class State:
+    """What the checks look at, read once."""
+
+    root: Path
+    values: dict[str, str]
+    findings: list
+    override: str | None
+    template: str
+    published: dict[str, list]
+    running_images: dict[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- reading the state
+def read_state(root: Path, runner: Runner | None = None) -> State:
+    from . import checks
+    from .envfile import EnvFile, env_path
+
+    values = EnvFile.load(env_path(root)).resolved()
+    override_path = root / OVERRIDE_FILE
+    document = compose.load_document(root)
+    published = {name: service.get("ports") or [] for name, service in document.services.items()
+                 if isinstance(service, dict)}
+    state = State(root, values, checks.collect(root),
+                  override_path.read_text(encoding="utf-8") if override_path.exists() else None,
+                  (root / TLS_TEMPLATE).read_text(encoding="utf-8") if (root / TLS_TEMPLATE).exists() else "",
+                  published)
+    if runner is not None:
+        state.running_images = _running_images(root, runner)
+    return state
+
+
+def _running_images(root: Path, runner: Runner) -> dict[str, str]:
+    """service -> image ID of its container, for the services that have one."""
+    from . import stack
+
+    try:
+        states = stack.service_states(root, runner)
+    except OperatorError:
+        return {}
+    found = {}
+    for state in states:
+        result = runner.run(["docker", "inspect", "--format", "{{.Image}}", f"{compose.PROJECT_NAME}-{state.service}-1"],
+                            capture=True, check=False, mutating=False)
+        if result.returncode == 0 and result.stdout.strip():
+            found[state.service] = result.stdout.strip()
+    return found
+
+
+def evaluate(state: State) -> list[Result]:
+    """Every checklist item, in order, with pass / fail / manual and the reason."""
+    results = []
+    for item, (title, kind) in ITEMS.items():
+        status, reason, fix = CHECKS[item](state)
+        results.append(Result(item, title, kind, status, reason, fix or DOCS.get(item, "")))
+    return results
+
+
+def _env_file(state: State):
+    problems = [f.message for f in state.findings if f.rule in ("env-permissions", "env-tracked")]
+    if problems:
+        return "fail", "; ".join(problems), "invoke harden --only env-file"
+    return "pass", ".env is 0600 and not tracked", ""
+
+
+def _secrets(state: State):
+    insecure = sorted({f.subject for f in state.findings if f.rule.startswith("insecure")})
+    if insecure:
+        return "fail", f"insecure: {', '.join(insecure)}", "invoke harden --only secrets (rotates them safely)"
+    return "pass", "every secret is random and long enough", ""
+
+
+def _redis_password(state: State):
+    from urllib.parse import unquote, urlsplit
+
+    password = state.values.get("REDIS_PASSWORD", "")
+    url_password = unquote(urlsplit(state.values.get("REDIS_URL", "")).password or "")
+    if not password:
+        return "fail", "REDIS_PASSWORD is empty: anyone on the network can use Redis", "invoke harden --only redis-password"
+    if url_password != password:
+        return "fail", "REDIS_URL does not carry REDIS_PASSWORD", "invoke harden --only redis-password"
+    return "pass", "Redis runs with --requirepass and REDIS_URL carries it", ""
+
+
+def _debug(state: State):
+    if state.values.get("DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "fail", "DEBUG is on: error pages show settings and stack traces", "invoke harden --only debug"
+    return "pass", "DEBUG is not set (PostHog's default is off)", ""
+
+
+def _images(state: State):
+    moving = [name for name in IMAGE_VARIABLES if state.values.get(name) and _moving(state.values[name])]
+    if moving:
+        return "fail", f"on a moving tag: {', '.join(moving)}", "invoke harden --only images (pins the running image's digest)"
+    digests = sum(1 for name in IMAGE_VARIABLES if "@sha256:" in state.values.get(name, ""))
+    return "pass", f"every image has an exact tag or digest ({digests} of {len(IMAGE_VARIABLES)} by digest)", ""
+
+
+def _moving(reference: str) -> bool:
+    try:
+        return images.is_moving(reference)
+    except OperatorError:
+        return False  # a malformed reference is config-check's finding
+
+
+def _certificates(state: State):
+    statuses = certs.all_status(state.root)
+    problems = [s.problem for s in statuses if s.problem]
+    if problems:
+        return "fail", "; ".join(problems), "invoke harden --only certificates"
+    soonest = min(statuses, key=lambda s: s.expires)
+    return "pass", f"CA and {len(certs.SERVICES)} server certificates valid; the first expires {soonest.expires:%Y-%m-%d}", ""
+
+
+def _override_in_place(state: State) -> bool:
+    return state.override is not None and state.override == state.template
+
+
+def _tls_wiring(state: State) -> str:
+    if state.override is None:
+        return f"{OVERRIDE_FILE} is missing (it mounts the certificates)"
+    if not _override_in_place(state):
+        return f"{OVERRIDE_FILE} differs from {TLS_TEMPLATE}"
+    return ""
+
+
+def _clickhouse_tls(state: State):
+    off = [name for name in ("CLICKHOUSE_SECURE", "CLICKHOUSE_VERIFY") if state.values.get(name, "").lower() != "true"]
+    problems = ([f"{', '.join(off)} not true"] if off else []) + ([_tls_wiring(state)] if _tls_wiring(state) else [])
+    if problems:
+        return "fail", "; ".join(problems), "invoke harden --only certificates,clickhouse-tls"
+    return "pass", "PostHog uses ClickHouse's TLS ports and verifies them against the deployment's CA", ""
+
+
+def _postgres_tls(state: State):
+    from urllib.parse import parse_qs, urlsplit
+
+    query = parse_qs(urlsplit(state.values.get("DATABASE_URL", "")).query)
+    problems = [] if query.get("sslmode") == ["verify-full"] else ["DATABASE_URL has no sslmode=verify-full"]
+    problems += [_tls_wiring(state)] if _tls_wiring(state) else []
+    if problems:
+        return "fail", "; ".join(problems), "invoke harden --only certificates,postgres-tls"
+    return "pass", "PostHog connects with sslmode=verify-full; plain TCP is refused by pg_hba", ""
+
+
+def _redis_tls(state: State):
+    problems = [] if state.values.get("REDIS_URL", "").startswith("rediss://") else ["REDIS_URL is not rediss://"]
+    problems += [_tls_wiring(state)] if _tls_wiring(state) else []
+    if problems:
+        return "fail", "; ".join(problems), "invoke harden --only certificates,redis-tls"
+    return "pass", "Redis serves TLS only and PostHog verifies it", ""
+
+
+def _ports(state: State):
+    others = [name for name, ports in state.published.items() if ports and name != "web"]
+    if others:
+        return "fail", f"published by {', '.join(others)}: reachable from outside the host", DOCS["ports"]
+    return "pass", "only web publishes a port", ""
+
+
+def _https(state: State):
+    site = state.values.get("SITE_URL", "")
+    if not site.startswith("https://"):
+        return "fail", f"SITE_URL is {site or 'empty'}: logins and API keys travel in clear", DOCS["https"]
+    if state.values.get("IS_BEHIND_PROXY", "").lower() != "true":
+        return "fail", "SITE_URL is https but IS_BEHIND_PROXY is not true (CSRF errors, wrong redirects)", DOCS["https"]
+    return "pass", "https with IS_BEHIND_PROXY=true", ""
+
+
+def _kafka_tls(state: State):
+    return "manual", "Confluent's images need keystores and SSL listeners on both sides; follow the handbook", ""
+
+
+def _managed(state: State):
+    return "manual", "RDS, ElastiCache, MSK or a self-managed ClickHouse cluster (not ClickHouse Cloud: no Kafka engine)", ""
+
+
+CHECKS = {
+    "env-file": _env_file, "secrets": _secrets, "redis-password": _redis_password, "debug": _debug,
+    "images": _images, "certificates": _certificates, "clickhouse-tls": _clickhouse_tls,
+    "postgres-tls": _postgres_tls, "redis-tls": _redis_tls, "ports": _ports, "https": _https,
+    "kafka-tls": _kafka_tls, "managed-services": _managed,
+}
+
+
+# ----------------------------------------------------------------------------- --check
+def check(root: Path, runner: Runner, as_json: bool = False) -> int:
+    """Report every item; exit 1 when an item that can be checked fails."""
+    results = evaluate(read_state(Path(root)))
+    failed = [r for r in results if r.status == "fail"]
+    if as_json:
+        print(json.dumps({"ok": not failed, "items": [asdict(r) for r in results]}, indent=2))
+    else:
+        for result in results:
+            print(result.text())
+        manual = sum(1 for r in results if r.status == "manual")
+        applicable = [r.id for r in failed if r.kind == "apply"]
+        tail = f"; `invoke harden` applies {', '.join(applicable)}" if applicable else ""
+        print(f"harden --check: {len(results) - len(failed) - manual} passed, {len(failed)} failed, {manual} manual{tail}.")
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------- apply
+@dataclass
+class Change:
+    """What applying the selected items will do, computed before anything changes."""
+
+    items: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # new .env values
+    env_remove: list[str] = field(default_factory=list)
+    rotation: rotation.Rotation | None = None
+    chmod_env: bool = False
+    untrack_env: bool = False
+    certificates: bool = False
+    override: bool = False
+    lines: list[str] = field(default_factory=list)  # the plan, for people
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.env or self.env_remove or self.rotation or self.chmod_env or self.untrack_env
+                    or self.certificates or self.override)
+
+
+def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple[Change, list[Result]]:
+    from . import manifest as manifest_module
+
+    unknown = [item for item in only if item not in ITEMS]
+    if unknown:
+        raise OperatorError(f"--only {', '.join(unknown)}: unknown item(s); the items are {', '.join(ITEMS)}")
+    state = read_state(root, runner)
+    results = {r.id: r for r in evaluate(state)}
+    selected = [item for item in APPLY_ORDER if (not only or item in only)]
+    if rotate_all and "secrets" not in selected:
+        selected.insert(0, "secrets")
+    change = Change()
+    values = dict(state.values)
+    manifest = manifest_module.load(root)
+
+    if "env-file" in selected and results["env-file"].status == "fail":
+        change.items.append("env-file")
+        change.chmod_env = any(f.rule == "env-permissions" for f in state.findings)
+        change.untrack_env = any(f.rule == "env-tracked" for f in state.findings)
+        change.lines.append("env-file: " + " and ".join(
+            (["chmod 600 .env"] if change.chmod_env else []) + (["git rm --cached .env (the file stays)"] if change.untrack_env else [])))
+
+    to_rotate: list[str] = []
+    if "secrets" in selected and (rotate_all or results["secrets"].status == "fail"):
+        insecure = {f.subject for f in state.findings if f.rule.startswith("insecure")}
+        to_rotate += [n for n in rotation.generated_secrets(manifest) if rotate_all or n in insecure]
+    if "redis-password" in selected and results["redis-password"].status == "fail" and "REDIS_PASSWORD" not in to_rotate:
+        to_rotate.append("REDIS_PASSWORD")
+    if to_rotate:
+        live = rotation.has_data(root, runner)
+        change.rotation = rotation.plan(manifest, values, to_rotate, live)
+        values.update(change.rotation.changes)
+        change.env.update(change.rotation.changes)
+        change.items.append("secrets")
+        for name in change.rotation.rotated:
+            change.lines.append(f"secrets: {name}: {change.rotation.describe(name)}")
+
+    if "debug" in selected and results["debug"].status == "fail":
+        change.items.append("debug")
+        change.env_remove.append("DEBUG")
+        change.lines.append("debug: remove DEBUG from .env (PostHog's default is off)")
+
+    if "images" in selected and results["images"].status == "fail":
+        change.items.append("images")
+        for name in IMAGE_VARIABLES:
+            reference = values.get(name, "")
+            if not reference or not _moving(reference):
+                continue
+            pinned = _pin(runner, reference, state.running_images.get(IMAGE_SERVICES[name]))
+            if pinned:
+                change.env[name] = pinned
+                change.lines.append(f"images: {name} {reference} -> {pinned}")
+            else:
+                change.skipped.append(f"images: {name} ({reference}) has no registry digest on this engine; set an "
+                                      "exact version tag by hand (`invoke upgrade --service ... --to TAG`)")
+
+    wanted_tls = [item for item in TLS_ITEMS if item in selected and results[item].status == "fail"]
+    if "certificates" in selected and (results["certificates"].status == "fail" or wanted_tls):
+        if results["certificates"].status == "fail":
+            change.certificates = True
+            change.items.append("certificates")
+            change.lines.append("certificates: create or renew the CA and the clickhouse, db and redis certificates "
+                                "under certs/ (0700; keys 0600)")
+    elif wanted_tls and results["certificates"].status == "fail":
+        raise OperatorError("TLS needs valid certificates first: add `certificates` to --only")
+    if wanted_tls:
+        if state.override is not None and not _override_in_place(state) and \
+                "invoke harden" not in (state.override.splitlines() or [""])[0] + state.override[:400]:
+            raise OperatorError(f"{OVERRIDE_FILE} exists and is not the one harden writes; merge {TLS_TEMPLATE} into "
+                                "it by hand (see docs/tls.md), then run `invoke harden` again")
+        if not _override_in_place(state):
+            change.override = True
+            change.lines.append(f"tls: write {OVERRIDE_FILE} from {TLS_TEMPLATE} (mounts the certificates)")
+        change.items.extend(wanted_tls)
+        if "clickhouse-tls" in wanted_tls:
+            change.env.update(CLICKHOUSE_SECURE="true", CLICKHOUSE_VERIFY="true")
+            change.lines.append("clickhouse-tls: CLICKHOUSE_SECURE=true, CLICKHOUSE_VERIFY=true")
+        if "postgres-tls" in wanted_tls:
+            change.env["DATABASE_URL"] = _with_query(values.get("DATABASE_URL", ""), POSTGRES_TLS_QUERY)
+            change.lines.append("postgres-tls: DATABASE_URL gets sslmode=verify-full; plain TCP to db is refused")
+        if "redis-tls" in wanted_tls:
+            url = values.get("REDIS_URL", "")
+            change.env["REDIS_URL"] = _with_query(url.replace("redis://", "rediss://", 1), REDIS_TLS_QUERY)
+            change.lines.append("redis-tls: REDIS_URL becomes rediss:// with the CA; the plain port is closed")
+    return change, list(results.values())
+
+
+def _with_query(url: str, query: str) -> str:
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    merged = dict(parse_qsl(parts.query))
+    merged.update(dict(parse_qsl(query)))
+    return urlunsplit(parts._replace(query=urlencode(merged, safe="/")))
+
+
+def _pin(runner: Runner, reference: str, running_image_id: str | None) -> str | None:
+    """The digest of the image the deployment runs (or, if it does not run, of the local image)."""
+    if running_image_id:
+        result = runner.run(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", running_image_id],
+                            capture=True, check=False, mutating=False)
+        try:
+            digests = json.loads(result.stdout or "[]") or []
+        except ValueError:
+            digests = []
+        repository = images.parse(reference).repository
+        for entry in digests:
+            name, _, digest = str(entry).partition("@")
+            if images._familiar(name) == images._familiar(repository):
+                return f"{repository}@{digest}"
+        return None
+    return images.repo_digest(runner, reference)
+
+
+def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate_all: bool = False) -> int:
+    """Show the plan, confirm, back up, apply, recreate what changed, and verify."""
+    root = Path(root)
+    change, results = plan(root, runner, only, rotate_all)
+    for line in change.skipped:
+        print(f"cannot apply: {line}")
+    if change.empty:
+        left = [r for r in results if r.status == "fail" and (not only or r.id in only)]
+        print("Nothing to apply: every selected item that harden can fix already passes"
+              + (f"; still failing (fix by hand): {', '.join(r.id for r in left)}." if left else "."))
+        return 1 if left and any(r.kind == "apply" for r in left) else 0
+    running = bool(_services_running(root, runner))
+    print("Plan:")
+    for line in change.lines:
+        print(f"  - {line}")
+    if change.rotation:
+        for warning in change.rotation.warnings:
+            print(f"  ! {warning}")
+    print(f"  - back up .env{' and ' + OVERRIDE_FILE if (root / OVERRIDE_FILE).exists() else ''} under backups/")
+    print("  - then recreate the services whose configuration changed and check health and the URL"
+          if running else "  - the deployment is not running: start it afterwards with `invoke up`")
+    if runner.dry_run:
+        print("Dry run: nothing changed.")
+        return 0
+    if not yes:
+        _confirm()
+    saved = _backup_files(root)
+    print(f"Backed up to {saved.relative_to(root)}.")
+    _apply(root, runner, change)
+    if running:
+        from . import stack
+        from .envfile import EnvFile, env_path
+
+        print("Recreating the services whose configuration changed ...")
+        stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--remove-orphans"),
+                             list(_all_services()), 600)
+        ok, detail = stack.check_url(EnvFile.load(env_path(root)).resolved())
+        if not ok:
+            raise OperatorError(f"applied, but the URL check fails: {detail}. The previous files are in "
+                                f"{saved.relative_to(root)}")
+        print(f"URL check: {detail}.")
+    after = {r.id: r for r in evaluate(read_state(root))}
+    still = [i for i in change.items if after[i].status == "fail"]
+    print(f"Hardened: {', '.join(change.items)}" + (f"; still failing: {', '.join(still)}" if still else "")
+          + (". The deployment is healthy." if running else ". Start it with `invoke up`."))
+    return 1 if still else 0
+
+
+def _all_services() -> tuple[str, ...]:
+    from .manifest import SERVICES
+
+    return SERVICES
+
+
+def _services_running(root: Path, runner: Runner) -> list[str]:
+    from . import stack
+
+    return [s.service for s in stack.service_states(root, runner) if s.state == "running"]
+
+
+def _confirm() -> None:
+    sys.stdout.write("Apply these changes? [y/N] ")
+    sys.stdout.flush()
+    answer = sys.stdin.readline()
+    if not answer:
+        raise OperatorError("no confirmation (no input): nothing was changed; pass --yes for automation")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise OperatorError("not confirmed: nothing was changed")
+
+
+def _backup_files(root: Path) -> Path:
+    directory = root / "backups" / f"harden-{timestamp()}"
+    directory.mkdir(parents=True, mode=0o700)
+    for name in (".env", OVERRIDE_FILE):
+        source = root / name
+        if source.exists():
+            shutil.copy2(source, directory / name)
+            (directory / name).chmod(0o600)
+    return directory
+
+
+def _apply(root: Path, runner: Runner, change: Change) -> None:
+    from .envfile import EnvFile, env_path
+
+    if change.untrack_env:
+        runner.run(["git", "-C", str(root), "rm", "--cached", "--quiet", "--", ".env"], capture=True)
+    if change.rotation and change.rotation.postgres_password:
+        _ensure_db_running(root, runner)
+        env = EnvFile.load(env_path(root)).resolved()
+        rotation.set_postgres_password(root, runner, env.get("POSTGRES_USER", "posthog"),
+                                       env.get("POSTGRES_DB", "posthog"), change.rotation.postgres_password)
+        print("PostgreSQL password changed inside the database (ALTER ROLE); now .env.")
+    if change.certificates:
+        written = certs.ensure(root)
+        print(f"Certificates written: {', '.join(written) or 'none needed'}.")
+    if change.override:
+        text = (root / TLS_TEMPLATE).read_text(encoding="utf-8")
+        atomic_write(root / OVERRIDE_FILE, text, 0o644)
+    env = EnvFile.load(env_path(root))
+    for name, value in change.env.items():
+        env.set(name, value)
+    for name in change.env_remove:
+        env.remove(name)
+    env.write()  # atomic, 0600 (also fixes the mode)
+
+
+def _ensure_db_running(root: Path, runner: Runner) -> None:
+    from . import stack
+
+    if "db" not in _services_running(root, runner):
+        print("Starting db to change its password ...")
+        stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "db"), ["db"], 300)

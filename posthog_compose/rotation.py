@@ -1,0 +1,168 @@
+"""Rotating secrets without losing data: which secrets to rotate, their new values, the values
+derived from them, and changing PostgreSQL's password inside the running database before
+.env changes (so web, worker and plugins reconnect once they are recreated).
+
+Rules, on a live deployment (containers or the PostgreSQL data volume exist):
+- POSTGRES_PASSWORD: ALTER ROLE inside the database first (the SQL travels on stdin, and only a
+  SCRAM verifier of the new password reaches the server, never the password itself);
+- ENCRYPTION_SALT_KEYS / ENCRYPTION_KEYS: the new key goes first and every old key stays;
+- SECRET_KEY: every session ends (a warning says so);
+- CLICKHOUSE_PASSWORD and REDIS_PASSWORD: read from the environment at start, so .env is the
+  only place; REDIS_URL and DATABASE_URL are re-rendered from their manifest templates.
+On a deployment with no data yet, every rotated secret is simply regenerated.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import compose, credentials
+from .engine import Runner
+from .errors import OperatorError
+from .manifest import Manifest
+
+POSTGRES_VOLUME = "postgres-data"
+SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
+
+
+@dataclass
+class Rotation:
+    """What rotating ``rotated`` changes: every .env value (rotated and derived) and, on a live
+    deployment, the password to set inside PostgreSQL before .env is written."""
+
+    rotated: list[str]
+    live: bool
+    changes: dict[str, str] = field(default_factory=dict)
+    postgres_password: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    kept_keys: dict[str, int] = field(default_factory=dict)  # key list -> old keys kept after the new one
+
+    def describe(self, name: str) -> str:
+        """One plan line for a rotated variable (never its value)."""
+        notes = {
+            "POSTGRES_PASSWORD": "changed inside the running PostgreSQL first (ALTER ROLE), then in .env"
+            if self.live and self.postgres_password else "regenerated",
+            "SECRET_KEY": "regenerated; every user is logged out",
+            "CLICKHOUSE_PASSWORD": "regenerated; ClickHouse reads it from the environment, so .env is the only place",
+            "REDIS_PASSWORD": "regenerated; REDIS_URL follows",
+        }
+        if name in self.kept_keys:
+            return (f"new key first, {self.kept_keys[name]} old key(s) kept so data encrypted with them stays "
+                    "readable")
+        return notes.get(name, "regenerated")
+
+
+def generated_secrets(manifest: Manifest) -> list[str]:
+    """The secrets `invoke init` generates: the ones harden can rotate."""
+    return [v.name for v in manifest.variables if v.generate]
+
+
+def plan(manifest: Manifest, values: dict[str, str], names: list[str], live: bool) -> Rotation:
+    """New values for ``names`` (generated secrets) and for every value derived from them."""
+    from .bootstrap import _rotated_value
+
+    rotation = Rotation(rotated=[n for n in manifest.by_name if n in set(names)], live=live)
+    after = dict(values)
+    for name in rotation.rotated:
+        variable = manifest[name]
+        if not variable.generate:
+            raise OperatorError(f"{name} is not a generated secret; set it in .env by hand")
+        old = values.get(name, "")
+        if live and variable.format == "encryption-key-list" and old:
+            new = _rotated_value(variable, old)
+            rotation.kept_keys[name] = len([k for k in old.split(",") if k])
+        else:
+            new = credentials.generate(variable.generate)
+        after[name] = new
+        rotation.changes[name] = new
+    for variable in manifest.variables:
+        parts = variable.derived_from()
+        if not variable.derive or not set(parts) & set(rotation.rotated):
+            continue
+        current = values.get(variable.name, "")
+        template_before = variable.render_derived(values)
+        if current.startswith("rediss://") and template_before.startswith("redis://"):
+            template_before = "rediss://" + template_before[len("redis://"):]  # TLS (`invoke harden`)
+        if not current.startswith(template_before):
+            # Hand-edited (e.g. pointing at a managed service): keep it; the operator updates it.
+            rotation.warnings.append(f"{variable.name} does not follow its template in variables.yml, so it was "
+                                     f"left alone; update it by hand")
+            if variable.name == "DATABASE_URL" and "POSTGRES_PASSWORD" in rotation.changes:
+                # Rotating the container's password would not reach the database PostHog uses.
+                rotation.changes.pop("POSTGRES_PASSWORD")
+                rotation.rotated.remove("POSTGRES_PASSWORD")
+                after["POSTGRES_PASSWORD"] = values.get("POSTGRES_PASSWORD", "")
+                rotation.warnings[-1] += "; POSTGRES_PASSWORD was not rotated for the same reason"
+            continue
+        # Keep what was appended to the template (e.g. `?sslmode=require`).
+        suffix = current[len(template_before):]
+        rendered = variable.render_derived(after)
+        if template_before.startswith("rediss://") and rendered.startswith("redis://"):
+            rendered = "rediss://" + rendered[len("redis://"):]
+        rotation.changes[variable.name] = rendered + suffix
+    if live and "POSTGRES_PASSWORD" in rotation.changes:
+        rotation.postgres_password = rotation.changes["POSTGRES_PASSWORD"]
+    if "SECRET_KEY" in rotation.changes:
+        rotation.warnings.append("SECRET_KEY changes: every user is logged out and must sign in again")
+    return rotation
+
+
+# ----------------------------------------------------------------------------- live deployment
+def has_data(root: Path, runner: Runner, project: str = compose.PROJECT_NAME) -> bool:
+    """Whether the PostgreSQL data volume of the project exists (the deployment holds data)."""
+    import json
+
+    result = runner.run(compose.command(root, "volumes", "--format", "json"), capture=True, check=False,
+                        mutating=False)
+    if result.returncode != 0:
+        return False
+    wanted = f"{project}_{POSTGRES_VOLUME}"
+    for line in (result.stdout or "").splitlines():
+        line = line.strip()
+        if not line or line == "null":
+            continue
+        try:
+            rows = json.loads(line)
+        except ValueError:
+            continue
+        for row in rows if isinstance(rows, list) else [rows]:
+            if isinstance(row, dict) and (row.get("Name") == wanted
+                                          or f"com.docker.compose.volume={POSTGRES_VOLUME}" in str(row.get("Labels"))):
+                return True
+    return False
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
+    """PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802/7677). ALTER ROLE accepts it
+    as is, so the clear-text password never reaches the server, its logs or pg_stat_activity."""
+    salt = salt if salt is not None else os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def alter_role_sql(user: str, password: str) -> str:
+    identifier = '"' + user.replace('"', '""') + '"'
+    return f"ALTER ROLE {identifier} WITH PASSWORD '{scram_verifier(password)}';\n"
+
+
+def set_postgres_password(root: Path, runner: Runner, user: str, database: str, password: str) -> None:
+    """Change the role's password inside the running `db` container. The SQL goes on stdin."""
+    command = compose.command(root, "exec", "-T", "db", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", user,
+                              "-d", database)
+    result = runner.run(command, capture=True, check=False, input=alter_role_sql(user, password), timeout=120)
+    if result.returncode != 0:
+        detail = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+        raise OperatorError(f"changing the PostgreSQL password inside `db` failed ({detail[0]}); .env was not "
+                            "changed. Check `invoke logs -s db`, then run `invoke harden` again")

@@ -1,0 +1,212 @@
+"""`invoke harden` without an engine: every checklist item on a default and a fully hardened
+deployment, the plan of a live rotation, and the certificates (checked with `cryptography` and
+with `openssl verify`). Compose is a fake that reports no containers; the live proof is
+tests/e2e/test_harden.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+
+from posthog_compose import bootstrap, certs, harden, manifest, rotation
+from posthog_compose.envfile import EnvFile
+from tests.conftest import run_invoke
+
+DIGEST = "sha256:" + "cd" * 32
+
+
+@pytest.fixture
+def fake_compose(tmp_path):
+    """`docker compose` that knows no containers and no volumes (a deployment not started yet)."""
+    script = tmp_path / "fake-compose"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return {**os.environ, "POSTHOG_COMPOSE_BINARY": str(script)}
+
+
+@pytest.fixture
+def deployed(repo):
+    bootstrap.init(repo, manifest.load(repo))
+    return repo
+
+
+def _set(root, **values):
+    env = EnvFile.load(root / ".env")
+    for key, value in values.items():
+        env.set(key, value)
+    env.write()
+
+
+def _check(root, env):
+    result = run_invoke(root, "harden", "--check", "--json", env=env)
+    data = json.loads(result.stdout)
+    return result.returncode, {item["id"]: item for item in data["items"]}
+
+
+def test_a_default_deployment_fails_the_expected_items(deployed, fake_compose):
+    code, items = _check(deployed, fake_compose)
+    assert code == 1
+    failing = sorted(i for i, item in items.items() if item["status"] == "fail")
+    assert failing == ["certificates", "clickhouse-tls", "https", "postgres-tls", "redis-tls"]
+    assert {i for i, item in items.items() if item["status"] == "manual"} == {"kafka-tls", "managed-services"}
+    assert items["managed-services"]["fix"] == "docs/hardening.md#managed-services"
+    assert "not ClickHouse Cloud" in items["managed-services"]["reason"]
+    text = run_invoke(deployed, "harden", "--check", env=fake_compose).stdout.strip().splitlines()
+    assert text[-1] == ("harden --check: 6 passed, 5 failed, 2 manual; `invoke harden` applies certificates, "
+                        "clickhouse-tls, postgres-tls, redis-tls.")
+
+
+@pytest.mark.parametrize("change, item, reason", [
+    ({"SECRET_KEY": "changeme"}, "secrets", "SECRET_KEY"),
+    ({"POSTGRES_PASSWORD": "posthog"}, "secrets", "POSTGRES_PASSWORD"),
+    ({"ENCRYPTION_SALT_KEYS": "00beef0000beef0000beef0000beef00"}, "secrets", "ENCRYPTION_SALT_KEYS"),
+    ({"REDIS_PASSWORD": ""}, "redis-password", "REDIS_PASSWORD is empty"),
+    ({"POSTHOG_IMAGE": "posthog/posthog:latest"}, "images", "POSTHOG_IMAGE"),
+    ({"KAFKA_IMAGE": "confluentinc/cp-kafka"}, "images", "KAFKA_IMAGE"),
+    ({"SITE_URL": "https://posthog.example.com", "IS_BEHIND_PROXY": "false"}, "https", "IS_BEHIND_PROXY"),
+    ({"CLICKHOUSE_VERIFY": "false"}, "clickhouse-tls", "CLICKHOUSE_VERIFY"),
+])
+def test_each_check_fails_on_its_mistake(deployed, fake_compose, change, item, reason):
+    _set(deployed, **change)
+    _, items = _check(deployed, fake_compose)
+    assert items[item]["status"] == "fail" and reason in items[item]["reason"], items[item]
+
+
+def test_env_file_mode_and_debug_fail_and_are_applied(deployed, fake_compose):
+    (deployed / ".env").chmod(0o644)
+    with open(deployed / ".env", "a") as handle:
+        handle.write("DEBUG=true\n")
+    _, items = _check(deployed, fake_compose)
+    assert items["env-file"]["status"] == "fail" and items["debug"]["status"] == "fail"
+    result = run_invoke(deployed, "harden", "--yes", "--only", "env-file,debug", env=fake_compose)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert oct((deployed / ".env").stat().st_mode & 0o777) == "0o600"
+    assert "DEBUG" not in EnvFile.load(deployed / ".env").values()
+
+
+def test_only_web_publishes_a_port(deployed, fake_compose):
+    text = (deployed / "docker-compose.yml").read_text()
+    (deployed / "docker-compose.yml").write_text(text.replace(
+        "    image: ${REDIS_IMAGE:?REDIS_IMAGE is missing in .env}\n",
+        "    image: ${REDIS_IMAGE:?REDIS_IMAGE is missing in .env}\n    ports:\n      - \"6379:6379\"\n"))
+    _, items = _check(deployed, fake_compose)
+    assert items["ports"]["status"] == "fail" and "redis" in items["ports"]["reason"]
+
+
+def test_harden_applies_tls_and_a_fully_hardened_deployment_passes(deployed, fake_compose):
+    before = (deployed / ".env").read_text()
+    plan = run_invoke(deployed, "harden", "--dry-run", env=fake_compose)
+    assert plan.returncode == 0 and "Dry run: nothing changed." in plan.stdout
+    assert (deployed / ".env").read_text() == before and not (deployed / "certs").exists()
+
+    refused = run_invoke(deployed, "harden", env=fake_compose, input="n\n")
+    assert refused.returncode == 1 and "not confirmed: nothing was changed" in refused.stderr
+    assert (deployed / ".env").read_text() == before
+
+    applied = run_invoke(deployed, "harden", "--yes", env=fake_compose)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert applied.stdout.strip().splitlines()[-1].startswith("Hardened: certificates, clickhouse-tls, postgres-tls")
+    values = EnvFile.load(deployed / ".env").values()
+    assert values["CLICKHOUSE_SECURE"] == values["CLICKHOUSE_VERIFY"] == "true"
+    assert values["DATABASE_URL"].endswith("?sslmode=verify-full&sslrootcert=/etc/posthog/certs/ca.crt")
+    assert values["REDIS_URL"].startswith("rediss://:" + values["REDIS_PASSWORD"] + "@redis:")
+    assert (deployed / "docker-compose.override.yml").read_text() == (deployed / "docker-compose.tls.yml").read_text()
+    backups = list((deployed / "backups").glob("harden-*/.env"))
+    assert len(backups) == 1 and backups[0].read_text() == before
+    assert oct(backups[0].stat().st_mode & 0o777) == "0o600"
+    assert run_invoke(deployed, "config-check", env=fake_compose).returncode == 0
+
+    # Idempotent: nothing left to apply.
+    again = run_invoke(deployed, "harden", "--yes", env=fake_compose)
+    assert again.returncode == 0 and "Nothing to apply" in again.stdout and "still failing (fix by hand): https" in again.stdout
+
+    _set(deployed, SITE_URL="https://posthog.example.com", IS_BEHIND_PROXY="true",
+         POSTHOG_IMAGE=f"posthog/posthog@{DIGEST}")
+    code, items = _check(deployed, fake_compose)
+    assert code == 0, {i: item["reason"] for i, item in items.items() if item["status"] == "fail"}
+    assert {item["status"] for item in items.values()} == {"pass", "manual"}
+
+
+def test_an_operators_own_override_file_is_not_overwritten(deployed, fake_compose):
+    (deployed / "docker-compose.override.yml").write_text("services:\n  web:\n    labels: [mine]\n")
+    result = run_invoke(deployed, "harden", "--yes", env=fake_compose)
+    assert result.returncode == 1 and "merge docker-compose.tls.yml into it by hand" in result.stderr
+    assert (deployed / "docker-compose.override.yml").read_text().endswith("labels: [mine]\n")
+    assert "sslmode" not in EnvFile.load(deployed / ".env").values()["DATABASE_URL"]
+
+
+def test_unknown_item_is_one_line(deployed, fake_compose):
+    result = run_invoke(deployed, "harden", "--only", "firewall", env=fake_compose)
+    assert result.returncode == 1 and "--only firewall: unknown item(s)" in result.stderr
+
+
+# ----------------------------------------------------------------------------- rotation
+def test_live_rotation_keeps_old_keys_and_derived_suffixes(deployed):
+    loaded = manifest.load(deployed)
+    values = EnvFile.load(deployed / ".env").values()
+    values["DATABASE_URL"] += "?sslmode=verify-full"
+    values["REDIS_URL"] = values["REDIS_URL"].replace("redis://", "rediss://", 1) + "?ssl_cert_reqs=required"
+    plan = rotation.plan(loaded, values, rotation.generated_secrets(loaded), live=True)
+    old_keys = values["ENCRYPTION_SALT_KEYS"].split(",")
+    new_keys = plan.changes["ENCRYPTION_SALT_KEYS"].split(",")
+    assert new_keys[1:] == old_keys and len(new_keys[0]) == 32 and new_keys[0] not in old_keys
+    assert plan.postgres_password == plan.changes["POSTGRES_PASSWORD"] != values["POSTGRES_PASSWORD"]
+    assert plan.changes["DATABASE_URL"].endswith("?sslmode=verify-full")
+    assert plan.changes["POSTGRES_PASSWORD"] in plan.changes["DATABASE_URL"]
+    assert plan.changes["REDIS_URL"].startswith(f"rediss://:{plan.changes['REDIS_PASSWORD']}@redis")
+    assert any("logged out" in warning for warning in plan.warnings)
+    fresh = rotation.plan(loaded, values, ["ENCRYPTION_SALT_KEYS"], live=False)
+    assert "," not in fresh.changes["ENCRYPTION_SALT_KEYS"]
+
+
+def test_alter_role_sends_a_scram_verifier_not_the_password():
+    sql = rotation.alter_role_sql('po"sthog', "s3cret-password")
+    assert sql.startswith('ALTER ROLE "po""sthog" WITH PASSWORD \'SCRAM-SHA-256$4096:')
+    assert "s3cret-password" not in sql
+
+
+# ----------------------------------------------------------------------------- certificates
+def test_certificates_verify_against_the_ca_name_their_hosts_and_are_private(tmp_path):
+    from cryptography import x509
+
+    written = certs.ensure(tmp_path)
+    assert written == ["ca", "clickhouse", "db", "redis"]
+    directory = tmp_path / "certs"
+    assert oct(directory.stat().st_mode & 0o777) == "0o700"
+    ca = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    for service in certs.SERVICES:
+        certificate = x509.load_pem_x509_certificate((directory / f"{service}.crt").read_bytes())
+        certificate.verify_directly_issued_by(ca)
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert service in names.get_values_for_type(x509.DNSName)
+        verified = subprocess.run(["openssl", "verify", "-CAfile", str(directory / "ca.crt"), "-purpose", "sslserver",
+                                   str(directory / f"{service}.crt")], capture_output=True, text=True)
+        assert verified.stdout.strip().endswith(": OK"), verified.stdout + verified.stderr
+        assert oct((directory / f"{service}.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((directory / "ca.key").stat().st_mode & 0o777) == "0o600"
+    assert certs.ensure(tmp_path) == []  # idempotent
+
+
+def test_check_catches_a_foreign_expiring_or_exposed_certificate(tmp_path):
+    certs.ensure(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    certs.ensure(other)
+    (tmp_path / "certs" / "db.crt").write_bytes((other / "certs" / "db.crt").read_bytes())
+    assert "does not belong" in certs.inspect(tmp_path, "db").problem
+    (tmp_path / "certs" / "db.key").write_bytes((other / "certs" / "db.key").read_bytes())
+    assert "not signed by certs/ca.crt" in certs.inspect(tmp_path, "db").problem
+    (tmp_path / "certs" / "redis.key").chmod(0o644)
+    assert "readable by others" in certs.inspect(tmp_path, "redis").problem
+    original = certs.SERVER_DAYS
+    try:
+        certs.SERVER_DAYS = 10
+        certs.make_server_cert(tmp_path, "clickhouse", *certs._load(tmp_path, "ca"))
+    finally:
+        certs.SERVER_DAYS = original
+    assert "expires in" in certs.inspect(tmp_path, "clickhouse").problem
+    assert set(certs.ensure(tmp_path)) == {"clickhouse", "db", "redis"}  # renewed, the CA kept
