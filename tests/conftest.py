@@ -53,3 +53,25 @@ def run_invoke(root: Path, *args: str, env: dict | None = None, input: str | Non
     environ["PYTHONPATH"] = str(REPO) + os.pathsep + environ.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=root, env=environ, text=True,
                           capture_output=True, input=input, timeout=600)
+
+
+@pytest.fixture
+def deployed(repo: Path) -> Path:
+    """A copy with a fresh .env from `invoke init`."""
+    from posthog_compose import bootstrap, manifest as manifest_module
+
+    bootstrap.init(repo, manifest_module.load(repo))
+    return repo
+
+
+def set_env(repo: Path, **values) -> None:
+    """Set (or, with None, remove) values in the copy's .env."""
+    from posthog_compose.envfile import EnvFile
+
+    env = EnvFile.load(repo / ".env")
+    for key, value in values.items():
+        if value is None:
+            env.remove(key)
+        else:
+            env.set(key, value)
+    env.write()

@@ -5,30 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 
 import pytest
 
 from posthog_compose import bootstrap, checks, manifest as manifest_module
 from posthog_compose.envfile import EnvFile
-from tests.conftest import run_invoke
+from tests.conftest import run_invoke, set_env
 
 
 @pytest.fixture
 def deployment(repo):
     bootstrap.init(repo, manifest_module.load(repo))
     return repo
-
-
-def set_env(repo, **values):
-    env = EnvFile.load(repo / ".env")
-    for key, value in values.items():
-        if value is None:
-            env.remove(key)
-        else:
-            env.set(key, value)
-    env.write()
 
 
 def edit(repo, name, old, new, count=1):

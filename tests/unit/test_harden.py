@@ -12,9 +12,9 @@ import subprocess
 
 import pytest
 
-from posthog_compose import bootstrap, certs, harden, manifest, rotation
+from posthog_compose import certs, manifest, rotation
 from posthog_compose.envfile import EnvFile
-from tests.conftest import run_invoke
+from tests.conftest import run_invoke, set_env
 
 DIGEST = "sha256:" + "cd" * 32
 
@@ -28,17 +28,6 @@ def fake_compose(tmp_path):
     return {**os.environ, "POSTHOG_COMPOSE_BINARY": str(script)}
 
 
-@pytest.fixture
-def deployed(repo):
-    bootstrap.init(repo, manifest.load(repo))
-    return repo
-
-
-def _set(root, **values):
-    env = EnvFile.load(root / ".env")
-    for key, value in values.items():
-        env.set(key, value)
-    env.write()
 
 
 def _check(root, env):
@@ -71,7 +60,7 @@ def test_a_default_deployment_fails_the_expected_items(deployed, fake_compose):
     ({"CLICKHOUSE_VERIFY": "false"}, "clickhouse-tls", "CLICKHOUSE_VERIFY"),
 ])
 def test_each_check_fails_on_its_mistake(deployed, fake_compose, change, item, reason):
-    _set(deployed, **change)
+    set_env(deployed, **change)
     _, items = _check(deployed, fake_compose)
     assert items[item]["status"] == "fail" and reason in items[item]["reason"], items[item]
 
@@ -124,7 +113,7 @@ def test_harden_applies_tls_and_a_fully_hardened_deployment_passes(deployed, fak
     again = run_invoke(deployed, "harden", "--yes", env=fake_compose)
     assert again.returncode == 0 and "Nothing to apply" in again.stdout and "still failing (fix by hand): https" in again.stdout
 
-    _set(deployed, SITE_URL="https://posthog.example.com", IS_BEHIND_PROXY="true",
+    set_env(deployed, SITE_URL="https://posthog.example.com", IS_BEHIND_PROXY="true",
          POSTHOG_IMAGE=f"posthog/posthog@{DIGEST}")
     code, items = _check(deployed, fake_compose)
     assert code == 0, {i: item["reason"] for i, item in items.items() if item["status"] == "fail"}

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from posthog_compose import bootstrap, images, manifest, upgrade
+from posthog_compose import images, upgrade
 from posthog_compose.engine import Runner
 from posthog_compose.errors import OperatorError
 from tests.conftest import run_invoke
@@ -17,11 +17,6 @@ from tests.conftest import run_invoke
 SHA = "0123456789abcdef0123456789abcdef01234567"
 DIGEST = "sha256:" + "ab" * 32
 
-
-@pytest.fixture
-def deployed(repo):
-    bootstrap.init(repo, manifest.load(repo))
-    return repo
 
 
 # ----------------------------------------------------------------------------- tags

@@ -6,6 +6,7 @@ HTTPS on <https_port> when <openSSL><server> is configured, and TCP 9000 / <tcp_
 import base64
 import glob
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -14,6 +15,9 @@ import time
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+# Like the real server: SIGTERM (docker stop) ends it at once (a PID 1 without a handler ignores it).
+signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
 
 CONFIG = "/etc/clickhouse-server"
 

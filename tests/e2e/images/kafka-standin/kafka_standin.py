@@ -4,6 +4,7 @@ KAFKA_BROKER_ID in ZooKeeper as an ephemeral znode like a real broker, and accep
 connections on 9092. It carries no messages."""
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -11,6 +12,9 @@ import time
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError
+
+# Like the real server: SIGTERM (docker stop) ends it at once (a PID 1 without a handler ignores it).
+signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
 
 env = os.environ
 for required in ("KAFKA_ZOOKEEPER_CONNECT", "KAFKA_ADVERTISED_LISTENERS"):

@@ -1,8 +1,8 @@
 """Shared code of the PostHog STAND-IN (test only): the configuration checks every PostHog
 entrypoint makes, connections to the real PostgreSQL / Redis, and PostHog's key handling."""
 import base64
-import json
 import os
+import signal
 import ssl
 import sys
 import time
@@ -15,6 +15,10 @@ BROKEN = bool(os.environ.get("STANDIN_BROKEN"))
 REQUIRED = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "CLICKHOUSE_HOST", "CLICKHOUSE_PASSWORD", "KAFKA_HOSTS",
             "ENCRYPTION_SALT_KEYS")
 DEFAULT_SECRET_KEYS = ("", "<randomly generated secret key>")
+
+# As gunicorn, Celery and the plugin server do: SIGTERM (docker stop) ends the process at once.
+# A PID 1 without a handler ignores it, and every stop would wait for Docker's 10 s SIGKILL.
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 
 
 def log(message):
