@@ -199,3 +199,23 @@ def test_check_catches_a_foreign_expiring_or_exposed_certificate(tmp_path):
         certs.SERVER_DAYS = original
     assert "expires in" in certs.inspect(tmp_path, "clickhouse").problem
     assert set(certs.ensure(tmp_path)) == {"clickhouse", "db", "redis"}  # renewed, the CA kept
+
+
+def test_a_moving_tag_is_pinned_to_the_digest_of_the_running_image(deployed, monkeypatch):
+    from posthog_compose import harden
+    from tests.unit.test_upgrade import FakeRunner
+
+    set_env(deployed, POSTHOG_IMAGE="posthog/posthog:latest", KAFKA_IMAGE="confluentinc/cp-kafka:latest")
+    ps = json.dumps([{"Service": "web", "State": "running", "Health": "healthy", "Status": "Up", "Image": "x"},
+                     {"Service": "kafka", "State": "running", "Health": "healthy", "Status": "Up", "Image": "y"}])
+    runner = FakeRunner(deployed, [
+        (lambda cmd: "ps" in cmd and "--format" in cmd, (0, ps, "")),
+        (lambda cmd: cmd[:2] == ["docker", "inspect"] and cmd[-1] == "posthog-web-1", (0, "sha256:webimage\n", "")),
+        (lambda cmd: cmd[:2] == ["docker", "inspect"] and cmd[-1] == "posthog-kafka-1", (0, "sha256:kafkaimage\n", "")),
+        (lambda cmd: cmd[-1] == "sha256:webimage", (0, json.dumps([f"posthog/posthog@{DIGEST}"]), "")),
+        (lambda cmd: cmd[-1] == "sha256:kafkaimage", (0, "[]", "")),  # built locally: no registry digest
+    ])
+    monkeypatch.setattr("posthog_compose.checks.collect", lambda root: [])
+    change, _ = harden.plan(deployed, runner, ["images"], rotate_all=False)
+    assert change.env == {"POSTHOG_IMAGE": f"posthog/posthog@{DIGEST}"}
+    assert len(change.skipped) == 1 and "KAFKA_IMAGE" in change.skipped[0] and "no registry digest" in change.skipped[0]
