@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import credentials
+from . import credentials, rotation
 from .envfile import ENV_MODE, EnvFile, env_path
 from .errors import OperatorError
 from .fileops import atomic_write, backup
-from .manifest import Manifest, Variable
+from .manifest import Manifest
 
 
 @dataclass
@@ -21,6 +21,7 @@ class InitResult:
     added: list[str] = field(default_factory=list)
     rotated: list[str] = field(default_factory=list)
     backup: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.created:
@@ -34,7 +35,8 @@ class InitResult:
         if not parts:
             return f"{self.path.name} already exists and knows every variable; nothing changed."
         text = f"{self.path.name}: " + "; ".join(parts)
-        return text + (f" (previous file kept as {self.backup.name})." if self.backup else ".")
+        text += f" (previous file kept as {self.backup.name})." if self.backup else "."
+        return "\n".join([*(f"warning: {warning}" for warning in self.warnings), text])
 
 
 def fresh_values(manifest: Manifest, keep: dict[str, str] | None = None) -> dict[str, str]:
@@ -97,23 +99,13 @@ def init(root: Path, manifest: Manifest, force: bool = False, rotate: list[str] 
     for variable in missing:
         env.set(variable.name, values[variable.name])
         result.added.append(variable.name)
-    for name in rotate:
-        new_value = _rotated_value(manifest[name], current.get(name, ""))
-        env.set(name, new_value)
-        current[name] = new_value
-        result.rotated.append(name)
-        for dependant in manifest.variables:
-            if name in dependant.derived_from():
-                current_values = {**env.values()}
-                env.set(dependant.name, dependant.render_derived(current_values))
+    if rotate:
+        # The shared planner: derived URLs keep what was appended (`?sslmode=...`, rediss://).
+        # Key lists keep their old keys as on a live deployment: init cannot tell whether data exists.
+        planned = rotation.plan(manifest, env.values(), rotate, live=True)
+        for name, value in planned.changes.items():
+            env.set(name, value)
+        result.rotated.extend(planned.rotated)
+        result.warnings.extend(planned.warnings)
     env.write(path)
     return result
-
-
-def _rotated_value(variable: Variable, old: str) -> str:
-    """A new value; encryption key lists get the new key first and keep the old ones,
-    because PostHog decrypts with any key in the list and dropping one loses data."""
-    new = credentials.generate(variable.generate)
-    if variable.format == "encryption-key-list" and old:
-        return ",".join([new] + [k for k in old.split(",") if k])
-    return new

@@ -62,10 +62,25 @@ def generated_secrets(manifest: Manifest) -> list[str]:
     return [v.name for v in manifest.variables if v.generate]
 
 
+def rotated_value(variable, old: str) -> str:
+    """A new value; encryption key lists get the new key first and keep the old ones,
+    because PostHog decrypts with any key in the list and dropping one loses data."""
+    new = credentials.generate(variable.generate)
+    if variable.format == "encryption-key-list" and old:
+        return ",".join([new] + [k for k in old.split(",") if k])
+    return new
+
+
+def _in_scheme_of(current: str, rendered: str) -> str:
+    """``rendered`` (a template's redis:// URL) as rediss:// when the current value uses TLS,
+    which `invoke harden` turns on; any other difference from the template stays a difference."""
+    if current.startswith("rediss://") and rendered.startswith("redis://"):
+        return "rediss://" + rendered[len("redis://"):]
+    return rendered
+
+
 def plan(manifest: Manifest, values: dict[str, str], names: list[str], live: bool) -> Rotation:
     """New values for ``names`` (generated secrets) and for every value derived from them."""
-    from .bootstrap import _rotated_value
-
     rotation = Rotation(rotated=[n for n in manifest.by_name if n in set(names)], live=live)
     after = dict(values)
     for name in rotation.rotated:
@@ -74,7 +89,7 @@ def plan(manifest: Manifest, values: dict[str, str], names: list[str], live: boo
             raise OperatorError(f"{name} is not a generated secret; set it in .env by hand")
         old = values.get(name, "")
         if live and variable.format == "encryption-key-list" and old:
-            new = _rotated_value(variable, old)
+            new = rotated_value(variable, old)
             rotation.kept_keys[name] = len([k for k in old.split(",") if k])
         else:
             new = credentials.generate(variable.generate)
@@ -85,9 +100,7 @@ def plan(manifest: Manifest, values: dict[str, str], names: list[str], live: boo
         if not variable.derive or not set(parts) & set(rotation.rotated):
             continue
         current = values.get(variable.name, "")
-        template_before = variable.render_derived(values)
-        if current.startswith("rediss://") and template_before.startswith("redis://"):
-            template_before = "rediss://" + template_before[len("redis://"):]  # TLS (`invoke harden`)
+        template_before = _in_scheme_of(current, variable.render_derived(values))
         if not current.startswith(template_before):
             # Hand-edited (e.g. pointing at a managed service): keep it; the operator updates it.
             rotation.warnings.append(f"{variable.name} does not follow its template in variables.yml, so it was "
@@ -101,10 +114,7 @@ def plan(manifest: Manifest, values: dict[str, str], names: list[str], live: boo
             continue
         # Keep what was appended to the template (e.g. `?sslmode=require`).
         suffix = current[len(template_before):]
-        rendered = variable.render_derived(after)
-        if template_before.startswith("rediss://") and rendered.startswith("redis://"):
-            rendered = "rediss://" + rendered[len("redis://"):]
-        rotation.changes[variable.name] = rendered + suffix
+        rotation.changes[variable.name] = _in_scheme_of(current, variable.render_derived(after)) + suffix
     if live and "POSTGRES_PASSWORD" in rotation.changes:
         rotation.postgres_password = rotation.changes["POSTGRES_PASSWORD"]
     if "SECRET_KEY" in rotation.changes:

@@ -101,3 +101,19 @@ def test_rotate_unknown_variable_is_one_line_and_changes_nothing(repo):
     assert result.returncode == 1
     assert result.stderr.strip() == "error: --rotate WEB_PORT: not a generated secret; set it in .env by hand"
     assert (repo / ".env").read_bytes() == before
+
+
+def test_rotating_keeps_what_harden_appended_to_the_urls(repo):
+    assert run_invoke(repo, "init").returncode == 0
+    before = _values(repo)
+    from posthog_compose.envfile import EnvFile
+
+    env = EnvFile.load(repo / ".env")
+    env.set("DATABASE_URL", before["DATABASE_URL"] + "?sslmode=verify-full")
+    env.set("REDIS_URL", before["REDIS_URL"].replace("redis://", "rediss://", 1) + "?ssl_cert_reqs=required")
+    env.write()
+    assert run_invoke(repo, "init", "--rotate", "POSTGRES_PASSWORD", "--rotate", "REDIS_PASSWORD").returncode == 0
+    after = _values(repo)
+    assert after["DATABASE_URL"].endswith("?sslmode=verify-full") and after["POSTGRES_PASSWORD"] in after["DATABASE_URL"]
+    assert after["REDIS_URL"].startswith(f"rediss://:{after['REDIS_PASSWORD']}@redis:")
+    assert after["REDIS_URL"].endswith("?ssl_cert_reqs=required")
