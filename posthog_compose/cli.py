@@ -1,4 +1,5 @@
-"""Glue between Invoke and the package: operator errors become one line and an exit code."""
+"""Glue between Invoke and the package: operator errors become one line and an exit code, and
+plain-text tables for people."""
 
 from __future__ import annotations
 
@@ -31,3 +32,9 @@ def split_list(values) -> list[str]:
     if isinstance(values, str):
         values = [values]
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Rows as left-aligned columns two spaces apart (the first row is the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

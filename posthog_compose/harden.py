@@ -347,7 +347,8 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
             reference = values.get(name, "")
             if not reference or not _moving(reference):
                 continue
-            pinned = _pin(runner, reference, state.running_images.get(IMAGE_SERVICES[name]))
+            # The digest of the image the deployment runs (of the local image when it does not run).
+            pinned = images.repo_digest(runner, reference, image=state.running_images.get(IMAGE_SERVICES[name]))
             if pinned:
                 change.env[name] = pinned
                 change.lines.append(f"images: {name} {reference} -> {pinned}")
@@ -393,24 +394,6 @@ def _with_query(url: str, query: str) -> str:
     merged = dict(parse_qsl(parts.query))
     merged.update(dict(parse_qsl(query)))
     return urlunsplit(parts._replace(query=urlencode(merged, safe="/")))
-
-
-def _pin(runner: Runner, reference: str, running_image_id: str | None) -> str | None:
-    """The digest of the image the deployment runs (or, if it does not run, of the local image)."""
-    if running_image_id:
-        result = runner.run(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", running_image_id],
-                            capture=True, check=False, mutating=False)
-        try:
-            digests = json.loads(result.stdout or "[]") or []
-        except ValueError:
-            digests = []
-        repository = images.parse(reference).repository
-        for entry in digests:
-            name, _, digest = str(entry).partition("@")
-            if images._familiar(name) == images._familiar(repository):
-                return f"{repository}@{digest}"
-        return None
-    return images.repo_digest(runner, reference)
 
 
 def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate_all: bool = False) -> int:

@@ -126,11 +126,12 @@ def image_exists(runner, reference: str) -> bool:
     return _inspect(runner, reference, "{{.Id}}") is not None
 
 
-def repo_digest(runner, reference: str) -> str | None:
-    """``repository@sha256:...`` for the local image ``reference``, from its RepoDigests entry for the
-    same repository; None when the image is missing or has no registry digest (built locally)."""
+def repo_digest(runner, reference: str, image: str | None = None) -> str | None:
+    """``repository@sha256:...`` for the local image ``reference`` (or for ``image``, e.g. the image
+    ID a container runs), from its RepoDigests entry for the reference's repository; None when the
+    image is missing or has no registry digest (built locally)."""
     ref = parse(reference)
-    output = _inspect(runner, str(ref), "{{json .RepoDigests}}")
+    output = _inspect(runner, image or str(ref), "{{json .RepoDigests}}")
     if not output:
         return None
     try:

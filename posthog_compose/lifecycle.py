@@ -86,9 +86,9 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         uptime = state.status.split("(")[0].replace("Up ", "") if state.state == "running" else "-"
         rows.append((name, state.state, state.health or "-", uptime.strip() or "-", ",".join(state.ports) or "-",
                      state.image.rsplit("/", 1)[-1]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    from .cli import table
+
+    print(table(rows))
     ready = sum(1 for name in SERVICES if name in states and states[name].ready)
     print(f"{ready} of {len(SERVICES)} services running and healthy.")
 

@@ -519,9 +519,9 @@ def print_history(root: Path, as_json: bool = False) -> None:
         rows.append((entry.get("time", ""), entry.get("variable", ""), _short(entry.get("from", "")),
                      _short(entry.get("to", "")), entry.get("result", ""), str(entry.get("seconds", "")),
                      entry.get("backup") or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    from .cli import table
+
+    print(table(rows))
     failed = [e for e in entries if e.get("result") != "upgraded"]
     print(f"{len(entries)} upgrade(s), {len(failed)} not completed; reasons with --json.")
 
