@@ -85,7 +85,11 @@ class State:
     override: str | None
     template: str
     published: dict[str, list]
-    running_images: dict[str, str] = field(default_factory=dict)
+    containers: dict[str, str] = field(default_factory=dict)  # service -> container state ("running", ...)
+
+    @property
+    def running(self) -> bool:
+        return any(state == "running" for state in self.containers.values())
 
 
 # ----------------------------------------------------------------------------- reading the state
@@ -103,25 +107,17 @@ def read_state(root: Path, runner: Runner | None = None) -> State:
                   (root / TLS_TEMPLATE).read_text(encoding="utf-8") if (root / TLS_TEMPLATE).exists() else "",
                   published)
     if runner is not None:
-        state.running_images = _running_images(root, runner)
+        from . import stack
+
+        state.containers = {s.service: s.state for s in stack.service_states(root, runner)}
     return state
 
 
-def _running_images(root: Path, runner: Runner) -> dict[str, str]:
-    """service -> image ID of its container, for the services that have one."""
-    from . import stack
-
-    try:
-        states = stack.service_states(root, runner)
-    except OperatorError:
-        return {}
-    found = {}
-    for state in states:
-        result = runner.run(["docker", "inspect", "--format", "{{.Image}}", f"{compose.PROJECT_NAME}-{state.service}-1"],
-                            capture=True, check=False, mutating=False)
-        if result.returncode == 0 and result.stdout.strip():
-            found[state.service] = result.stdout.strip()
-    return found
+def _container_image(runner: Runner, service: str) -> str | None:
+    """The image ID the service's container runs."""
+    result = runner.run(["docker", "inspect", "--format", "{{.Image}}", f"{compose.PROJECT_NAME}-{service}-1"],
+                        capture=True, check=False, mutating=False)
+    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def evaluate(state: State) -> list[Result]:
@@ -193,17 +189,18 @@ def _override_in_place(state: State) -> bool:
     return state.override is not None and state.override == state.template
 
 
-def _tls_wiring(state: State) -> str:
+def _tls_wiring(state: State) -> list[str]:
+    """What is missing for the TLS files to be mounted (empty when the override is in place)."""
     if state.override is None:
-        return f"{OVERRIDE_FILE} is missing (it mounts the certificates)"
+        return [f"{OVERRIDE_FILE} is missing (it mounts the certificates)"]
     if not _override_in_place(state):
-        return f"{OVERRIDE_FILE} differs from {TLS_TEMPLATE}"
-    return ""
+        return [f"{OVERRIDE_FILE} differs from {TLS_TEMPLATE}"]
+    return []
 
 
 def _clickhouse_tls(state: State):
     off = [name for name in ("CLICKHOUSE_SECURE", "CLICKHOUSE_VERIFY") if state.values.get(name, "").lower() != "true"]
-    problems = ([f"{', '.join(off)} not true"] if off else []) + ([_tls_wiring(state)] if _tls_wiring(state) else [])
+    problems = ([f"{', '.join(off)} not true"] if off else []) + _tls_wiring(state)
     if problems:
         return "fail", "; ".join(problems), "invoke harden --only certificates,clickhouse-tls"
     return "pass", "PostHog uses ClickHouse's TLS ports and verifies them against the deployment's CA", ""
@@ -214,7 +211,7 @@ def _postgres_tls(state: State):
 
     query = parse_qs(urlsplit(state.values.get("DATABASE_URL", "")).query)
     problems = [] if query.get("sslmode") == ["verify-full"] else ["DATABASE_URL has no sslmode=verify-full"]
-    problems += [_tls_wiring(state)] if _tls_wiring(state) else []
+    problems += _tls_wiring(state)
     if problems:
         return "fail", "; ".join(problems), "invoke harden --only certificates,postgres-tls"
     return "pass", "PostHog connects with sslmode=verify-full; plain TCP is refused by pg_hba", ""
@@ -222,7 +219,7 @@ def _postgres_tls(state: State):
 
 def _redis_tls(state: State):
     problems = [] if state.values.get("REDIS_URL", "").startswith("rediss://") else ["REDIS_URL is not rediss://"]
-    problems += [_tls_wiring(state)] if _tls_wiring(state) else []
+    problems += _tls_wiring(state)
     if problems:
         return "fail", "; ".join(problems), "invoke harden --only certificates,redis-tls"
     return "pass", "Redis serves TLS only and PostHog verifies it", ""
@@ -290,6 +287,7 @@ class Change:
     untrack_env: bool = False
     certificates: bool = False
     override: bool = False
+    running: bool = False  # the deployment runs: recreate and check it afterwards
     lines: list[str] = field(default_factory=list)  # the plan, for people
     skipped: list[str] = field(default_factory=list)
 
@@ -310,7 +308,7 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
     selected = [item for item in APPLY_ORDER if (not only or item in only)]
     if rotate_all and "secrets" not in selected:
         selected.insert(0, "secrets")
-    change = Change()
+    change = Change(running=state.running)
     values = dict(state.values)
     manifest = manifest_module.load(root)
 
@@ -348,7 +346,9 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
             if not reference or not _moving(reference):
                 continue
             # The digest of the image the deployment runs (of the local image when it does not run).
-            pinned = images.repo_digest(runner, reference, image=state.running_images.get(IMAGE_SERVICES[name]))
+            service = IMAGE_SERVICES[name]
+            image = _container_image(runner, service) if service in state.containers else None
+            pinned = images.repo_digest(runner, reference, image=image)
             if pinned:
                 change.env[name] = pinned
                 change.lines.append(f"images: {name} {reference} -> {pinned}")
@@ -367,7 +367,7 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
         raise OperatorError("TLS needs valid certificates first: add `certificates` to --only")
     if wanted_tls:
         if state.override is not None and not _override_in_place(state) and \
-                "invoke harden" not in (state.override.splitlines() or [""])[0] + state.override[:400]:
+                "invoke harden" not in state.override[:400]:  # the template's header names harden
             raise OperatorError(f"{OVERRIDE_FILE} exists and is not the one harden writes; merge {TLS_TEMPLATE} into "
                                 "it by hand (see docs/tls.md), then run `invoke harden` again")
         if not _override_in_place(state):
@@ -407,7 +407,7 @@ def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate
         print("Nothing to apply: every selected item that harden can fix already passes"
               + (f"; still failing (fix by hand): {', '.join(r.id for r in left)}." if left else "."))
         return 1 if left and any(r.kind == "apply" for r in left) else 0
-    running = bool(_services_running(root, runner))
+    running = change.running
     print("Plan:")
     for line in change.lines:
         print(f"  - {line}")
