@@ -185,7 +185,3 @@ def release_version(tag: str | None) -> tuple[int, int, int] | None:
     """(X, Y, Z) for a `release-X.Y.Z` tag, else None."""
     match = _RELEASE.match(tag or "")
     return tuple(int(part) for part in match.groups()) if match else None  # type: ignore[return-value]
-
-
-def is_commit_sha(tag: str | None) -> bool:
-    return bool(_COMMIT_SHA.match(tag or ""))
