@@ -122,27 +122,58 @@ def task_reference(root: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- architecture diagram
-def _layers(services: dict) -> list[list[str]]:
-    """Rows of the diagram: the PostHog services (those sharing web's image) on top, ordered by
-    their start order; the others below, each one row above the deepest service it needs."""
-    depth: dict[str, int] = {}
+# Layout: three rows. The PostHog services (those sharing web's image) on top; the services they
+# use in the middle; the rest (ZooKeeper) below. Edges only join neighbouring boxes of one row or
+# boxes of neighbouring rows, so no line can pass behind a box; the legend lists exactly the kinds
+# of arrow the drawing contains.
+BOX_W, BOX_H, ROW_H, MARGIN = 170, 64, 150, 30
+GAP, LABEL_GAP = 50, 150  # between boxes of a row; around a labelled arrow inside a row
+EDGE_KINDS = {  # class -> legend text
+    "edge": "depends_on: starts after it, waits until it is healthy",
+    "edge data": "connects to it, without a start-order dependency",
+    "edge consumes": "ClickHouse consumes Kafka directly (Kafka-engine tables)",
+}
 
-    def level(name: str, seen=()) -> int:
-        if name not in depth:
-            depends = services.get(name, {}).get("depends_on") or {}
-            parents = [d for d in depends if d in services and d not in seen]
-            depth[name] = 1 + max((level(p, seen + (name,)) for p in parents), default=-1)
-        return depth[name]
 
-    for name in services:
-        level(name)
+def _edges(services: dict) -> list[tuple[str, str, str]]:
+    """(from, to, class) for every arrow: depends_on, then the data flows depends_on does not show."""
+    edges = []
+    for name, service in services.items():
+        for dependency in service.get("depends_on") or {}:
+            if dependency in services:
+                edges.append((name, dependency, "edge consumes" if (name, dependency) == CONSUMES else "edge"))
+    shown = {(a, b) for a, b, _ in edges}
+    edges += [(a, b, "edge data") for a, b in DATA_FLOWS if a in services and b in services and (a, b) not in shown]
+    return edges
+
+
+def _rows(services: dict, edges) -> list[list[str]]:
+    """The PostHog services, the services they use, the rest; each row ordered so that an arrow
+    inside a row joins neighbours (the service that depends on another sits left of it)."""
     app_image = services.get("web", {}).get("image")
-    app = sorted((n for n in services if services[n].get("image") == app_image), key=lambda n: depth[n])
-    rest = [n for n in services if n not in app]
-    rows: list[list[str]] = [[] for _ in range(max((depth[n] for n in rest), default=0) + 1)]
-    for name in rest:
-        rows[depth[name]].append(name)
-    return [app] + [row for row in reversed(rows) if row]
+    app = [n for n in services if services[n].get("image") == app_image]
+    used = [n for n in services if n not in app and any(a in app and b == n for a, b, _ in edges)]
+    rest = [n for n in services if n not in app and n not in used]
+
+    def order(row: list[str]) -> list[str]:
+        inside = [(a, b) for a, b, _ in edges if a in row and b in row]
+        depth: dict[str, int] = {}
+
+        def level(name: str, seen=()) -> int:
+            if name not in depth:
+                depth[name] = 1 + max((level(b, seen + (name,)) for a, b in inside if a == name and b not in seen),
+                                      default=-1)
+            return depth[name]
+
+        linked = [n for n in row if any(n in pair for pair in inside)]
+        alone = [n for n in row if n not in linked]
+        # Dependents first: web depends on worker and plugins on web, so worker, web, plugins reads
+        # right to left as the start order; unlinked services keep the compose file's order.
+        if app and row is app:
+            return sorted(row, key=level)
+        return alone + sorted(linked, key=lambda n: -level(n))
+
+    return [r for r in (order(app), order(used), order(rest)) if r]
 
 
 def architecture_svg(root: Path) -> str:
@@ -150,61 +181,107 @@ def architecture_svg(root: Path) -> str:
 
     data = yaml.safe_load((root / "docker-compose.yml").read_text(encoding="utf-8"))
     services = data.get("services") or {}
-    rows = _layers(services)
-    width, box_w, box_h, row_h = 900, 190, 64, 120
-    height = row_h * len(rows) + 40
-    position: dict[str, tuple[float, float]] = {}
+    edges = _edges(services)
+    rows = _rows(services, edges)
+    labelled = {(a, b) for a, b, css in edges if css == "edge consumes"}
+
+    # Horizontal positions: boxes side by side, a wider gap where a labelled arrow runs inside the row.
+    centre: dict[str, tuple[float, float]] = {}
+    widths = []
     for r, row in enumerate(rows):
+        x, xs = 0.0, []
         for i, name in enumerate(row):
-            x = width * (i + 1) / (len(row) + 1)
-            position[name] = (x, 40 + r * row_h + box_h / 2)
+            if i:
+                pair = {(row[i - 1], name), (name, row[i - 1])}
+                x += LABEL_GAP if pair & labelled else GAP
+            xs.append(x + BOX_W / 2)
+            x += BOX_W
+        widths.append(x)
+        for name, cx in zip(row, xs):
+            centre[name] = (cx, MARGIN + r * ROW_H + BOX_H / 2)
+    width = max(widths) + 2 * MARGIN
+    for r, row in enumerate(rows):
+        shift = (width - widths[r]) / 2
+        for name in row:
+            centre[name] = (centre[name][0] + shift, centre[name][1])
+    # A bottom row whose boxes are used only from the row above sits under the boxes that use it.
+    if len(rows) == 3 and len(rows[2]) == 1:
+        (name,) = rows[2]
+        parents = [centre[a][0] for a, b, _ in edges if b == name and a in rows[1]]
+        if parents:
+            centre[name] = (sum(parents) / len(parents), centre[name][1])
+    row_of = {name: r for r, row in enumerate(rows) for name in row}
 
-    def image_of(name: str) -> str:
-        image = str(services[name].get("image", ""))
-        return image.split("${", 1)[-1].split(":", 1)[0].split("}", 1)[0] if "${" in image else image
+    # Attachment points spread along the box edge, so arrowheads do not pile up on one point.
+    down = [(a, b) for a, b, _ in edges if row_of[a] != row_of[b]]
 
-    def line(a: str, b: str, css: str, label: str = "") -> str:
-        (x1, y1), (x2, y2) = position[a], position[b]
-        if y1 == y2:  # same row: from side to side
-            step = box_w / 2 if x2 > x1 else -box_w / 2
-            x1, x2 = x1 + step, x2 - step
-        else:  # from the bottom of the upper box to the top of the lower one
-            step = box_h / 2 if y2 > y1 else -box_h / 2
-            y1, y2 = y1 + step, y2 - step
-        text = (f'<text x="{(x1 + x2) / 2 + 6:.0f}" y="{(y1 + y2) / 2:.0f}" class="edge-label">{html.escape(label)}</text>'
-                if label else "")
-        return (f'<line x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" class="{css}" '
-                f'marker-end="url(#arrow)"><title>{a} → {b}</title></line>{text}')
+    def spread(name: str, others: list[str]) -> dict[str, float]:
+        others = sorted(others, key=lambda o: centre[o][0])
+        left = centre[name][0] - BOX_W / 2
+        return {o: left + (k + 1) * BOX_W / (len(others) + 1) for k, o in enumerate(others)}
 
-    edges = []
-    drawn = set()
-    for name, service in services.items():
-        for dependency in service.get("depends_on") or {}:
-            if dependency in position:
-                label = "consumes (Kafka engine)" if (name, dependency) == CONSUMES else ""
-                edges.append(line(name, dependency, "edge consumes" if label else "edge", label))
-                drawn.add((name, dependency))
-    for a, b in DATA_FLOWS:
-        if a in position and b in position and (a, b) not in drawn:
-            edges.append(line(a, b, "edge data"))
+    def vertical(a: str, b: str) -> tuple[float, float, float, float]:
+        upper, lower = (a, b) if row_of[a] < row_of[b] else (b, a)
+        x_upper = spread(upper, [o for u, o in down if u == upper] + [u for u, o in down if o == upper and row_of[u] > row_of[upper]])[lower]
+        x_lower = spread(lower, [u for u, o in down if o == lower] + [o for u, o in down if u == lower and row_of[o] < row_of[lower]])[upper]
+        y_upper, y_lower = centre[upper][1] + BOX_H / 2, centre[lower][1] - BOX_H / 2
+        return (x_upper, y_upper, x_lower, y_lower) if upper == a else (x_lower, y_lower, x_upper, y_upper)
+
+    lines, labels = [], []
+    for a, b, css in edges:
+        (xa, ya), (xb, yb) = centre[a], centre[b]
+        if row_of[a] == row_of[b]:
+            step = BOX_W / 2 if xb > xa else -BOX_W / 2
+            x1, y1, x2, y2 = xa + step, ya, xb - step, yb
+        else:
+            x1, y1, x2, y2 = vertical(a, b)
+        title = f"{a} → {b}" + (": consumes (Kafka engine)" if css == "edge consumes" else "")
+        marker = "arrow-consumes" if css == "edge consumes" else "arrow"
+        lines.append(f'<line x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" class="{css}" '
+                     f'marker-end="url(#{marker})"><title>{html.escape(title)}</title></line>')
+        if css == "edge consumes":
+            labels.append(f'<text x="{(x1 + x2) / 2:.0f}" y="{y1 - 24:.0f}" class="edge-label">consumes'
+                          f'<tspan x="{(x1 + x2) / 2:.0f}" dy="14">(Kafka engine)</tspan></text>')
+
     nodes = []
-    for name, (x, y) in position.items():
+    for name, (x, y) in centre.items():
         # The published port gets a line of its own: beside the image name it overflows the box.
-        published = (f'<text x="{x:.0f}" y="{y + 28:.0f}" class="image">published: ${{WEB_PORT}}</text>'
+        published = (f'<text x="{x:.0f}" y="{y + 26:.0f}" class="image">published: ${{WEB_PORT}}</text>'
                      if services[name].get("ports") else "")
         nodes.append(
-            f'<g class="service" id="service-{name}"><rect x="{x - box_w / 2:.0f}" y="{y - box_h / 2:.0f}" '
-            f'width="{box_w}" height="{box_h}" rx="8"/>'
+            f'<g class="service" id="service-{name}"><rect x="{x - BOX_W / 2:.0f}" y="{y - BOX_H / 2:.0f}" '
+            f'width="{BOX_W}" height="{BOX_H}" rx="8"/>'
             f'<text x="{x:.0f}" y="{y - 8:.0f}" class="name">{html.escape(name)}</text>'
-            f'<text x="{x:.0f}" y="{y + 12:.0f}" class="image">{html.escape(image_of(name))}</text>{published}</g>')
+            f'<text x="{x:.0f}" y="{y + 10:.0f}" class="image">{html.escape(_image_variable(services[name]))}</text>'
+            f'{published}</g>')
+
+    # The legend: one line per kind of arrow actually drawn.
+    kinds = [css for css in EDGE_KINDS if any(e[2] == css for e in edges)]
+    legend_y = MARGIN + (len(rows) - 1) * ROW_H + BOX_H + 36
+    legend = []
+    for k, css in enumerate(kinds):
+        y = legend_y + k * 22
+        marker = "arrow-consumes" if css == "edge consumes" else "arrow"
+        legend.append(f'<g class="legend-item" data-kind="{css}"><line x1="{MARGIN}" y1="{y}" x2="{MARGIN + 50}" '
+                      f'y2="{y}" class="{css}" marker-end="url(#{marker})"/>'
+                      f'<text x="{MARGIN + 62}" y="{y + 4}" class="legend">{html.escape(EDGE_KINDS[css])}</text></g>')
+    height = legend_y + len(kinds) * 22
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="architecture" '
-        f'aria-label="Services of the deployment and how they depend on each other">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
+        f'class="architecture" aria-label="Services of the deployment and how they depend on each other">'
         '<style>.service rect{fill:#fff7e6;stroke:#c25e00;stroke-width:1.5}'
         '.name{font:bold 15px sans-serif;text-anchor:middle}.image{font:11px monospace;text-anchor:middle;fill:#555}'
-        '.edge{stroke:#333;stroke-width:1.4}.edge.data{stroke:#999;stroke-dasharray:4 4}'
-        '.edge.consumes{stroke:#c25e00;stroke-width:2.2}.edge-label{font:12px sans-serif;fill:#c25e00}</style>'
+        '.edge{stroke:#333;stroke-width:1.3;fill:none}.edge.data{stroke:#777;stroke-dasharray:6 4}'
+        '.edge.consumes{stroke:#d35400;stroke-width:3}'
+        '.edge-label{font:12px sans-serif;fill:#d35400;text-anchor:middle}.legend{font:12px sans-serif;fill:#333}</style>'
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#333"/></marker></defs>'
-        + "".join(edges) + "".join(nodes) + "</svg>"
+        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#333"/></marker>'
+        '<marker id="arrow-consumes" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="5" markerHeight="5" '
+        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#d35400"/></marker></defs>'
+        + "".join(lines) + "".join(labels) + "".join(nodes) + "".join(legend) + "</svg>"
     )
+
+
+def _image_variable(service: dict) -> str:
+    image = str(service.get("image", ""))
+    return image.split("${", 1)[-1].split(":", 1)[0].split("}", 1)[0] if "${" in image else image

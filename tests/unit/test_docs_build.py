@@ -69,6 +69,71 @@ def test_generation_is_live_a_new_variable_appears_on_the_next_build(tmp_path):
     assert not (root / "docs" / "reference").exists()  # generated in memory, never written into docs/
 
 
+def diagram(root: Path):
+    """The diagram's boxes (name -> x0, y0, x1, y1), arrows (class, x1, y1, x2, y2, title) and legend kinds."""
+    import xml.etree.ElementTree as ET
+
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    svg = ET.fromstring(docs.architecture_svg(root))
+    boxes = {}
+    for group in svg.findall("svg:g[@class='service']", ns):
+        rect = group.find("svg:rect", ns)
+        x, y, w, h = (float(rect.get(k)) for k in ("x", "y", "width", "height"))
+        boxes[group.get("id").removeprefix("service-")] = (x, y, x + w, y + h)
+    arrows = [(line.get("class"), *(float(line.get(k)) for k in ("x1", "y1", "x2", "y2")),
+               line.findtext("svg:title", "", ns)) for line in svg.findall("svg:line", ns)]
+    legend = [item.get("data-kind") for item in svg.findall("svg:g[@class='legend-item']", ns)]
+    return boxes, arrows, legend, svg
+
+
+def crosses(segment, box, inset=2.0) -> bool:
+    """Whether the segment enters the box's interior (Liang-Barsky clipping against the inset box)."""
+    x1, y1, x2, y2 = segment
+    x0, y0, x3, y3 = box[0] + inset, box[1] + inset, box[2] - inset, box[3] - inset
+    t0, t1 = 0.0, 1.0
+    for p, q in ((-(x2 - x1), x1 - x0), (x2 - x1, x3 - x1), (-(y2 - y1), y1 - y0), (y2 - y1, y3 - y1)):
+        if p == 0:
+            if q < 0:
+                return False
+            continue
+        t = q / p
+        if p < 0:
+            t0 = max(t0, t)
+        else:
+            t1 = min(t1, t)
+        if t0 > t1:
+            return False
+    return True
+
+
+def test_diagram_lines_never_run_behind_a_box():
+    boxes, arrows, _, _ = diagram(REPO)
+    assert len(boxes) == 8 and len(arrows) >= 15
+    for css, *segment, title in arrows:
+        for name, box in boxes.items():
+            assert not crosses(segment, box), f"the arrow {title} runs behind the {name} box"
+    # The check itself can fail: a line from worker straight to zookeeper crosses the middle row.
+    (wx0, wy0, wx1, wy1), (zx0, zy0, zx1, zy1) = boxes["worker"], boxes["zookeeper"]
+    straight = ((wx0 + wx1) / 2, wy1, (zx0 + zx1) / 2, zy0)
+    assert any(crosses(straight, box) for name, box in boxes.items() if name not in ("worker", "zookeeper"))
+
+
+def test_diagram_legend_lists_exactly_the_arrows_drawn():
+    """The caption is part of the drawing: every kind of arrow has a legend line and no legend line
+    promises an arrow that is not there (dashed, orange, ...)."""
+    _, arrows, legend, svg = diagram(REPO)
+    drawn = {css for css, *_ in arrows if css}
+    assert set(legend) == drawn, (legend, drawn)
+    consumes = [a for a in arrows if a[0] == "edge consumes"]
+    assert len(consumes) == 1 and consumes[0][-1].startswith("clickhouse → kafka")
+    style = svg.find("{http://www.w3.org/2000/svg}style").text
+    assert ".edge.consumes{stroke:#d35400" in style  # orange, as the legend shows
+    # The handbook's own words about the diagram do not promise what the legend does not show.
+    page = (REPO / "docs" / "architecture.md").read_text()
+    if "edge data" not in drawn:
+        assert "dashed" not in page.split("<!-- architecture-diagram -->", 1)[1].split("\n\n", 2)[1]
+
+
 def test_diagram_follows_the_compose_file(tmp_path):
     root = handbook_copy(tmp_path / "copy")
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())
