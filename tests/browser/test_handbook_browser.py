@@ -1,6 +1,7 @@
 """The built handbook in a real browser (Debian's headless Chromium, driven by Playwright):
 the reference lists every variable, the task page every task, the diagram all eight services,
-and the search box finds a variable by name. Screenshots go to test-artifacts/."""
+the search box finds a variable by name, and the wide pages show every table and code block
+whole at 1300 px (measured element by element). Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
+WIDTH = 1300
+# The pages with wide tables or long commands, which the theme used to cut off.
+WIDE_PAGES = ("hardening", "upgrading", "configuration", "architecture", "reference/tasks",
+              "bad-days", "operations", "troubleshooting")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -35,8 +40,11 @@ def site(tmp_path_factory):
     directory = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(directory)], cwd=REPO,
                    check=True, capture_output=True)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *args: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -50,7 +58,7 @@ def page(site):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": WIDTH, "height": 900})
         yield page
         browser.close()
 
@@ -92,3 +100,74 @@ def test_search_box_finds_a_variable_by_name(site, page):
     links = results.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
     assert any("reference/environment" in (href or "") for href in links), links
     page.screenshot(path=str(ARTIFACTS / "search.png"))
+
+
+# For every table and code block of the page: its own width, its container's, whether it scrolls.
+MEASURE = """() => {
+  const column = document.querySelector('.wy-nav-content');
+  const main = document.querySelector('[role=main]') || column;
+  const limit = main.getBoundingClientRect().right + 1;
+  const found = [];
+  for (const el of document.querySelectorAll('[role=main] table, [role=main] pre, [role=main] code, [role=main] svg')) {
+    const style = getComputedStyle(el);
+    const box = el.getBoundingClientRect();
+    const parent = el.parentElement.getBoundingClientRect();
+    let scroller = null;
+    for (let node = el; node && node !== main; node = node.parentElement) {
+      const overflow = getComputedStyle(node).overflowX;
+      if (overflow === 'auto' || overflow === 'scroll') { scroller = node; break; }
+    }
+    found.push({
+      tag: el.tagName.toLowerCase(), text: (el.innerText || el.textContent || '').slice(0, 60),
+      width: box.width, right: box.right, parentRight: parent.right, limit: limit,
+      scrollWidth: el.scrollWidth, clientWidth: el.clientWidth,
+      scrolls: scroller !== null && scroller.scrollWidth > scroller.clientWidth + 1,
+      scrollable: scroller !== null,
+    });
+  }
+  return {column: column.getBoundingClientRect().width, page: document.documentElement.scrollWidth,
+          window: window.innerWidth, elements: found};
+}"""
+
+
+def layout_problems(measured: dict) -> list[str]:
+    """What an operator would see cut off: a table or code block wider than its container
+    without a scroll container, a table that needs scrolling at all, the page scrolling sideways."""
+    problems = []
+    if measured["page"] > measured["window"]:
+        problems.append(f"the page scrolls sideways ({measured['page']} px > {measured['window']} px)")
+    for el in measured["elements"]:
+        name = f"{el['tag']} {el['text']!r}"
+        if el["right"] > el["limit"] and not el["scrollable"]:
+            problems.append(f"{name} ends at {el['right']:.0f} px, past the column ({el['limit']:.0f} px)")
+        if el["scrollWidth"] > el["clientWidth"] + 1 and not el["scrollable"]:
+            problems.append(f"{name} is clipped: {el['scrollWidth']} px of content in {el['clientWidth']} px")
+        if el["tag"] == "table" and (el["scrolls"] or el["right"] > el["limit"]):
+            problems.append(f"{name} does not wrap: it needs sideways scrolling at {WIDTH} px")
+    return problems
+
+
+@pytest.mark.parametrize("path", WIDE_PAGES)
+def test_wide_pages_show_every_table_and_code_block_whole(site, page, path):
+    page.goto(f"{site}/{path}/")
+    measured = page.evaluate(MEASURE)
+    page.screenshot(path=str(ARTIFACTS / f"wide-{path.replace('/', '-')}.png"), full_page=True)
+    tags = {el["tag"] for el in measured["elements"]}
+    assert tags & {"table", "pre", "svg"} or path == "troubleshooting", f"{path}: nothing wide measured: {tags}"
+    # The content column is no longer fixed at 800 px: at 1300 px it takes what the sidebar leaves.
+    assert measured["column"] > 900, measured["column"]
+    assert layout_problems(measured) == []
+
+
+def test_layout_check_sees_the_old_theme_clip_tables(site, page):
+    """The measurement can fail: with the theme's one-line cells and 800 px column back, the
+    hardening table is reported."""
+    page.goto(f"{site}/hardening/")
+    page.add_style_tag(content=".wy-nav-content{max-width:800px!important}"
+                               ".rst-content table td,.rst-content table th{white-space:nowrap!important}")
+    problems = layout_problems(page.evaluate(MEASURE))
+    assert any("does not wrap" in problem for problem in problems), problems
+    page.add_style_tag(content=".rst-content table,.wy-table-responsive{overflow:visible!important}"
+                               ".rst-content table{display:table!important}.rst-content pre{overflow:visible!important}")
+    problems = layout_problems(page.evaluate(MEASURE))
+    assert any("past the column" in problem or "clipped" in problem for problem in problems), problems

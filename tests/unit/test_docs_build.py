@@ -40,6 +40,44 @@ def test_strict_build_passes_quickly_and_offline(tmp_path):
         assert not re.search(r'<(script|link)[^>]+(src|href)="(https?:)?//', text), page
 
 
+def unrendered_blocks(root: Path, site: Path) -> list[str]:
+    """Pages where a fenced block of the source is not a <pre> block in the built page."""
+    fence = re.compile(r"^[ \t]*```[\w-]*[ \t]*\n.*?^[ \t]*```[ \t]*$", re.S | re.M)
+    wrong = []
+    for source in sorted((root / "docs").glob("*.md")):
+        expected = len(fence.findall(source.read_text()))
+        built = site / ("index.html" if source.stem == "index" else f"{source.stem}/index.html")
+        found = built.read_text().count("<pre")
+        if found != expected:
+            wrong.append(f"{source.name}: {expected} code blocks in the source, {found} rendered")
+    return wrong
+
+
+def test_every_code_block_is_rendered_as_code(tmp_path):
+    """Python-Markdown renders no fenced block inside a list item: the fence becomes an inline code
+    span and the commands run together in a paragraph. Every fence must come out as a <pre> block."""
+    assert build(REPO, tmp_path / "site")[0].returncode == 0
+    assert unrendered_blocks(REPO, tmp_path / "site") == []
+    # The check can fail: a fenced block indented under a list item.
+    root = handbook_copy(tmp_path / "copy")
+    (root / "docs" / "index.md").write_text((REPO / "docs" / "index.md").read_text()
+                                            + "\n1. Step one:\n\n    ```bash\n    invoke up\n    ```\n")
+    assert build(root, tmp_path / "broken")[0].returncode == 0
+    assert unrendered_blocks(root, tmp_path / "broken") == ["index.md: 2 code blocks in the source, 1 rendered"]
+
+
+def test_handbook_speaks_to_operators():
+    """Operators never saw the material the kit was built from, and the home page is for running
+    PostHog, not for testing the kit."""
+    for page in sorted((REPO / "docs").glob("*.md")):
+        text = page.read_text()
+        for word in (r"\bseed\b", r"original notes", r"original (deployment )?description"):
+            assert not re.search(word, text, re.I), f"{page.name}: {word}"
+    assert "pytest" not in (REPO / "docs" / "index.md").read_text()
+    nav = yaml.safe_load((REPO / "mkdocs.yml").read_text())["nav"]
+    assert not any("seed" in str(entry).lower() for entry in nav)
+
+
 def test_reference_pages_cover_every_variable_and_task(tmp_path, manifest):
     assert build(REPO, tmp_path / "site")[0].returncode == 0
     environment = (tmp_path / "site" / "reference" / "environment" / "index.html").read_text()
