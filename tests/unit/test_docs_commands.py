@@ -350,3 +350,51 @@ def test_generate_check_fails_only_when_generated_files_are_stale(deployment, tm
     result = run_invoke(copy, "generate", "--check")
     assert result.returncode == 1
     assert "out of date" in result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------------------- quoted output
+# Commands whose output a page may quote and that run without an engine, on a fresh `invoke init`.
+OFFLINE = {("--list",), ("config-check",), ("generate", "--check"), ("--help",)}
+
+
+def quoted_outputs() -> list[tuple[str, tuple[str, ...], list[str]]]:
+    """(page, command, quoted output lines) for every `$ invoke ...` in a text block of the pages."""
+    found = []
+    for path in PAGES:
+        for fence in FENCE.finditer(path.read_text(encoding="utf-8")):
+            if fence.group(1) not in ("text", "console"):
+                continue
+            command, output = None, []
+            for line in fence.group(2).splitlines() + ["$ "]:
+                if line.startswith("$ "):
+                    if command and command[0] == "invoke":
+                        found.append((path.relative_to(REPO).as_posix(), tuple(command), output))
+                    command, output = shlex.split(line[2:]) if line[2:].strip() else None, []
+                elif line.strip():
+                    output.append(line.rstrip())
+    return found
+
+
+def offline(argv: tuple[str, ...]) -> bool:
+    return any(argv[1:1 + len(prefix)] == prefix for prefix in OFFLINE)
+
+
+QUOTED = quoted_outputs()
+
+
+def test_pages_quote_offline_output():
+    assert any(offline(command) for _, command, _ in QUOTED), QUOTED
+
+
+@pytest.mark.parametrize("page, command, output", [q for q in QUOTED if offline(q[1])],
+                         ids=lambda value: " ".join(value) if isinstance(value, tuple) else None)
+def test_quoted_output_is_what_the_command_prints(tmp_path, page, command, output):
+    (tmp_path / "deployment").mkdir()
+    root = copy_repository(tmp_path / "deployment")
+    assert run_invoke(root, "init").returncode == 0
+    result = run_invoke(root, *command[1:])
+    printed = (result.stdout + result.stderr).splitlines()
+    for line in output:
+        pattern = ".*".join(re.escape(part) for part in line.split("…"))
+        assert any(re.fullmatch(pattern, real.rstrip()) for real in printed), \
+            f"{page}: `{' '.join(command)}` does not print {line!r}; it prints:\n" + "\n".join(printed)
