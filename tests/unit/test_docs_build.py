@@ -179,3 +179,13 @@ def test_diagram_follows_the_compose_file(tmp_path):
     (root / "docker-compose.yml").write_text(yaml.safe_dump(compose, sort_keys=False))
     assert "consumes (Kafka engine)" not in docs.architecture_svg(root)
     assert "consumes (Kafka engine)" in docs.architecture_svg(REPO)
+
+
+def test_a_link_to_a_missing_heading_fails_the_build(tmp_path):
+    """Procedures link to each other's steps (bad-days.md#leaked-secret, ...): a renamed heading must
+    fail the strict build rather than leave an operator on the top of a page."""
+    root = handbook_copy(tmp_path / "copy")
+    page = root / "docs" / "hardening.md"
+    page.write_text(page.read_text().replace("(bad-days.md#leaked-secret)", "(bad-days.md#no-such-heading)"))
+    result, _ = build(root, tmp_path / "site")
+    assert result.returncode != 0 and "no-such-heading" in result.stderr, result.stderr
