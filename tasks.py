@@ -219,14 +219,12 @@ def harden(c, check=False, only=None, rotate_secrets=False, yes=False, json=Fals
     "disable": "switch it off again: WEB_PORT is published and SITE_URL and the proxy settings are put back as they were",
     "domain": "the host name PostHog is served under, e.g. posthog.example.com (with --enable; default: DOMAIN in .env)",
     "private_ca": "a certificate from the deployment's own CA (certs/ca.crt) instead of Let's Encrypt; the default for names that are not public",
-    "email": "address the certificate authority writes to about expiring certificates (Let's Encrypt)",
     "timeout": "seconds to wait for health after recreating the services (default 600)",
     "dry_run": "print the plan; change nothing",
     "verbose": VERBOSE,
 })
 @friendly
-def proxy(c, enable=False, disable=False, domain=None, private_ca=False, email=None, timeout=600, dry_run=False,
-          verbose=False):
+def proxy(c, enable=False, disable=False, domain=None, private_ca=False, timeout=600, dry_run=False, verbose=False):
     """Public HTTPS at the edge: --enable --domain NAME puts Caddy in front of PostHog, --disable removes it."""
     from posthog_compose import proxy as edge
     from posthog_compose.errors import OperatorError
@@ -237,4 +235,4 @@ def proxy(c, enable=False, disable=False, domain=None, private_ca=False, email=N
         edge.show(ROOT)
         return
     raise SystemExit(edge.switch(ROOT, _runner(dry_run, verbose), enable, domain=domain,
-                                 private_ca=True if private_ca else None, email=email, timeout=float(timeout)))
+                                 private_ca=True if private_ca else None, timeout=float(timeout)))

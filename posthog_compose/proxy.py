@@ -231,14 +231,19 @@ def _check_network(values, report, line) -> None:
         address = ipaddress.ip_address(get("PROXY_ADDRESS", ""))
     except ValueError:
         report.error("proxy", ".env", line("PROXY_ADDRESS"), "PROXY_ADDRESS", "is not an IP address",
-                     f"set PROXY_ADDRESS={subnet.network_address + 2}")
+                     f"set PROXY_ADDRESS={list(subnet.hosts())[-1]}")
         return
     hosts = list(subnet.hosts())
     if address not in subnet or address == hosts[0] or address not in hosts:
         report.error("proxy", ".env", line("PROXY_ADDRESS"), "PROXY_ADDRESS",
                      f"{address} is not a usable address of {subnet} (the first one is the gateway)",
-                     f"set PROXY_ADDRESS={hosts[1]}")
+                     f"set PROXY_ADDRESS={hosts[-1]}")
         return
+    if address != hosts[-1]:
+        report.warning("proxy", ".env", line("PROXY_ADDRESS"), "PROXY_ADDRESS",
+                       f"is not the last address of {subnet}: Docker hands out addresses to web from the first up, "
+                       "so the proxy may find its address taken (\"Address already in use\")",
+                       f"set PROXY_ADDRESS={hosts[-1]}")
     trusted = [item.strip() for item in get("TRUSTED_PROXIES", "").split(",") if item.strip()]
     if str(address) not in trusted:
         report.warning("proxy", ".env", line("TRUSTED_PROXIES"), "TRUSTED_PROXIES",
@@ -330,8 +335,7 @@ class Plan:
     lines: list[str] = field(default_factory=list)
 
 
-def plan_enable(root: Path, values: dict[str, str], domain: str | None, private_ca: bool | None,
-                email: str | None) -> Plan:
+def plan_enable(root: Path, values: dict[str, str], domain: str | None, private_ca: bool | None) -> Plan:
     root = Path(root)
     domain = (domain or values.get("DOMAIN", "")).strip().lower()
     problem = domain_problem(domain)
@@ -350,8 +354,6 @@ def plan_enable(root: Path, values: dict[str, str], domain: str | None, private_
         "TRUSTED_PROXIES": address, "DISABLE_SECURE_SSL_REDIRECT": "false", "SECURE_COOKIES": "true",
         "COMPOSE_FILE": ":".join(wanted_files(root, tls)),
     }
-    if email is not None:
-        wanted["PROXY_ACME_EMAIL"] = email
     plan = Plan()
     plan.env = {k: v for k, v in wanted.items() if values.get(k) != v}
     if not enabled(values):
@@ -404,7 +406,7 @@ def _write_env(root: Path, changes: dict[str, str]) -> None:
 
 
 def switch(root: Path, runner, enable: bool, domain: str | None = None, private_ca: bool | None = None,
-           email: str | None = None, yes: bool = True, timeout: float = 600.0) -> int:
+           timeout: float = 600.0) -> int:
     """`invoke proxy --enable/--disable`: plan, write .env (and the certificate), check the whole
     configuration (rolling .env back when it fails), then recreate what changed when it runs."""
     from . import checks, compose, stack
@@ -418,7 +420,7 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
     if not enable and not enabled(values):
         print("The edge proxy is already off: nothing to do.")
         return 0
-    plan = plan_enable(root, values, domain, private_ca, email) if enable else plan_disable(root, values)
+    plan = plan_enable(root, values, domain, private_ca) if enable else plan_disable(root, values)
     running = any(s.state == "running" for s in stack.service_states(root, runner))
     if not plan.env and not plan.certificate:
         print(f"The edge proxy is already {'on' if enable else 'off'} with these settings: nothing to do.")
@@ -564,8 +566,8 @@ def harden_item(values: dict[str, str], findings: list) -> tuple[str, str, str]:
                     f"`invoke proxy --enable --domain {urlsplit(site).hostname}`")
         return "fail", f"no edge proxy: PostHog is served over plain HTTP ({site or 'SITE_URL empty'})", \
             "`invoke proxy --enable --domain NAME` (docs/https.md)"
-    problems = [f.message for f in findings if f.severity == "error" and f.rule in ("proxy", "compose-file-variable",
-                                                                                   "https-cookies")]
+    problems = [f"{f.subject + ' ' if f.subject else ''}{f.message}" for f in findings
+                if f.severity == "error" and f.rule in ("proxy", "compose-file-variable", "https-cookies")]
     if problems:
         return "fail", f"the edge proxy is on but misconfigured: {problems[0]}", "`invoke config-check`, then `invoke proxy --enable`"
     hsts = values.get("PROXY_HSTS_MAX_AGE", "0")

@@ -114,7 +114,7 @@ def test_harden_applies_tls_and_a_fully_hardened_deployment_passes(deployed, fak
     assert again.returncode == 0 and "Nothing to apply" in again.stdout and "still failing (fix by hand): https" in again.stdout
 
     set_env(deployed, SITE_URL="https://posthog.example.com", IS_BEHIND_PROXY="true",
-         POSTHOG_IMAGE=f"posthog/posthog@{DIGEST}", DOMAIN="posthog.example.com", TRUSTED_PROXIES="10.254.254.2",
+         POSTHOG_IMAGE=f"posthog/posthog@{DIGEST}", DOMAIN="posthog.example.com", TRUSTED_PROXIES="10.254.254.6",
          COMPOSE_FILE="docker-compose.yml:docker-compose.override.yml:docker-compose.proxy.yml")  # invoke proxy --enable
     code, items = _check(deployed, fake_compose)
     assert code == 0, {i: item["reason"] for i, item in items.items() if item["status"] == "fail"}
