@@ -503,6 +503,9 @@ def _apply(root: Path, runner: Runner, change: Change) -> None:
     if change.override:
         text = (root / TLS_TEMPLATE).read_text(encoding="utf-8")
         atomic_write(root / OVERRIDE_FILE, text, 0o644)
+        from . import proxy  # with the edge proxy on, COMPOSE_FILE must list the override too
+
+        proxy.include_override(root)
     env = EnvFile.load(env_path(root))
     for name, value in change.env.items():
         env.set(name, value)

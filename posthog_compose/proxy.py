@@ -265,7 +265,9 @@ def certificate_problem(root: Path, domain: str) -> str:
         return status.problem
     certificate, _ = certs._load(Path(root), CERT_NAME)
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    if domain.lower() not in [n.lower() for n in names.get_values_for_type(x509.DNSName)]:
+    named = [n.lower() for n in names.get_values_for_type(x509.DNSName)]
+    named += [str(a) for a in names.get_values_for_type(x509.IPAddress)]
+    if domain.lower() not in named:
         return f"proxy.crt does not name {domain}"
     return ""
 
@@ -447,6 +449,7 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
         raise OperatorError(f"config-check found {len(errors)} error(s) with the proxy {'on' if enable else 'off'}; "
                             ".env was put back as it was")
     state = root / STATE_FILE
+    saved_state = state.read_text(encoding="utf-8") if state.exists() else None
     if enable and plan.previous:
         state.parent.mkdir(exist_ok=True)
         atomic_write(state, json.dumps(plan.previous, indent=2) + "\n", 0o600)
@@ -459,14 +462,29 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
     from .manifest import SERVICES
 
     services = list(SERVICES) + ([SERVICE] if enable else [])
-    stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--remove-orphans"), services, timeout)
+    up = compose.command(root, "up", "--detach", "--remove-orphans")
+    try:
+        stack.start_and_wait(root, runner, up, services, timeout)
+        after = EnvFile.load(env_path(root)).resolved()
+        ok, detail = stack.check_url(after)
+        if not ok:
+            raise OperatorError(f"the URL check fails: {detail}")
+    except (OperatorError, KeyboardInterrupt) as exc:
+        # Back to the deployment as it was: the previous .env, recreated the same way.
+        reason = getattr(exc, "message", None) or "interrupted"
+        print(f"Switching the proxy {'on' if enable else 'off'} failed ({reason}); putting the previous "
+              "configuration back ...")
+        atomic_write(env_path(root), original, 0o600)
+        if enable and plan.previous:
+            state.unlink(missing_ok=True)
+        elif not enable and saved_state is not None:
+            atomic_write(state, saved_state, 0o600)
+        stack.start_and_wait(root, runner, up, list(SERVICES) + ([] if enable else [SERVICE]), timeout)
+        raise OperatorError(f"the proxy could not be switched {'on' if enable else 'off'}: {reason}. The previous "
+                            "configuration is back and healthy; see the log lines above")
     if not enable:
         # Compose leaves the proxy's network behind when the overlay is gone; nothing uses it now.
         runner.run(["docker", "network", "rm", f"{compose.PROJECT_NAME}_{NETWORK}"], capture=True, check=False)
-    after = EnvFile.load(env_path(root)).resolved()
-    ok, detail = stack.check_url(after)
-    if not ok:
-        raise OperatorError(f"the proxy is {'on' if enable else 'off'}, but the URL check fails: {detail}")
     print(f"URL check: {detail}.")
     print(f"Edge proxy {'on' if enable else 'off'}: PostHog is at {after.get('SITE_URL', '')}.")
     return 0
@@ -572,3 +590,24 @@ def harden_item(values: dict[str, str], findings: list) -> tuple[str, str, str]:
         return "fail", f"the edge proxy is on but misconfigured: {problems[0]}", "`invoke config-check`, then `invoke proxy --enable`"
     hsts = values.get("PROXY_HSTS_MAX_AGE", "0")
     return ("pass", f"{status_line(values)}; HTTP redirects to it; WEB_PORT is not published; HSTS max-age {hsts}", "")
+
+
+def include_override(root: Path) -> bool:
+    """After `invoke harden` wrote docker-compose.override.yml: when COMPOSE_FILE (the proxy's) is
+    set, list the override right after the base file, or Compose would ignore it. True when .env
+    changed."""
+    from .envfile import EnvFile, env_path
+
+    root = Path(root)
+    path = env_path(root)
+    if not path.exists() or not (root / OVERRIDE_FILE).exists():
+        return False
+    env = EnvFile.load(path)
+    values = env.resolved()
+    files = compose_files(values)
+    if not files or OVERRIDE_FILE in [os.path.basename(f) for f in files]:
+        return False
+    separator = values.get("COMPOSE_PATH_SEPARATOR") or ":"
+    env.set("COMPOSE_FILE", separator.join([files[0], OVERRIDE_FILE, *files[1:]]))
+    env.write()
+    return True

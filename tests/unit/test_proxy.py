@@ -118,13 +118,13 @@ def test_what_enable_writes_passes_the_rules_and_disable_restores(deployment, la
     domain = ".".join(labels)
     set_env(deployment, SITE_URL=before, PROXY_HTTPS_PORT=port, COMPOSE_FILE=None, DOMAIN="", PROXY_TLS="acme")
     values = EnvFile.load(deployment / ".env").resolved()
-    if not private and proxy.is_private_name(domain):
+    if proxy.is_private_name(domain):  # ACME asked for explicitly: refused, nothing planned
         with pytest.raises(Exception, match="not a public name"):
-            proxy.plan_enable(deployment, values, domain, None if not private else True)
-        return
-    plan = proxy.plan_enable(deployment, values, domain, True if private else None)
+            proxy.plan_enable(deployment, values, domain, False)
+    plan = proxy.plan_enable(deployment, values, domain, True if private else None)  # None: chosen by the name
     assert plan.env["SITE_URL"] == f"https://{domain}" + ("" if port == "443" else f":{port}")
-    if private:
+    assert {**values, **plan.env}["PROXY_TLS"] == ("private" if private or proxy.is_private_name(domain) else "acme")
+    if plan.certificate:
         proxy.ensure_certificate(deployment, domain)
     set_env(deployment, **plan.env)
     assert [f for f in _findings(deployment) if f.severity == "error"] == []
@@ -248,3 +248,46 @@ def test_harden_item_public_https(deployment):
     set_env(deployment, IS_BEHIND_PROXY="false")
     status, reason, _ = proxy.harden_item(EnvFile.load(deployment / ".env").resolved(), _findings(deployment))
     assert status == "fail" and "misconfigured" in reason and "IS_BEHIND_PROXY" in reason
+
+
+def test_harden_writing_the_override_keeps_it_applied_with_the_proxy_on(deployment):
+    set_env(deployment, **ON)
+    assert proxy.include_override(deployment) is False  # no override yet: nothing to do
+    shutil.copy(deployment / "docker-compose.tls.yml", deployment / "docker-compose.override.yml")
+    assert proxy.include_override(deployment) is True
+    values = EnvFile.load(deployment / ".env").resolved()
+    assert values["COMPOSE_FILE"] == "docker-compose.yml:docker-compose.override.yml:docker-compose.proxy.yml"
+    assert proxy.include_override(deployment) is False and _findings(deployment) == []
+    assert (deployment / ".env").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("fail_at", ["start", "url"])
+def test_a_failure_while_switching_a_running_deployment_puts_everything_back(deployment, stopped, monkeypatch, fail_at):
+    """Fault injection on a running deployment: the proxy does not come up (or the URL check
+    fails); the previous .env is written back and the deployment recreated from it."""
+    import os
+
+    from posthog_compose import stack
+    from posthog_compose.engine import Runner
+    from posthog_compose.errors import OperatorError
+
+    monkeypatch.setattr(stack, "service_states", lambda root, runner: [stack.ServiceState("web", "running", "healthy")])
+    started = []
+
+    def start_and_wait(root, runner, command, services, timeout):
+        started.append((EnvFile.load(root / ".env").resolved().get("COMPOSE_FILE"), list(services)))
+        if fail_at == "start" and len(started) == 1:
+            raise OperatorError("services failed: proxy (exited (1))")
+        return 1.0
+
+    monkeypatch.setattr(stack, "start_and_wait", start_and_wait)
+    monkeypatch.setattr(stack, "check_url", lambda values, timeout=30.0: (fail_at != "url" or not proxy.enabled(values),
+                                                                         "GET / answered 502"))
+    monkeypatch.setenv("POSTHOG_COMPOSE_BINARY", stopped["POSTHOG_COMPOSE_BINARY"])
+    before = (deployment / ".env").read_text()
+    with pytest.raises(OperatorError, match="previous configuration is back"):
+        proxy.switch(deployment, Runner(deployment, env=dict(os.environ)), True, domain="posthog.internal")
+    assert (deployment / ".env").read_text() == before
+    assert not (deployment / proxy.STATE_FILE).exists()
+    assert started[0][0].endswith("docker-compose.proxy-private.yml") and "proxy" in started[0][1]
+    assert started[-1] == (None, list(manifest.SERVICES))
