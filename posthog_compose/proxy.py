@@ -90,7 +90,12 @@ def domain_problem(domain: str) -> str | None:
         return "is empty"
     if not HOST_RE.match(domain):
         return f"{domain!r} is not a host name (letters, digits, dots and hyphens; no scheme, port or path)"
-    return None
+    try:
+        ipaddress.ip_address(domain)
+        # Clients send no server name for an address, and Caddy picks certificates by name.
+        return f"{domain} is an IP address; give the host a name (in DNS, or in the clients' hosts files)"
+    except ValueError:
+        return None
 
 
 def site_url(domain: str, https_port: str) -> str:
@@ -115,8 +120,8 @@ def check(root: Path, env, values: dict[str, str] | None, report, environ: dict[
         report.error("https-cookies", ".env", line("SITE_URL"), "SITE_URL",
                      f"is http:// on {host} while SECURE_COOKIES=true: browsers drop PostHog's Secure session and "
                      "CSRF cookies on plain http (only localhost is exempt), so nobody can log in",
-                     f"serve HTTPS with `invoke proxy --enable --domain {host}`, or set SECURE_COOKIES=false "
-                     "for a plain-http trial on a private network")
+                     f"serve HTTPS with `invoke proxy --enable --domain {_name_for(host)}`, or set "
+                     "SECURE_COOKIES=false for a plain-http trial on a private network")
     _check_compose_file_variable(root, values, report, line, environ)
     if not on:
         return
@@ -183,6 +188,14 @@ def check(root: Path, env, values: dict[str, str] | None, report, environ: dict[
     if max_age.isdigit() and int(max_age) == 0:
         report.warning("proxy", ".env", line("PROXY_HSTS_MAX_AGE"), "PROXY_HSTS_MAX_AGE",
                        "is 0: browsers may still try plain http first", "set 31536000 once HTTPS works")
+
+
+def _name_for(host: str) -> str:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return "NAME"
+    except ValueError:
+        return host
 
 
 def _port(parts) -> int | None:

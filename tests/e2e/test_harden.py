@@ -34,7 +34,7 @@ def test_harden_a_live_stack_rotates_secrets_and_turns_on_tls(deployment):
     checked = deployment.invoke("harden", "--check", "--json")
     assert checked.returncode == 1
     failing = {i["id"] for i in json.loads(checked.stdout)["items"] if i["status"] == "fail"}
-    assert failing == {"certificates", "clickhouse-tls", "postgres-tls", "redis-tls", "https"}
+    assert failing == {"certificates", "clickhouse-tls", "postgres-tls", "redis-tls", "https", "public-https"}
 
     hardened = deployment.invoke("harden", "--yes", "--rotate-secrets")
     assert hardened.returncode == 0, hardened.stdout + hardened.stderr

@@ -51,6 +51,7 @@ def test_a_consistent_proxy_configuration_has_no_finding(deployment):
     ({"IS_BEHIND_PROXY": "false"}, ("error", "proxy", "IS_BEHIND_PROXY"), "redirects forever"),
     ({"DOMAIN": ""}, ("error", "proxy", "DOMAIN"), "is empty"),
     ({"DOMAIN": "https://posthog.example.com"}, ("error", "proxy", "DOMAIN"), "not a host name"),
+    ({"DOMAIN": "192.168.1.20", "SITE_URL": "https://192.168.1.20"}, ("error", "proxy", "DOMAIN"), "IP address"),
     ({"DOMAIN": "posthog.internal", "SITE_URL": "https://posthog.internal"}, ("error", "proxy", "PROXY_TLS"),
      "not a public name"),
     ({"PROXY_TLS": "selfsigned"}, ("error", "proxy", "PROXY_TLS"), "'selfsigned'"),
@@ -116,6 +117,10 @@ def test_what_enable_writes_passes_the_rules_and_disable_restores(deployment, la
     """Property: for any host name and HTTPS port, the values `--enable` plans pass every proxy
     rule, and `--disable` after it puts back exactly the values it replaced."""
     domain = ".".join(labels)
+    if proxy.domain_problem(domain):  # an IP address: refused with one line, nothing planned
+        with pytest.raises(Exception, match="IP address"):
+            proxy.plan_enable(deployment, EnvFile.load(deployment / ".env").resolved(), domain, None)
+        return
     set_env(deployment, SITE_URL=before, PROXY_HTTPS_PORT=port, COMPOSE_FILE=None, DOMAIN="", PROXY_TLS="acme")
     values = EnvFile.load(deployment / ".env").resolved()
     if proxy.is_private_name(domain):  # ACME asked for explicitly: refused, nothing planned
