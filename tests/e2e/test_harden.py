@@ -81,7 +81,7 @@ def test_harden_a_live_stack_rotates_secrets_and_turns_on_tls(deployment):
 
     final = deployment.invoke("harden", "--check", "--json")
     failing = {i["id"] for i in json.loads(final.stdout)["items"] if i["status"] == "fail"}
-    assert failing == {"https"}  # needs the operator's proxy and domain
+    assert failing == {"https", "public-https"}  # need the edge proxy and a domain (invoke proxy)
 
     again = deployment.invoke("harden", "--yes")
     assert again.returncode == 0 and "Nothing to apply" in again.stdout
