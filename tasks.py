@@ -212,3 +212,27 @@ def harden(c, check=False, only=None, rotate_secrets=False, yes=False, json=Fals
         raise SystemExit(hardening.check(ROOT, _runner(verbose=verbose), as_json=json))
     raise SystemExit(hardening.apply(ROOT, _runner(dry_run, verbose), only=split_list(only), yes=yes,
                                      rotate_all=rotate_secrets))
+
+
+@task(help={
+    "enable": "switch the edge proxy on: Caddy serves HTTPS for --domain on ports 80 and 443, WEB_PORT is no longer published",
+    "disable": "switch it off again: WEB_PORT is published and SITE_URL and the proxy settings are put back as they were",
+    "domain": "the host name PostHog is served under, e.g. posthog.example.com (with --enable; default: DOMAIN in .env)",
+    "private_ca": "a certificate from the deployment's own CA (certs/ca.crt) instead of Let's Encrypt; the default for names that are not public",
+    "timeout": "seconds to wait for health after recreating the services (default 600)",
+    "dry_run": "print the plan; change nothing",
+    "verbose": VERBOSE,
+})
+@friendly
+def proxy(c, enable=False, disable=False, domain=None, private_ca=False, timeout=600, dry_run=False, verbose=False):
+    """Public HTTPS at the edge: --enable --domain NAME puts Caddy in front of PostHog, --disable removes it."""
+    from posthog_compose import proxy as edge
+    from posthog_compose.errors import OperatorError
+
+    if enable == disable:
+        if enable:
+            raise OperatorError("--enable and --disable together: choose one")
+        edge.show(ROOT)
+        return
+    raise SystemExit(edge.switch(ROOT, _runner(dry_run, verbose), enable, domain=domain,
+                                 private_ca=True if private_ca else None, timeout=float(timeout)))

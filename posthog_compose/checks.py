@@ -100,6 +100,7 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
             _check_shell_overrides(manifest, env, environ, report)
         document = _check_compose_file(root, manifest, report)
         _check_clickhouse_xml(root, manifest, document, report)
+        _check_edge_and_disk(root, env, values, document, report, environ)
         _check_drift(root, manifest, report)
     _check_env_protection(root, report)
     _finish_compose(compose_process, root, report, _secret_values(manifest, values))
@@ -403,6 +404,14 @@ def _check_compose_file(root: Path, manifest, report: _Report):
                              "is referenced but not in the manifest, so nothing documents or checks it",
                              "add it with `invoke add-env-var`")
     return document
+
+
+def _check_edge_and_disk(root: Path, env, values, document, report: _Report, environ) -> None:
+    """The rules of the edge proxy (HTTPS, cookies, COMPOSE_FILE) and of log rotation, kept in their modules."""
+    from . import diskusage, proxy
+
+    proxy.check(root, env, values, report, environ)
+    diskusage.check(root, document, values, report)
 
 
 # ----------------------------------------------------------------------------- clickhouse/*.xml

@@ -126,7 +126,11 @@ def _web_port(root: Path, runner) -> Check:
 
 def run(root: Path, runner, as_json: bool = False) -> int:
     env = runner.env
+    from . import diskusage
+
     checks = [_engine(env), _compose(root, env), _ram(), _cpus(), _disk(root), _web_port(root, runner)]
+    if checks[0].status == "ok":
+        checks.append(diskusage.doctor_check(root, runner))
     if as_json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:

@@ -44,12 +44,14 @@ ITEMS: dict[str, tuple[str, str]] = {
     "redis-tls": ("Redis over TLS only, certificate verified (rediss://)", "apply"),
     "ports": ("only the web port is published", "check"),
     "https": ("SITE_URL is https behind a TLS-terminating proxy, with the proxy settings", "check"),
+    "public-https": ("public traffic is encrypted: the edge proxy serves HTTPS, HTTP redirects, WEB_PORT is closed", "check"),
     "kafka-tls": ("Kafka over TLS", "manual"),
     "managed-services": ("managed PostgreSQL, Redis, Kafka and ClickHouse instead of containers", "manual"),
 }
 DOCS = {
     "ports": "docs/hardening.md#only-the-web-port",
     "https": "docs/hardening.md#https-and-the-proxy",
+    "public-https": "docs/https.md",
     "kafka-tls": "docs/tls.md#kafka",
     "managed-services": "docs/hardening.md#managed-services",
     "secrets": "docs/hardening.md#secrets",
@@ -241,6 +243,12 @@ def _https(state: State):
     return "pass", "https with IS_BEHIND_PROXY=true", ""
 
 
+def _public_https(state: State):
+    from . import proxy  # the edge proxy's own verdict (invoke proxy)
+
+    return proxy.harden_item(state.values, state.findings)
+
+
 def _kafka_tls(state: State):
     return "manual", "Confluent's images need keystores and SSL listeners on both sides; follow the handbook", ""
 
@@ -253,6 +261,7 @@ CHECKS = {
     "env-file": _env_file, "secrets": _secrets, "redis-password": _redis_password, "debug": _debug,
     "images": _images, "certificates": _certificates, "clickhouse-tls": _clickhouse_tls,
     "postgres-tls": _postgres_tls, "redis-tls": _redis_tls, "ports": _ports, "https": _https,
+    "public-https": _public_https,
     "kafka-tls": _kafka_tls, "managed-services": _managed,
 }
 
@@ -494,6 +503,9 @@ def _apply(root: Path, runner: Runner, change: Change) -> None:
     if change.override:
         text = (root / TLS_TEMPLATE).read_text(encoding="utf-8")
         atomic_write(root / OVERRIDE_FILE, text, 0o644)
+        from . import proxy  # with the edge proxy on, COMPOSE_FILE must list the override too
+
+        proxy.include_override(root)
     env = EnvFile.load(env_path(root))
     for name, value in change.env.items():
         env.set(name, value)

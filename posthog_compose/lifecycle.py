@@ -72,10 +72,13 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
 def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     from . import stack
 
+    from . import diskusage
+
     states = {s.service: s for s in stack.service_states(root, runner)}
+    disk = diskusage.for_status(root, runner)
     if as_json:
-        print(json.dumps([{"service": name, **(vars(states[name]) if name in states else {"state": "missing"})}
-                          for name in SERVICES], indent=2))
+        print(json.dumps({"services": [{"service": name, **(vars(states[name]) if name in states else {"state": "missing"})}
+                                       for name in SERVICES], "disk": disk.to_dict()}, indent=2))
         return
     rows = [("SERVICE", "STATE", "HEALTH", "UPTIME", "PORTS", "IMAGE")]
     for name in SERVICES:
@@ -89,6 +92,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     from .cli import table
 
     print(table(rows))
+    print("\n".join(disk.lines()))
     ready = sum(1 for name in SERVICES if name in states and states[name].ready)
     print(f"{ready} of {len(SERVICES)} services running and healthy.")
 

@@ -16,6 +16,7 @@ from .errors import OperatorError
 
 MANIFEST_FILE = "variables.yml"
 SERVICES = ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")
+OPTIONAL_SERVICES = ("proxy",)  # the edge proxy of docker-compose.proxy.yml (`invoke proxy`)
 GENERATORS = ("encryption-key", "secret-key", "password")
 NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 DERIVE_REF_RE = re.compile(r"\{([A-Za-z0-9_]+)\}")
@@ -210,8 +211,8 @@ def parse(data, path: Path) -> Manifest:
         if generate is not None and generate not in GENERATORS:
             raise fail(f"variable {name} has unknown generator {generate!r}; use one of: {', '.join(GENERATORS)}")
         services = item.get("services", [])
-        if not isinstance(services, list) or any(s not in SERVICES for s in services):
-            raise fail(f"variable {name}: `services` must list services among {', '.join(SERVICES)}")
+        if not isinstance(services, list) or any(s not in SERVICES + OPTIONAL_SERVICES for s in services):
+            raise fail(f"variable {name}: `services` must list services among {', '.join(SERVICES + OPTIONAL_SERVICES)}")
         required = item.get("required", True)
         if default == "" and required and not generate and not item.get("derive"):
             raise fail(f"variable {name} is required but has no default, generator or derive template")

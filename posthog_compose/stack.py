@@ -225,6 +225,10 @@ def raise_failure(root: Path, runner: Runner, failing: list[str], states: dict[s
 
 def check_url(values: dict[str, str], timeout: float = 30.0) -> tuple[bool, str]:
     """What the seed promises: `/` answers 302 to /preflight on a fresh install, or /_health 200."""
+    from . import proxy
+
+    if proxy.enabled(values):  # WEB_PORT is not published: ask through the proxy, over verified HTTPS
+        return proxy.check_url(values, timeout=timeout)
     base = f"http://127.0.0.1:{values.get('WEB_PORT', '8080')}"
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 # What an operator's clone holds: the deployment files and the tasks that operate it.
 DEPLOYMENT_FILES = ("docker-compose.yml", "docker-compose.tls.yml", "variables.yml", "upgrades.yml", ".env.example",
                     "README.md", "tasks.py", "clickhouse", "postgres")
+DEPLOYMENT_FILES += ("docker-compose.proxy.yml", "docker-compose.proxy-private.yml", "proxy")  # the edge proxy
 
 
 def copy_repository(target: Path) -> Path:

@@ -122,7 +122,7 @@ def test_status_table(repo, fake_compose):
     assert any(line.split()[:2] == ["redis", "not"] for line in lines)
     assert lines[-1] == "1 of 8 services running and healthy."
     as_json = json.loads(run_invoke(repo, "ps", "--json", env=_env(fake)).stdout)
-    assert {row["service"]: row["state"] for row in as_json}["plugins"] == "restarting"
+    assert {row["service"]: row["state"] for row in as_json["services"]}["plugins"] == "restarting"
 
 
 def test_up_dry_run_prints_the_command_and_starts_nothing(repo, fake_compose):

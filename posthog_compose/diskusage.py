@@ -1,0 +1,249 @@
+"""Disk safety: how much each data volume holds, how much the engine's data disk has left
+(`invoke status`, `invoke doctor`, `status --json` for monitoring), and config-check's rule that
+every service rotates its logs.
+
+Volume sizes come from the engine (`docker system df -v`, which measures every volume); the free
+space from the engine's data root (`docker info`): measured directly when that directory is on
+this machine, else from inside a running container of the deployment (`df` on a data volume),
+which sees the same disk on a remote engine or Docker Desktop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+WARN_FREE_GB = 10.0  # below this, status and doctor warn: a day of growth plus a PostgreSQL dump
+WARN_FREE_PERCENT = 10.0
+CRITICAL_FREE_GB = 3.0  # below this, doctor errors: Kafka and ClickHouse stop writing soon
+GB = 1000 ** 3
+ROTATING_DRIVERS = ("json-file", "local")
+# Where a data volume is mounted, to ask `df` from inside a running container (remote engines).
+DF_PROBES = (("db", "/var/lib/postgresql/data"), ("clickhouse", "/var/lib/clickhouse"), ("kafka", "/var/lib/kafka/data"))
+_HUMAN_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKMGTP]?i?B)?\s*$")
+_UNITS = {"": 1, "B": 1, "kB": 1000, "KB": 1000, "MB": 1000 ** 2, "GB": 1000 ** 3, "TB": 1000 ** 4, "PB": 1000 ** 5,
+          "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3, "TiB": 1024 ** 4}
+
+
+@dataclass
+class DiskReport:
+    data_root: str = ""
+    measured_by: str = ""  # "local" (statvfs of the data root) or "container:<service>" or ""
+    total_bytes: int | None = None
+    free_bytes: int | None = None
+    volumes: dict[str, int | None] = field(default_factory=dict)  # volume (without project prefix) -> bytes
+    warning: str = ""
+    error: str = ""  # why a number could not be measured
+
+    @property
+    def free_percent(self) -> float | None:
+        if not self.total_bytes or self.free_bytes is None:
+            return None
+        return 100.0 * self.free_bytes / self.total_bytes
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["free_percent"] = None if self.free_percent is None else round(self.free_percent, 1)
+        data["volumes_total_bytes"] = sum(v for v in self.volumes.values() if v)
+        data["warn_free_bytes"] = int(WARN_FREE_GB * GB)
+        return data
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.free_bytes is not None:
+            where = f" ({self.data_root})" if self.data_root else ""
+            percent = f" ({self.free_percent:.0f}%)" if self.free_percent is not None else ""
+            total = f" of {human(self.total_bytes)}" if self.total_bytes else ""
+            out.append(f"Disk: {human(self.free_bytes)} free{total}{percent} on the engine's data disk{where}.")
+        else:
+            out.append(f"Disk: free space unknown ({self.error or 'not measured'}).")
+        if self.volumes:
+            sizes = ", ".join(f"{name} {human(size) if size is not None else '?'}" for name, size in self.volumes.items())
+            out.append(f"Volumes: {sizes} (total {human(sum(v for v in self.volumes.values() if v))}).")
+        if self.warning:
+            out.append(f"warning: {self.warning}")
+        return out
+
+
+def human(size: int | None) -> str:
+    if size is None:
+        return "?"
+    for unit, factor in (("TB", 1000 ** 4), ("GB", GB), ("MB", 1000 ** 2), ("kB", 1000)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} B"
+
+
+def parse_size(text: str) -> int | None:
+    """Docker's human sizes ("0B", "12.5MB", "1.234GB", "3.2kB") as bytes; None when unreadable."""
+    match = _HUMAN_RE.match(text or "")
+    if not match:
+        return None
+    unit = match.group(2) or ""
+    if unit not in _UNITS:
+        return None
+    return int(round(float(match.group(1)) * _UNITS[unit]))
+
+
+def project_volumes(df_volumes: list[dict], project: str) -> dict[str, int | None]:
+    """The project's volumes from `docker system df -v`'s Volumes, by their name in the compose file."""
+    found = {}
+    for row in df_volumes or []:
+        name = str(row.get("Name", ""))
+        labels = str(row.get("Labels", ""))
+        if name.startswith(f"{project}_") or f"com.docker.compose.project={project}" in labels:
+            found[name.removeprefix(f"{project}_")] = parse_size(str(row.get("Size", "")))
+    return dict(sorted(found.items()))
+
+
+def judge(report: DiskReport) -> DiskReport:
+    if report.free_bytes is None:
+        return report
+    free_gb = report.free_bytes / GB
+    percent = report.free_percent
+    if free_gb < WARN_FREE_GB or (percent is not None and percent < WARN_FREE_PERCENT):
+        report.warning = (f"only {human(report.free_bytes)} free on the engine's data disk: Kafka, ClickHouse and "
+                          "PostgreSQL stop writing when it is full. Free space (`docker system prune`), lower "
+                          "KAFKA_LOG_RETENTION_HOURS, or move Docker's data root to a larger disk "
+                          "(handbook: Disk and logs)")
+    return report
+
+
+def measure(root: Path, runner, project: str | None = None) -> DiskReport:
+    """Volume sizes and free space of the engine's data disk. Never raises: what cannot be
+    measured is said in ``error``."""
+    from . import compose
+
+    project = project or compose.PROJECT_NAME
+    report = DiskReport()
+    errors = []
+    result = runner.run(["docker", "system", "df", "-v", "--format", "{{json .Volumes}}"], capture=True, check=False,
+                        mutating=False, timeout=120)
+    if result.returncode == 0:
+        try:
+            report.volumes = project_volumes(json.loads(result.stdout or "[]"), project)
+        except ValueError:
+            errors.append("`docker system df -v` gave output this tool cannot read")
+    else:
+        errors.append(f"`docker system df -v` failed: {(result.stderr or '').strip().splitlines()[-1:] or result.returncode}")
+    info = runner.run(["docker", "info", "--format", "{{.DockerRootDir}}"], capture=True, check=False, mutating=False,
+                      timeout=30)
+    report.data_root = info.stdout.strip() if info.returncode == 0 else ""
+    if report.data_root and _engine_is_local(runner) and os.path.isdir(report.data_root):
+        usage = shutil.disk_usage(report.data_root)
+        report.total_bytes, report.free_bytes, report.measured_by = usage.total, usage.free, "local"
+    else:
+        for service, path in DF_PROBES:
+            probe = runner.run(compose.command(root, "exec", "-T", service, "df", "-Pk", path), capture=True,
+                               check=False, mutating=False, timeout=30)
+            sizes = parse_df(probe.stdout) if probe.returncode == 0 else None
+            if sizes:
+                report.total_bytes, report.free_bytes = sizes
+                report.measured_by = f"container:{service}"
+                break
+        else:
+            errors.append("the engine's data root is not on this machine and no data service runs to ask `df`")
+    report.error = "; ".join(errors)
+    return judge(report)
+
+
+def _engine_is_local(runner) -> bool:
+    host = (getattr(runner, "env", None) or os.environ).get("DOCKER_HOST", "")
+    return not host or host.startswith("unix://")
+
+
+def parse_df(output: str) -> tuple[int, int] | None:
+    """(total, available) bytes from `df -Pk PATH`."""
+    lines = [line for line in (output or "").splitlines() if line.strip()]
+    if len(lines) < 2:
+        return None
+    fields = lines[-1].split()
+    try:
+        return int(fields[1]) * 1024, int(fields[3]) * 1024
+    except (IndexError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- hooks
+def for_status(root: Path, runner) -> DiskReport:
+    """What `invoke status` shows under its table (and carries in --json as "disk")."""
+    return measure(root, runner)
+
+
+def doctor_check(root: Path, runner):
+    """`invoke doctor`'s line about the engine's data disk."""
+    from .doctor import Check
+
+    report = measure(root, runner)
+    if report.free_bytes is None:
+        return Check("data disk", "warning", f"free space unknown ({report.error})", "run `docker info` and `df -h`")
+    volumes = sum(v for v in report.volumes.values() if v)
+    detail = (f"{human(report.free_bytes)} free on the engine's data disk ({report.data_root or report.measured_by}); "
+              f"the deployment's volumes hold {human(volumes)}")
+    if report.free_bytes / GB < CRITICAL_FREE_GB:
+        return Check("data disk", "error", detail, "free space now: `docker system prune`, lower Kafka retention")
+    if report.warning:
+        return Check("data disk", "warning", detail, "see the handbook's Disk and logs page")
+    return Check("data disk", "ok", detail)
+
+
+# ----------------------------------------------------------------------------- config-check: log rotation
+_REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?+][^}]*)?\}")
+
+
+def _resolve(value, values: dict[str, str]) -> str:
+    return _REF_RE.sub(lambda m: values.get(m.group(1), ""), str(value if value is not None else ""))
+
+
+def check(root: Path, document, values: dict[str, str] | None, report, overlays: list | None = None) -> None:
+    """Every service (the eight, and the proxy when it is on) must rotate its logs: a driver that
+    rotates and both max-size and max-file, as Docker's default json-file driver never rotates."""
+    if document is None:
+        return
+    values = values or {}
+    services = [(document.path.name, document.services)]
+    from . import proxy
+
+    if overlays is None and proxy.enabled(values) and (Path(root) / proxy.OVERLAY).exists():
+        try:
+            from . import compose
+
+            overlay = compose.load_document(root, proxy.OVERLAY)
+            services.append((proxy.OVERLAY, {proxy.SERVICE: overlay.services.get(proxy.SERVICE)}))
+        except Exception:  # a broken overlay is Compose's own finding
+            pass
+    for filename, entries in services:
+        for name, service in (entries or {}).items():
+            if not isinstance(service, dict):
+                continue
+            line = document.line_of("services", name) if filename == document.path.name else None
+            logging = service.get("logging")
+            if not isinstance(logging, dict):
+                report.error("log-rotation", filename, line, name,
+                             "has no `logging:` section: Docker's default json-file driver never rotates, so its "
+                             "logs grow until the disk is full", "add `logging: *default-logging` to the service")
+                continue
+            driver = _resolve(logging.get("driver", "json-file"), values) or "json-file"
+            options = logging.get("options") or {}
+            missing = [key for key in ("max-size", "max-file") if not _resolve(options.get(key), values)]
+            if driver not in ROTATING_DRIVERS:
+                report.error("log-rotation", filename, line, name,
+                             f"logs with the {driver!r} driver, which this deployment cannot bound",
+                             "use LOG_DRIVER=json-file or local")
+            elif missing:
+                report.error("log-rotation", filename, line, name,
+                             f"logging sets no {' and no '.join(missing)}: its logs are not rotated",
+                             "use `logging: *default-logging` (LOG_MAX_SIZE and LOG_MAX_FILE in .env)")
+    count = values.get("LOG_MAX_FILE", "")
+    if count.isdigit() and int(count) < 1:
+        report.error("log-rotation", ".env", None, "LOG_MAX_FILE", "must be at least 1", "set LOG_MAX_FILE=5")
+    size = parse_size((values.get("LOG_MAX_SIZE", "") or "").upper().replace("K", "k").rstrip("B") + "B"
+                      if values.get("LOG_MAX_SIZE") else "")
+    if values.get("LOG_MAX_SIZE") and size is not None and count.isdigit() and size * int(count) > 2 * GB:
+        report.warning("log-rotation", ".env", None, "LOG_MAX_SIZE",
+                       f"with LOG_MAX_FILE={count} lets each service keep {human(size * int(count))} of logs",
+                       "20m and 5 keep 100 MB per service")
