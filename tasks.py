@@ -4,10 +4,45 @@ This file only declares tasks, their options and help; the logic lives in the
 posthog_compose package, imported inside each task so `invoke --list` stays instant.
 """
 
-from invoke import task
+import invoke
 
 from posthog_compose import ROOT
 from posthog_compose.cli import friendly, split_list
+
+# One CLI grammar: a short flag means the same option on every task, and only these options have
+# one. Destructive options (--volumes, --yes, --force, --rotate, --skip-backup, ...) have none, so a
+# typo cannot delete data; -h is always help (Invoke's own), never an option.
+SHORT_FLAGS = {"verbose": "v", "service": "s", "json": "j", "dry_run": "n", "follow": "f"}
+
+
+class Task(invoke.Task):
+    """An Invoke task whose short flags come from SHORT_FLAGS only (no automatic ones)."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name in SHORT_FLAGS and not opts.get("positional"):
+            opts["names"].append(SHORT_FLAGS[name])
+        return opts
+
+
+def _help_instead(name: str, task_name: str) -> bool:
+    """Invoke gives a task's positional argument every token, `-h` included: print the help then."""
+    if name not in ("-h", "--help"):
+        return False
+    import os
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "invoke", "--search-root", os.path.dirname(os.path.abspath(__file__)), "--help", task_name], check=False)
+    return True
+
+
+def task(*args, **kwargs):
+    """invoke.task with this collection's grammar (see SHORT_FLAGS)."""
+    kwargs.setdefault("klass", Task)
+    kwargs.setdefault("auto_shortflags", False)
+    return invoke.task(*args, **kwargs)
+
 
 DRY_RUN = "print the commands and file changes instead of running them"
 VERBOSE = "print every command as it runs"
@@ -148,6 +183,8 @@ def doctor(c, json=False):
 def add_env_var(c, name, description="", category="", services="", value=None, generate=False, example=None,
                 secret=False, format="string", required=False, production="", dry_run=False):
     """Add a variable everywhere it belongs (manifest, .env, .env.example, README, compose), all or nothing."""
+    if _help_instead(name, "add-env-var"):
+        return
     from posthog_compose import envvars
 
     request = envvars.Request(name=name, description=description, category=category, services=split_list(services),
@@ -163,6 +200,8 @@ def add_env_var(c, name, description="", category="", services="", value=None, g
 @friendly
 def remove_env_var(c, name, dry_run=False):
     """Remove a variable added with add-env-var from every file, all or nothing."""
+    if _help_instead(name, "remove-env-var"):
+        return
     from posthog_compose import envvars
 
     raise SystemExit(envvars.remove(ROOT, name, dry_run=dry_run))

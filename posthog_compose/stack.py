@@ -220,7 +220,7 @@ def raise_failure(root: Path, runner: Runner, failing: list[str], states: dict[s
         print(f"hint: {hint}")
     details = ", ".join(f"{n} ({states[n].label() if n in states else 'not started'})" for n in failing)
     raise OperatorError(f"services failed: {details}{'; ' + reason if reason else ''}. "
-                        f"See the log lines above; more with `invoke logs {','.join(failing)} --tail 200`")
+                        f"See the log lines above; more with `invoke logs -s {','.join(failing)} --tail 200`")
 
 
 def check_url(values: dict[str, str], timeout: float = 30.0) -> tuple[bool, str]:
