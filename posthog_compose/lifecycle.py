@@ -130,6 +130,8 @@ def down(root: Path, runner: Runner, volumes: bool = False, yes: bool = False) -
     if not volumes:
         print("Plan: stop and remove the containers and the network; data volumes are kept.")
         runner.run(command)
+        if runner.dry_run:
+            return  # nothing was stopped
         print("Stopped. Data is kept in the volumes; `invoke up` starts again.")
         return
     document = compose.load_document(root)

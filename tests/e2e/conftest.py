@@ -19,15 +19,19 @@ from tests.e2e.harness import HarnessError, make_deployment, start_engine, stop_
 
 
 def _terminal_writer(config):
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None:
-        return None
+    """A progress writer that prints through pytest's terminal reporter, around output capture.
+    The reporter is looked up at each call: it may not exist yet when this conftest is configured."""
+    import contextlib
+
+    fallback = harness.progress
 
     def write(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            fallback(line)
+            return
         # Inside a test or fixture pytest captures the output: step around it for progress lines.
-        import contextlib
-
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             reporter.ensure_newline()
             reporter.write_line(line)
@@ -37,9 +41,7 @@ def _terminal_writer(config):
 
 
 def pytest_configure(config):
-    writer = _terminal_writer(config)
-    if writer is not None:
-        harness.progress = writer
+    harness.progress = _terminal_writer(config)
 
 
 def pytest_runtest_logstart(nodeid, location):

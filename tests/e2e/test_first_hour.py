@@ -89,6 +89,8 @@ def host_pip_configuration() -> tuple[dict[str, str], list[tuple[str, str]]]:
     for value in env.values():
         for item in value.split():
             path = item[len("file://"):] if item.startswith("file://") else item
+            if item.startswith("file://") and path.rstrip("/").endswith("/simple"):
+                path = os.path.dirname(path.rstrip("/"))  # a local index: its pages link to files beside simple/
             if path.startswith("/") and os.path.exists(path):
                 mounts.add((os.path.realpath(path), path))
     return env, sorted(mounts)
@@ -171,6 +173,10 @@ def test_readme_run_it_on_a_stock_debian_12(tmp_path, e2e_engine):
                                                        "worker", "plugins"))
         status = run_in_debian(".venv/bin/invoke status --json")
         assert all(row["state"] == "running" for row in json.loads(status.stdout)), status.stdout
+        # Outside a terminal `down` prints its plan and its result, not Compose's line per object.
+        down = run_in_debian(".venv/bin/invoke down")
+        lines = [line for line in (down.stdout + down.stderr).splitlines() if line.strip()]
+        assert down.returncode == 0 and len(lines) == 2 and lines[-1].startswith("Stopped."), lines
     finally:
         for project in ("firsthour", "posthog"):
             _down(engine, kit, project)

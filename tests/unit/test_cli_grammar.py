@@ -127,3 +127,45 @@ def test_the_task_reference_shows_every_flag_and_real_defaults():
                 flag = f"`{argument.name.upper()}`"
             assert flag in section, f"{task_name}: {flag} missing from the task reference"
     assert "| `-s`, `--service` (repeatable) |" in page and "| `--timeout` | `600` |" in page
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """Every `invoke ...` command in README.md and the handbook: inline code and lines of code blocks
+    (continuation lines joined, pipes and comments cut off). Placeholders in angle brackets become a
+    value."""
+    found = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        commands = re.findall(r"`(?:\.venv/bin/)?invoke ([^`]+)`", text)
+        for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                match = re.match(r"\s*(?:\$ )?(?:\.venv/bin/)?invoke (.+)", line)
+                if match:
+                    commands.append(match.group(1))
+        for command in commands:
+            command = re.split(r"\s(?:\||&&|;|#|>)", command)[0].strip()
+            command = re.sub(r"<[^>]*>", "X", command)
+            found.append((str(path.relative_to(REPO)), command))
+    return found
+
+
+@pytest.mark.parametrize("where,command", _documented_commands())
+def test_every_documented_command_parses(where, command):
+    collection = _collection()
+    if command in collection.task_names or command == "TASK":
+        return  # a task named in prose, or the placeholder of "invoke TASK"
+    argv = shlex.split(command)
+    try:
+        _parse(collection, command)
+    except ParseError as exc:
+        # `invoke upgrade --to` in prose names the option; the option must exist.
+        if "needed value and was not given one" in str(exc) and argv[-1].startswith("--"):
+            arguments = {f"--{name}" for _, argument in _arguments(collection) for name in argument.names}
+            assert argv[-1] in arguments, f"{where}: `invoke {command}` names an option that does not exist"
+            return
+        pytest.fail(f"{where}: `invoke {command}` does not parse: {exc}")
+
+
+def test_the_documented_scan_finds_the_readme_commands():
+    found = {(where, command) for where, command in _documented_commands()}
+    assert ("README.md", "up") in found and len(found) > 40

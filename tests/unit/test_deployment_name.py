@@ -60,3 +60,13 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert f'expected="{readme.strip()}"' in script
     assert 'bash -euo pipefail -c "$readme_command"' in script and "trap cleanup EXIT" in script
     assert "python3 -m venv .venv" in readme and "pip install" in readme and "python -m pytest" in readme
+
+
+def test_down_dry_run_does_not_claim_it_stopped(deployed, tmp_path):
+    fake = tmp_path / "fake-compose"
+    fake.write_text("#!/bin/sh\necho ran >> \"$0.calls\"\n")
+    fake.chmod(0o755)
+    result = run_invoke(deployed, "down", "--dry-run", env={**os.environ, "POSTHOG_COMPOSE_BINARY": str(fake)})
+    assert result.returncode == 0, result.stderr
+    assert "Stopped" not in result.stdout and f"$ {fake} --project-directory {deployed} down" in result.stdout
+    assert not (tmp_path / "fake-compose.calls").exists()
