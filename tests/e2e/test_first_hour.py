@@ -152,6 +152,7 @@ def test_readme_run_it_on_a_stock_debian_12(tmp_path, e2e_engine):
         # Nothing to pull on the test engine: it gets as far as the engine allows, and says so in one line.
         errors = [line for line in output.splitlines() if line.startswith("error:")]
         assert first.returncode != 0 and len(errors) == 1, output[-3000:]
+        assert errors[0].startswith("error: `invoke up` cannot get the image "), errors  # and names the next step
         assert "Traceback" not in output
 
         # 2. Pointed at the test images, under a deployment name of its own: the stack starts.

@@ -8,6 +8,7 @@ nobody listens on."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -156,7 +157,9 @@ def test_real_docker_cli_against_a_socket_nobody_listens_on(tmp_path):
 @given(before=st.text(), after=st.text(), marker=st.sampled_from([
     "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
     NO_DAEMON, "unknown flag: --project-directory", "docker: 'compose' is not a docker command.",
-    "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock"]),
+    "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock",
+    "Error response from daemon: no such image: confluentinc/cp-kafka:7.5.3: No such image: confluentinc/cp-kafka:7.5.3",
+    'failed to resolve reference "docker.io/library/postgres:15.12-alpine": dial tcp: lookup registry-1.docker.io']),
     task=st.sampled_from(["up", "down", "upgrade", ""]))
 def test_a_known_failure_is_explained_in_one_line(before, after, marker, task):
     from posthog_compose.engine import explain
@@ -164,7 +167,10 @@ def test_a_known_failure_is_explained_in_one_line(before, after, marker, task):
     message = explain(f"{before}\n{marker}\n{after}", task)
     assert message and "\n" not in message and "\r" not in message
     assert message.startswith(f"`invoke {task}`" if task else "this task")
-    assert any(step in message for step in ("systemctl", "docker group", "pip install", "DOCKER_HOST"))
+    assert any(step in message for step in ("systemctl", "docker group", "pip install", "DOCKER_HOST", "docker pull"))
+    if "image" in marker:
+        assert re.search(r"cannot get the image (confluentinc/cp-kafka:7\.5\.3|docker\.io/library/postgres:15\.12-alpine):",
+                         message), message
 
 
 def test_runner_failure_of_an_unknown_cause_names_the_command_without_the_directory(tmp_path):
