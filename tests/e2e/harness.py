@@ -28,33 +28,43 @@ class HarnessError(Exception):
 progress = lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush())  # noqa: E731
 
 
-def _script(*args: str, env: dict | None = None, timeout: float = 1200) -> str:
+def _script(*args: str, env: dict | None = None, timeout: float = 1200, heartbeat: float = 30) -> str:
     """Run scripts/e2e-engine; its stderr lines (what it builds, how long it took) are passed on
-    as progress while it runs."""
+    as progress while it runs, and a line every ``heartbeat`` seconds says it is still at work."""
     import threading
 
     process = subprocess.Popen([str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env)
     errors: list[str] = []
+    output: list[str] = []
 
     def relay():
         for line in process.stderr:
             errors.append(line)
             progress(f"  {line.rstrip()}")
 
-    reader = threading.Thread(target=relay, daemon=True)
-    reader.start()
+    readers = [threading.Thread(target=relay, daemon=True),
+               threading.Thread(target=lambda: output.append(process.stdout.read()), daemon=True)]
+    for reader in readers:
+        reader.start()
+    started = time.monotonic()
     try:
-        stdout = process.stdout.read()
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise HarnessError(f"scripts/e2e-engine {args[0]} did not finish within {timeout:.0f}s")
+        while True:
+            try:
+                process.wait(timeout=heartbeat)
+                break
+            except subprocess.TimeoutExpired:
+                waited = time.monotonic() - started
+                if waited > timeout:
+                    process.kill()
+                    raise HarnessError(f"scripts/e2e-engine {args[0]} did not finish within {timeout:.0f}s")
+                progress(f"  e2e-engine {args[0]}: still working after {waited:.0f}s")
     finally:
-        reader.join(timeout=10)
+        for reader in readers:
+            reader.join(timeout=10)
     if process.returncode != 0:
         raise HarnessError(f"scripts/e2e-engine {args[0]} failed: {''.join(errors).strip().splitlines()[-1:] or process.returncode}")
-    return stdout
+    return "".join(output)
 
 
 @dataclass
