@@ -199,3 +199,37 @@ def test_compose_is_found_in_the_kits_environment_first(tmp_path, monkeypatch):
         compose.compose_binary()  # never a bare `docker compose` that answers with usage text
     monkeypatch.setattr(compose, "_plugin_installed", lambda: True)
     assert compose.compose_binary() == ["docker", "compose"]
+
+
+HEALTHY_DOCKER = """#!/bin/sh
+if [ "$1" = version ] && [ "$2" = --format ] && [ "$3" = "{{.Server.Version}}" ]; then echo 28.2.2; exit 0; fi
+if [ "$1" = version ]; then echo '{"Client":{"Version":"28.2.2"},"Server":{"Version":"28.2.2"}}'; exit 0; fi
+exit 1
+"""
+
+RUNNING_COMPOSE = """#!/bin/sh
+case "$*" in
+  *"version --short"*) echo 2.29.7 ;;
+  *" ps "*) echo '{"Service":"web","State":"running","Health":"healthy","Publishers":[]}' ;;
+esac
+exit 0
+"""
+
+
+def test_doctor_on_a_running_stack_does_not_offer_up(tmp_path):
+    root, env = _host(tmp_path, HEALTHY_DOCKER, RUNNING_COMPOSE)
+    result = _invoke(root, env, "doctor")
+    last = _lines(result)[-1]
+    assert "held by this deployment's web service" in result.stdout
+    assert "Ready for `invoke up`" not in last and "The deployment is running" in last, last
+
+
+def test_harden_check_pass_lines_do_not_repeat_themselves():
+    from posthog_compose.harden import Result
+
+    passed = Result("env-file", ".env is mode 0600 and not tracked by git", "apply", "pass",
+                    ".env is 0600 and not tracked").text()
+    assert passed == "PASS   env-file: .env is 0600 and not tracked"
+    failed = Result("env-file", ".env is mode 0600 and not tracked by git", "apply", "fail", ".env is mode 0644",
+                    "invoke harden --only env-file").text()
+    assert failed.startswith("FAIL   env-file: .env is mode 0600 and not tracked by git: .env is mode 0644")
