@@ -4,10 +4,45 @@ This file only declares tasks, their options and help; the logic lives in the
 posthog_compose package, imported inside each task so `invoke --list` stays instant.
 """
 
-from invoke import task
+import invoke
 
 from posthog_compose import ROOT
 from posthog_compose.cli import friendly, split_list
+
+# One CLI grammar: a short flag means the same option on every task, and only these options have
+# one. Destructive options (--volumes, --yes, --force, --rotate, --skip-backup, ...) have none, so a
+# typo cannot delete data; -h is always help (Invoke's own), never an option.
+SHORT_FLAGS = {"verbose": "v", "service": "s", "json": "j", "dry_run": "n", "follow": "f"}
+
+
+class Task(invoke.Task):
+    """An Invoke task whose short flags come from SHORT_FLAGS only (no automatic ones)."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name in SHORT_FLAGS and not opts.get("positional"):
+            opts["names"].append(SHORT_FLAGS[name])
+        return opts
+
+
+def _help_instead(name: str, task_name: str) -> bool:
+    """Invoke gives a task's positional argument every token, `-h` included: print the help then."""
+    if name not in ("-h", "--help"):
+        return False
+    import os
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "invoke", "--search-root", os.path.dirname(os.path.abspath(__file__)), "--help", task_name], check=False)
+    return True
+
+
+def task(*args, **kwargs):
+    """invoke.task with this collection's grammar (see SHORT_FLAGS)."""
+    kwargs.setdefault("klass", Task)
+    kwargs.setdefault("auto_shortflags", False)
+    return invoke.task(*args, **kwargs)
+
 
 DRY_RUN = "print the commands and file changes instead of running them"
 VERBOSE = "print every command as it runs"
@@ -57,10 +92,11 @@ def config_check(c, strict=False, json=False):
     raise SystemExit(checks.main(ROOT, strict=strict, as_json=json))
 
 
-def _runner(dry_run=False, verbose=False):
+def _runner(task_name, dry_run=False, verbose=False):
+    """The command runner of a task; its failures are told in the words of ``task_name``."""
     from posthog_compose.engine import Runner, docker_env
 
-    return Runner(ROOT, dry_run=dry_run, verbose=verbose, env=docker_env())
+    return Runner(ROOT, dry_run=dry_run, verbose=verbose, env=docker_env(), task=task_name)
 
 
 @task(iterable=["service"], help={
@@ -73,9 +109,11 @@ def _runner(dry_run=False, verbose=False):
 @friendly
 def up(c, service=None, wait=True, timeout=600, dry_run=False, verbose=False):
     """Start PostHog: create .env on the first run, check the configuration, start and wait until healthy."""
-    from posthog_compose import lifecycle
+    from posthog_compose import engine, lifecycle
 
-    lifecycle.up(ROOT, _runner(dry_run, verbose), split_list(service), wait=wait, timeout=float(timeout))
+    runner = _runner("up", dry_run, verbose)
+    engine.preflight("up", runner.env, engine=not dry_run)  # one line when Compose or the engine is missing
+    lifecycle.up(ROOT, runner, split_list(service), wait=wait, timeout=float(timeout))
 
 
 @task(aliases=["ps"], help={"json": JSON, "verbose": VERBOSE})
@@ -84,7 +122,7 @@ def status(c, json=False, verbose=False):
     """Show each service's state, health, uptime, ports and image."""
     from posthog_compose import lifecycle
 
-    lifecycle.status(ROOT, _runner(verbose=verbose), as_json=json)
+    lifecycle.status(ROOT, _runner("status", verbose=verbose), as_json=json)
 
 
 # Invoke has no optional positional arguments, so services are named with -s (repeatable or comma-separated).
@@ -101,7 +139,7 @@ def logs(c, service=None, follow=False, tail=None, since=None, errors=False, ver
     """Show service logs, or only their errors with --errors."""
     from posthog_compose import lifecycle
 
-    code = lifecycle.logs(ROOT, _runner(verbose=verbose), split_list(service), follow=follow, tail=tail, since=since,
+    code = lifecycle.logs(ROOT, _runner("logs", verbose=verbose), split_list(service), follow=follow, tail=tail, since=since,
                           errors=errors)
     if code:
         raise SystemExit(code)
@@ -118,7 +156,7 @@ def down(c, volumes=False, yes=False, dry_run=False, verbose=False):
     """Stop PostHog and keep its data; --volumes deletes the data after confirmation."""
     from posthog_compose import lifecycle
 
-    lifecycle.down(ROOT, _runner(dry_run, verbose), volumes=volumes, yes=yes)
+    lifecycle.down(ROOT, _runner("down", dry_run, verbose), volumes=volumes, yes=yes)
 
 
 @task(help={"json": JSON})
@@ -127,7 +165,7 @@ def doctor(c, json=False):
     """Preflight: Docker engine, Compose v2, RAM, CPUs, disk and WEB_PORT, each with a fix."""
     from posthog_compose import doctor as preflight
 
-    raise SystemExit(preflight.run(ROOT, _runner(), as_json=json))
+    raise SystemExit(preflight.run(ROOT, _runner("doctor"), as_json=json))
 
 
 @task(positional=["name"], help={
@@ -148,6 +186,8 @@ def doctor(c, json=False):
 def add_env_var(c, name, description="", category="", services="", value=None, generate=False, example=None,
                 secret=False, format="string", required=False, production="", dry_run=False):
     """Add a variable everywhere it belongs (manifest, .env, .env.example, README, compose), all or nothing."""
+    if _help_instead(name, "add-env-var"):
+        return
     from posthog_compose import envvars
 
     request = envvars.Request(name=name, description=description, category=category, services=split_list(services),
@@ -163,6 +203,8 @@ def add_env_var(c, name, description="", category="", services="", value=None, g
 @friendly
 def remove_env_var(c, name, dry_run=False):
     """Remove a variable added with add-env-var from every file, all or nothing."""
+    if _help_instead(name, "remove-env-var"):
+        return
     from posthog_compose import envvars
 
     raise SystemExit(envvars.remove(ROOT, name, dry_run=dry_run))
@@ -191,7 +233,7 @@ def upgrade(c, to=None, service="posthog", allow_latest=False, pin_digest=False,
         return
     request = upgrades.Request(to=to, service=service, allow_latest=allow_latest, pin_digest=pin_digest,
                                skip_backup=skip_backup, timeout=float(timeout))
-    raise SystemExit(upgrades.run(ROOT, _runner(dry_run, verbose), request))
+    raise SystemExit(upgrades.run(ROOT, _runner("upgrade", dry_run, verbose), request))
 
 
 @task(iterable=["only"], help={
@@ -209,8 +251,8 @@ def harden(c, check=False, only=None, rotate_secrets=False, yes=False, json=Fals
     from posthog_compose import harden as hardening
 
     if check:
-        raise SystemExit(hardening.check(ROOT, _runner(verbose=verbose), as_json=json))
-    raise SystemExit(hardening.apply(ROOT, _runner(dry_run, verbose), only=split_list(only), yes=yes,
+        raise SystemExit(hardening.check(ROOT, _runner("harden --check", verbose=verbose), as_json=json))
+    raise SystemExit(hardening.apply(ROOT, _runner("harden", dry_run, verbose), only=split_list(only), yes=yes,
                                      rotate_all=rotate_secrets))
 
 

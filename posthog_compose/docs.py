@@ -106,19 +106,33 @@ def task_reference(root: Path) -> str:
         doc = inspect.getdoc(task.body) or ""
         aliases = f" (alias: {', '.join(f'`invoke {a}`' for a in task.aliases)})" if task.aliases else ""
         lines += [f"## `invoke {name}`{aliases} {{#{name}}}", "", doc, ""]
-        parameters = [p for p in inspect.signature(task.body).parameters.values() if p.name != "c"]
-        if parameters:
+        # Invoke's own view of the options: the flags it parses (short ones included) and its defaults.
+        arguments = task.get_arguments(ignore_unknown_help=True)
+        if arguments:
             lines += ["| Option | Default | Help |", "| --- | --- | --- |"]
-            for parameter in parameters:
-                flag = "--" + parameter.name.replace("_", "-")
-                default = parameter.default
-                shown = "" if default in (None, "") else (f"`{default}`" if not isinstance(default, bool) else
-                                                         ("on (`--no-" + parameter.name.replace("_", "-") + "` turns it off)"
-                                                          if default else "off"))
-                help_text = (task.help.get(parameter.name) or "").replace("|", "\\|")
-                lines.append(f"| `{flag}` | {shown} | {help_text} |")
+            for argument in arguments:
+                lines.append(f"| {_flags(argument)} | {_default(argument)} | {(argument.help or '').replace('|', chr(92) + '|')} |")
             lines.append("")
     return "\n".join(lines)
+
+
+def _flags(argument) -> str:
+    if argument.positional:
+        return f"`{argument.name.upper()}` (positional)"
+    names = sorted(argument.names, key=len)
+    shown = ", ".join(f"`-{n}`" if len(n) == 1 else f"`--{n}`" for n in names)
+    return shown + (" (repeatable)" if argument.kind is list else "")
+
+
+def _default(argument) -> str:
+    default = argument.default
+    if argument.positional:
+        return "required"
+    if argument.kind is bool:
+        return f"on (`--no-{argument.name}` turns it off)" if default else "off"
+    if default in (None, "", []) or default is inspect.Parameter.empty:
+        return ""
+    return f"`{default}`"
 
 
 # ----------------------------------------------------------------------------- architecture diagram

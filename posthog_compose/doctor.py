@@ -29,41 +29,58 @@ class Check:
 
 
 def _engine(env) -> Check:
+    from .engine import NO_PERMISSION, engine_fix, engine_reason, last_line
+
     try:
         result = subprocess.run(["docker", "version", "--format", "{{json .}}"], capture_output=True, text=True,
                                 env=env, timeout=20)
     except FileNotFoundError:
-        return Check("docker engine", "error", "the docker client is not installed", "install Docker Engine")
+        return Check("docker engine", "error", "the docker client is not installed",
+                     "install Docker Engine (Debian/Ubuntu: `sudo apt-get install docker.io`) or Docker Desktop")
     except subprocess.TimeoutExpired:
-        return Check("docker engine", "error", "the engine did not answer within 20 s", "check `systemctl status docker`")
+        return Check("docker engine", "error", "the engine did not answer within 20 s",
+                     "check it with `sudo systemctl status docker`")
     try:
         info = json.loads(result.stdout or "{}")
     except ValueError:
         info = {}
     server = (info or {}).get("Server") or {}
     if result.returncode != 0 or not server:
-        reason = (result.stderr.strip().splitlines() or ["no answer"])[-1][:200]
-        return Check("docker engine", "error", f"not reachable: {reason}",
-                     "start Docker (systemctl start docker) or set DOCKER_HOST")
+        reason = last_line(result.stderr) or "no answer"
+        if NO_PERMISSION.search(result.stderr or ""):
+            return Check("docker engine", "error", "permission denied on the engine's socket",
+                         "add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in again)")
+        return Check("docker engine", "error", f"not reachable ({engine_reason(reason)})",
+                     engine_fix().replace("; `invoke doctor` checks the host", ""))
     return Check("docker engine", "ok", f"reachable, version {server.get('Version', '?')}")
 
 
 def _compose(root: Path, env) -> Check:
+    from .engine import HOW_TO_GET_COMPOSE, last_line
+    from .errors import OperatorError
+
     try:
         binary = compose.compose_binary()
+    except OperatorError:
+        return Check("docker compose", "error", "Docker Compose v2 is not installed", HOW_TO_GET_COMPOSE)
+    shown = " ".join(binary)
+    try:
         result = subprocess.run([*binary, "version", "--short"], capture_output=True, text=True, env=env, timeout=20)
-    except Exception as exc:  # a missing binary is reported, never raised
-        return Check("docker compose", "error", str(exc), "install the Compose v2 plugin")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("docker compose", "error", f"`{shown} version` could not run ({type(exc).__name__})",
+                     HOW_TO_GET_COMPOSE)
     version = result.stdout.strip().lstrip("v")
     try:
         major = int(version.split(".")[0])
     except ValueError:
-        return Check("docker compose", "error", f"`{' '.join(binary)} version` answered {version or result.stderr.strip()!r}",
-                     "install the Compose v2 plugin")
+        # e.g. `docker compose` without the plugin prints Docker's usage text: name it, never echo it
+        return Check("docker compose", "error", f"`{shown} version` did not answer with a version"
+                     f"{' (' + last_line(result.stderr)[:120] + ')' if last_line(result.stderr) else ''}",
+                     HOW_TO_GET_COMPOSE)
     if major < 2:
         return Check("docker compose", "error", f"version {version} is Compose v1, which lacks --wait and `ps --format json`",
-                     "install the Compose v2 plugin (docker-compose-plugin)")
-    return Check("docker compose", "ok", f"version {version} ({' '.join(binary)})")
+                     HOW_TO_GET_COMPOSE)
+    return Check("docker compose", "ok", f"version {version} ({shown})")
 
 
 def _ram() -> Check:
@@ -99,13 +116,14 @@ def _disk(root: Path) -> Check:
     return Check("disk", "ok", f"{free_gb:.0f} GB free")
 
 
-def _web_port(root: Path, runner) -> Check:
+def _web_port(root: Path, runner) -> tuple[Check, bool]:
+    """The WEB_PORT check, and whether this deployment's web service is the one running there."""
     from .envfile import EnvFile, env_path
 
     path = env_path(root)
     port = EnvFile.load(path).resolved().get("WEB_PORT", "8080") if path.exists() else "8080"
     if not port.isdigit():
-        return Check("web port", "error", f"WEB_PORT {port!r} is not a number", "run `invoke config-check`")
+        return Check("web port", "error", f"WEB_PORT {port!r} is not a number", "run `invoke config-check`"), False
     try:
         from . import stack
 
@@ -113,24 +131,32 @@ def _web_port(root: Path, runner) -> Check:
     except Exception:
         ours = False
     if ours:
-        return Check("web port", "ok", f"{port} is held by this deployment's web service")
+        return Check("web port", "ok", f"{port} is held by this deployment's web service"), True
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("0.0.0.0", int(port)))
         except OSError:
             return Check("web port", "error", f"{port} is already in use by another program",
-                         "stop it, or set another WEB_PORT in .env (and SITE_URL to match)")
-    return Check("web port", "ok", f"{port} is free")
+                         "stop it, or set another WEB_PORT in .env (and SITE_URL to match)"), False
+    return Check("web port", "ok", f"{port} is free"), False
+
+
+def _one_line(text: str) -> str:
+    """Tool output can hold newlines; a doctor line never does."""
+    return " ".join(text.split())
 
 
 def run(root: Path, runner, as_json: bool = False) -> int:
     env = runner.env
     from . import diskusage
 
-    checks = [_engine(env), _compose(root, env), _ram(), _cpus(), _disk(root), _web_port(root, runner)]
+    port, running = _web_port(root, runner)
+    checks = [_engine(env), _compose(root, env), _ram(), _cpus(), _disk(root), port]
     if checks[0].status == "ok":
         checks.append(diskusage.doctor_check(root, runner))
+    for check in checks:
+        check.detail, check.fix = _one_line(check.detail), _one_line(check.fix)
     if as_json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:
@@ -139,6 +165,11 @@ def run(root: Path, runner, as_json: bool = False) -> int:
             print(f"{check.status:<8} {check.name:<15} {check.detail.rstrip('.')}.{fix}")
         errors = sum(c.status == "error" for c in checks)
         warnings = sum(c.status == "warning" for c in checks)
-        print(f"doctor: {errors} error(s), {warnings} warning(s)."
-              + (" Fix the errors before `invoke up`." if errors else " Ready for `invoke up`."))
+        if errors:
+            verdict = " Fix the errors before `invoke up`."
+        elif running:
+            verdict = " The deployment is running: `invoke status` shows its services."
+        else:
+            verdict = " Ready for `invoke up`."
+        print(f"doctor: {errors} error(s), {warnings} warning(s).{verdict}")
     return 1 if any(c.status == "error" for c in checks) else 0

@@ -73,7 +73,9 @@ class Result:
 
     def text(self) -> str:
         mark = {"pass": "PASS  ", "fail": "FAIL  ", "manual": "MANUAL"}[self.status]
-        line = f"{mark} {self.id}: {self.title}: {self.reason}"
+        # A pass states what was found, which says the requirement again: the title would repeat it.
+        line = f"{mark} {self.id}: {self.reason}" if self.status == "pass" and self.reason else \
+            f"{mark} {self.id}: {self.title}: {self.reason}"
         return line + (f" (fix: {self.fix})" if self.fix and self.status != "pass" else "")
 
 
@@ -117,7 +119,7 @@ def read_state(root: Path, runner: Runner | None = None) -> State:
 
 def _container_image(runner: Runner, service: str) -> str | None:
     """The image ID the service's container runs."""
-    result = runner.run(["docker", "inspect", "--format", "{{.Image}}", f"{compose.PROJECT_NAME}-{service}-1"],
+    result = runner.run(["docker", "inspect", "--format", "{{.Image}}", f"{compose.project_name(runner.cwd)}-{service}-1"],
                         capture=True, check=False, mutating=False)
     return result.stdout.strip() or None if result.returncode == 0 else None
 

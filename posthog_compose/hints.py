@@ -42,7 +42,7 @@ HINTS = (
     Hint("redis-auth", re.compile(r"NOAUTH|invalid password|WRONGPASS"),
          "REDIS_URL's password differs from REDIS_PASSWORD: run `invoke config-check`"),
     Hint("zookeeper-unreachable", re.compile(r"Timed out waiting for connection to ZooKeeper|cannot reach ZooKeeper"),
-         "ZooKeeper is not reachable: check `invoke logs zookeeper` and KAFKA_ZOOKEEPER_CONNECT"),
+         "ZooKeeper is not reachable: check `invoke logs -s zookeeper` and KAFKA_ZOOKEEPER_CONNECT"),
     Hint("disk-full", re.compile(r"No space left on device"),
          "the disk is full: ZooKeeper snapshots and Kafka logs grow without the Retention settings; see `invoke doctor`"),
     Hint("async-migrations", re.compile(r"async migrations? .*(required|pending|not completed)", re.IGNORECASE),

@@ -115,7 +115,7 @@ def logs(root: Path, runner: Runner, services: list[str], follow: bool = False, 
     matched_text = []
     for line in result.stdout.splitlines():
         service, _, message = line.partition("|")
-        service = service.strip().rsplit("-", 1)[0].removeprefix(f"{compose.PROJECT_NAME}-")
+        service = service.strip().rsplit("-", 1)[0].removeprefix(f"{compose.project_name(root)}-")
         if hints.is_error_line(message):
             counts[service] = counts.get(service, 0) + 1
             matched_text.append(message)
@@ -134,10 +134,13 @@ def down(root: Path, runner: Runner, volumes: bool = False, yes: bool = False) -
     if not volumes:
         print("Plan: stop and remove the containers and the network; data volumes are kept.")
         runner.run(command)
+        if runner.dry_run:
+            return  # nothing was stopped
         print("Stopped. Data is kept in the volumes; `invoke up` starts again.")
         return
     document = compose.load_document(root)
-    doomed = [f"{compose.PROJECT_NAME}_{name}" for name in (document.data.get("volumes") or {})]
+    project = compose.project_name(root)
+    doomed = [f"{project}_{name}" for name in (document.data.get("volumes") or {})]
     print("Plan: stop the deployment and DELETE its data volumes:")
     for name in doomed:
         print(f"  - {name}")
@@ -147,12 +150,12 @@ def down(root: Path, runner: Runner, volumes: bool = False, yes: bool = False) -
         runner.run(command)
         return
     if not yes:
-        sys.stdout.write(f"Type the project name ({compose.PROJECT_NAME}) to delete the data: ")
+        sys.stdout.write(f"Type the deployment name ({project}) to delete the data: ")
         sys.stdout.flush()
         answer = sys.stdin.readline()
         if not answer:
             raise OperatorError("no confirmation (no input): nothing was deleted; pass --yes for automation")
-        if answer.strip() != compose.PROJECT_NAME:
-            raise OperatorError(f"confirmation {answer.strip()!r} is not {compose.PROJECT_NAME!r}: nothing was deleted")
+        if answer.strip() != project:
+            raise OperatorError(f"confirmation {answer.strip()!r} is not {project!r}: nothing was deleted")
     runner.run(command)
     print(f"Stopped and deleted {len(doomed)} data volume(s).")

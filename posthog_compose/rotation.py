@@ -123,10 +123,11 @@ def plan(manifest: Manifest, values: dict[str, str], names: list[str], live: boo
 
 
 # ----------------------------------------------------------------------------- live deployment
-def has_data(root: Path, runner: Runner, project: str = compose.PROJECT_NAME) -> bool:
+def has_data(root: Path, runner: Runner, project: str | None = None) -> bool:
     """Whether the PostgreSQL data volume of the project exists (the deployment holds data)."""
     import json
 
+    project = project or compose.project_name(root)
     result = runner.run(compose.command(root, "volumes", "--format", "json"), capture=True, check=False,
                         mutating=False)
     if result.returncode != 0:

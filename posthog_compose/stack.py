@@ -79,8 +79,7 @@ def service_states(root: Path, runner: Runner) -> list[ServiceState]:
             break
         time.sleep(0.5)
     if result.returncode != 0:
-        detail = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
-        raise OperatorError(f"`docker compose ps` failed: {detail[0]}")
+        raise runner.failure(command, result.returncode, result.stderr)
     try:
         return parse_ps(result.stdout)
     except (ValueError, TypeError) as exc:
@@ -95,38 +94,81 @@ def recent_logs(root: Path, runner: Runner, service: str, lines: int = 30) -> st
 
 
 class Progress:
-    """Live per-service progress: one rewritten line on a terminal, a line per change otherwise."""
+    """Live progress of a wait for health.
+
+    On a terminal: one status line, redrawn in place and cut to the terminal's width (read again at
+    every redraw, so a resized window never wraps it and no stale rows are left), e.g.
+    ``[ 12s] 5/8 ready | starting: web, worker | waiting: plugins``. Elsewhere (a log, CI, a pipe):
+    a plain line per service whose state changed. Both end with one summary line from finish().
+    """
 
     def __init__(self, services: list[str], enabled: bool = True, stream=None):
         self.services = services
         self.enabled = enabled
         self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.last: dict[str, str] = {}
         self.started = time.monotonic()
+        self.drawn = False
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    @staticmethod
+    def width() -> int:
+        import shutil
+
+        return max(20, shutil.get_terminal_size((80, 24)).columns)
+
+    def compact(self, labels: dict[str, str]) -> str:
+        """The one-line view: ready count, then the other services grouped by their state."""
+        ready = [name for name, label in labels.items() if label in ("healthy", "running")]
+        groups: dict[str, list[str]] = {}
+        for name, label in labels.items():
+            if name not in ready:
+                groups.setdefault(label, []).append(name)
+        parts = [f"[{self.elapsed():4.0f}s] {len(ready)}/{len(labels)} ready"]
+        parts += [f"{label}: {', '.join(names)}" for label, names in groups.items()]
+        return " | ".join(parts)
+
+    @staticmethod
+    def fit(line: str, width: int) -> str:
+        """``line`` cut to fit ``width`` columns, never touching the last one (some terminals wrap there)."""
+        limit = width - 1
+        return line if len(line) <= limit else line[:max(0, limit - 3)] + "..."
 
     def update(self, states: dict[str, ServiceState]) -> None:
         if not self.enabled:
             return
         labels = {name: states[name].label() if name in states else "waiting" for name in self.services}
         if self.tty:
-            line = " ".join(f"{name}:{label}" for name, label in labels.items())
-            self.stream.write(f"\r\033[K[{self.elapsed():4.0f}s] {line}")
-            self.stream.flush()
+            self.stream.write("\r\033[K" + self.fit(self.compact(labels), self.width()))
+            self.drawn = True
         else:
             for name, label in labels.items():
                 if self.last.get(name) != label:
                     self.stream.write(f"  [{self.elapsed():4.0f}s] {name:<10} {label}\n")
-            self.stream.flush()
+        self.stream.flush()
         self.last = labels
 
+    def summary(self) -> str:
+        ready = [name for name, label in self.last.items() if label in ("healthy", "running")]
+        if self.last and len(ready) == len(self.last):
+            return f"{len(ready)} of {len(self.services)} services ready in {self.elapsed():.0f}s."
+        others = ", ".join(f"{name} ({label})" for name, label in self.last.items() if name not in ready)
+        return f"{len(ready)} of {len(self.services)} services ready after {self.elapsed():.0f}s" + \
+            (f"; not ready: {others}." if others else ".")
+
     def finish(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        """End the live view with one summary line (on a terminal it replaces the status line)."""
+        if not self.enabled:
+            return
+        line = self.summary()
+        if self.tty:
+            self.stream.write("\r\033[K" + self.fit(line, self.width()) + "\n")
+        else:
+            self.stream.write(f"  {line}\n")
+        self.stream.flush()
 
 
 def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = None, timeout: float = 600.0,
@@ -152,16 +194,15 @@ def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = 
             if process is None or process.poll() is not None:
                 display.finish()
                 if process is not None and process.returncode != 0:
-                    raise OperatorError(f"`docker compose up` failed (exit {process.returncode}): "
-                                        f"{_process_error(process)}")
+                    raise OperatorError(_start_failed(runner, process))
                 return display.elapsed()
         elif process is not None and process.poll() is not None and process.returncode != 0:
             display.finish()
             stuck = [name for name in expected if not (name in states and states[name].ready)]
             message = _process_error(process)
-            if stuck:
+            if any(name in states for name in stuck):  # containers exist: their logs say why
                 raise_failure(root, runner, stuck, states, message)
-            raise OperatorError(f"`docker compose up` failed (exit {process.returncode}): {message}")
+            raise OperatorError(_start_failed(runner, process))  # none was created (e.g. an image could not be pulled)
         if display.elapsed() > timeout:
             display.finish()
             if process is not None and process.poll() is None:
@@ -195,6 +236,18 @@ def start_and_wait(root: Path, runner: Runner, command: list[str], services: lis
         Path(error_log.name).unlink(missing_ok=True)
 
 
+def _start_failed(runner: Runner, process: subprocess.Popen) -> str:
+    """`compose up` failed: one line in the words of the task that ran it."""
+    from .engine import explain
+
+    path = getattr(process, "error_log", None)
+    known = explain(Path(path).read_text(errors="replace") if path and Path(path).exists() else "", runner.task)
+    if known:
+        return known
+    what = f"`invoke {runner.task}`" if runner.task else "`docker compose up`"
+    return f"{what} could not start the services (Compose exit {process.returncode}): {_process_error(process)}"
+
+
 def _process_error(process: subprocess.Popen) -> str:
     """The last error line `compose up` wrote (its stderr goes to a file: a pipe could fill up)."""
     path = getattr(process, "error_log", None)
@@ -220,7 +273,7 @@ def raise_failure(root: Path, runner: Runner, failing: list[str], states: dict[s
         print(f"hint: {hint}")
     details = ", ".join(f"{n} ({states[n].label() if n in states else 'not started'})" for n in failing)
     raise OperatorError(f"services failed: {details}{'; ' + reason if reason else ''}. "
-                        f"See the log lines above; more with `invoke logs {','.join(failing)} --tail 200`")
+                        f"See the log lines above; more with `invoke logs -s {','.join(failing)} --tail 200`")
 
 
 def check_url(values: dict[str, str], timeout: float = 30.0) -> tuple[bool, str]:
@@ -247,7 +300,7 @@ def check_url(values: dict[str, str], timeout: float = 30.0) -> tuple[bool, str]
         except urllib.error.HTTPError as exc:
             location = exc.headers.get("Location", "")
             if exc.code == 302 and location.rstrip("/").endswith("/preflight"):
-                return True, f"{base}/ redirects to /preflight (fresh install)"
+                return True, f"{base}/ redirects to /preflight (PostHog's first-run setup)"
             detail = f"GET / answered {exc.code}"
             try:
                 with opener.open(f"{base}/_health", timeout=5) as health:

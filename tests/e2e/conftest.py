@@ -1,15 +1,61 @@
 """Fixtures of the end-to-end suite: one private engine per session, a deployment per test.
 
 Under CI=true an engine that cannot start FAILS the run; elsewhere the e2e tests are
-skipped with the reason (a developer machine may have no way to run dockerd)."""
+skipped with the reason (a developer machine may have no way to run dockerd).
+
+Progress goes to the terminal while it happens (image builds, each test's start, each task a
+test runs), so a CI log is never minutes of silence; the engine and every file it wrote are
+removed after the session, also when a test failed."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
+from tests.e2e import harness
 from tests.e2e.harness import HarnessError, make_deployment, start_engine, stop_engine
+
+
+def _terminal_writer(config):
+    """A progress writer that prints through pytest's terminal reporter, around output capture.
+    The reporter is looked up at each call: it may not exist yet when this conftest is configured."""
+    import contextlib
+
+    fallback = harness.progress
+
+    def write(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            fallback(line)
+            return
+        # Inside a test or fixture pytest captures the output: step around it for progress lines.
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(line)
+            reporter.flush()
+
+    return write
+
+
+def pytest_configure(config):
+    harness.progress = _terminal_writer(config)
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if "/e2e/" in nodeid or nodeid.startswith("tests/e2e") or nodeid.startswith("e2e/"):
+        harness.progress(f"e2e: {nodeid} ...")
+        _started[nodeid] = time.monotonic()
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.nodeid in _started:
+        harness.progress(f"e2e: {report.nodeid} {report.outcome} in {time.monotonic() - _started.pop(report.nodeid):.0f}s")
+
+
+_started: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
@@ -21,8 +67,10 @@ def e2e_engine():
         if os.environ.get("CI") == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    yield engine
-    stop_engine(engine)
+    try:
+        yield engine
+    finally:
+        stop_engine(engine)
 
 
 @pytest.fixture

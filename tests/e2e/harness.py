@@ -23,12 +23,48 @@ class HarnessError(Exception):
     """The engine could not be started or the images could not be built."""
 
 
-def _script(*args: str, env: dict | None = None, timeout: float = 1200) -> str:
-    result = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout)
-    sys.stderr.write(result.stderr)
-    if result.returncode != 0:
-        raise HarnessError(f"scripts/e2e-engine {args[0]} failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
-    return result.stdout
+#: Where progress lines go: stderr by default; the e2e conftest points it at pytest's terminal, so a
+#: long image build or test is never minutes of silence (pytest captures plain stderr).
+progress = lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush())  # noqa: E731
+
+
+def _script(*args: str, env: dict | None = None, timeout: float = 1200, heartbeat: float = 30) -> str:
+    """Run scripts/e2e-engine; its stderr lines (what it builds, how long it took) are passed on
+    as progress while it runs, and a line every ``heartbeat`` seconds says it is still at work."""
+    import threading
+
+    process = subprocess.Popen([str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    errors: list[str] = []
+    output: list[str] = []
+
+    def relay():
+        for line in process.stderr:
+            errors.append(line)
+            progress(f"  {line.rstrip()}")
+
+    readers = [threading.Thread(target=relay, daemon=True),
+               threading.Thread(target=lambda: output.append(process.stdout.read()), daemon=True)]
+    for reader in readers:
+        reader.start()
+    started = time.monotonic()
+    try:
+        while True:
+            try:
+                process.wait(timeout=heartbeat)
+                break
+            except subprocess.TimeoutExpired:
+                waited = time.monotonic() - started
+                if waited > timeout:
+                    process.kill()
+                    raise HarnessError(f"scripts/e2e-engine {args[0]} did not finish within {timeout:.0f}s")
+                progress(f"  e2e-engine {args[0]}: still working after {waited:.0f}s")
+    finally:
+        for reader in readers:
+            reader.join(timeout=10)
+    if process.returncode != 0:
+        raise HarnessError(f"scripts/e2e-engine {args[0]} failed: {''.join(errors).strip().splitlines()[-1:] or process.returncode}")
+    return "".join(output)
 
 
 @dataclass
@@ -47,27 +83,79 @@ class Engine:
 
 
 def start_engine() -> Engine:
+    """The session's engine: E2E_DOCKER_HOST when given, else a private one whose state lives in a
+    new posthog-e2e-* directory (under E2E_STATE_ROOT when set, e.g. by .ci/run). Whatever it
+    made is removed again if the start fails; stop_engine removes it after the session."""
     given = os.environ.get("E2E_DOCKER_HOST")
     if given:
         engine = Engine(given, None)
     else:
-        state = Path(os.environ.get("E2E_STATE_DIR") or tempfile.mkdtemp(prefix="posthog-e2e-"))
-        output = _script("start", "--state-dir", str(state))
-        host = next(line.split("=", 1)[1] for line in output.splitlines() if line.startswith("DOCKER_HOST="))
-        engine = Engine(host, state)
+        parent = os.environ.get("E2E_STATE_ROOT") or None
+        state = Path(os.environ.get("E2E_STATE_DIR") or tempfile.mkdtemp(prefix="posthog-e2e-", dir=parent))
+        engine = Engine("", state)
+        progress(f"e2e harness: starting a private Docker Engine in {state}")
+        try:
+            output = _script("start", "--state-dir", str(state))
+        except BaseException:
+            stop_engine(engine)
+            raise
+        engine.docker_host = next(line.split("=", 1)[1] for line in output.splitlines() if line.startswith("DOCKER_HOST="))
     started = time.monotonic()
-    if engine.state_dir:
-        _script("build", "--state-dir", str(engine.state_dir), env=engine.env)
-    else:
-        _script("build", env=engine.env)
-    sys.stderr.write(f"e2e harness: images ready in {time.monotonic() - started:.0f}s\n")
-    engine.image_env = dict(line.split("=", 1) for line in _script("images-env").split())
+    progress("e2e harness: building the test images (cached ones are reused)")
+    try:
+        if engine.state_dir:
+            _script("build", "--state-dir", str(engine.state_dir), env=engine.env)
+        else:
+            _script("build", env=engine.env)
+        engine.image_env = dict(line.split("=", 1) for line in _script("images-env").split())
+    except BaseException:
+        stop_engine(engine)
+        raise
+    progress(f"e2e harness: images ready in {time.monotonic() - started:.0f}s")
     return engine
 
 
+def exec_root(state_dir: Path) -> Path:
+    """The engine's exec root, as scripts/e2e-engine names it (a short path for the socket limit)."""
+    import hashlib
+
+    return Path(f"/tmp/e2e-x-{hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:10]}")
+
+
 def stop_engine(engine: Engine) -> None:
-    if engine.state_dir is not None:
-        _script("stop", "--state-dir", str(engine.state_dir))
+    """Stop the private engine and delete everything it kept on disk: its state directory (data
+    root, socket, log) and its exec root. A given engine (E2E_DOCKER_HOST) is left alone."""
+    import shutil
+
+    state = engine.state_dir
+    if state is None:
+        return
+    try:
+        if (state / "dockerd.pid").exists():
+            _script("stop", "--state-dir", str(state))
+    except (HarnessError, OSError) as exc:
+        progress(f"e2e harness: stop failed ({exc}); removing its state anyway")
+    finally:
+        pid_file = state / "dockerd.pid"
+        try:
+            os.kill(int(pid_file.read_text().strip()), 9)
+        except (OSError, ValueError):
+            pass
+        for root in (state, exec_root(state)):
+            _unmount_under(root)
+            shutil.rmtree(root, ignore_errors=True)
+        progress(f"e2e harness: removed {state} and {exec_root(state)}")
+
+
+def _unmount_under(root: Path) -> None:
+    """Lazily unmount what dockerd left mounted below ``root`` (overlay layers, shm), deepest first."""
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return
+    prefix = str(root.resolve()) if root.exists() else str(root)
+    for mount in sorted((m for m in mounts if m == prefix or m.startswith(prefix + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
 
 
 def free_port() -> int:
@@ -101,7 +189,9 @@ class Deployment:
         env.write()
 
     def invoke(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        started = time.monotonic()
         result = run_invoke(self.root, *args, env=self.env, input=input)
+        progress(f"    $ invoke {' '.join(args)} -> exit {result.returncode} in {time.monotonic() - started:.0f}s")
         sys.stderr.write(f"\n$ invoke {' '.join(args)} -> {result.returncode}\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
         return result
 

@@ -56,7 +56,11 @@ def _calls(path: Path) -> list[list[str]]:
 
 
 def _env(fake):
-    return {**os.environ, "POSTHOG_COMPOSE_BINARY": str(fake)}
+    # A docker client whose engine answers, so that `up` gets past its engine preflight.
+    docker = fake.parent / "docker"
+    docker.write_text("#!/bin/sh\n[ \"$1\" = version ] && echo 28.2.2\n")
+    docker.chmod(0o755)
+    return {**os.environ, "POSTHOG_COMPOSE_BINARY": str(fake), "PATH": f"{fake.parent}:{os.environ['PATH']}"}
 
 
 def test_ps_json_lines_and_arrays_parse_to_states():
