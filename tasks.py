@@ -276,5 +276,5 @@ def proxy(c, enable=False, disable=False, domain=None, private_ca=False, timeout
             raise OperatorError("--enable and --disable together: choose one")
         edge.show(ROOT)
         return
-    raise SystemExit(edge.switch(ROOT, _runner(dry_run, verbose), enable, domain=domain,
+    raise SystemExit(edge.switch(ROOT, _runner("proxy", dry_run, verbose), enable, domain=domain,
                                  private_ca=True if private_ca else None, timeout=float(timeout)))

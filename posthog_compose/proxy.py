@@ -422,7 +422,7 @@ def _write_env(root: Path, changes: dict[str, str]) -> None:
 
 def switch(root: Path, runner, enable: bool, domain: str | None = None, private_ca: bool | None = None,
            timeout: float = 600.0) -> int:
-    """`invoke proxy --enable/--disable`: plan, write .env (and the certificate), check the whole
+    """`invoke proxy --enable` and `invoke proxy --disable`: plan, write .env (and the certificate), check the whole
     configuration (rolling .env back when it fails), then recreate what changed when it runs."""
     from . import checks, compose, stack
     from .envfile import EnvFile, env_path
