@@ -62,15 +62,30 @@ def add(root: Path, request: Request, dry_run: bool = False) -> int:
 
 
 def _validate(root: Path, manifest, request: Request) -> None:
-    from .formats import FORMATS, problem
+    from .formats import FORMATS, problem, reserved_name, text_problem
 
     name = request.name
     if not manifest_module.NAME_RE.match(name):
-        raise OperatorError(f"NAME {name!r} must match ^[A-Z][A-Z0-9_]*$ (upper case, digits, underscores)")
+        raise OperatorError(f"NAME {name[:40]!r} must match ^[A-Z][A-Z0-9_]*$ (upper case, digits, underscores)")
+    reserved = reserved_name(name)
+    if reserved:
+        raise OperatorError(f"NAME {name}: {reserved}; choose another name (nothing was changed)")
+    for label, text in (("--description", request.description), ("--production", request.production),
+                        ("--example", request.example or ""), ("--value", "" if request.secret else request.value or ""),
+                        ("--category", request.category)):
+        bad = text_problem(text)
+        if bad:
+            raise OperatorError(f"{label} {bad}: it would corrupt variables.yml, .env.example, the README or the "
+                                "handbook (nothing was changed)")
+    if request.secret and request.value and text_problem(request.value):
+        raise OperatorError("--value contains a line break or control character; a secret must be one line "
+                            "(nothing was changed)")
     env = env_path(root)
     if env.exists() and name in EnvFile.load(env).keys():
         raise OperatorError(f"{name} is already set in .env but not in variables.yml; remove it from .env first, "
                             "or keep it and add it to the manifest by hand")
+    if env.exists():
+        EnvFile.load(env).refuse_duplicates()
     if f"${{{name}" in (root / compose.COMPOSE_FILE).read_text(encoding="utf-8"):
         raise OperatorError(f"{name} is already referenced in docker-compose.yml but not in variables.yml; "
                             "remove the reference first")
@@ -141,6 +156,8 @@ def _compute_add(root: Path, manifest, request: Request) -> Change:
     from . import credentials, generate, yamledit
 
     change = Change()
+    if request.secret:
+        _SECRET_NAMES.add(request.name)
     manifest_path = manifest_module.manifest_path(root)
     manifest_text = manifest_path.read_text(encoding="utf-8")
     newline = "\r\n" if "\r\n" in manifest_text else "\n"
@@ -230,16 +247,46 @@ def _without_entry(text: str, name: str) -> str:
 
 # ----------------------------------------------------------------------------- apply
 def _diff(path: Path, old: str, new: str, secrets: list[str]) -> list[str]:
-    def mask(text: str) -> list[str]:
-        for secret in secrets:
-            text = text.replace(secret, "***")
-        return text.splitlines(keepends=True)
+    """A unified diff for people. In .env every secret's value shows as *** and no context line is
+    shown (a neighbouring line may be a secret the change does not touch)."""
+    from . import masking
 
-    return list(difflib.unified_diff(mask(old), mask(new), f"a/{path.name}", f"b/{path.name}"))
+    is_env = path.name == ".env"
+
+    def mask(text: str) -> list[str]:
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        lines = text.splitlines(keepends=True)
+        if is_env:
+            lines = [_mask_env_line(line) for line in lines]
+        return [masking.mask(line) for line in lines]
+
+    return list(difflib.unified_diff(mask(old), mask(new), f"a/{path.name}", f"b/{path.name}", n=0 if is_env else 3))
+
+
+def _mask_env_line(line: str) -> str:
+    from . import masking
+
+    match = re.match(r"^(\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=)(.*?)(\r?\n?)$", line)
+    if match and masking.is_secret_name(match.group(2), _SECRET_NAMES) and match.group(3):
+        return f"{match.group(1)}***{match.group(4)}"
+    return line
+
+
+_SECRET_NAMES: set[str] = set()
 
 
 def _apply(root: Path, change: Change, what: str, dry_run: bool) -> int:
     from . import checks
+
+    try:
+        _SECRET_NAMES.update(v.name for v in manifest_module.load(root).secrets)
+    except OperatorError:
+        pass
+    for value in change.secret_values:
+        from . import masking
+
+        masking.register(value)
 
     changed = {p: t for p, t in change.files.items() if not p.exists() or p.read_text(encoding="utf-8") != t}
     print(f"Plan: {what}: update {', '.join(p.name for p in changed)}.")
@@ -255,15 +302,20 @@ def _apply(root: Path, change: Change, what: str, dry_run: bool) -> int:
     if dry_run:
         print(f"Dry run: nothing changed ({'; '.join(summary)}).")
         return 0
-    transaction = Transaction()
+    transaction = Transaction(root, what)
     for path, text in changed.items():
         transaction.stage(path, text, change.modes.get(path))
-    transaction.commit()
-    result = subprocess.run(compose.command(root, "config", "--quiet"), cwd=root, capture_output=True, text=True)
+    transaction.commit(keep_journal=True)
+    try:
+        result = subprocess.run(compose.command(root, "config", "--quiet"), cwd=root, capture_output=True, text=True)
+    except BaseException:
+        transaction.rollback()
+        raise
     if result.returncode != 0 and (root / ".env").exists():
         transaction.rollback()
-        raise OperatorError(f"docker compose rejected the result ({result.stderr.strip().splitlines()[-1:]}); "
-                            "every file was restored")
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise OperatorError(f"docker compose rejected the result ({last}); every file was restored")
+    transaction.finish()
     findings = checks.collect(root)
     errors = [f for f in findings if f.severity == "error"]
     print(f"Changed: {'; '.join(summary)}.")
