@@ -107,7 +107,7 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
     env_usable = values is not None and bool(values)
     model = _finish_compose(compose_process, root, report, _secret_values(manifest, values), quiet=not env_usable)
     if model is not None:
-        _check_effective(root, model, report)
+        _check_effective(root, model, report, environ)
     report.findings.sort(key=lambda f: f.severity != "error")
     return report.findings
 
@@ -508,14 +508,14 @@ def _relative(root: Path, path: Path) -> str:
         return str(path)
 
 
-def _check_effective(root: Path, model: dict, report: _Report) -> None:
+def _check_effective(root: Path, model: dict, report: _Report, environ: dict[str, str]) -> None:
     """Rules on the deployment as Compose will run it (every file merged, values interpolated)."""
     from . import compose
 
     services = model.get("services") or {}
     name = model.get("name")
     if name and name != compose.PROJECT_NAME:
-        has_data = _project_has_data(compose.PROJECT_NAME)
+        has_data = _project_has_data(compose.PROJECT_NAME, environ)
         message = (f"is {name!r}, not {compose.PROJECT_NAME!r}: the next `up` starts a second, empty deployment"
                    + (" while the data of the current one stays in its volumes" if has_data else ""))
         fix = "remove COMPOSE_PROJECT_NAME from .env (and `name:` from the compose files)"
@@ -561,11 +561,11 @@ def _check_effective(root: Path, model: dict, report: _Report) -> None:
                              f"restore the healthcheck of {dependency} from git")
 
 
-def _project_has_data(project: str) -> bool | None:
+def _project_has_data(project: str, environ: dict[str, str]) -> bool | None:
     """Whether the engine holds volumes of ``project`` (None when the engine cannot be asked)."""
     try:
         result = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
-                                capture_output=True, text=True, timeout=10)
+                                capture_output=True, text=True, timeout=10, env={**os.environ, **environ})
     except (OSError, subprocess.TimeoutExpired):
         return None
     if result.returncode != 0:

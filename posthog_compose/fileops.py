@@ -137,10 +137,19 @@ class Transaction:
             self.finish()
 
     def finish(self) -> None:
-        """The change is final: drop the journal."""
+        """The change is final: drop the journal (its index first: without it a journal is void)."""
+        from .errors import OperatorError
+
         if self._journal is not None:
-            shutil.rmtree(self._journal, ignore_errors=True)
-            self._journal = None
+            journal, self._journal = self._journal, None
+            try:
+                os.unlink(journal / "index.json")
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise OperatorError(f"the change was made, but its undo journal {journal} could not be voided "
+                                    f"({exc.strerror}); delete that directory before running another task")
+            shutil.rmtree(journal, ignore_errors=True)
 
     def rollback(self) -> None:
         """Put every file the last commit replaced back as it was (also after a successful commit,
@@ -237,6 +246,17 @@ def write_journal(root: Path, originals, what: str) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base.parent, 0o700) if base.parent.stat().st_mode & 0o077 else None
     journal = Path(tempfile.mkdtemp(prefix=f"{timestamp()}-", dir=base))
+    try:
+        _fill_journal(journal, originals, what)
+    except BaseException:
+        shutil.rmtree(journal, ignore_errors=True)
+        raise
+    return journal
+
+
+def _fill_journal(journal: Path, originals, what: str) -> None:
+    import json
+
     entries = []
     for number, (path, content, mode) in enumerate(originals):
         record = {"path": str(Path(path).resolve()), "mode": mode, "file": None}
@@ -249,7 +269,6 @@ def write_journal(root: Path, originals, what: str) -> Path:
                 os.fsync(handle.fileno())
         entries.append(record)
     atomic_write(journal / "index.json", json.dumps({"what": what, "pid": os.getpid(), "files": entries}), 0o600)
-    return journal
 
 
 def recover(root: Path) -> list[str]:

@@ -287,8 +287,9 @@ def markdown_inline(text: str, table: bool = False) -> str:
 
     text = _CONTROL_RE.sub(" ", str(text).replace("\r\n", " ").replace("\n", " ").replace("\r", " "))
     parts = text.split("`")
-    if len(parts) % 2 == 0:  # unbalanced backticks: no code spans at all
-        parts = [text.replace("`", "\\`")]
+    balanced = len(parts) % 2 == 1
+    if not balanced:  # unbalanced backticks: no code spans at all
+        parts = [text]
     out = []
     for index, part in enumerate(parts):
         if index % 2:  # inside a code span: literal already; only the table's pipe matters
@@ -296,7 +297,7 @@ def markdown_inline(text: str, table: bool = False) -> str:
             continue
         part = part.replace("\\", "\\\\")
         part = html.escape(part, quote=False)
-        for ch in "[]{}":
+        for ch in "[]{}" + ("" if balanced else "`"):
             part = part.replace(ch, "\\" + ch)
         if table:
             part = part.replace("|", "\\|")

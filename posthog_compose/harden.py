@@ -398,6 +398,9 @@ def _with_query(url: str, query: str) -> str:
 
 def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate_all: bool = False) -> int:
     """Show the plan, confirm, back up, apply, recreate what changed, and verify."""
+    from .envfile import EnvFile, env_path
+
+    EnvFile.load(env_path(root)).refuse_duplicates()  # before any backup or plan (hook: hostile input)
     root = Path(root)
     change, results = plan(root, runner, only, rotate_all)
     for line in change.skipped:
