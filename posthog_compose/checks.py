@@ -14,7 +14,9 @@ import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
+
+from .formats import urlsplit
 
 from .errors import OperatorError
 

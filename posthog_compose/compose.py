@@ -271,3 +271,15 @@ def load_document(root: Path, filename: str = COMPOSE_FILE) -> ComposeDocument:
     if not isinstance(data, dict):
         raise OperatorError(f"{filename}: must be a mapping with `services`")
     return ComposeDocument(path, data)
+
+
+def effective_services(root: Path) -> dict | None:
+    """The services as Compose will run them (every selected file merged, values interpolated),
+    or None when Compose cannot tell (it rejects the configuration, or is a stand-in)."""
+    try:
+        validation = ConfigValidation(root)
+        validation.communicate(timeout=60)
+    except (OperatorError, subprocess.TimeoutExpired, OSError):
+        return None
+    model = validation.model
+    return model.get("services") if isinstance(model, dict) and isinstance(model.get("services"), dict) else None

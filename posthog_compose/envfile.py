@@ -93,14 +93,12 @@ class EnvFile:
 
     def values(self) -> dict[str, str]:
         """Values as written (no interpolation); the last assignment of a key wins, as in Compose.
-        A bare ``KEY`` line (no `=`) sets nothing here: Compose takes it from the environment."""
+        A bare ``KEY`` line (no `=`) sets nothing here: Compose takes it from the environment, and
+        keeps an earlier assignment when the environment lacks it (checked with the real binary)."""
         result: dict[str, str] = {}
         for e in self.entries:
-            if e.key is not None:
-                if e.value is None:
-                    result.pop(e.key, None)
-                else:
-                    result[e.key] = e.value
+            if e.key is not None and e.value is not None:
+                result[e.key] = e.value
         return result
 
     def duplicates(self) -> dict[str, list[int]]:
@@ -112,7 +110,13 @@ class EnvFile:
         return {key: found for key, found in lines.items() if len(found) > 1}
 
     def refuse_duplicates(self) -> None:
-        """Editing tasks stop here while a key is assigned twice: which line counts is not clear."""
+        """Editing tasks stop here while a key is assigned twice or a line does not parse: which line
+        counts is not clear."""
+        broken = [e.line for e in self.entries if e.error]
+        if broken:
+            raise OperatorError(f"{self.path.name}: line {broken[0]} is not KEY=VALUE (Compose rejects the file, and "
+                                "which line a change would touch is not clear); fix or remove it, then rerun "
+                                "(nothing was changed)")
         duplicates = self.duplicates()
         if duplicates:
             key, lines = next(iter(duplicates.items()))
@@ -131,12 +135,10 @@ class EnvFile:
             if entry.value is None:  # a bare KEY: Compose takes it from the environment, if set there
                 if entry.key in environ:
                     result[entry.key] = environ[entry.key]
-                else:
-                    result.pop(entry.key, None)
                 continue
             value = entry.value
             if entry.quote != "'" and "$" in value:
-                value = interpolate(value, {**environ, **result})
+                value = interpolate(value, {**result, **environ})  # the shell wins, as in Compose
             result[entry.key] = value
         return result
 

@@ -86,7 +86,7 @@ def _validate(root: Path, manifest, request: Request) -> None:
                             "or keep it and add it to the manifest by hand")
     if env.exists():
         EnvFile.load(env).refuse_duplicates()
-    if f"${{{name}" in (root / compose.COMPOSE_FILE).read_text(encoding="utf-8"):
+    if re.search(rf"\$\{{?{name}(?![A-Za-z0-9_])", (root / compose.COMPOSE_FILE).read_text(encoding="utf-8")):
         raise OperatorError(f"{name} is already referenced in docker-compose.yml but not in variables.yml; "
                             "remove the reference first")
     categories = [c.name for c in manifest.categories]
@@ -139,7 +139,7 @@ def _manifest_entry(request: Request, newline: str) -> str:
         ("name", request.name), ("category", request.category), ("description", request.description.strip()),
         ("default", _placeholder(request)),
     ]
-    lines = [f"  - name: {request.name}"] + [f"    {key}: {json.dumps(value)}" for key, value in fields[1:]]
+    lines = [f"  - name: {request.name}"] + [f"    {key}: {_yaml_string(value)}" for key, value in fields[1:]]
     if request.secret:
         lines.append("    secret: true")
     if request.generate:
@@ -147,9 +147,27 @@ def _manifest_entry(request: Request, newline: str) -> str:
     lines += [f"    format: {request.format}", f"    required: {'true' if request.required else 'false'}",
               f"    services: [{', '.join(request.services)}]"]
     if request.production:
-        lines.append(f"    production: {json.dumps(request.production)}")
+        lines.append(f"    production: {_yaml_string(request.production)}")
     lines.append("    removable: true")
     return newline.join(lines) + newline
+
+
+def _yaml_string(value: str) -> str:
+    """A YAML double-quoted scalar of ``value``: JSON's escapes, and \\u/\\U escapes for every
+    character YAML does not allow raw (YAML's escapes are a superset of JSON's, except for
+    characters outside the Basic Multilingual Plane, which JSON writes as surrogate pairs)."""
+    out = []
+    for ch in json.dumps(value, ensure_ascii=False)[1:-1]:
+        code = ord(ch)
+        printable = ch in "\t" or 0x20 <= code <= 0x7E or code == 0x85 or 0xA0 <= code <= 0xD7FF or \
+            0xE000 <= code <= 0xFFFD or 0x10000 <= code <= 0x10FFFF
+        if printable and code not in (0xFEFF,):
+            out.append(ch)
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _compute_add(root: Path, manifest, request: Request) -> Change:
@@ -196,7 +214,8 @@ def _parse_manifest(text: str, path: Path):
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        raise OperatorError(f"variables.yml: the new entry would not be valid YAML ({exc}); nothing changed")
+        raise OperatorError(f"variables.yml: the new entry would not be valid YAML ({' '.join(str(exc).split())}); "
+                            "nothing changed")
     return manifest_module.parse(data, path)
 
 

@@ -7,7 +7,18 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit as _urlsplit
+
+_INVALID_URL = SplitResult("", "", "", "", "")
+
+
+def urlsplit(value: str) -> SplitResult:
+    """urllib's urlsplit that never raises: a URL it cannot split (an unencoded [ or ] in a
+    password) gives empty parts, which every check then reports without printing the URL."""
+    try:
+        return _urlsplit(value)
+    except ValueError:
+        return _INVALID_URL
 
 ENCRYPTION_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

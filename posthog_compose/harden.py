@@ -100,7 +100,8 @@ def read_state(root: Path, runner: Runner | None = None) -> State:
     values = EnvFile.load(env_path(root)).resolved()
     override_path = root / OVERRIDE_FILE
     document = compose.load_document(root)
-    published = {name: service.get("ports") or [] for name, service in document.services.items()
+    published = {name: service.get("ports") or [] for name, service in  # what Compose runs (hook: hostile input)
+                 (compose.effective_services(root) or document.services).items()
                  if isinstance(service, dict)}
     state = State(root, values, checks.collect(root),
                   override_path.read_text(encoding="utf-8") if override_path.exists() else None,

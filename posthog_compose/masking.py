@@ -191,7 +191,8 @@ def secrets_of(root: Path) -> tuple[list[str], list[str]]:
     except Exception:  # noqa: BLE001
         pass
     literal = []
-    for value in found:  # `${OTHER}` references are names, not secrets: keep the literal pieces
+    for value in found:  # `${OTHER}` references are names, not secrets: the literal pieces count too
+        literal.append(value)
         literal.extend(piece for piece in _REFERENCE_RE.split(value) if piece)
     # placeholders such as USER:PASSWORD or {POSTGRES_PASSWORD} in the file's own comments are not secrets
     return [piece for piece in literal if not _PLACEHOLDER_RE.match(piece)], public

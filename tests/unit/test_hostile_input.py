@@ -636,3 +636,12 @@ def test_8_a_bare_key_is_read_as_compose_reads_it(tmp_path):
         composes = json.loads(result.stdout)["services"]["a"]["environment"]
         ours = EnvFile.parse(text).resolved(environ=environ)
         assert {k: ours.get(k, "unset") for k in "XYZ"} == composes
+
+
+def test_4_harden_sees_ports_an_override_publishes(deployed):
+    """harden --check reads the deployment Compose runs (real Compose binary), not docker-compose.yml alone."""
+    (deployed / "docker-compose.override.yml").write_text("services:\n  db:\n    ports: ['5432:5432']\n")
+    result = run_invoke(deployed, "harden", "--check", "--json")
+    no_traceback(result)
+    items = {item["id"]: item for item in json.loads(result.stdout)["items"]}
+    assert items["ports"]["status"] == "fail" and "db" in items["ports"]["reason"]
