@@ -93,6 +93,7 @@ def init(root: Path, manifest: Manifest, force: bool = False, rotate: list[str] 
         if path.stat().st_mode & 0o077:
             path.chmod(ENV_MODE)
         return result
+    env.refuse_duplicates()  # before the backup: a refusal changes nothing (hook: hostile input)
     result.backup = backup(path)
     result.backup.chmod(ENV_MODE)
     values = fresh_values(manifest, keep=current)

@@ -14,7 +14,9 @@ import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
+
+from .formats import urlsplit
 
 from .errors import OperatorError
 
@@ -54,12 +56,18 @@ class Finding:
         return f"{self.file}:{self.line}" if self.line else self.file
 
     def text(self) -> str:
-        subject = f" {self.subject}:" if self.subject else ""
+        # A subject comes from the operator's files and may hold any character: one finding stays one line.
+        subject = f" {_printable(self.subject)}:" if self.subject else ""
         fix = f" Fix: {self.fix}" if self.fix else ""
-        return f"{self.severity:<7} {self.where()}{subject} {self.message}.{fix}"
+        return f"{self.severity:<7} {self.where()}{subject} {_printable(self.message)}.{fix}"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _printable(text: str) -> str:
+    """Control characters (a newline in a key, an escape sequence) shown escaped, never acted on."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 class _Report:
@@ -92,6 +100,7 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
 
     values: dict[str, str] | None = None
     env = None
+    document = None
     if manifest is not None:
         env, values = _check_env_file(root, manifest, environ, report)
         if values is not None:
@@ -99,11 +108,16 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
             _check_consistency(env, values, report)
             _check_shell_overrides(manifest, env, environ, report)
         document = _check_compose_file(root, manifest, report)
+        _check_compose_sources(root, manifest, values, report)
         _check_clickhouse_xml(root, manifest, document, report)
-        _check_edge_and_disk(root, env, values, document, report, environ)
+        if values:
+            _check_edge_and_disk(root, env, values, document, report, environ)
         _check_drift(root, manifest, report)
     _check_env_protection(root, report)
-    _finish_compose(compose_process, root, report, _secret_values(manifest, values))
+    env_usable = values is not None and bool(values)
+    model = _finish_compose(compose_process, root, report, _secret_values(manifest, values), quiet=not env_usable)
+    if model is not None:
+        _check_effective(root, model, report, environ)
     report.findings.sort(key=lambda f: f.severity != "error")
     return report.findings
 
@@ -152,18 +166,23 @@ def _start_compose(root: Path, report: _Report):
         return None
 
 
-def _finish_compose(process, root: Path, report: _Report, secrets: list[str]) -> None:
+def _finish_compose(process, root: Path, report: _Report, secrets: list[str], quiet: bool = False):
+    """Compose's verdict as findings; returns its model of the deployment (None when it failed).
+    With ``quiet`` (no usable .env: one error says so already), Compose's complaints about unset
+    variables are left out."""
     if process is None:
-        return
+        return None
     try:
         _, stderr = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         process.kill()
         report.error("compose", COMPOSE, None, "", "`docker compose config` did not answer within 60 s",
                      "run it by hand to see why")
-        return
+        return None
     if process.returncode == 0:
-        return
+        return process.model
+    if quiet:
+        return None
     seen = set()
     for line in stderr.splitlines():
         line = line.strip()
@@ -174,6 +193,7 @@ def _finish_compose(process, root: Path, report: _Report, secrets: list[str]) ->
             line = line.replace(secret, "***")
         report.error("compose", COMPOSE, None, "", f"docker compose config: {line}",
                      "see the message; `invoke init` fills in missing variables")
+    return None
 
 
 def _secret_values(manifest, values) -> list[str]:
@@ -188,7 +208,7 @@ def _check_env_file(root: Path, manifest, environ, report: _Report):
     from .envfile import EnvFile
 
     path = root / ENV
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         report.error("env-missing", ENV, None, "", "not found", "run `invoke init` to create it with fresh secrets")
         return None, None
     try:
@@ -196,10 +216,19 @@ def _check_env_file(root: Path, manifest, environ, report: _Report):
     except OperatorError as exc:
         report.error("env-unreadable", ENV, None, "", str(exc).split(": ", 1)[-1], "")
         return None, None
+    if not env.keys():
+        report.error("env-empty-file", ENV, None, "", "sets no variable at all",
+                     "run `invoke init` (it fills in every variable, with fresh secrets)")
+        return None, None
     for entry in env.entries:
         if entry.error:
             report.error("env-syntax", ENV, entry.line, "", "line is not KEY=VALUE (Compose will reject it)",
                          "fix or remove the line")
+    for key, lines in env.duplicates().items():
+        report.error("env-duplicate", ENV, lines[-1], key,
+                     f"is set {len(lines)} times (lines {', '.join(map(str, lines))}); Compose uses the last, and "
+                     "every editing task refuses to run until one remains",
+                     "delete the lines you do not want")
     values = env.resolved(environ={k: v for k, v in environ.items() if k not in env.keys()})
     known = set(manifest.by_name)
     for key in env.keys():
@@ -229,7 +258,7 @@ def _format_description(name: str) -> str:
 
 def _check_values(manifest, env, values: dict[str, str], report: _Report) -> None:
     from .credentials import KNOWN_WEAK_VALUES
-    from .formats import problem
+    from .formats import low_variety, problem
 
     for variable in manifest.variables:
         value = values.get(variable.name)
@@ -254,6 +283,13 @@ def _check_values(manifest, env, values: dict[str, str], report: _Report) -> Non
                          "uses PostHog's built-in development key 00beef...", rotate)
         elif any(entry.lower() in KNOWN_WEAK_VALUES for entry in entries):
             report.error("insecure-default", ENV, line, variable.name, "is a well-known default value", rotate)
+        elif any(low_variety(entry) for entry in entries):
+            weak = next(low_variety(entry) for entry in entries if low_variety(entry))
+            report.error("insecure-weak", ENV, line, variable.name, f"{weak}: it can be guessed", rotate)
+        elif len(set(entries)) < len(entries):
+            report.error("insecure-repeated", ENV, line, variable.name,
+                         "lists the same key twice (a rotation that added the old key again?)",
+                         "keep each key once, newest first")
         elif variable.format == "secret-key" and len(value) < MIN_SECRET_KEY:
             report.error("insecure-short", ENV, line, variable.name,
                          f"is {len(value)} characters; at least {MIN_SECRET_KEY} are needed", rotate)
@@ -275,7 +311,9 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
         if parts.path.strip("/") != get("POSTGRES_DB", ""):
             mismatches.append("database differs from POSTGRES_DB")
         if parts.hostname != "db":
-            mismatches.append(f"host is {parts.hostname!r}, not the `db` service")
+            mismatches.append("host is not the `db` service (an unencoded @ or / in the password also moves it)")
+        elif _port(parts) not in (None, 5432):
+            mismatches.append("port is not 5432, the port PostgreSQL listens on in the `db` service")
         if mismatches:
             report.error("consistency", ENV, env.line_of("DATABASE_URL"), "DATABASE_URL", "; ".join(mismatches),
                          "make it postgres://POSTGRES_USER:POSTGRES_PASSWORD@db:5432/POSTGRES_DB")
@@ -284,7 +322,11 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
         parts = urlsplit(redis_url)
         if parts.hostname != "redis":
             report.error("consistency", ENV, env.line_of("REDIS_URL"), "REDIS_URL",
-                         f"points at {parts.hostname!r}, not the `redis` service",
+                         "does not point at the `redis` service (an unencoded @ or / in the password also moves the host)",
+                         "make it redis://:REDIS_PASSWORD@redis:6379/")
+        elif _port(parts) not in (None, 6379):
+            report.error("consistency", ENV, env.line_of("REDIS_URL"), "REDIS_URL",
+                         "uses a port other than 6379, the port Redis listens on in the `redis` service",
                          "make it redis://:REDIS_PASSWORD@redis:6379/")
         elif get("REDIS_PASSWORD") and unquote(parts.password or "") != get("REDIS_PASSWORD"):
             report.error("consistency", ENV, env.line_of("REDIS_URL"), "REDIS_URL",
@@ -314,6 +356,11 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
                          "matches none of KAFKA_ADVERTISED_LISTENERS; clients would be redirected elsewhere",
                          "use the host:port the broker advertises (kafka:9092)")
     site_url = get("SITE_URL", "")
+    from .formats import site_url_problem
+
+    if site_url and site_url_problem(site_url):
+        report.error("format", ENV, env.line_of("SITE_URL"), "SITE_URL", site_url_problem(site_url),
+                     "set it to the bare address people open, e.g. https://posthog.example.com")
     scheme = urlsplit(site_url).scheme
     behind_proxy = get("IS_BEHIND_PROXY") == "true"
     if scheme == "http" and get("DISABLE_SECURE_SSL_REDIRECT") == "false" and not behind_proxy:
@@ -339,6 +386,13 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
         report.warning("consistency", ENV, env.line_of("SITE_URL"), "SITE_URL",
                        f"uses port {port or 80} but WEB_PORT is {get('WEB_PORT')}; logins fail with CSRF errors",
                        f"set SITE_URL=http://{host}:{get('WEB_PORT')}")
+
+
+def _port(parts):
+    try:
+        return parts.port
+    except ValueError:
+        return -1
 
 
 def _check_shell_overrides(manifest, env, environ, report: _Report) -> None:
@@ -412,6 +466,128 @@ def _check_edge_and_disk(root: Path, env, values, document, report: _Report, env
 
     proxy.check(root, env, values, report, environ)
     diskusage.check(root, document, values, report)
+# ----------------------------------------------------------------------------- what Compose will run
+DATASTORES = ("db", "redis", "clickhouse", "zookeeper", "kafka")
+UNBRACED_RE = re.compile(r"(?<!\$)(?:\$\$)*\$([A-Za-z_][A-Za-z0-9_]*)")
+DEFAULTED_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-+]([^}]*)\}")
+
+
+def _check_compose_sources(root: Path, manifest, values, report: _Report) -> None:
+    """Rules on the text of every file Compose selects (docker-compose.yml, its override,
+    COMPOSE_FILE's list): which files, references nobody documents, literal secrets."""
+    from . import compose
+
+    try:
+        files = compose.selected_files(root)
+    except OperatorError as exc:
+        report.error("compose-files", COMPOSE, None, "", str(exc).split(": ", 1)[-1] if str(exc).startswith(COMPOSE)
+                     else str(exc), "")
+        return
+    secret_names = {v.name for v in manifest.secrets}
+    secrets = [values[n] for n in secret_names if values and len(values.get(n) or "") >= 8]
+    for path in files:
+        name = _relative(root, path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            report.error("compose-files", name, None, "", f"cannot be read ({exc.strerror})",
+                         "fix the path in COMPOSE_FILE or restore the file")
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.lstrip().startswith("#"):
+                continue
+            for variable in UNBRACED_RE.findall(line):
+                report.error("compose-unbraced", name, number, variable,
+                             f"is written as ${variable}; the checks and the manifest only know ${{{variable}}}",
+                             f"write ${{{variable}}} (or $${variable} for a literal dollar in a command)")
+            for variable, default in DEFAULTED_RE.findall(line):
+                if variable in secret_names and default.strip():
+                    report.error("compose-secret-default", name, number, variable,
+                                 "has a default in the compose file: that literal becomes the secret when .env "
+                                 "lacks it", f"write ${{{variable}}} and keep the value in .env only")
+            if any(secret in line for secret in secrets):
+                report.error("compose-literal-secret", name, number, "",
+                             "holds the literal value of a secret from .env (committed files must not)",
+                             "refer to the variable (${NAME}) instead, then rotate the secret")
+            if path.name != COMPOSE:
+                for variable in ANY_REFERENCE_RE.findall(line):
+                    if variable not in manifest.by_name and not COMPOSE_OWN.match(variable):
+                        report.error("compose-unknown-variable", name, number, variable,
+                                     "is referenced but not in the manifest, so nothing documents or checks it",
+                                     "add it with `invoke add-env-var`")
+
+
+def _relative(root: Path, path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _check_effective(root: Path, model: dict, report: _Report, environ: dict[str, str]) -> None:
+    """Rules on the deployment as Compose will run it (every file merged, values interpolated)."""
+    from . import compose
+
+    services = model.get("services") or {}
+    name = model.get("name")
+    recorded = compose.recorded_project_name(root)
+    if name and recorded and name != recorded:
+        has_data = _project_has_data(recorded, environ)
+        message = (f"is {name!r}, but this deployment was started as {recorded!r}: the next `up` starts a second, "
+                   "empty deployment" + (" while the data of the current one stays in its volumes" if has_data else ""))
+        fix = f"set COMPOSE_PROJECT_NAME={recorded} in .env again (and keep `name:` in the compose files as it was)"
+        if has_data is False:
+            report.warning("project-name", ENV, None, "project name", message, fix)
+        else:
+            report.error("project-name", ENV, None, "project name", message, fix)
+    for service_name, service in services.items():
+        if not isinstance(service, dict):
+            continue
+        where = f"services.{service_name}"
+        if service.get("privileged"):
+            report.error("compose-privileged", COMPOSE, None, service_name, "runs privileged (full access to the host)",
+                         f"remove `privileged: true` from {where}")
+        for key in ("network_mode", "pid", "ipc", "userns_mode", "uts"):
+            if str(service.get(key) or "") == "host":
+                report.error("compose-host-namespace", COMPOSE, None, service_name,
+                             f"shares the host's {key.replace('_mode', '')} namespace ({key}: host)",
+                             f"remove `{key}: host` from {where}")
+        dangerous = {c.upper().removeprefix("CAP_") for c in service.get("cap_add") or []} & {
+            "ALL", "SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "SYS_MODULE", "DAC_READ_SEARCH"}
+        if dangerous:
+            report.error("compose-capabilities", COMPOSE, None, service_name,
+                         f"adds the capabilities {', '.join(sorted(dangerous))}", f"remove them from {where}.cap_add")
+        for volume in service.get("volumes") or []:
+            source = str(volume.get("source") or "") if isinstance(volume, dict) else ""
+            if source.endswith("docker.sock") or source in ("/", "/etc", "/root", "/proc", "/sys"):
+                report.error("compose-host-mount", COMPOSE, None, service_name,
+                             f"mounts {source} from the host", f"remove that volume from {where}")
+        if service_name in DATASTORES and service.get("ports"):
+            published = [str(p.get("published") or p.get("target")) for p in service["ports"] if isinstance(p, dict)]
+            report.error("compose-datastore-port", COMPOSE, None, service_name,
+                         f"publishes port(s) {', '.join(published)} on the host: the datastore is reachable from "
+                         "outside the deployment", f"remove `ports:` from {where} (services reach it by name)")
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            if not isinstance(condition, dict) or condition.get("condition") != "service_healthy":
+                continue
+            target = services.get(dependency) or {}
+            check = target.get("healthcheck") if isinstance(target, dict) else None
+            if not check or check.get("disable") or (check.get("test") or [""])[0] == "NONE":
+                report.error("compose-healthcheck", COMPOSE, None, dependency,
+                             f"has no healthcheck, but {service_name} waits for it to be healthy: `up` never finishes",
+                             f"restore the healthcheck of {dependency} from git")
+
+
+def _project_has_data(project: str, environ: dict[str, str]) -> bool | None:
+    """Whether the engine holds volumes of ``project`` (None when the engine cannot be asked)."""
+    try:
+        result = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+                                capture_output=True, text=True, timeout=10, env={**os.environ, **environ})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return bool(result.stdout.strip())
 
 
 # ----------------------------------------------------------------------------- clickhouse/*.xml
@@ -448,6 +624,18 @@ def _check_clickhouse_xml(root: Path, manifest, document, report: _Report) -> No
                 report.error("clickhouse-password", relative, None, "password",
                              "is hard-coded in the XML (and drifts from .env)",
                              'use <password from_env="CLICKHOUSE_PASSWORD"/>')
+            elif element.tag in ("password_sha256_hex", "password_double_sha1_hex", "password_bcrypt_hash"):
+                report.error("clickhouse-password", relative, None, element.tag,
+                             "is a literal password hash in the XML: it drifts from CLICKHOUSE_PASSWORD in .env",
+                             'use <password from_env="CLICKHOUSE_PASSWORD"/>')
+        users = tree.getroot().find("users")
+        for user in list(users) if users is not None else []:
+            kinds = {child.tag for child in user}
+            if not kinds & {"password", "password_sha256_hex", "password_double_sha1_hex", "password_bcrypt_hash",
+                            "ldap", "kerberos", "ssl_certificates", "no_password"} or "no_password" in kinds:
+                report.error("clickhouse-password", relative, None, f"user {user.tag}",
+                             "has no password: anyone who reaches ClickHouse logs in as it",
+                             'add <password from_env="CLICKHOUSE_PASSWORD"/> to the user')
 
 
 # ----------------------------------------------------------------------------- drift and .env protection

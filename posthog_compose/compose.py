@@ -27,22 +27,6 @@ _PLUGIN_DIRS = (
 )
 
 
-def project_name(root: Path) -> str:
-    """The deployment's Compose project name, resolved as Compose resolves it: COMPOSE_PROJECT_NAME
-    from the environment, else from .env, else the compose file's default (`posthog`). It prefixes
-    the containers (NAME-web-1), the network and the volumes (NAME_postgres-data)."""
-    name = os.environ.get("COMPOSE_PROJECT_NAME")
-    if not name:
-        from .envfile import EnvFile, env_path
-
-        path = env_path(Path(root))
-        try:
-            name = EnvFile.load(path).resolved().get("COMPOSE_PROJECT_NAME") if path.exists() else None
-        except OperatorError:
-            name = None
-    return name or PROJECT_NAME
-
-
 def _plugin_installed() -> bool:
     docker_config = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
     return any(os.path.exists(os.path.join(d.format(docker_config=docker_config), "docker-compose"))
@@ -109,16 +93,94 @@ def version(root: Path) -> str:
 
 
 VALIDATED_CACHE = ".deploy/compose-config.ok"
+MODEL_CACHE = ".deploy/compose-config.json"
 _REFERENCE_RE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+# The names Compose looks for, in its order of preference (compose-go's DefaultFileNames and
+# DefaultOverrideFileNames); Compose uses the first it finds and ignores the rest.
+CANDIDATE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
+OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml", "docker-compose.override.yml",
+                  "docker-compose.override.yaml")
+
+
+def _dotenv_setting(root: Path, name: str) -> str | None:
+    """A Compose setting (COMPOSE_FILE, COMPOSE_PROJECT_NAME, ...) as Compose finds it: the shell's
+    environment first, then the last assignment in .env. Read without any parser (hot path)."""
+    if name in os.environ:
+        return os.environ[name]
+    try:
+        text = (Path(root) / ".env").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = None
+    for line in text.splitlines():
+        match = re.match(rf"^\s*(?:export\s+)?{name}\s*=\s*(.*?)\s*$", line)
+        if match:
+            found = match.group(1).strip("'\"")
+    return found
+
+
+def selected_files(root: Path) -> list[Path]:
+    """The compose files Compose will read for the deployment at ``root``, in order: COMPOSE_FILE's
+    list when set, else the one default file and its override. Two default files are refused:
+    Compose would silently prefer compose.yaml, and every check would look at the wrong one."""
+    root = Path(root)
+    listed = _dotenv_setting(root, "COMPOSE_FILE")
+    if listed:
+        separator = _dotenv_setting(root, "COMPOSE_PATH_SEPARATOR") or os.pathsep
+        return [(root / item).resolve() if not os.path.isabs(item) else Path(item)
+                for item in listed.split(separator) if item]
+    present = [root / name for name in CANDIDATE_FILES if (root / name).exists()]
+    if len(present) > 1:
+        raise OperatorError(f"{present[0].name} and {present[1].name} both exist; Compose runs {present[0].name} and "
+                            f"ignores {present[1].name}. Keep one (the kit's file is {COMPOSE_FILE}): "
+                            f"move {present[0].name} away")
+    if not present:
+        raise OperatorError(f"{COMPOSE_FILE}: not found in {root}; restore it from git")
+    overrides = [root / name for name in OVERRIDE_FILES if (root / name).exists()]
+    return present + overrides[:1]
+
+
+def project_name(root: Path, model: dict | None = None) -> str:
+    """The deployment's Compose project name, resolved as Compose resolves it: COMPOSE_PROJECT_NAME
+    from the environment, else from .env, else the compose file's default (`posthog`). It prefixes
+    the containers (NAME-web-1), the network and the volumes (NAME_postgres-data)."""
+    if model and model.get("name"):
+        return str(model["name"])
+    return _dotenv_setting(root, "COMPOSE_PROJECT_NAME") or PROJECT_NAME
+
+
+#: Where `invoke up` records the name the deployment was started under, so that a later rename
+#: (which would start a second, empty deployment beside the data) is caught before it happens.
+RECORDED_NAME = Path(".deploy") / "project-name"
+
+
+def recorded_project_name(root: Path) -> str | None:
+    try:
+        return (Path(root) / RECORDED_NAME).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def record_project_name(root: Path) -> None:
+    """Remember the name `up` starts the deployment under (first start, or after a deliberate rename)."""
+    from .fileops import atomic_write
+
+    name = project_name(root)
+    if recorded_project_name(root) != name:
+        (Path(root) / RECORDED_NAME).parent.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(Path(root) / RECORDED_NAME, name + "\n", 0o600)
 
 
 class ConfigValidation:
-    """`compose config --quiet` running in the background (the checker runs its own rules meanwhile).
+    """`compose config --format json` running in the background (the checker runs its own rules
+    meanwhile): Compose's verdict, and the deployment it will really run (``model``: every
+    selected file and override merged, values interpolated, the project name).
 
-    Compose's verdict depends only on its inputs: the compose files, .env, the variables of the
-    environment they reference, and the Compose binary itself. A success is remembered under
-    .deploy/ with a hash of all of them; while none changes, the same verdict is given without
-    running Compose again. A failure is never remembered: its messages are always Compose's own.
+    Compose's verdict depends only on its inputs: every compose file it selects (COMPOSE_FILE's
+    extras and the override included), .env, the variables of the environment they reference, and
+    the Compose binary itself. A success is remembered under .deploy/ (mode 0600: the model holds
+    interpolated secrets) with a hash of all of them; while none changes, the same verdict and model
+    are given without running Compose again. A failure is never remembered.
     """
 
     def __init__(self, root: Path):
@@ -126,12 +188,21 @@ class ConfigValidation:
         self.key = _validation_key(self.root)
         self.process: subprocess.Popen | None = None
         self.returncode: int | None = None
+        self.model: dict | None = None
         if self.key and _read(self.root / VALIDATED_CACHE) == self.key:
-            self.returncode = 0
-            return
+            cached = _read(self.root / MODEL_CACHE)
+            if cached is not None:
+                import json
+
+                try:
+                    self.model = json.loads(cached)
+                    self.returncode = 0
+                    return
+                except ValueError:
+                    self.model = None
         try:
-            self.process = subprocess.Popen(command(root, "config", "--quiet"), cwd=root, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, text=True)
+            self.process = subprocess.Popen(command(root, "config", "--format", "json"), cwd=root,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except FileNotFoundError as exc:
             raise OperatorError(f"Docker Compose could not be run ({exc.filename}); run `invoke doctor`")
 
@@ -140,15 +211,23 @@ class ConfigValidation:
             return "", ""
         stdout, stderr = self.process.communicate(timeout=timeout)
         self.returncode = self.process.returncode
-        if self.returncode == 0 and self.key:
+        if self.returncode == 0:
+            import json
+
+            try:
+                self.model = json.loads(stdout)
+            except ValueError:
+                self.model = None
+        if self.returncode == 0 and self.key and self.model is not None:
             from .fileops import atomic_write
 
             try:
                 (self.root / VALIDATED_CACHE).parent.mkdir(exist_ok=True)
+                atomic_write(self.root / MODEL_CACHE, stdout, 0o600)  # interpolated secrets: keep it private
                 atomic_write(self.root / VALIDATED_CACHE, self.key, 0o600)  # a hash of .env: keep it private
             except OSError:
                 pass  # a read-only checkout is validated every time
-        return stdout, stderr
+        return "", stderr
 
     def kill(self) -> None:
         if self.process is not None:
@@ -175,13 +254,19 @@ def _validation_key(root: Path) -> str | None:
         if binary[:2] == ["docker", "compose"]:
             return None  # the plugin's own file is not cheaply known: always ask Compose
         texts = []
-        for path in sorted(root.glob("docker-compose*.y*ml")) + [root / ".env"]:
-            data = path.read_bytes() if path.exists() else b"<absent>"
-            hasher.update(path.name.encode() + b"\0" + data + b"\0")
+        extras = []
+        listed = _dotenv_setting(root, "COMPOSE_FILE")
+        if listed:
+            separator = _dotenv_setting(root, "COMPOSE_PATH_SEPARATOR") or os.pathsep
+            extras = [root / item for item in listed.split(separator) if item]
+        inputs = sorted(set(root.glob("*compose*.y*ml")) | set(extras), key=str) + [root / ".env"]
+        for path in inputs:
+            data = path.read_bytes() if path.is_file() else b"<absent>"
+            hasher.update(str(path).encode() + b"\0" + data + b"\0")
             texts.append(data.decode("utf-8", "replace"))
     except OSError:
         return None
-    if "env_file" in "\n".join(texts):
+    if re.search(r"(?m)^\s*-?\s*(env_file|extends|include)\s*:", "\n".join(texts)):
         return None  # Compose reads more files than these: always ask it
     names = set(_REFERENCE_RE.findall("\n".join(texts)))
     for name in sorted(names | {k for k in os.environ if k.startswith(("COMPOSE_", "DOCKER_"))}):
@@ -240,3 +325,15 @@ def load_document(root: Path, filename: str = COMPOSE_FILE) -> ComposeDocument:
     if not isinstance(data, dict):
         raise OperatorError(f"{filename}: must be a mapping with `services`")
     return ComposeDocument(path, data)
+
+
+def effective_services(root: Path) -> dict | None:
+    """The services as Compose will run them (every selected file merged, values interpolated),
+    or None when Compose cannot tell (it rejects the configuration, or is a stand-in)."""
+    try:
+        validation = ConfigValidation(root)
+        validation.communicate(timeout=60)
+    except (OperatorError, subprocess.TimeoutExpired, OSError):
+        return None
+    model = validation.model
+    return model.get("services") if isinstance(model, dict) and isinstance(model.get("services"), dict) else None

@@ -34,7 +34,12 @@ GENERATORS = {
 
 
 def generate(method: str) -> str:
-    return GENERATORS[method]()
+    """A fresh secret, registered with the masking layer before anyone can print it."""
+    from . import masking
+
+    value = GENERATORS[method]()
+    masking.register(value)
+    return value
 
 
 # Values that must never protect a production deployment.

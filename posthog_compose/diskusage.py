@@ -118,7 +118,7 @@ def measure(root: Path, runner, project: str | None = None) -> DiskReport:
     measured is said in ``error``."""
     from . import compose
 
-    project = project or compose.PROJECT_NAME
+    project = project or compose.project_name(root)
     report = DiskReport()
     errors = []
     result = runner.run(["docker", "system", "df", "-v", "--format", "{{json .Volumes}}"], capture=True, check=False,

@@ -78,6 +78,8 @@ class EnvFile:
             raw = path.read_bytes()
         except FileNotFoundError:
             raise OperatorError(f"{path.name}: not found in {path.parent}; run `invoke init` to create it")
+        except IsADirectoryError:
+            raise OperatorError(f"{path.name}: is a directory, not a file; move it away, then run `invoke init`")
         except PermissionError:
             raise OperatorError(f"{path.name}: not readable by this user; check its owner (it should be 0600)")
         try:
@@ -90,8 +92,37 @@ class EnvFile:
         return [e.key for e in self.entries if e.key is not None]
 
     def values(self) -> dict[str, str]:
-        """Values as written (no interpolation); the last assignment of a key wins, as in Compose."""
-        return {e.key: (e.value or "") for e in self.entries if e.key is not None}
+        """Values as written (no interpolation); the last assignment of a key wins, as in Compose.
+        A bare ``KEY`` line (no `=`) sets nothing here: Compose takes it from the environment, and
+        keeps an earlier assignment when the environment lacks it (checked with the real binary)."""
+        result: dict[str, str] = {}
+        for e in self.entries:
+            if e.key is not None and e.value is not None:
+                result[e.key] = e.value
+        return result
+
+    def duplicates(self) -> dict[str, list[int]]:
+        """Keys assigned more than once, with their lines (Compose uses the last one)."""
+        lines: dict[str, list[int]] = {}
+        for e in self.entries:
+            if e.key is not None:
+                lines.setdefault(e.key, []).append(e.line)
+        return {key: found for key, found in lines.items() if len(found) > 1}
+
+    def refuse_duplicates(self) -> None:
+        """Editing tasks stop here while a key is assigned twice or a line does not parse: which line
+        counts is not clear."""
+        broken = [e.line for e in self.entries if e.error]
+        if broken:
+            raise OperatorError(f"{self.path.name}: line {broken[0]} is not KEY=VALUE (Compose rejects the file, and "
+                                "which line a change would touch is not clear); fix or remove it, then rerun "
+                                "(nothing was changed)")
+        duplicates = self.duplicates()
+        if duplicates:
+            key, lines = next(iter(duplicates.items()))
+            more = f" (and {len(duplicates) - 1} more key(s))" if len(duplicates) > 1 else ""
+            raise OperatorError(f"{self.path.name}: {key} is set on lines {', '.join(map(str, lines))}{more}; Compose "
+                                f"uses the last one. Delete the lines you do not want, then rerun (nothing was changed)")
 
     def resolved(self, environ: dict[str, str] | None = None) -> dict[str, str]:
         """Values as Compose sees them: unquoted and double-quoted values interpolate
@@ -101,9 +132,13 @@ class EnvFile:
         for entry in self.entries:
             if entry.key is None:
                 continue
-            value = entry.value or ""
+            if entry.value is None:  # a bare KEY: Compose takes it from the environment, if set there
+                if entry.key in environ:
+                    result[entry.key] = environ[entry.key]
+                continue
+            value = entry.value
             if entry.quote != "'" and "$" in value:
-                value = interpolate(value, {**environ, **result})
+                value = interpolate(value, {**result, **environ})  # the shell wins, as in Compose
             result[entry.key] = value
         return result
 
@@ -119,8 +154,10 @@ class EnvFile:
 
     # ------------------------------------------------------------------ editing
     def set(self, key: str, value: str) -> None:
-        """Set ``key``: rewrite its existing line in place (keeping `export`), or append it."""
-        for entry in self.entries:
+        """Set ``key``: rewrite the line Compose reads (the only one: duplicates are refused) in
+        place (keeping `export`), or append it."""
+        self.refuse_duplicates()
+        for entry in reversed(self.entries):
             if entry.key == key:
                 body = entry.text.lstrip("\n")
                 leading = entry.text[: len(entry.text) - len(body)]
@@ -134,6 +171,7 @@ class EnvFile:
 
     def remove(self, key: str) -> bool:
         """Remove every assignment of ``key``; blank lines before it stay."""
+        self.refuse_duplicates()
         removed = False
         kept: list[Entry] = []
         for entry in self.entries:

@@ -62,16 +62,31 @@ def add(root: Path, request: Request, dry_run: bool = False) -> int:
 
 
 def _validate(root: Path, manifest, request: Request) -> None:
-    from .formats import FORMATS, problem
+    from .formats import FORMATS, problem, reserved_name, text_problem
 
     name = request.name
     if not manifest_module.NAME_RE.match(name):
-        raise OperatorError(f"NAME {name!r} must match ^[A-Z][A-Z0-9_]*$ (upper case, digits, underscores)")
+        raise OperatorError(f"NAME {name[:40]!r} must match ^[A-Z][A-Z0-9_]*$ (upper case, digits, underscores)")
+    reserved = reserved_name(name)
+    if reserved:
+        raise OperatorError(f"NAME {name}: {reserved}; choose another name (nothing was changed)")
+    for label, text in (("--description", request.description), ("--production", request.production),
+                        ("--example", request.example or ""), ("--value", "" if request.secret else request.value or ""),
+                        ("--category", request.category)):
+        bad = text_problem(text)
+        if bad:
+            raise OperatorError(f"{label} {bad}: it would corrupt variables.yml, .env.example, the README or the "
+                                "handbook (nothing was changed)")
+    if request.secret and request.value and text_problem(request.value):
+        raise OperatorError("--value contains a line break or control character; a secret must be one line "
+                            "(nothing was changed)")
     env = env_path(root)
     if env.exists() and name in EnvFile.load(env).keys():
         raise OperatorError(f"{name} is already set in .env but not in variables.yml; remove it from .env first, "
                             "or keep it and add it to the manifest by hand")
-    if f"${{{name}" in (root / compose.COMPOSE_FILE).read_text(encoding="utf-8"):
+    if env.exists():
+        EnvFile.load(env).refuse_duplicates()
+    if re.search(rf"\$\{{?{name}(?![A-Za-z0-9_])", (root / compose.COMPOSE_FILE).read_text(encoding="utf-8")):
         raise OperatorError(f"{name} is already referenced in docker-compose.yml but not in variables.yml; "
                             "remove the reference first")
     categories = [c.name for c in manifest.categories]
@@ -124,7 +139,7 @@ def _manifest_entry(request: Request, newline: str) -> str:
         ("name", request.name), ("category", request.category), ("description", request.description.strip()),
         ("default", _placeholder(request)),
     ]
-    lines = [f"  - name: {request.name}"] + [f"    {key}: {json.dumps(value)}" for key, value in fields[1:]]
+    lines = [f"  - name: {request.name}"] + [f"    {key}: {_yaml_string(value)}" for key, value in fields[1:]]
     if request.secret:
         lines.append("    secret: true")
     if request.generate:
@@ -132,15 +147,35 @@ def _manifest_entry(request: Request, newline: str) -> str:
     lines += [f"    format: {request.format}", f"    required: {'true' if request.required else 'false'}",
               f"    services: [{', '.join(request.services)}]"]
     if request.production:
-        lines.append(f"    production: {json.dumps(request.production)}")
+        lines.append(f"    production: {_yaml_string(request.production)}")
     lines.append("    removable: true")
     return newline.join(lines) + newline
+
+
+def _yaml_string(value: str) -> str:
+    """A YAML double-quoted scalar of ``value``: JSON's escapes, and \\u/\\U escapes for every
+    character YAML does not allow raw (YAML's escapes are a superset of JSON's, except for
+    characters outside the Basic Multilingual Plane, which JSON writes as surrogate pairs)."""
+    out = []
+    for ch in json.dumps(value, ensure_ascii=False)[1:-1]:
+        code = ord(ch)
+        printable = ch in "\t" or 0x20 <= code <= 0x7E or code == 0x85 or 0xA0 <= code <= 0xD7FF or \
+            0xE000 <= code <= 0xFFFD or 0x10000 <= code <= 0x10FFFF
+        if printable and code not in (0xFEFF,):
+            out.append(ch)
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _compute_add(root: Path, manifest, request: Request) -> Change:
     from . import credentials, generate, yamledit
 
     change = Change()
+    if request.secret:
+        _SECRET_NAMES.add(request.name)
     manifest_path = manifest_module.manifest_path(root)
     manifest_text = manifest_path.read_text(encoding="utf-8")
     newline = "\r\n" if "\r\n" in manifest_text else "\n"
@@ -179,7 +214,8 @@ def _parse_manifest(text: str, path: Path):
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        raise OperatorError(f"variables.yml: the new entry would not be valid YAML ({exc}); nothing changed")
+        raise OperatorError(f"variables.yml: the new entry would not be valid YAML ({' '.join(str(exc).split())}); "
+                            "nothing changed")
     return manifest_module.parse(data, path)
 
 
@@ -230,16 +266,46 @@ def _without_entry(text: str, name: str) -> str:
 
 # ----------------------------------------------------------------------------- apply
 def _diff(path: Path, old: str, new: str, secrets: list[str]) -> list[str]:
-    def mask(text: str) -> list[str]:
-        for secret in secrets:
-            text = text.replace(secret, "***")
-        return text.splitlines(keepends=True)
+    """A unified diff for people. In .env every secret's value shows as *** and no context line is
+    shown (a neighbouring line may be a secret the change does not touch)."""
+    from . import masking
 
-    return list(difflib.unified_diff(mask(old), mask(new), f"a/{path.name}", f"b/{path.name}"))
+    is_env = path.name == ".env"
+
+    def mask(text: str) -> list[str]:
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        lines = text.splitlines(keepends=True)
+        if is_env:
+            lines = [_mask_env_line(line) for line in lines]
+        return [masking.mask(line) for line in lines]
+
+    return list(difflib.unified_diff(mask(old), mask(new), f"a/{path.name}", f"b/{path.name}", n=0 if is_env else 3))
+
+
+def _mask_env_line(line: str) -> str:
+    from . import masking
+
+    match = re.match(r"^(\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=)(.*?)(\r?\n?)$", line)
+    if match and masking.is_secret_name(match.group(2), _SECRET_NAMES) and match.group(3):
+        return f"{match.group(1)}***{match.group(4)}"
+    return line
+
+
+_SECRET_NAMES: set[str] = set()
 
 
 def _apply(root: Path, change: Change, what: str, dry_run: bool) -> int:
     from . import checks
+
+    try:
+        _SECRET_NAMES.update(v.name for v in manifest_module.load(root).secrets)
+    except OperatorError:
+        pass
+    for value in change.secret_values:
+        from . import masking
+
+        masking.register(value)
 
     changed = {p: t for p, t in change.files.items() if not p.exists() or p.read_text(encoding="utf-8") != t}
     print(f"Plan: {what}: update {', '.join(p.name for p in changed)}.")
@@ -255,15 +321,20 @@ def _apply(root: Path, change: Change, what: str, dry_run: bool) -> int:
     if dry_run:
         print(f"Dry run: nothing changed ({'; '.join(summary)}).")
         return 0
-    transaction = Transaction()
+    transaction = Transaction(root, what)
     for path, text in changed.items():
         transaction.stage(path, text, change.modes.get(path))
-    transaction.commit()
-    result = subprocess.run(compose.command(root, "config", "--quiet"), cwd=root, capture_output=True, text=True)
+    transaction.commit(keep_journal=True)
+    try:
+        result = subprocess.run(compose.command(root, "config", "--quiet"), cwd=root, capture_output=True, text=True)
+    except BaseException:
+        transaction.rollback()
+        raise
     if result.returncode != 0 and (root / ".env").exists():
         transaction.rollback()
-        raise OperatorError(f"docker compose rejected the result ({result.stderr.strip().splitlines()[-1:]}); "
-                            "every file was restored")
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise OperatorError(f"docker compose rejected the result ({last}); every file was restored")
+    transaction.finish()
     findings = checks.collect(root)
     errors = [f for f in findings if f.severity == "error"]
     print(f"Changed: {'; '.join(summary)}.")

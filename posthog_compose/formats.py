@@ -7,7 +7,18 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit as _urlsplit
+
+_INVALID_URL = SplitResult("", "", "", "", "")
+
+
+def urlsplit(value: str) -> SplitResult:
+    """urllib's urlsplit that never raises: a URL it cannot split (an unencoded [ or ] in a
+    password) gives empty parts, which every check then reports without printing the URL."""
+    try:
+        return _urlsplit(value)
+    except ValueError:
+        return _INVALID_URL
 
 ENCRYPTION_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -88,6 +99,16 @@ def _url(value: str) -> str | None:
         return "must be an http:// or https:// URL with a host, e.g. https://posthog.example.com"
     if parts.path not in ("", "/"):
         return "must not have a path (PostHog is served at the root)"
+    return None
+
+
+def site_url_problem(value: str) -> str | None:
+    """What is wrong with SITE_URL beyond the url format: PostHog builds every link from it."""
+    parts = urlsplit(value)
+    if "@" in parts.netloc:
+        return "must not carry a user or password (it is shown in links, e-mails and the UI)"
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        return "must not have a ?query or #fragment (PostHog appends paths to it)"
     return None
 
 
@@ -226,3 +247,138 @@ FORMATS: dict[str, Format] = {
 def problem(format_name: str, value: str) -> str | None:
     """The problem with ``value`` for ``format_name``, or None when it fits."""
     return FORMATS[format_name].check(value)
+
+
+# ----------------------------------------------------------------------------- hostile input
+#: Names the environment (a shell, the dynamic linker, Docker, Compose, language runtimes) reads
+#: itself: a variable of that name in .env changes how tools behave, not PostHog.
+RESERVED_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "HOSTNAME", "LANG", "LANGUAGE", "TERM", "IFS",
+    "TMPDIR", "TEMP", "TMP", "MAIL", "SHLVL", "PS1", "PS2", "PS4", "ENV", "BASH_ENV", "CDPATH", "EDITOR",
+    "NODE_OPTIONS", "NODE_PATH", "PERL5LIB", "PERL5OPT", "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS", "GCONV_PATH",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "DISPLAY", "XDG_RUNTIME_DIR",
+})
+RESERVED_PREFIXES = ("LD_", "DOCKER_", "COMPOSE_", "PYTHON", "LC_", "BUILDKIT_", "BASH_FUNC_", "POSTHOG_COMPOSE_",
+                     "GIT_", "PIP_", "INVOKE_", "DYLD_")
+
+
+def reserved_name(name: str) -> str | None:
+    """Why ``name`` may not be a deployment variable (the environment reads it), or None."""
+    if name in RESERVED_NAMES:
+        return f"{name} is read by the shell and the tools themselves, not by PostHog"
+    prefix = next((p for p in RESERVED_PREFIXES if name.startswith(p)), None)
+    if prefix:
+        return f"names starting with {prefix} are read by the environment (linker, Docker, Compose, runtimes), not by PostHog"
+    return None
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why a text from the manifest (description, example, ...) cannot be rendered safely, or None.
+
+    Markdown and HTML specials are escaped when rendered; what cannot be made safe is refused:
+    line breaks and control characters (they split the .env.example comment, the README table row
+    and terminal output) and HTML comment markers (the README's generated section is delimited by
+    them)."""
+    if "\n" in value or "\r" in value:
+        return "contains a line break; write one line"
+    if _CONTROL_RE.search(value):
+        return "contains a control or text-direction character"
+    if "<!--" in value or "-->" in value or "GENERATED" in value and ("BEGIN" in value or "END" in value):
+        return "contains an HTML comment marker (the README's generated section is delimited by them)"
+    return None
+
+
+def markdown_inline(text: str, table: bool = False) -> str:
+    """``text`` safe as inline Markdown (and HTML): code spans stay code, `<`, `&` and link brackets
+    are escaped, line breaks become spaces, and in a table cell every `|` is escaped."""
+    import html
+
+    text = _CONTROL_RE.sub(" ", str(text).replace("\r\n", " ").replace("\n", " ").replace("\r", " "))
+    parts = text.split("`")
+    balanced = len(parts) % 2 == 1
+    if not balanced:  # unbalanced backticks: no code spans at all
+        parts = [text]
+    out = []
+    for index, part in enumerate(parts):
+        if index % 2:  # inside a code span: literal already; only the table's pipe matters
+            out.append("`" + (part.replace("|", "\\|") if table else part) + "`")
+            continue
+        part = part.replace("\\", "\\\\")
+        part = html.escape(part, quote=False)
+        for ch in "[]{}" + ("" if balanced else "`"):
+            part = part.replace(ch, "\\" + ch)
+        if table:
+            part = part.replace("|", "\\|")
+        out.append(part)
+    result = "".join(out)
+    if re.match(r"^\s*([#>+=*-]|\d+[.)])", result):
+        result = "\\" + result.lstrip()
+    return result
+
+
+def markdown_code(value: str, table: bool = False) -> str:
+    """``value`` shown as inline code, whatever characters it holds."""
+    import html
+
+    value = _CONTROL_RE.sub(" ", str(value).replace("\n", " ").replace("\r", " "))
+    if "`" not in value and "|" not in value and "<" not in value and "&" not in value:
+        return f"`{value}`"
+    escaped = html.escape(value, quote=False).replace("`", "&#96;").replace("|", "&#124;")
+    return f"<code>{escaped}</code>"
+
+
+def low_variety(value: str) -> str | None:
+    """Why a secret is guessable from its shape (one repeated character, a tiny alphabet, a short
+    repeated pattern), or None. Generated secrets (62-64 symbols, 24+ characters) never match."""
+    if not value:
+        return None
+    distinct = len(set(value))
+    if distinct == 1:
+        return f"is one character repeated {len(value)} times"
+    for size in range(1, len(value) // 2 + 1):
+        if len(value) % size == 0 and value[:size] * (len(value) // size) == value:
+            return f"is a {size}-character pattern repeated"
+    if len(value) >= 12 and distinct < max(6, len(value) // 6):
+        return f"uses only {distinct} different characters"
+    return None
+
+
+def floating_tag(reference: str) -> str | None:
+    """Why an image reference may move under the deployment, or None when it is pinned.
+
+    Pinned: a digest, a version of at least two parts (`15.12-alpine`, `7.2`, `release-1.43.0`) or a
+    commit SHA. Floating: no tag, `latest` in any spelling, a word-only tag (`alpine`, `stable`) and
+    a major-only tag (`redis:7`, `postgres:15-alpine`) that follows every release."""
+    ref = str(reference).strip()
+    if "@sha256:" in ref:
+        return None
+    name = ref.rsplit("/", 1)[-1]
+    if ":" not in name:
+        return "has no tag (Docker pulls `latest`)"
+    tag = name.rsplit(":", 1)[1]
+    if re.fullmatch(r"[0-9a-f]{40}", tag):
+        return None
+    if not re.search(r"\d", tag):
+        return f"uses the moving tag `{tag}`"
+    if re.fullmatch(r"v?\d+([-_][A-Za-z][A-Za-z0-9_.-]*)?", tag):
+        return f"uses `{tag}`, a major-version tag that moves with every release"
+    if not re.search(r"\d+\.\d+", tag):
+        return f"uses `{tag}`, which names no exact version"
+    return None
+
+
+def version_key(tag: str) -> tuple[int, ...] | None:
+    """Numbers of a version tag (`release-1.43.0` -> (1, 43, 0)), or None when it has none."""
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", str(tag))
+    if not match:
+        return None
+    return tuple(int(g) for g in match.groups() if g is not None)
+
+
+def is_downgrade(current: str, target: str) -> bool:
+    """True when ``target`` is an older version than ``current`` (both version tags)."""
+    old, new = version_key(current), version_key(target)
+    return old is not None and new is not None and new < old

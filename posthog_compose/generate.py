@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .envfile import format_assignment
 from .fileops import atomic_write
-from .formats import FORMATS
+from .formats import FORMATS, markdown_code, markdown_inline
 from .manifest import Manifest
 
 ENV_EXAMPLE = ".env.example"
@@ -38,6 +38,11 @@ def _environment():
         autoescape=False,
     )
     env.filters["split_lines"] = lambda text: text.splitlines() or [""]
+    # Everything from the manifest is escaped where it is rendered (formats.markdown_inline).
+    env.filters["md"] = lambda text: markdown_inline(text)
+    env.filters["md_cell"] = lambda text: markdown_inline(text, table=True)
+    env.filters["code_cell"] = lambda text: markdown_code(text, table=True)
+    env.filters["comment"] = lambda text: " ".join(str(text).split())  # one comment line, wrapped later
     return env
 
 
@@ -64,7 +69,7 @@ def splice_readme(readme_text: str, section: str, readme_name: str = README) -> 
     from .errors import OperatorError
 
     start = readme_text.find(README_BEGIN)
-    end = readme_text.find(README_END)
+    end = readme_text.find(README_END, start + 1) if start >= 0 else -1
     if start < 0 or end < start:
         raise OperatorError(f"{readme_name}: the markers `{README_BEGIN}` and `{README_END}` are missing; "
                             "restore them around the Environment Variables section")

@@ -104,7 +104,8 @@ def read_state(root: Path, runner: Runner | None = None) -> State:
     values = EnvFile.load(env_path(root)).resolved()
     override_path = root / OVERRIDE_FILE
     document = compose.load_document(root)
-    published = {name: service.get("ports") or [] for name, service in document.services.items()
+    published = {name: service.get("ports") or [] for name, service in  # what Compose runs (hook: hostile input)
+                 (compose.effective_services(root) or document.services).items()
                  if isinstance(service, dict)}
     state = State(root, values, checks.collect(root),
                   override_path.read_text(encoding="utf-8") if override_path.exists() else None,
@@ -409,6 +410,9 @@ def _with_query(url: str, query: str) -> str:
 
 def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate_all: bool = False) -> int:
     """Show the plan, confirm, back up, apply, recreate what changed, and verify."""
+    from .envfile import EnvFile, env_path
+
+    EnvFile.load(env_path(root)).refuse_duplicates()  # before any backup or plan (hook: hostile input)
     root = Path(root)
     change, results = plan(root, runner, only, rotate_all)
     for line in change.skipped:

@@ -94,8 +94,11 @@ def _looks_like_host(component: str) -> bool:
 
 def is_moving(reference: str) -> bool:
     """True when the reference can change under the deployment: no digest and no tag or a moving tag."""
+    from .formats import floating_tag
+
     ref = parse(reference)
-    return ref.digest is None and (ref.tag is None or ref.tag in MOVING_TAGS)
+    return ref.digest is None and (ref.tag is None or ref.tag.lower() in MOVING_TAGS
+                                   or floating_tag(reference) is not None)
 
 
 def is_digest_pinned(reference: str) -> bool:

@@ -44,6 +44,8 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
             print(bootstrap.init(root, manifest.load(root)).summary())
     if env_path(root).exists():
         checks.require_clean(root)
+        if not runner.dry_run:
+            compose.record_project_name(root)
     command = compose.command(root, "up", "--detach", *(["--wait", "--wait-timeout", str(int(timeout))] if wait else []),
                               *services)
     if runner.dry_run:

@@ -497,7 +497,7 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
                             "configuration is back and healthy; see the log lines above")
     if not enable:
         # Compose leaves the proxy's network behind when the overlay is gone; nothing uses it now.
-        runner.run(["docker", "network", "rm", f"{compose.PROJECT_NAME}_{NETWORK}"], capture=True, check=False)
+        runner.run(["docker", "network", "rm", f"{compose.project_name(root)}_{NETWORK}"], capture=True, check=False)
     print(f"URL check: {detail}.")
     print(f"Edge proxy {'on' if enable else 'off'}: PostHog is at {after.get('SITE_URL', '')}.")
     return 0

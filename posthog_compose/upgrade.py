@@ -26,6 +26,7 @@ from pathlib import Path
 from . import compose, images
 from .engine import Runner
 from .errors import OperatorError
+from . import formats
 from .fileops import atomic_write, timestamp
 
 BACKUP_DIR = "backups"
@@ -193,6 +194,9 @@ def make_plan(root: Path, request: Request) -> Plan:
     plan = Plan(request.service, variable, services, current, target, before, env.render(), free_gib_needed=free_gib)
     if request.service == "posthog":
         plan.gates = applicable_gates(load_gates(root), current, target)
+    if formats.is_downgrade(images.parse(current).tag or "", images.parse(target).tag or ""):  # hook: hostile input
+        plan.warnings.append(f"{target} is OLDER than {current}: this is a downgrade, which database migrations "
+                             "may not survive; restore the backup of that version instead if you mean to go back")
     if images.parse(target).tag in images.MOVING_TAGS:
         plan.warnings.append(f"{images.parse(target).tag} is a moving tag: the next pull can change the version "
                              "without an upgrade; today's posthog/posthog:latest also expects a larger stack than "
