@@ -97,6 +97,7 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
         if values is not None:
             _check_values(manifest, env, values, report)
             _check_consistency(env, values, report)
+            _check_compatibility(root, env, values, report)
             _check_shell_overrides(manifest, env, environ, report)
         document = _check_compose_file(root, manifest, report)
         _check_clickhouse_xml(root, manifest, document, report)
@@ -338,6 +339,15 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
         report.warning("consistency", ENV, env.line_of("SITE_URL"), "SITE_URL",
                        f"uses port {port or 80} but WEB_PORT is {get('WEB_PORT')}; logins fail with CSRF errors",
                        f"set SITE_URL=http://{host}:{get('WEB_PORT')}")
+
+
+def _check_compatibility(root: Path, env, values: dict[str, str], report: _Report) -> None:
+    """The PostHog contract (compatibility.yml): datastore versions and KAFKA_URL (posthog_compose/compatibility.py)."""
+    from . import compatibility
+
+    for problem in compatibility.problems(values, root):
+        getattr(report, problem.severity)(problem.rule, ENV, env.line_of(problem.name), problem.name, problem.message,
+                                          problem.fix)
 
 
 def _check_shell_overrides(manifest, env, environ, report: _Report) -> None:
