@@ -34,7 +34,7 @@ def test_django_gets_kafka_url_and_the_plugin_server_kafka_hosts():
     # The plugin server reads none of Django's own settings.
     for name in ("SECRET_KEY", "IS_BEHIND_PROXY", "DISABLE_SECURE_SSL_REDIRECT", "TRUST_ALL_PROXIES", "CLICKHOUSE_VERIFY"):
         assert name not in plugins, name
-    assert "KAFKA_HOSTS" not in services["clickhouse"]["environment"]
+    assert "KAFKA_URL" not in services["clickhouse"]["environment"]
     for service in services.values():
         assert "ENCRYPTION_KEYS" not in (service.get("environment") or {})
 

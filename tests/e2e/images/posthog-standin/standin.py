@@ -202,7 +202,8 @@ def connect_db(timeout=60):
 def redis_client():
     import redis
 
-    return redis.Redis.from_url(os.environ.get("REDIS_URL") or "redis://127.0.0.1", socket_timeout=5)
+    return redis.Redis.from_url(os.environ.get("REDIS_URL") or "redis://127.0.0.1", socket_timeout=5,
+                                socket_connect_timeout=3)
 
 
 def fernet():
