@@ -47,3 +47,32 @@ def test_manifest_services_match_the_compose_environments(manifest):
         for name in ("web", "worker", "plugins"):
             handed = variable.name in (services[name].get("environment") or {})
             assert handed == (name in variable.services), (variable.name, name)
+
+
+def test_real_compose_config_gives_django_kafka_url_consistent_with_kafka_hosts(repo):
+    """What Compose itself resolves (the acceptance check): web and worker see KAFKA_URL derived from
+    KAFKA_HOSTS, also after KAFKA_HOSTS changes and `invoke init` re-derives it."""
+    import json
+    import subprocess
+
+    from posthog_compose import compose
+
+    from ..conftest import run_invoke, set_env
+
+    def resolved():
+        result = subprocess.run(compose.command(repo, "config", "--format", "json"), cwd=repo, capture_output=True,
+                                text=True)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["services"]
+
+    assert run_invoke(repo, "init").returncode == 0
+    services = resolved()
+    for name in ("web", "worker"):
+        assert services[name]["environment"]["KAFKA_URL"] == "kafka://kafka:9092", name
+    assert services["plugins"]["environment"]["KAFKA_HOSTS"] == "kafka:9092"
+
+    set_env(repo, KAFKA_HOSTS="kafka:9092,kafka2:9093", KAFKA_URL=None)
+    assert run_invoke(repo, "init").returncode == 0  # fills in the missing, derived KAFKA_URL
+    services = resolved()
+    assert services["web"]["environment"]["KAFKA_URL"] == "kafka://kafka:9092,kafka://kafka2:9093"
+    assert services["plugins"]["environment"]["KAFKA_HOSTS"] == "kafka:9092,kafka2:9093"
