@@ -106,6 +106,7 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
         if values is not None:
             _check_values(manifest, env, values, report)
             _check_consistency(env, values, report)
+            _check_compatibility(root, env, values, report)
             _check_shell_overrides(manifest, env, environ, report)
         document = _check_compose_file(root, manifest, report)
         _check_compose_sources(root, manifest, values, report)
@@ -393,6 +394,15 @@ def _port(parts):
         return parts.port
     except ValueError:
         return -1
+
+
+def _check_compatibility(root: Path, env, values: dict[str, str], report: _Report) -> None:
+    """The PostHog contract (compatibility.yml): datastore versions and KAFKA_URL (posthog_compose/compatibility.py)."""
+    from . import compatibility
+
+    for problem in compatibility.problems(values, root):
+        getattr(report, problem.severity)(problem.rule, ENV, env.line_of(problem.name), problem.name, problem.message,
+                                          problem.fix)
 
 
 def _check_shell_overrides(manifest, env, environ, report: _Report) -> None:

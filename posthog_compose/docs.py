@@ -12,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DIAGRAM_MARKER = "<!-- architecture-diagram -->"
+COMPATIBILITY_MARKER = "<!-- compatibility-matrix -->"
 GENERATED_PAGES = {"reference/environment.md": "environment_reference", "reference/tasks.md": "task_reference"}
 # The data flows that depends_on does not show: who reads and writes what.
 DATA_FLOWS = (
@@ -39,14 +40,48 @@ def on_files(files, config):
 def on_page_markdown(markdown, page, config, files):
     if DIAGRAM_MARKER in markdown:
         markdown = markdown.replace(DIAGRAM_MARKER, architecture_svg(_root(config)))
+    if COMPATIBILITY_MARKER in markdown:
+        markdown = markdown.replace(COMPATIBILITY_MARKER, compatibility_matrix(_root(config)))
     return markdown
 
 
 def on_serve(server, config, builder):
     root = _root(config)
-    for source in ("variables.yml", "tasks.py", "docker-compose.yml", "posthog_compose"):
+    for source in ("variables.yml", "compatibility.yml", "tasks.py", "docker-compose.yml", "posthog_compose"):
         server.watch(str(root / source))
     return server
+
+
+# ----------------------------------------------------------------------------- compatibility matrix
+def compatibility_matrix(root: Path) -> str:
+    """The tables of docs/compatibility.md, from compatibility.yml."""
+    from posthog_compose.compatibility import SERVICE_LABELS, load
+
+    matrix = load(root)
+    lines = [f"Generated from `compatibility.yml` at build time ({len(matrix.rows)} PostHog version ranges).", ""]
+    for row in matrix.rows:
+        period = f" ({row.period})" if row.period else ""
+        lines += [f"### {row.label}{period}", "", f"PostHog versions `{row.posthog}`.", "",
+                  "| Datastore | Accepted versions | Confidence | Source |", "|---|---|---|---|"]
+        for service, accepts in row.accepts.items():
+            note = f" {accepts.note}" if accepts.note else ""
+            lines.append(f"| {SERVICE_LABELS[service]} | `{accepts.range}` | {accepts.confidence} | "
+                         f"{accepts.source}{note} |")
+        lines.append("")
+        if row.pinned:
+            lines += ["| Datastore | Pinned by this kit | Why |", "|---|---|---|"]
+            for service, pin in row.pinned.items():
+                lines.append(f"| {SERVICE_LABELS[service]} | `{pin['image']}` | {pin['why']} |")
+            lines.append("")
+        services = {process: [s for s, p in matrix.processes.items() if p == process] for process in row.reads}
+        lines += ["| Process | Compose services | Names it reads | Source |", "|---|---|---|---|"]
+        for process, names in row.reads.items():
+            lines.append(f"| {process} | {', '.join(f'`{s}`' for s in services[process])} | "
+                         f"{', '.join(f'`{n}`' for n in names)} | {row.read_sources[process]} |")
+        lines.append("")
+        for name, why in row.carried.items():
+            lines += [f"Carried although this version does not read it: `{name}`. {why}", ""]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- environment reference

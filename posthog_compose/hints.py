@@ -45,6 +45,9 @@ HINTS = (
          "ZooKeeper is not reachable: check `invoke logs -s zookeeper` and KAFKA_ZOOKEEPER_CONNECT"),
     Hint("disk-full", re.compile(r"No space left on device"),
          "the disk is full: ZooKeeper snapshots and Kafka logs grow without the Retention settings; see `invoke doctor`"),
+    Hint("service-version", re.compile(r"Service (postgresql|redis|clickhouse) is in version .*Expected range"),
+         "a datastore's version is outside the range this PostHog version accepts (it exits at boot): "
+         "`invoke config-check` names the image and a release inside the range (handbook: compatibility)"),
     Hint("async-migrations", re.compile(r"async migrations? .*(required|pending|not completed)", re.IGNORECASE),
          "an async migration must complete before this upgrade: see the upgrading page's gates"),
 )

@@ -207,6 +207,10 @@ def make_plan(root: Path, request: Request) -> Plan:
             raise OperatorError(f"POSTGRES_IMAGE {current} -> {target} changes PostgreSQL's major version ({old} -> "
                                 f"{new}): the data files are incompatible. Follow the dump-and-restore procedure in "
                                 f"{POSTGRES_MAJOR_DOC}")
+    from . import compatibility  # a datastore outside the range the target accepts (compatibility.yml)
+    refused = compatibility.upgrade_problems(values, {**values, variable: target}, root)
+    if refused:
+        raise OperatorError("; ".join(refused))
     return plan
 
 

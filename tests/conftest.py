@@ -12,7 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # What an operator's clone holds: the deployment files and the tasks that operate it.
-DEPLOYMENT_FILES = ("docker-compose.yml", "docker-compose.tls.yml", "variables.yml", "upgrades.yml", ".env.example",
+DEPLOYMENT_FILES = ("docker-compose.yml", "docker-compose.tls.yml", "variables.yml", "compatibility.yml", "upgrades.yml",
+                    ".env.example",
                     "README.md", "tasks.py", "clickhouse", "postgres")
 DEPLOYMENT_FILES += ("docker-compose.proxy.yml", "docker-compose.proxy-private.yml", "proxy")  # the edge proxy
 

@@ -23,7 +23,8 @@ def build(root: Path, site: Path) -> tuple[subprocess.CompletedProcess, float]:
 
 
 def handbook_copy(target: Path) -> Path:
-    for name in ("docs", "posthog_compose", "mkdocs.yml", "variables.yml", "tasks.py", "docker-compose.yml"):
+    for name in ("docs", "posthog_compose", "mkdocs.yml", "variables.yml", "compatibility.yml", "tasks.py",
+                 "docker-compose.yml"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, target / name)
     return target
@@ -216,3 +217,15 @@ def test_pages_make_no_claim_that_is_false_for_the_pinned_release():
         text = " ".join((REPO / "docs" / name).read_text().split())
         for claim in needed:
             assert " ".join(claim.split()) in text, f"{name} no longer says {claim!r}"
+
+
+def test_the_compatibility_page_is_generated_from_the_matrix(tmp_path):
+    root = handbook_copy(tmp_path / "copy")
+    matrix = yaml.safe_load((root / "compatibility.yml").read_text())
+    matrix["rows"][0]["accepts"]["redis"]["source"] = "A source written by a test."
+    (root / "compatibility.yml").write_text(yaml.safe_dump(matrix, sort_keys=False))
+    result, _ = build(root, tmp_path / "site")
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "site" / "compatibility" / "index.html").read_text()
+    assert "A source written by a test." in page and "postgres:13.22-alpine" in page
+    assert "&gt;=11.0.0,&lt;=14.1.0" in page and "compatibility-matrix" not in page

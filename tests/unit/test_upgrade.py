@@ -126,9 +126,20 @@ def test_same_version_is_nothing_to_do(deployed):
 def test_postgres_major_change_is_refused_with_the_handbook_pointer(deployed):
     with pytest.raises(OperatorError) as caught:
         upgrade.make_plan(deployed, upgrade.Request(to="16.4-alpine", service="postgres"))
-    assert "15 -> 16" in str(caught.value) and "docs/upgrading.md#postgres-major-upgrade" in str(caught.value)
-    plan = upgrade.make_plan(deployed, upgrade.Request(to="15.13-alpine", service="postgres"))
-    assert plan.services == ["db"] and plan.target == "postgres:15.13-alpine"
+    assert "13 -> 16" in str(caught.value) and "docs/upgrading.md#postgres-major-upgrade" in str(caught.value)
+    plan = upgrade.make_plan(deployed, upgrade.Request(to="13.23-alpine", service="postgres"))
+    assert plan.services == ["db"] and plan.target == "postgres:13.23-alpine"
+
+
+def test_an_upgrade_that_leaves_a_datastore_outside_the_range_is_refused_before_anything(deployed):
+    before = (deployed / ".env").read_bytes()
+    with pytest.raises(OperatorError) as caught:
+        upgrade.make_plan(deployed, upgrade.Request(to="7.2.5-alpine", service="redis"))
+    assert "REDIS_IMAGE redis:7.2.5-alpine" in str(caught.value) and ">=5.0.0,<=6.3.0" in str(caught.value)
+    assert "redis:6.2.20-alpine" in str(caught.value)  # the fix names an image inside the range
+    with pytest.raises(OperatorError, match=r"CLICKHOUSE_IMAGE .* \(after the upgrade to .*release-1.42.0\)"):
+        upgrade.make_plan(deployed, upgrade.Request(to="release-1.42.0", service="posthog"))
+    assert (deployed / ".env").read_bytes() == before
 
 
 def test_unknown_service_is_refused(deployed):
