@@ -212,3 +212,63 @@ def harden(c, check=False, only=None, rotate_secrets=False, yes=False, json=Fals
         raise SystemExit(hardening.check(ROOT, _runner(verbose=verbose), as_json=json))
     raise SystemExit(hardening.apply(ROOT, _runner(dry_run, verbose), only=split_list(only), yes=yes,
                                      rotate_all=rotate_secrets))
+
+
+PASSPHRASE_FILE = "read the passphrase from this file (mode 0600) instead of POSTHOG_BACKUP_PASSPHRASE"
+
+
+# No short flags: --no-encrypt and --yes are not one keystroke away, and -h stays help.
+@task(auto_shortflags=False, help={
+    "list": "list the archives in backups/ (newest last) and exit",
+    "verify": "read ARCHIVE completely: authenticate every chunk, check every member's sha256; change nothing",
+    "only": "back up a subset: postgres (configuration and PostgreSQL only; what `invoke upgrade` takes)",
+    "no_encrypt": "write an UNENCRYPTED archive (it holds every secret of .env); only into a 0700 backups/",
+    "passphrase_file": PASSPHRASE_FILE,
+    "keep": "after a successful backup, delete all but the newest N archives of the same kind",
+    "json": JSON,
+    "verbose": VERBOSE,
+})
+@friendly
+def backup(c, list=False, verify=None, only="all", no_encrypt=False, passphrase_file=None, keep=None, json=False,
+           verbose=False):
+    """Back up everything a new host needs (config, PostgreSQL, ClickHouse) into one encrypted archive."""
+    import json as json_module
+    import sys
+
+    from posthog_compose import backup as backups
+
+    if list:
+        backups.list_archives(ROOT, as_json=json)
+        return
+    if verify:
+        backups.verify_archive(ROOT, verify, passphrase_file=passphrase_file, as_json=json)
+        return
+    result = backups.create(ROOT, _runner(verbose=verbose), subset=only, encrypt=not no_encrypt,
+                            passphrase_file=passphrase_file, keep=int(keep) if keep is not None else None,
+                            out=sys.stderr if json else sys.stdout)
+    if json:
+        print(json_module.dumps(result.summary(), indent=2))
+    else:
+        print(backups.last_line(ROOT, result))
+
+
+@task(positional=["archive"], auto_shortflags=False, help={
+    "archive": "the archive to restore (a path, or a name in backups/)",
+    "yes": "replace existing data without asking (automation); without it you type the project name",
+    "passphrase_file": PASSPHRASE_FILE,
+    "timeout": "seconds to wait for health after the restore (default 600)",
+    "json": JSON,
+    "verbose": VERBOSE,
+})
+@friendly
+def restore(c, archive, yes=False, passphrase_file=None, timeout=600, json=False, verbose=False):
+    """Restore an archive of `invoke backup` (here or on a new host): checksums first, then data, then up."""
+    import json as json_module
+    import sys
+
+    from posthog_compose import restore as restoring
+
+    summary = restoring.restore(ROOT, _runner(verbose=verbose), archive, yes=yes, passphrase_file=passphrase_file,
+                                timeout=float(timeout), out=sys.stderr if json else sys.stdout)
+    if json:
+        print(json_module.dumps(summary, indent=2))
