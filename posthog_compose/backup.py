@@ -44,9 +44,11 @@ CONFIG_DIRS = ("clickhouse", "postgres", "certs")
 
 #: Data volumes copied as tar streams: member -> (service, mount point in a helper container,
 #: {volume: path below the mount point}).
+#: ZooKeeper first: it is stopped only for its own (small) copy, while ClickHouse, which writes to it,
+#: stays stopped for both copies.
 VOLUMES = {
-    "volumes/clickhouse.tar": ("clickhouse", "/var/lib/clickhouse", {"clickhouse-data": "."}),
     "volumes/zookeeper.tar": ("zookeeper", "/var/lib/zookeeper", {"zookeeper-data": "data", "zookeeper-logs": "log"}),
+    "volumes/clickhouse.tar": ("clickhouse", "/var/lib/clickhouse", {"clickhouse-data": "."}),
 }
 SUBSETS = {
     "all": "configuration, PostgreSQL, ClickHouse and ZooKeeper",
@@ -126,7 +128,7 @@ class Meter:
 
     def _print(self, prefix: str, end: str) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        self.stream.write(f"{prefix}  {self.label}: {self.done / MIB:,.0f} MiB ({self.done / MIB / elapsed:,.0f} "
+        self.stream.write(f"{prefix}  {self.label}: {self.done / MIB:,.1f} MiB ({self.done / MIB / elapsed:,.0f} "
                           f"MiB/s, {elapsed:.0f} s){end}")
         self.stream.flush()
 
@@ -222,7 +224,8 @@ def _tar_command(image: str, volumes: dict[str, str], mount: str) -> list[str]:
     command = ["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "tar"]
     for volume, sub in volumes.items():
         command += ["--volume", f"{volume_name(volume)}:{os.path.normpath(os.path.join(mount, sub))}:ro"]
-    return [*command, image, "--numeric-owner", "-C", mount, "-cf", "-", "."]
+    # --sparse: ZooKeeper pads its transaction logs to 64 MiB with a hole at the end.
+    return [*command, image, "--numeric-owner", "--sparse", "-C", mount, "-cf", "-", "."]
 
 
 def _stream_member(writer, name: str, command: list[str], runner: Runner, meter: Meter, tee: list[str] | None = None,
@@ -383,17 +386,22 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
             for path in config_files(root):
                 data = (root / path).read_bytes()
                 writer.add_bytes(f"config/{path.as_posix()}", data, (root / path).stat().st_mode & 0o777)
+            if volumes and running.get("clickhouse"):
+                pause_started = time.monotonic()
+                print("Stopping clickhouse for a consistent copy ...", file=out)
+                _stop(root, runner, "clickhouse")
+                stopped.append("clickhouse")
             for member, (service, mount, vols) in volumes.items():
-                if running.get(service):
-                    if pause_started is None:
-                        pause_started = time.monotonic()
-                    print(f"Stopping {service} for a consistent copy ...", file=out)
-                    runner.run(compose.command(root, "stop", service), capture=True, timeout=300)
+                if service != "clickhouse" and running.get(service):
+                    _stop(root, runner, service)
                     stopped.append(service)
                 meter = Meter(f"{member} ({sizes[member] / MIB:,.0f} MiB on disk)", out)
                 _stream_member(writer, member, _tar_command(values[f"{service.upper()}_IMAGE"], vols, mount), runner,
                                meter, cwd=root)
                 meter.finish()
+                if service != "clickhouse" and service in stopped:
+                    _start(root, runner, [service])
+                    stopped.remove(service)
             if stopped:
                 _start(root, runner, stopped)
                 pause = time.monotonic() - pause_started
@@ -456,6 +464,10 @@ def last_line(root: Path, result: Result) -> str:
     kind = "encrypted" if result.manifest.get("encrypted") else "NOT encrypted"
     return (f"Backup written: {where} ({result.size / MIB:,.1f} MiB, {kind}, {len(result.manifest['members'])} "
             f"members) in {result.seconds:.0f} s{pause}{removed}.")
+
+
+def _stop(root: Path, runner: Runner, service: str) -> None:
+    runner.run(compose.command(root, "stop", "--timeout", "60", service), capture=True, timeout=300)
 
 
 def _start(root: Path, runner: Runner, services: list[str]) -> None:

@@ -146,8 +146,9 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
     _check_disk(runner, sum(m["size"] for n, m in members.items() if not n.startswith("config/")))
 
     # From here on the deployment changes.
-    print("Stopping the deployment ...", file=out)
-    runner.run(compose.command(root, "down", "--remove-orphans"), capture=True, timeout=600)
+    if (root / ".env").exists():  # a new host's fresh checkout has no .env and nothing running
+        print("Stopping the deployment ...", file=out)
+        runner.run(compose.command(root, "down", "--remove-orphans"), capture=True, timeout=600)
     for volume in existing:
         runner.run(["docker", "volume", "rm", volume], capture=True, timeout=120)
     saved = _write_config(root, config)

@@ -268,7 +268,10 @@ def test_a_backup_holds_config_postgres_and_the_volumes(deployed, engine):
     assert any("kafka" in line for line in manifest["not_backed_up"])
     stops = [c for c in runner.commands if "stop" in c]
     starts = [c for c in runner.commands if "start" in c]
-    assert [c[-1] for c in stops] == ["clickhouse", "zookeeper"] and starts[-1][-2:] == ["clickhouse", "zookeeper"]
+    # ClickHouse stops first and starts last; ZooKeeper is stopped only around its own copy.
+    assert [c[-1] for c in stops] == ["clickhouse", "zookeeper"] and [c[-1] for c in starts] == ["zookeeper",
+                                                                                                 "clickhouse"]
+    assert manifest["clickhouse_pause_seconds"] is not None
     assert not any(f.endswith(".partial") for f in _files(deployed))
     sidecar = json.loads(backup.sidecar_path(result.path).read_text())
     assert sidecar["archive_size"] == result.path.stat().st_size
@@ -367,6 +370,16 @@ def test_restore_writes_env_and_feeds_every_member(deployed, engine, made):
     kept = list((deployed / "backups").glob("pre-restore-*/.env"))
     assert kept and kept[0].read_text() == "SOMETHING=else\n"
     assert summary["archive"] == str(made)
+
+
+def test_restore_onto_a_fresh_checkout_without_env(deployed, engine, made):
+    env = (deployed / ".env").read_bytes()
+    (deployed / ".env").unlink()
+    runner = FakeRunner(deployed)
+    restore.restore(deployed, runner, str(made))
+    assert (deployed / ".env").read_bytes() == env
+    assert not [c for c in runner.commands if "down" in c]
+    assert set(engine.fed) == {"/var/lib/clickhouse", "/var/lib/zookeeper", "postgres"}
 
 
 def _no_change(deployed, runner, engine, before):
