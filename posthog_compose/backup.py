@@ -207,17 +207,26 @@ def _psql(root: Path, runner: Runner, values: dict[str, str], sql: str) -> str |
                       values.get("POSTGRES_DB", "posthog"), "-c", sql)
 
 
-def _volume_size(runner: Runner, image: str, volumes: dict[str, str], mount: str) -> int:
-    """Bytes used by the volumes, measured in a throwaway container (read-only mounts)."""
+def _volume_sizes(runner: Runner, image: str, volumes: dict) -> dict[str, int]:
+    """Bytes used by each member's volumes, measured in one throwaway container (read-only mounts)."""
     command = ["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "du"]
-    for volume, sub in volumes.items():
-        command += ["--volume", f"{volume_name(volume)}:{os.path.normpath(os.path.join(mount, sub))}:ro"]
-    result = runner.run([*command, image, "-sk", mount], capture=True, check=False, mutating=False, timeout=600)
+    paths = {}
+    for member, (_service, _mount, vols) in volumes.items():
+        for volume in vols:
+            paths[f"/measure/{volume}"] = member
+            command += ["--volume", f"{volume_name(volume)}:/measure/{volume}:ro"]
+    result = runner.run([*command, image, "-sk", *paths], capture=True, check=False, mutating=False, timeout=600)
+    sizes = dict.fromkeys(volumes, 0)
     try:
-        return int((result.stdout or "").split()[0]) * 1024
-    except (IndexError, ValueError):
+        for line in (result.stdout or "").splitlines():
+            kib, path = line.split(None, 1)
+            sizes[paths[path.strip()]] += int(kib) * 1024
+    except (KeyError, ValueError):
+        pass
+    if result.returncode != 0 or not (result.stdout or "").strip():
         detail = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
-        raise OperatorError(f"cannot measure {', '.join(volumes)} ({detail[0][:200]})")
+        raise OperatorError(f"cannot measure the volumes to back up ({detail[0][:200]})")
+    return sizes
 
 
 def _tar_command(image: str, volumes: dict[str, str], mount: str) -> list[str]:
@@ -341,12 +350,12 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
 
     # Estimate and preflight.
     user, database = values.get("POSTGRES_USER", "posthog"), values.get("POSTGRES_DB", "posthog")
-    pg_bytes = int(_psql(root, runner, values, "SELECT pg_database_size(current_database())") or 0)
+    answer = (_psql(root, runner, values, "SELECT pg_database_size(current_database()) || ' ' || "
+                                          "current_setting('server_version')") or "0 ?").split(" ", 1)
+    pg_bytes, pg_version = int(answer[0]), answer[1] if len(answer) > 1 else None
     estimate = pg_bytes + sum((root / p).stat().st_size for p in config_files(root))
-    sizes = {}
-    for member, (service, mount, vols) in volumes.items():
-        sizes[member] = _volume_size(runner, values[f"{service.upper()}_IMAGE"], vols, mount)
-        estimate += sizes[member]
+    sizes = _volume_sizes(runner, values["POSTGRES_IMAGE"], volumes) if volumes else {}
+    estimate += sum(sizes.values())
     needed = int(estimate * MARGIN_RATIO + MARGIN_BYTES)
     free = shutil.disk_usage(directory).free
     if free < needed:
@@ -370,7 +379,7 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
         print("  ClickHouse and ZooKeeper stop while their volumes are copied; events wait in Kafka meanwhile.",
               file=out)
     started = time.monotonic()
-    versions = {"postgres": _psql(root, runner, values, "SHOW server_version")}
+    versions = {"postgres": pg_version}
     if running.get("clickhouse"):
         versions["clickhouse"] = _exec_text(root, runner, "clickhouse", "clickhouse-client", "--query",
                                             "SELECT version()")
@@ -447,10 +456,11 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     sidecar = {key: value for key, value in manifest.items()}
     sidecar.update({"archive": final.name, "archive_size": hashed.size})
     atomic_write(sidecar_path(final), json.dumps(sidecar, indent=2) + "\n", 0o600)
-    if volumes:
+    restarted = [VOLUMES[m][0] for m in volumes if running.get(VOLUMES[m][0])]
+    if restarted:  # only what this backup stopped; a stopped deployment stays stopped
         from . import stack
 
-        stack.wait_until_healthy(root, runner, [VOLUMES[m][0] for m in volumes], timeout=600, progress=False)
+        stack.wait_until_healthy(root, runner, restarted, timeout=600, progress=False)
     result = Result(final, manifest, time.monotonic() - started, hashed.size, pause)
     if keep:
         result.removed = apply_retention(directory, keep, subset)

@@ -211,9 +211,9 @@ def engine(deployed, monkeypatch):
     monkeypatch.setattr(backup, "existing_volumes", lambda runner: {backup.volume_name(v) for v in (
         "postgres-data", "clickhouse-data", "zookeeper-data", "zookeeper-logs", "kafka-data")})
     monkeypatch.setattr(restore, "existing_volumes", lambda runner: set())
-    monkeypatch.setattr(backup, "_psql", lambda root, runner, values, sql: "123456" if "size" in sql else "15.5")
+    monkeypatch.setattr(backup, "_psql", lambda root, runner, values, sql: "123456 15.5")
     monkeypatch.setattr(backup, "_exec_text", lambda *args: "22.3.20.29")
-    monkeypatch.setattr(backup, "_volume_size", lambda runner, image, vols, mount: 10_000)
+    monkeypatch.setattr(backup, "_volume_sizes", lambda runner, image, volumes: dict.fromkeys(volumes, 10_000))
     monkeypatch.setattr("posthog_compose.stack.wait_until_healthy", lambda *a, **k: 0.0)
     monkeypatch.setattr("posthog_compose.stack.start_and_wait", lambda *a, **k: 0.0)
     monkeypatch.setattr("posthog_compose.lifecycle.up", lambda *a, **k: None)
@@ -461,3 +461,16 @@ def test_verify_and_list(deployed, engine, made, capsys):
     backup.list_archives(deployed, as_json=True)
     entries = json.loads(capsys.readouterr().out)
     assert entries[0]["archive"] == f"backups/{made.name}" and entries[0]["encrypted"] is True
+
+
+def test_volume_sizes_come_from_one_read_only_du(tmp_path):
+    class DuRunner(FakeRunner):
+        def run(self, cmd, **kwargs):
+            self.commands.append(list(cmd))
+            return subprocess.CompletedProcess(cmd, 0, "4\t/measure/zookeeper-data\n8\t/measure/zookeeper-logs\n"
+                                                       "1000\t/measure/clickhouse-data\n", "")
+
+    runner = DuRunner(tmp_path)
+    sizes = backup._volume_sizes(runner, "postgres:15", backup.VOLUMES)
+    assert sizes == {"volumes/zookeeper.tar": 12 * 1024, "volumes/clickhouse.tar": 1000 * 1024}
+    assert len(runner.commands) == 1 and all(v.endswith(":ro") for v in runner.commands[0] if v.startswith("posthog_"))
