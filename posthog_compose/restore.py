@@ -13,6 +13,7 @@ wait until healthy with the URL check. The second read checks the sha256 again a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -157,10 +158,12 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
     values = _values(root)
     if dumps:
         print("Starting db ...", file=out)
-        stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "db"), ["db"], timeout)
+        with contextlib.redirect_stdout(out):
+            stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "db"), ["db"], timeout)
     _load_data(root, runner, path, passphrase, values, out)
     print("Starting PostHog ...", file=out)
-    lifecycle.up(root, runner, [], wait=True, timeout=timeout)
+    with contextlib.redirect_stdout(out):  # with --json, people's output goes to stderr
+        lifecycle.up(root, runner, [], wait=True, timeout=timeout)
     seconds = time.monotonic() - started
     summary = {"archive": str(path), "created": manifest.get("created"), "posthog_version":
                manifest.get("posthog_version"), "seconds": round(seconds, 1), "replaced_volumes": existing}

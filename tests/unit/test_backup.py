@@ -212,7 +212,7 @@ def engine(deployed, monkeypatch):
         "postgres-data", "clickhouse-data", "zookeeper-data", "zookeeper-logs", "kafka-data")})
     monkeypatch.setattr(restore, "existing_volumes", lambda runner: set())
     monkeypatch.setattr(backup, "_psql", lambda root, runner, values, sql: "123456 15.5")
-    monkeypatch.setattr(backup, "_exec_text", lambda *args: "22.3.20.29")
+    monkeypatch.setattr(backup, "_exec_text", lambda *args: "22.3.13.80")
     monkeypatch.setattr(backup, "_volume_sizes", lambda runner, image, volumes: dict.fromkeys(volumes, 10_000))
     monkeypatch.setattr("posthog_compose.stack.wait_until_healthy", lambda *a, **k: 0.0)
     monkeypatch.setattr("posthog_compose.stack.start_and_wait", lambda *a, **k: 0.0)
@@ -263,7 +263,7 @@ def test_a_backup_holds_config_postgres_and_the_volumes(deployed, engine):
     assert contents["postgres/posthog.dump"] == DUMP
     assert contents["volumes/clickhouse.tar"] == TARS["/var/lib/clickhouse"]
     assert contents["volumes/zookeeper.tar"] == TARS["/var/lib/zookeeper"]
-    assert manifest["versions"] == {"postgres": "15.5", "clickhouse": "22.3.20.29"}
+    assert manifest["versions"] == {"postgres": "15.5", "clickhouse": "22.3.13.80"}
     assert manifest["posthog_version"] == "1.43.0" and manifest["encrypted"] is True
     assert any("kafka" in line for line in manifest["not_backed_up"])
     stops = [c for c in runner.commands if "stop" in c]

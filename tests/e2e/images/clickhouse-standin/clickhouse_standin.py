@@ -103,7 +103,7 @@ for broker in brokers[0].split(","):
     wait_for(host, port, "Kafka")
 os.makedirs("/var/lib/clickhouse", exist_ok=True)
 open("/var/lib/clickhouse/standin-marker", "w").write("clickhouse stand-in data\n")
-VERSION = os.environ.get("CLICKHOUSE_STANDIN_VERSION", "22.3.20.29")
+VERSION = os.environ.get("CLICKHOUSE_STANDIN_VERSION", "22.3.13.80")
 DATA = "/var/lib/clickhouse"
 NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 LOCK = threading.Lock()
@@ -214,6 +214,9 @@ def run_query(query, body):
     raise QueryError(62, "SYNTAX_ERROR", f"Syntax error: the ClickHouse stand-in does not implement {query[:60]!r}")
 
 
+# Like ClickHouse: the `default` database always exists.
+os.makedirs(f"{DATA}/metadata/default", exist_ok=True)
+os.makedirs(f"{DATA}/data/default", exist_ok=True)
 check_parts()
 
 
