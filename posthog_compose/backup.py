@@ -445,13 +445,16 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
             os.fsync(handle.fileno())
         os.replace(partial, final)
         _fsync_dir(directory)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
         if stopped:
             try:
                 _start(root, runner, stopped)
-            except OperatorError as exc:
-                print(f"warning: could not start {', '.join(stopped)} again ({exc}); run `invoke up`", file=sys.stderr)
+            except OperatorError as again:
+                print(f"warning: could not start {', '.join(stopped)} again ({again}); run `invoke up`", file=sys.stderr)
+        if isinstance(exc, OSError):
+            raise OperatorError(f"writing {final.relative_to(root)} failed ({exc.strerror or exc}); no archive was "
+                                "written") from exc
         raise
     sidecar = {key: value for key, value in manifest.items()}
     sidecar.update({"archive": final.name, "archive_size": hashed.size})

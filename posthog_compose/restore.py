@@ -152,7 +152,11 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
         runner.run(compose.command(root, "down", "--remove-orphans"), capture=True, timeout=600)
     for volume in existing:
         runner.run(["docker", "volume", "rm", volume], capture=True, timeout=120)
-    saved = _write_config(root, config)
+    try:
+        saved = _write_config(root, config)
+    except OSError as exc:
+        raise OperatorError(f"writing the configuration failed ({exc.strerror or exc}); the deployment is stopped and "
+                            "half restored: fix the cause and restore again with --yes")
     if saved:
         print(f"Previous configuration kept in {saved.relative_to(root)}/.", file=out)
     values = _values(root)

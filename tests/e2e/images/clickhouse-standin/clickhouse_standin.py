@@ -12,8 +12,8 @@ Data: a small SQL subset, enough for the backup tests, stored in files under /va
 MergeTree parts: CREATE DATABASE, CREATE TABLE ... ENGINE = *MergeTree (metadata/<db>/<table>.sql),
 INSERT INTO ... FORMAT TSV (each insert writes one immutable part data/<db>/<table>/all_N_N_0/ with
 data.tsv, count.txt and checksums.txt, into a tmp_insert_ directory renamed when complete, as
-ClickHouse does), SELECT count() FROM, SELECT * FROM ... FORMAT TSV. Tables and parts are read from
-disk, so a copied volume brings them back; at start a part whose checksums do not match is moved to
+ClickHouse does), SELECT count() FROM, SELECT * FROM ... [ORDER BY <first column>] FORMAT TSV.
+Tables and parts are read from disk, so a copied volume brings them back; at start a part whose checksums do not match is moved to
 detached/broken_<part> and logged, as ClickHouse does with a broken part. Anything else is refused
 with Code 62 (SYNTAX_ERROR); an unknown table or database with Code 60 / 81.
 
@@ -208,8 +208,10 @@ def run_query(query, body):
     if match:
         path = table_path(match.group(1))
         lines = [line for name in parts(path) for line in open(f"{path}/{name}/data.tsv").read().splitlines()]
-        if match.group(2):
-            lines.sort()
+        if match.group(2):  # the stand-in orders by the first column (numerically when it holds integers)
+            first = [line.split("\t", 1)[0] for line in lines]
+            numeric = all(re.fullmatch(r"-?\d+", value) for value in first)
+            lines.sort(key=lambda line: int(line.split("\t", 1)[0]) if numeric else line.split("\t", 1)[0])
         return "".join(line + "\n" for line in lines)
     raise QueryError(62, "SYNTAX_ERROR", f"Syntax error: the ClickHouse stand-in does not implement {query[:60]!r}")
 
