@@ -2,7 +2,7 @@
 
 Owns what goes into an archive and how it is taken: the configuration (.env with every secret, the
 compose files, the manifest, clickhouse/, postgres/, certs/), PostgreSQL as a pg_dump custom-format
-dump (run inside `db`, streamed out and checked by `pg_restore --list` as it streams), and the
+dump (run inside `db`, streamed out in parallel with the volume copies, checked by `pg_restore --list`), and the
 ClickHouse and ZooKeeper volumes as tar streams taken while those two services are stopped (the
 pause is measured and recorded; events keep arriving in Kafka meanwhile and are consumed after).
 Also: the passphrase (environment variable or key file, never the command line), the free-space
@@ -282,6 +282,52 @@ def _stream_member(writer, name: str, command: list[str], runner: Runner, meter:
                   checker.stderr.read().decode(errors="replace"))
 
 
+class _PgDump:
+    """pg_dump inside `db`, streamed straight into a 0600 file next to the archive while the volumes are
+    copied (it runs in parallel: its compression is the slowest part of a backup); then
+    `pg_restore --list` must read it."""
+
+    def __init__(self, root: Path, runner: Runner, user: str, database: str, path: Path):
+        import tempfile
+
+        self.root, self.runner, self.path = root, runner, path
+        self.errors = tempfile.TemporaryFile()
+        command = compose.command(root, "exec", "-T", "db", "pg_dump", "-U", user, "-d", database, "--format=custom")
+        if runner.verbose:
+            runner.show(command)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            self.process = subprocess.Popen(command, cwd=root, env=runner.env, stdout=fd, stderr=self.errors)
+        finally:
+            os.close(fd)
+
+    def finish(self) -> int:
+        """Wait for pg_dump and check the dump; the number of entries pg_restore lists."""
+        code = self.process.wait()
+        if code != 0:
+            self.errors.seek(0)
+            lines = self.errors.read().decode(errors="replace").strip().splitlines()[-1:] or [f"exit {code}"]
+            raise OperatorError(f"pg_dump inside `db` failed ({lines[0][:300]}); no archive was written")
+        command = compose.command(self.root, "exec", "-T", "db", "pg_restore", "--list")
+        with open(self.path, "rb") as handle:
+            checker = subprocess.Popen(command, cwd=self.root, env=self.runner.env, stdin=handle,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            listing, error = checker.communicate(timeout=600)
+        entries = pg_restore_entries(listing.decode(errors="replace"))
+        if checker.returncode != 0 or not entries or self.path.stat().st_size == 0:
+            raise OperatorError(f"the PostgreSQL dump cannot be read by pg_restore "
+                                f"({error.decode(errors='replace').strip()[:200] or 'no entries'}); no archive was "
+                                "written")
+        return entries
+
+    def abort(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.errors.close()
+        self.path.unlink(missing_ok=True)
+
+
 class _Tee:
     def __init__(self, source, sink):
         self.source, self.sink, self.open = source, sink, True
@@ -353,7 +399,8 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     answer = (_psql(root, runner, values, "SELECT pg_database_size(current_database()) || ' ' || "
                                           "current_setting('server_version')") or "0 ?").split(" ", 1)
     pg_bytes, pg_version = int(answer[0]), answer[1] if len(answer) > 1 else None
-    estimate = pg_bytes + sum((root / p).stat().st_size for p in config_files(root))
+    # The dump is written twice: a temporary file while the volumes are copied, then into the archive.
+    estimate = 2 * pg_bytes + sum((root / p).stat().st_size for p in config_files(root))
     sizes = _volume_sizes(runner, values["POSTGRES_IMAGE"], volumes) if volumes else {}
     estimate += sum(sizes.values())
     needed = int(estimate * MARGIN_RATIO + MARGIN_BYTES)
@@ -387,8 +434,10 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     pause_started: float | None = None
     pause: float | None = None
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    dump: _PgDump | None = None
     try:
         with os.fdopen(fd, "wb", buffering=archive.CHUNK) as handle:
+            dump = _PgDump(root, runner, user, database, directory / f".{final.name}.pgdump.partial")
             hashed = _CountingFile(handle)
             sink = archive.EncryptingWriter(hashed, passphrase) if encrypted else hashed
             writer = archive.ArchiveWriter(sink)
@@ -416,16 +465,13 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
                 pause = time.monotonic() - pause_started
                 print(f"Started {', '.join(stopped)} again: paused {pause:.1f} s.", file=out)
                 stopped = []
-            meter = Meter(f"postgres/{database}.dump (database {pg_bytes / MIB:,.0f} MiB)", out)
-            info, (code, listing, error) = _stream_member(
-                writer, f"postgres/{database}.dump",
-                compose.command(root, "exec", "-T", "db", "pg_dump", "-U", user, "-d", database, "--format=custom"),
-                runner, meter, tee=compose.command(root, "exec", "-T", "db", "pg_restore", "--list"), cwd=root)
+            if volumes:
+                print(f"Waiting for pg_dump (database {pg_bytes / MIB:,.0f} MiB) ...", file=out)
+            entries = dump.finish()
+            meter = Meter(f"postgres/{database}.dump", out)
+            with open(dump.path, "rb") as source:
+                info = writer.add_stream(f"postgres/{database}.dump", source, 0o600, meter)
             meter.finish()
-            entries = pg_restore_entries(listing)
-            if code != 0 or not entries or info.size == 0:
-                raise OperatorError(f"the PostgreSQL dump cannot be read by pg_restore "
-                                    f"({error.strip()[:200] or 'no entries'}); no archive was written")
             print(f"PostgreSQL dump verified: {info.size / MIB:,.1f} MiB, {entries} entries readable by pg_restore.",
                   file=out)
             manifest = writer.close({
@@ -447,6 +493,8 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
         _fsync_dir(directory)
     except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if dump is not None:
+            dump.abort()
         if stopped:
             try:
                 _start(root, runner, stopped)
@@ -456,6 +504,7 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
             raise OperatorError(f"writing {final.relative_to(root)} failed ({exc.strerror or exc}); no archive was "
                                 "written") from exc
         raise
+    dump.abort()  # the dump is in the archive now: remove the temporary file
     sidecar = {key: value for key, value in manifest.items()}
     sidecar.update({"archive": final.name, "archive_size": hashed.size})
     atomic_write(sidecar_path(final), json.dumps(sidecar, indent=2) + "\n", 0o600)

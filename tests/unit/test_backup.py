@@ -185,6 +185,9 @@ class FakeProcess:
     def wait(self, timeout=None):
         return self.returncode
 
+    def communicate(self, input=None, timeout=None):
+        return self.stdout.read(), self.stderr.read()
+
     def poll(self):
         return self.returncode
 
@@ -223,7 +226,10 @@ def engine(deployed, monkeypatch):
         state.popens.append(command)
         text = " ".join(command)
         if "pg_dump" in command:
-            return FakeProcess(DUMP, 1 if state.fail == "pg_dump" else 0, b"pg_dump: error: connection lost")
+            os.write(kwargs["stdout"], DUMP)
+            if state.fail == "pg_dump":
+                kwargs["stderr"].write(b"pg_dump: error: connection lost\n")
+            return FakeProcess(b"", 1 if state.fail == "pg_dump" else 0)
         if "--list" in command:
             return FakeProcess(b";\n; Archive created\n3; 2615 TABLE public t posthog\n",
                                1 if state.fail == "pg_restore --list" else 0, b"pg_restore: error: bad header")
