@@ -237,49 +237,26 @@ def _tar_command(image: str, volumes: dict[str, str], mount: str) -> list[str]:
     return [*command, image, "--numeric-owner", "--sparse", "-C", mount, "-cf", "-", "."]
 
 
-def _stream_member(writer, name: str, command: list[str], runner: Runner, meter: Meter, tee: list[str] | None = None,
-                   cwd: Path | None = None):
-    """Run ``command`` and store its stdout as member ``name``; with ``tee``, also feed it to that
-    command's stdin (pg_restore --list). Returns (member, tee's stdout)."""
+def _stream_member(writer, name: str, command: list[str], runner: Runner, meter: Meter, cwd: Path | None = None):
+    """Run ``command`` and store its stdout as member ``name``."""
     if runner.verbose:
         runner.show(command)
     producer = subprocess.Popen(command, cwd=cwd, env=runner.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     errors: list[bytes] = []
     reader = threading.Thread(target=lambda: errors.append(producer.stderr.read()), daemon=True)
     reader.start()
-    checker = None
-    if tee:
-        checker = subprocess.Popen(tee, cwd=cwd, env=runner.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
-        listing: list[bytes] = []
-        lister = threading.Thread(target=lambda: listing.append(checker.stdout.read()), daemon=True)
-        lister.start()
-    source = producer.stdout if checker is None else _Tee(producer.stdout, checker.stdin)
     try:
-        info = writer.add_stream(name, source, 0o600, meter)
+        info = writer.add_stream(name, producer.stdout, 0o600, meter)
     except BaseException:
         producer.kill()
-        if checker is not None:
-            checker.kill()
         raise
     finally:
         producer.wait()
         reader.join(timeout=10)
     if producer.returncode != 0:
         detail = b"".join(errors).decode(errors="replace").strip().splitlines()[-1:] or [f"exit {producer.returncode}"]
-        if checker is not None:
-            checker.kill()
         raise OperatorError(f"`{' '.join(command[:2])} ...` for {name} failed: {detail[0][:300]}")
-    if checker is None:
-        return info, None
-    try:
-        checker.stdin.close()
-    except BrokenPipeError:
-        pass
-    checker.wait()
-    lister.join(timeout=10)
-    return info, (checker.returncode, b"".join(listing).decode(errors="replace"),
-                  checker.stderr.read().decode(errors="replace"))
+    return info
 
 
 class _PgDump:
@@ -326,20 +303,6 @@ class _PgDump:
             self.process.wait()
         self.errors.close()
         self.path.unlink(missing_ok=True)
-
-
-class _Tee:
-    def __init__(self, source, sink):
-        self.source, self.sink, self.open = source, sink, True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size)
-        if data and self.open:
-            try:
-                self.sink.write(data)
-            except (BrokenPipeError, OSError):
-                self.open = False  # pg_restore --list stops reading after the table of contents
-        return data
 
 
 def pg_restore_entries(listing: str) -> int:
