@@ -359,12 +359,21 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
 
     # Estimate and preflight.
     user, database = values.get("POSTGRES_USER", "posthog"), values.get("POSTGRES_DB", "posthog")
-    answer = (_psql(root, runner, values, "SELECT pg_database_size(current_database()) || ' ' || "
-                                          "current_setting('server_version')") or "0 ?").split(" ", 1)
+    # The three measurements are container round trips: they run side by side.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        pg_future = pool.submit(_psql, root, runner, values, "SELECT pg_database_size(current_database()) || ' ' || "
+                                                              "current_setting('server_version')")
+        sizes_future = pool.submit(_volume_sizes, runner, values["POSTGRES_IMAGE"], volumes) if volumes else None
+        ch_future = pool.submit(_exec_text, root, runner, "clickhouse", "clickhouse-client", "--query",
+                                "SELECT version()") if running.get("clickhouse") else None
+        answer = (pg_future.result() or "0 ?").split(" ", 1)
+        sizes = sizes_future.result() if sizes_future else {}
+        clickhouse_version = ch_future.result() if ch_future else None
     pg_bytes, pg_version = int(answer[0]), answer[1] if len(answer) > 1 else None
     # The dump is written twice: a temporary file while the volumes are copied, then into the archive.
     estimate = 2 * pg_bytes + sum((root / p).stat().st_size for p in config_files(root))
-    sizes = _volume_sizes(runner, values["POSTGRES_IMAGE"], volumes) if volumes else {}
     estimate += sum(sizes.values())
     needed = int(estimate * MARGIN_RATIO + MARGIN_BYTES)
     free = shutil.disk_usage(directory).free
@@ -389,10 +398,7 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
         print("  ClickHouse and ZooKeeper stop while their volumes are copied; events wait in Kafka meanwhile.",
               file=out)
     started = time.monotonic()
-    versions = {"postgres": pg_version}
-    if running.get("clickhouse"):
-        versions["clickhouse"] = _exec_text(root, runner, "clickhouse", "clickhouse-client", "--query",
-                                            "SELECT version()")
+    versions = {"postgres": pg_version, "clickhouse": clickhouse_version}
     stopped: list[str] = []
     pause_started: float | None = None
     pause: float | None = None

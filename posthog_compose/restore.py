@@ -109,7 +109,7 @@ def _verify(path: Path, passphrase: bytes | None, out) -> tuple[dict, dict[str, 
 
 def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passphrase_file: str | None = None,
             timeout: float = 600.0, out=None) -> dict:
-    from . import archive, lifecycle, stack
+    from . import archive, checks, stack
 
     root = Path(root)
     out = out or sys.stdout
@@ -162,18 +162,38 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
     values = _values(root)
     if dumps:
         print("Starting db ...", file=out)
-        with contextlib.redirect_stdout(out):
-            stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "db"), ["db"], timeout)
+        _up(root, runner, ["db"], timeout, out)
     _load_data(root, runner, path, passphrase, values, out)
     print("Starting PostHog ...", file=out)
-    with contextlib.redirect_stdout(out):  # with --json, people's output goes to stderr
-        lifecycle.up(root, runner, [], wait=True, timeout=timeout)
+    checks.require_clean(root)
+    _up(root, runner, [], timeout, out)
+    ok, detail = stack.check_url(values, timeout=min(60.0, timeout))
+    if not ok:
+        raise OperatorError(f"the data is restored and every service is healthy, but the URL check failed: {detail}")
+    print(f"URL check: {detail}.", file=out)
     seconds = time.monotonic() - started
     summary = {"archive": str(path), "created": manifest.get("created"), "posthog_version":
                manifest.get("posthog_version"), "seconds": round(seconds, 1), "replaced_volumes": existing}
     print(f"Restored {path.name} (made {manifest.get('created')}) in {seconds:.0f} s; PostHog is up and healthy.",
           file=out)
     return summary
+
+
+def _up(root: Path, runner: Runner, services: list[str], timeout: float, out) -> None:
+    """`compose up --detach --wait` (Compose shows each container's progress on stderr); a service that
+    does not become healthy ends with its last log lines."""
+    from . import stack
+    from .manifest import SERVICES
+
+    command = compose.command(root, "up", "--detach", "--wait", "--wait-timeout", str(int(timeout)), *services)
+    result = runner.run(command, check=False, timeout=timeout + 120)
+    if result.returncode != 0:
+        states = {s.service: s for s in stack.service_states(root, runner)}
+        failing = [n for n in (services or SERVICES) if not (n in states and states[n].ready)] or list(services
+                                                                                                    or SERVICES)
+        with contextlib.redirect_stdout(out):
+            stack.raise_failure(root, runner, failing, states, f"not healthy after the restore (compose exit "
+                                                                f"{result.returncode})")
 
 
 def _values(root: Path) -> dict[str, str]:

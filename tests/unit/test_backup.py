@@ -218,8 +218,8 @@ def engine(deployed, monkeypatch):
     monkeypatch.setattr(backup, "_exec_text", lambda *args: "22.3.13.80")
     monkeypatch.setattr(backup, "_volume_sizes", lambda runner, image, volumes: dict.fromkeys(volumes, 10_000))
     monkeypatch.setattr("posthog_compose.stack.wait_until_healthy", lambda *a, **k: 0.0)
-    monkeypatch.setattr("posthog_compose.stack.start_and_wait", lambda *a, **k: 0.0)
-    monkeypatch.setattr("posthog_compose.lifecycle.up", lambda *a, **k: None)
+    monkeypatch.setattr("posthog_compose.stack.check_url", lambda values, timeout=30.0: (True, "302 to /preflight"))
+    monkeypatch.setattr("posthog_compose.checks.require_clean", lambda root: None)
     monkeypatch.setenv(backup.PASSPHRASE_ENV, PASSPHRASE.decode())
 
     def popen(command, **kwargs):
@@ -374,6 +374,8 @@ def test_restore_writes_env_and_feeds_every_member(deployed, engine, made):
     assert oct((deployed / ".env").stat().st_mode & 0o777) == "0o600"
     assert engine.fed == {"/var/lib/clickhouse": TARS["/var/lib/clickhouse"],
                           "/var/lib/zookeeper": TARS["/var/lib/zookeeper"], "postgres": DUMP}
+    ups = [c for c in runner.commands if "up" in c]
+    assert ups[0][-1] == "db" and ups[-1][-4:] == ["--detach", "--wait", "--wait-timeout", "600"]
     kept = list((deployed / "backups").glob("pre-restore-*/.env"))
     assert kept and kept[0].read_text() == "SOMETHING=else\n"
     assert summary["archive"] == str(made)
@@ -503,3 +505,20 @@ def test_a_failure_while_writing_the_configuration_leaves_whole_files(deployed, 
     assert calls[0].name == ".env" and (deployed / ".env").read_bytes() == original  # .env first, whole
     assert not list(deployed.rglob(".*.tmp"))
     assert not [c for c in engine.popens if "-xf" in c]  # no data was loaded after the failure
+
+
+def test_a_service_that_stays_unhealthy_after_the_restore_is_named_with_its_logs(deployed, engine, made, monkeypatch,
+                                                                                   capsys):
+    from posthog_compose import stack
+
+    class Unhealthy(FakeRunner):
+        def run(self, cmd, **kwargs):
+            self.commands.append(list(cmd))
+            failed = "--wait" in cmd and cmd[-1] != "db"
+            return subprocess.CompletedProcess(cmd, 1 if failed else 0, "web log line\n", "")
+
+    monkeypatch.setattr(stack, "service_states", lambda root, runner: [
+        stack.ServiceState(name, "running", "unhealthy" if name == "web" else "healthy") for name in
+        ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")])
+    with pytest.raises(OperatorError, match=r"services failed: web \(unhealthy\); not healthy after the restore"):
+        restore.restore(deployed, Unhealthy(deployed), str(made), yes=True)
