@@ -137,7 +137,7 @@ def down(root: Path, runner: Runner, volumes: bool = False, yes: bool = False) -
     print("Plan: stop the deployment and DELETE its data volumes:")
     for name in doomed:
         print(f"  - {name}")
-    print("Every event, user and setting stored in them is lost. Back up first: `invoke backup` (restore with `invoke restore`).")
+    print("Every event, user and setting stored in them is lost. Back up first: `invoke backup`.")
     if runner.dry_run:
         runner.run(command)
         return
