@@ -278,3 +278,63 @@ def proxy(c, enable=False, disable=False, domain=None, private_ca=False, timeout
         return
     raise SystemExit(edge.switch(ROOT, _runner("proxy", dry_run, verbose), enable, domain=domain,
                                  private_ca=True if private_ca else None, timeout=float(timeout)))
+PASSPHRASE_FILE = "read the passphrase from this file (mode 0600) instead of POSTHOG_BACKUP_PASSPHRASE"
+
+
+# --no-encrypt and --yes have no short flag (SHORT_FLAGS): not one keystroke away.
+@task(help={
+    "list": "list the archives in backups/ (newest last) and exit",
+    "verify": "read ARCHIVE completely: authenticate every chunk, check every member's sha256; change nothing",
+    "only": "back up a subset: postgres (configuration and PostgreSQL only; what `invoke upgrade` takes)",
+    "no_encrypt": "write an UNENCRYPTED archive (it holds every secret of .env); only into a 0700 backups/",
+    "passphrase_file": PASSPHRASE_FILE,
+    "keep": "after a successful backup, delete all but the newest N archives of the same kind",
+    "json": JSON,
+    "verbose": VERBOSE,
+})
+@friendly
+def backup(c, list=False, verify=None, only="all", no_encrypt=False, passphrase_file=None, keep=None, json=False,
+           verbose=False):
+    """Back up everything a new host needs (config, PostgreSQL, ClickHouse) into one encrypted archive."""
+    import json as json_module
+    import sys
+
+    from posthog_compose import backup as backups
+
+    if list:
+        backups.list_archives(ROOT, as_json=json)
+        return
+    if verify:
+        backups.verify_archive(ROOT, verify, passphrase_file=passphrase_file, as_json=json)
+        return
+    result = backups.create(ROOT, _runner("backup", verbose=verbose), subset=only, encrypt=not no_encrypt,
+                            passphrase_file=passphrase_file, keep=int(keep) if keep is not None else None,
+                            out=sys.stderr if json else sys.stdout)
+    if json:
+        print(json_module.dumps(result.summary(), indent=2))
+    else:
+        print(backups.last_line(ROOT, result))
+
+
+@task(positional=["archive"], help={
+    "archive": "the archive to restore (a path, or a name in backups/)",
+    "yes": "replace existing data without asking (automation); without it you type the project name",
+    "passphrase_file": PASSPHRASE_FILE,
+    "timeout": "seconds to wait for health after the restore (default 600)",
+    "json": JSON,
+    "verbose": VERBOSE,
+})
+@friendly
+def restore(c, archive, yes=False, passphrase_file=None, timeout=600, json=False, verbose=False):
+    """Restore an archive of `invoke backup` (here or on a new host): checksums first, then data, then up."""
+    import json as json_module
+    import sys
+
+    from posthog_compose import restore as restoring
+
+    if _help_instead(archive, "restore"):
+        return
+    summary = restoring.restore(ROOT, _runner("restore", verbose=verbose), archive, yes=yes, passphrase_file=passphrase_file,
+                                timeout=float(timeout), out=sys.stderr if json else sys.stdout)
+    if json:
+        print(json_module.dumps(summary, indent=2))

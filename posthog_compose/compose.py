@@ -202,7 +202,8 @@ class ConfigValidation:
                     self.model = None
         try:
             self.process = subprocess.Popen(command(root, "config", "--format", "json"), cwd=root,
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                            errors="replace")  # Compose echoes .env bytes back
         except FileNotFoundError as exc:
             raise OperatorError(f"Docker Compose could not be run ({exc.filename}); run `invoke doctor`")
 

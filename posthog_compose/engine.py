@@ -52,7 +52,7 @@ class Runner:
             self.show(cmd)
         try:
             result = subprocess.run(
-                cmd, cwd=self.cwd, env=self.env, input=input, text=True, timeout=timeout,
+                cmd, cwd=self.cwd, env=self.env, input=input, text=True, errors="replace", timeout=timeout,
                 stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
             )
         except FileNotFoundError:

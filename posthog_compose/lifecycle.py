@@ -146,8 +146,7 @@ def down(root: Path, runner: Runner, volumes: bool = False, yes: bool = False) -
     print("Plan: stop the deployment and DELETE its data volumes:")
     for name in doomed:
         print(f"  - {name}")
-    print("Every event, user and setting stored in them is lost. Back up first (`invoke upgrade` keeps "
-          "PostgreSQL dumps under backups/).")
+    print("Every event, user and setting stored in them is lost. Back up first: `invoke backup`.")
     if runner.dry_run:
         runner.run(command)
         return

@@ -383,32 +383,11 @@ def _docker_root(runner: Runner) -> str | None:
 
 
 def backup_postgres(root: Path, runner: Runner) -> Path:
-    """pg_dump (custom format) from inside `db` into backups/, mode 0600; verified with pg_restore --list."""
-    from .envfile import EnvFile, env_path
+    """The pre-upgrade backup: `invoke backup --only postgres` (configuration and a pg_dump verified with
+    pg_restore --list, in one archive under backups/; encrypted when a backup passphrase is configured)."""
+    from .backup import create
 
-    values = EnvFile.load(env_path(root)).resolved()
-    user, database = values.get("POSTGRES_USER", "posthog"), values.get("POSTGRES_DB", "posthog")
-    directory = root / BACKUP_DIR
-    directory.mkdir(mode=0o700, exist_ok=True)
-    target = directory / f"postgres-{database}-{timestamp()}.dump"
-    print(f"Backing up PostgreSQL database {database} to {target.relative_to(root)} ...")
-    command = compose.command(root, "exec", "-T", "db", "pg_dump", "-U", user, "-d", database, "--format=custom")
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if runner.verbose:
-                runner.show(command)
-            result = subprocess.run(command, cwd=root, env=runner.env, stdout=handle, stderr=subprocess.PIPE,
-                                    timeout=3600)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    if result.returncode != 0:
-        target.unlink(missing_ok=True)
-        detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
-        raise OperatorError(f"pg_dump inside `db` failed ({detail[0]}); is `db` running? (`invoke status`)")
-    verify_backup(root, runner, target)
-    return target
+    return create(root, runner, subset="postgres").path
 
 
 def verify_backup(root: Path, runner: Runner, dump: Path) -> int:

@@ -1,11 +1,32 @@
 #!/usr/bin/env python3
-"""ClickHouse STAND-IN (test only). Resolves from_env in /etc/clickhouse-server/{config.d,users.d}
-like ClickHouse (an unset variable is logged and becomes empty), waits for ZooKeeper and the
-Kafka brokers of the named collections, then serves HTTP 8123 (/ping, authenticated SELECT 1),
-HTTPS on <https_port> when <openSSL><server> is configured, and TCP 9000 / <tcp_port_secure>."""
+"""ClickHouse STAND-IN (test only, not ClickHouse).
+
+What it models: resolves from_env in /etc/clickhouse-server/{config.d,users.d} like ClickHouse (an
+unset variable is logged and becomes empty); waits for ZooKeeper and the Kafka brokers of the named
+collections; serves HTTP 8123 (/ping, queries authenticated with the users.xml password, wrong
+credentials answered with Code 516 like ClickHouse), HTTPS on <https_port> when <openSSL><server> is
+configured, TCP 9000 / <tcp_port_secure> (accept only). `SELECT version()` answers the version of
+the build argument CLICKHOUSE_VERSION (a real 22.3 LTS number by default).
+
+Data: a small SQL subset, enough for the backup tests, stored in files under /var/lib/clickhouse like
+MergeTree parts: CREATE DATABASE, CREATE TABLE ... ENGINE = *MergeTree (metadata/<db>/<table>.sql),
+INSERT INTO ... FORMAT TSV (each insert writes one immutable part data/<db>/<table>/all_N_N_0/ with
+data.tsv, count.txt and checksums.txt, into a tmp_insert_ directory renamed when complete, as
+ClickHouse does), SELECT count() FROM, SELECT * FROM ... [ORDER BY <first column>] FORMAT TSV.
+Tables and parts are read from disk, so a copied volume brings them back; at start a part whose checksums do not match is moved to
+detached/broken_<part> and logged, as ClickHouse does with a broken part. Anything else is refused
+with Code 62 (SYNTAX_ERROR); an unknown table or database with Code 60 / 81.
+
+What it does not model: the native protocol, the Atomic database engine's store/<uuid> layout (the
+parts live under data/<db>/<table>/ as with the Ordinary engine), merges, replication and its
+ZooKeeper metadata, Kafka-engine tables and materialized views, ALTER TABLE ... FREEZE. The backup
+copies the volume while the server is stopped, which works the same for the real server's files.
+"""
 import base64
 import glob
+import hashlib
 import os
+import re
 import signal
 import socket
 import ssl
@@ -82,6 +103,123 @@ for broker in brokers[0].split(","):
     wait_for(host, port, "Kafka")
 os.makedirs("/var/lib/clickhouse", exist_ok=True)
 open("/var/lib/clickhouse/standin-marker", "w").write("clickhouse stand-in data\n")
+VERSION = os.environ.get("CLICKHOUSE_STANDIN_VERSION", "22.3.13.80")
+DATA = "/var/lib/clickhouse"
+NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+LOCK = threading.Lock()
+
+
+class QueryError(Exception):
+    def __init__(self, code, name, message, status=400):
+        super().__init__(f"Code: {code}. DB::Exception: {message}. ({name})")
+        self.status = status
+
+
+def table_path(qualified):
+    database, _, table = qualified.rpartition(".")
+    database = database or "default"
+    if not os.path.isdir(f"{DATA}/metadata/{database}"):
+        raise QueryError(81, "UNKNOWN_DATABASE", f"Database {database} doesn't exist", 404)
+    if not os.path.isfile(f"{DATA}/metadata/{database}/{table}.sql"):
+        raise QueryError(60, "UNKNOWN_TABLE", f"Table {database}.{table} doesn't exist", 404)
+    return f"{DATA}/data/{database}/{table}"
+
+
+def parts(path):
+    found = [name for name in os.listdir(path) if re.match(r"^all_\d+_\d+_0$", name)] if os.path.isdir(path) else []
+    return sorted(found, key=lambda name: int(name.split("_")[1]))
+
+
+def checksum(part):
+    with open(f"{part}/data.tsv", "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def check_parts():
+    """Like ClickHouse at start: a part whose files do not match its checksums is detached as broken."""
+    for path in glob.glob(f"{DATA}/data/*/*"):
+        for name in parts(path):
+            part = f"{path}/{name}"
+            try:
+                good = open(f"{part}/checksums.txt").read().split() == [f"data.tsv", checksum(part)]
+            except OSError:
+                good = False
+            if not good:
+                os.makedirs(f"{path}/detached", exist_ok=True)
+                os.rename(part, f"{path}/detached/broken_{name}")
+                print(f"<Error> {path}: part {name} is broken (checksums do not match); detached as broken_{name}",
+                      flush=True)
+
+
+def run_query(query, body):
+    query = query.strip().rstrip(";").strip()
+    if re.fullmatch(r"SELECT 1", query, re.I):
+        return "1\n"
+    if re.fullmatch(r"SELECT version\(\)", query, re.I):
+        return VERSION + "\n"
+    match = re.fullmatch(rf"CREATE DATABASE (IF NOT EXISTS )?({NAME})", query, re.I)
+    if match:
+        path = f"{DATA}/metadata/{match.group(2)}"
+        if os.path.isdir(path) and not match.group(1):
+            raise QueryError(82, "DATABASE_ALREADY_EXISTS", f"Database {match.group(2)} already exists")
+        os.makedirs(path, exist_ok=True)
+        os.makedirs(f"{DATA}/data/{match.group(2)}", exist_ok=True)
+        return ""
+    match = re.fullmatch(rf"CREATE TABLE (IF NOT EXISTS )?((?:{NAME}\.)?{NAME}) (\(.*\) ENGINE = \w*MergeTree.*)",
+                         query, re.I | re.S)
+    if match:
+        database, _, table = match.group(2).rpartition(".")
+        database = database or "default"
+        if not os.path.isdir(f"{DATA}/metadata/{database}"):
+            raise QueryError(81, "UNKNOWN_DATABASE", f"Database {database} doesn't exist", 404)
+        metadata = f"{DATA}/metadata/{database}/{table}.sql"
+        if os.path.exists(metadata):
+            if match.group(1):
+                return ""
+            raise QueryError(57, "TABLE_ALREADY_EXISTS", f"Table {database}.{table} already exists")
+        os.makedirs(f"{DATA}/data/{database}/{table}", exist_ok=True)
+        with open(metadata + ".tmp", "w") as handle:
+            handle.write(f"ATTACH TABLE _ {match.group(3)}\n")
+        os.rename(metadata + ".tmp", metadata)
+        return ""
+    match = re.fullmatch(rf"INSERT INTO ((?:{NAME}\.)?{NAME}) FORMAT TSV", query, re.I)
+    if match:
+        path = table_path(match.group(1))
+        rows = body.decode("utf-8")
+        if rows and not rows.endswith("\n"):
+            rows += "\n"
+        with LOCK:
+            number = max([int(name.split("_")[1]) for name in parts(path)] or [0]) + 1
+            tmp, final = f"{path}/tmp_insert_all_{number}_{number}_0", f"{path}/all_{number}_{number}_0"
+            os.makedirs(tmp)
+            with open(f"{tmp}/data.tsv", "w") as handle:
+                handle.write(rows)
+            with open(f"{tmp}/count.txt", "w") as handle:
+                handle.write(str(rows.count("\n")))
+            with open(f"{tmp}/checksums.txt", "w") as handle:
+                handle.write(f"data.tsv {checksum(tmp)}\n")
+            os.rename(tmp, final)
+        return ""
+    match = re.fullmatch(rf"SELECT count\(\) FROM ((?:{NAME}\.)?{NAME})", query, re.I)
+    if match:
+        path = table_path(match.group(1))
+        return f"{sum(int(open(f'{path}/{name}/count.txt').read()) for name in parts(path))}\n"
+    match = re.fullmatch(rf"SELECT \* FROM ((?:{NAME}\.)?{NAME})( ORDER BY \w+)?( FORMAT TSV)?", query, re.I)
+    if match:
+        path = table_path(match.group(1))
+        lines = [line for name in parts(path) for line in open(f"{path}/{name}/data.tsv").read().splitlines()]
+        if match.group(2):  # the stand-in orders by the first column (numerically when it holds integers)
+            first = [line.split("\t", 1)[0] for line in lines]
+            numeric = all(re.fullmatch(r"-?\d+", value) for value in first)
+            lines.sort(key=lambda line: int(line.split("\t", 1)[0]) if numeric else line.split("\t", 1)[0])
+        return "".join(line + "\n" for line in lines)
+    raise QueryError(62, "SYNTAX_ERROR", f"Syntax error: the ClickHouse stand-in does not implement {query[:60]!r}")
+
+
+# Like ClickHouse: the `default` database always exists.
+os.makedirs(f"{DATA}/metadata/default", exist_ok=True)
+os.makedirs(f"{DATA}/data/default", exist_ok=True)
+check_parts()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -111,7 +249,18 @@ class Handler(BaseHTTPRequestHandler):
         if user != "default" or key != PASSWORD:
             return self.reply(516, f"Code: 516. DB::Exception: {user}: Authentication failed: password is incorrect, "
                                    "or there is no user with such name. (AUTHENTICATION_FAILED)\n")
-        return self.reply(200, "1\n")
+        # Like ClickHouse's HTTP interface: the query in ?query= (the body is then INSERT data), else the body.
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        query = parse_qs(urlsplit(self.path).query).get("query", [None])[0]
+        if query is None:
+            query, body = body.decode("utf-8", "replace"), b""
+        if not query.strip():
+            query = "SELECT 1"  # the health probes' bare GET
+        try:
+            return self.reply(200, run_query(query, body))
+        except QueryError as exc:
+            return self.reply(exc.status, f"{exc}\n")
 
     do_GET = do_POST = do_HEAD = handle_query
 

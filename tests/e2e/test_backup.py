@@ -1,0 +1,169 @@
+"""`invoke backup` and `invoke restore` on a real engine: rows in (real) PostgreSQL and events in the
+ClickHouse stand-in survive backup -> `down --volumes` -> restore, on the same host and on a second,
+fresh engine (a new host); a damaged archive and a wrong passphrase are refused and change nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, copy_repository
+from tests.e2e.harness import Deployment, Engine, HarnessError, free_port, start_engine, stop_engine
+
+pytestmark = pytest.mark.e2e
+
+PASSPHRASE = "correct horse battery staple e2e"
+EVENTS = [f"{n}\t$pageview\tuser-{n % 7}" for n in range(1, 501)]
+
+
+def _clickhouse(deployment, sql: str, data: str | None = None) -> str:
+    """A query through the clickhouse-client inside the container (credentials from its environment)."""
+    result = deployment.compose("exec", "-T", "clickhouse", "clickhouse-client", "--query", sql, input=data)
+    return result.stdout
+
+
+def _env(engine: Engine) -> dict[str, str]:
+    return {**engine.env, "POSTHOG_BACKUP_PASSPHRASE": PASSPHRASE}
+
+
+def _with_passphrase(deployment: Deployment) -> Deployment:
+    deployment.engine.extra_env["POSTHOG_BACKUP_PASSPHRASE"] = PASSPHRASE
+    return deployment
+
+
+@pytest.fixture(scope="module")
+def second_engine(tmp_path_factory):
+    """A second private engine with its own state: the "new host" (the same scripts as the harness)."""
+    state = Path(tempfile.mkdtemp(prefix="pcbk-host2-"))
+    previous = os.environ.get("E2E_STATE_DIR")
+    os.environ["E2E_STATE_DIR"] = str(state)
+    saved_host = os.environ.pop("E2E_DOCKER_HOST", None)
+    try:
+        engine = start_engine()
+    except (HarnessError, OSError) as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"second engine could not start: {exc}", pytrace=False)
+        pytest.skip(f"second engine could not start: {exc}")
+    finally:
+        if previous is None:
+            os.environ.pop("E2E_STATE_DIR", None)
+        else:
+            os.environ["E2E_STATE_DIR"] = previous
+        if saved_host is not None:
+            os.environ["E2E_DOCKER_HOST"] = saved_host
+    yield engine
+    stop_engine(engine)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def _fresh_clone(target: Path, engine: Engine) -> Deployment:
+    """A new host's checkout of the kit: no .env, no backups (restore brings them)."""
+    target.mkdir(parents=True)
+    copy_repository(target)
+    return Deployment(target, engine)
+
+
+def test_backup_down_volumes_restore_and_a_new_host(deployment, second_engine, tmp_path):
+    _with_passphrase(deployment)
+    started = deployment.invoke("up", "--timeout", "300")
+    assert started.returncode == 0, started.stdout + started.stderr
+    deployment.psql("CREATE TABLE e2e_backup_probe (id int primary key, note text); "
+                    "INSERT INTO e2e_backup_probe SELECT n, md5(n::text) FROM generate_series(1, 2000) n;")
+    _clickhouse(deployment, "CREATE DATABASE IF NOT EXISTS posthog")
+    _clickhouse(deployment, "CREATE TABLE posthog.e2e_events (id Int64, event String, distinct_id String) "
+                            "ENGINE = MergeTree ORDER BY id")
+    _clickhouse(deployment, "INSERT INTO posthog.e2e_events FORMAT TSV", "\n".join(EVENTS[:250]) + "\n")
+    _clickhouse(deployment, "INSERT INTO posthog.e2e_events FORMAT TSV", "\n".join(EVENTS[250:]) + "\n")
+    rows_before = deployment.psql("SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM e2e_backup_probe").stdout
+    events_before = _clickhouse(deployment, "SELECT * FROM posthog.e2e_events ORDER BY id FORMAT TSV")
+    assert _clickhouse(deployment, "SELECT count() FROM posthog.e2e_events").strip() == "500"
+    assert _clickhouse(deployment, "SELECT version()").strip().startswith("22.")
+
+    # Without a passphrase and without --no-encrypt: refused, nothing written.
+    del deployment.engine.extra_env["POSTHOG_BACKUP_PASSPHRASE"]
+    refused = deployment.invoke("backup")
+    assert refused.returncode == 1 and "no passphrase" in refused.stderr
+    assert not list((deployment.root / "backups").glob("*.backup"))
+    _with_passphrase(deployment)
+
+    made = deployment.invoke("backup", "--json", "--keep", "2")
+    assert made.returncode == 0, made.stdout + made.stderr
+    summary = json.loads(made.stdout)
+    archive = Path(summary["archive"])
+    assert archive.is_file() and oct(archive.stat().st_mode & 0o777) == "0o600"
+    assert PASSPHRASE.encode() not in archive.read_bytes()[:4096] and b"POSTGRES_PASSWORD" not in archive.read_bytes()
+    names = {m["name"] for m in summary["members"]}
+    assert {"config/.env", "config/docker-compose.yml", "config/clickhouse/users.xml", "postgres/posthog.dump",
+            "volumes/clickhouse.tar", "volumes/zookeeper.tar"} <= names
+    assert summary["encrypted"] is True and summary["clickhouse_pause_seconds"] is not None
+    assert all(s["State"] == "running" for s in deployment.states().values())  # ClickHouse is back after the pause
+    assert not list((deployment.root / "backups").glob(".*partial"))
+    listed = deployment.invoke("backup", "--list", "--json")
+    assert json.loads(listed.stdout)[0]["archive"].endswith(archive.name)
+    verified = deployment.invoke("backup", "--verify", str(archive))
+    assert verified.returncode == 0 and "OK" in verified.stdout
+
+    # A damaged archive and a wrong passphrase: one line each, nothing changed (the data is still there).
+    damaged = tmp_path / "damaged.backup"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    damaged.write_bytes(bytes(data))
+    env_before = (deployment.root / ".env").read_bytes()
+    for args, env, message in (
+            (("restore", str(damaged), "--yes"), None, "damaged"),
+            (("restore", str(archive), "--yes"), "wrong passphrase, long enough", "wrong passphrase")):
+        if env:
+            deployment.engine.extra_env["POSTHOG_BACKUP_PASSPHRASE"] = env
+        result = deployment.invoke(*args)
+        _with_passphrase(deployment)
+        assert result.returncode == 1, result.stdout + result.stderr
+        error_lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(error_lines) == 1 and message in error_lines[0] and "nothing was changed" in error_lines[0]
+        assert "Traceback" not in result.stderr
+    assert (deployment.root / ".env").read_bytes() == env_before
+    assert deployment.psql("SELECT count(*) FROM e2e_backup_probe").stdout.strip() == "2000"
+    assert all(s["State"] == "running" for s in deployment.states().values())
+
+    # Over existing data, restore asks for the project name; a wrong answer changes nothing.
+    asked = deployment.invoke("restore", str(archive), input="nope\n")
+    assert asked.returncode == 1 and "nothing was changed" in asked.stderr
+
+    # down --volumes deletes everything; restore brings the same rows and events back.
+    gone = deployment.invoke("down", "--volumes", "--yes")
+    assert gone.returncode == 0 and "invoke backup" in gone.stdout
+    clock = time.monotonic()
+    restored = deployment.invoke("restore", str(archive))
+    restore_seconds = time.monotonic() - clock
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "up and healthy" in restored.stdout
+    assert deployment.psql("SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM e2e_backup_probe"
+                           ).stdout == rows_before
+    assert _clickhouse(deployment, "SELECT * FROM posthog.e2e_events ORDER BY id FORMAT TSV") == events_before
+    assert (deployment.root / ".env").read_bytes() == env_before
+
+    # A new host: a second engine and a fresh checkout with no .env; the same archive. (The first
+    # deployment stops: both engines publish on this machine's loopback, and the archive keeps WEB_PORT.)
+    deployment.compose("down", "--timeout", "5")
+    host = _with_passphrase(_fresh_clone(tmp_path / "new-host", second_engine))
+    try:
+        port_taken = deployment.values()["WEB_PORT"]
+        assert not (host.root / ".env").exists()
+        moved = host.invoke("restore", str(archive))
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+        assert host.values()["WEB_PORT"] == port_taken and host.values()["SECRET_KEY"] == deployment.values()["SECRET_KEY"]
+        assert host.psql("SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM e2e_backup_probe"
+                         ).stdout == rows_before
+        assert _clickhouse(host, "SELECT * FROM posthog.e2e_events ORDER BY id FORMAT TSV") == events_before
+    finally:
+        host.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "e2e-backup.json").write_text(json.dumps({
+        "backup_seconds": summary["seconds"], "clickhouse_pause_seconds": summary["clickhouse_pause_seconds"],
+        "archive_bytes": summary["size"], "restore_seconds": round(restore_seconds, 1)}, indent=2) + "\n")
