@@ -397,8 +397,23 @@ def _with_query(url: str, query: str) -> str:
 
 
 def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate_all: bool = False) -> int:
-    """Show the plan, confirm, back up, apply, recreate what changed, and verify."""
+    """Show the plan, confirm, back up, apply, recreate what changed, and verify.
+
+    Everything, from reading the state to the verification, runs under the deployment lock and
+    after an interrupted operation in the journal was finished or undone: a plan is never made
+    from a .env that a killed rotation left behind."""
     root = Path(root)
+    if runner.dry_run:
+        return _apply_planned(root, runner, only, yes, rotate_all)
+    from . import journal
+    from .lifecycle import recover
+
+    with journal.deployment_lock(root, "harden"):
+        recover(root, runner)
+        return _apply_planned(root, runner, only, yes, rotate_all)
+
+
+def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotate_all: bool) -> int:
     change, results = plan(root, runner, only, rotate_all)
     for line in change.skipped:
         print(f"cannot apply: {line}")
@@ -426,12 +441,11 @@ def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate
     print(f"Backed up to {saved.relative_to(root)}.")
     _apply(root, runner, change)
     if running:
+        _recreate_all(root, runner)
+    if running:
         from . import stack
         from .envfile import EnvFile, env_path
 
-        print("Recreating the services whose configuration changed ...")
-        stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--remove-orphans"),
-                             list(_all_services()), 600)
         ok, detail = stack.check_url(EnvFile.load(env_path(root)).resolved())
         if not ok:
             raise OperatorError(f"applied, but the URL check fails: {detail}. The previous files are in "
@@ -442,6 +456,15 @@ def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate
     print(f"Hardened: {', '.join(change.items)}" + (f"; still failing: {', '.join(still)}" if still else "")
           + (". The deployment is healthy." if running else ". Start it with `invoke up`."))
     return 1 if still else 0
+
+
+def _recreate_all(root: Path, runner: Runner) -> None:
+    from . import stack
+    from .envfile import EnvFile, env_path
+
+    print("Recreating the services whose configuration changed ...")
+    stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--remove-orphans"),
+                         list(_all_services()), 600, readiness_values=EnvFile.load(env_path(root)).resolved())
 
 
 def _all_services() -> tuple[str, ...]:
@@ -478,28 +501,18 @@ def _backup_files(root: Path) -> Path:
 
 
 def _apply(root: Path, runner: Runner, change: Change) -> None:
-    from .envfile import EnvFile, env_path
-
     if change.untrack_env:
         runner.run(["git", "-C", str(root), "rm", "--cached", "--quiet", "--", ".env"], capture=True)
-    if change.rotation and change.rotation.postgres_password:
-        _ensure_db_running(root, runner)
-        env = EnvFile.load(env_path(root)).resolved()
-        rotation.set_postgres_password(root, runner, env.get("POSTGRES_USER", "posthog"),
-                                       env.get("POSTGRES_DB", "posthog"), change.rotation.postgres_password)
-        print("PostgreSQL password changed inside the database (ALTER ROLE); now .env.")
     if change.certificates:
         written = certs.ensure(root)
         print(f"Certificates written: {', '.join(written) or 'none needed'}.")
     if change.override:
         text = (root / TLS_TEMPLATE).read_text(encoding="utf-8")
         atomic_write(root / OVERRIDE_FILE, text, 0o644)
-    env = EnvFile.load(env_path(root))
-    for name, value in change.env.items():
-        env.set(name, value)
-    for name in change.env_remove:
-        env.remove(name)
-    env.write()  # atomic, 0600 (also fixes the mode)
+    # Journaled: the new values are recorded (0600) before PostgreSQL's password changes, so a
+    # kill between ALTER ROLE and the .env write cannot lose it (see rotation.commit).
+    rotation.commit(root, runner, dict(change.env),
+                    change.rotation.postgres_password if change.rotation else None, list(change.env_remove))
 
 
 def _ensure_db_running(root: Path, runner: Runner) -> None:
