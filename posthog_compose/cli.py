@@ -21,6 +21,13 @@ def friendly(body):
             raise Exit(f"error: {exc.message}", code=exc.code)
         except KeyboardInterrupt:
             raise Exit("interrupted: nothing more was done", code=130)
+        except OSError as exc:  # a full disk is one line, never a traceback
+            import errno
+
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise Exit(f"error: no space left on the disk ({exc.filename or 'while writing'}): free space there "
+                       "(`df -h`), then run the task again", code=1)
 
     return wrapper
 

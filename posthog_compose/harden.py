@@ -260,7 +260,14 @@ CHECKS = {
 # ----------------------------------------------------------------------------- --check
 def check(root: Path, runner: Runner, as_json: bool = False) -> int:
     """Report every item; exit 1 when an item that can be checked fails."""
+    from . import journal
+
     results = evaluate(read_state(Path(root)))
+    for kind in journal.pending(Path(root)):
+        # A rotation killed between ALTER ROLE and the .env write: .env may not hold the password.
+        results.insert(0, Result("unfinished", f"no interrupted {kind} is pending", "check", "fail",
+                                 f"an interrupted {kind} is recorded in {journal.JOURNAL_DIR}/",
+                                 "invoke up (finishes or undoes it)"))
     failed = [r for r in results if r.status == "fail"]
     if as_json:
         print(json.dumps({"ok": not failed, "items": [asdict(r) for r in results]}, indent=2))
@@ -439,9 +446,17 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
         _confirm()
     saved = _backup_files(root)
     print(f"Backed up to {saved.relative_to(root)}.")
-    _apply(root, runner, change)
+    try:
+        _apply(root, runner, change)
+    except KeyboardInterrupt:
+        raise OperatorError("interrupted; what was started was finished or not begun. `invoke harden --check` shows "
+                            "where it stands, and `invoke up` recreates the services on the current .env", code=130)
     if running:
-        _recreate_all(root, runner)
+        try:
+            _recreate_all(root, runner)
+        except KeyboardInterrupt:
+            raise OperatorError("interrupted after the new configuration was written: run `invoke up` to recreate "
+                                "the services on it", code=130)
     if running:
         from . import stack
         from .envfile import EnvFile, env_path

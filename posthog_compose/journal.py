@@ -112,11 +112,13 @@ class _Deferral:
     depth = 0
     received: int | None = None
     previous: dict = {}
+    reraise = True
 
 
 @contextmanager
-def critical(reason: str = ""):
-    """Defer SIGINT/SIGTERM until the section ends, then raise KeyboardInterrupt once.
+def critical(reason: str = "", reraise: bool = True):
+    """Defer SIGINT/SIGTERM until the section ends, then raise KeyboardInterrupt once (or, with
+    ``reraise=False``, drop it: for a section after which the task ends anyway, e.g. a rollback).
 
     Nested sections defer to the outermost. Outside the main thread (where signal handlers
     cannot be installed) it is a plain section.
@@ -143,7 +145,7 @@ def critical(reason: str = ""):
             for sig, previous in state.previous.items():
                 signal.signal(sig, previous)
             received, state.received = state.received, None
-            if received is not None and not _exception_in_flight():
+            if received is not None and reraise and not _exception_in_flight():
                 raise KeyboardInterrupt
 
 
@@ -191,3 +193,36 @@ def is_disk_full(exc: BaseException) -> bool:
 def disk_full_message(exc: OSError, what: str) -> str:
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
     return f"no space left on the disk while {what}{where}: free space there (`df -h`), then run the task again"
+
+
+def docker_root(env: dict | None = None) -> str | None:
+    """Docker's data root (`docker info` DockerRootDir), where images and volumes live; None when the
+    engine does not answer."""
+    import subprocess
+
+    try:
+        result = subprocess.run(["docker", "info", "--format", "{{.DockerRootDir}}"], capture_output=True, text=True,
+                                env=env, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (result.stdout or "").strip() or None if result.returncode == 0 else None
+
+
+def disks(root: Path, env: dict | None = None) -> list[tuple[str, str | None, float | None]]:
+    """(label, path, free GiB) for the filesystems that matter: Docker's data root (the volumes and
+    images) and the deployment's backups/ (dumps, logs, history). Free is None when the path cannot
+    be measured from this host (a remote engine, a data root this user cannot read)."""
+    import shutil
+
+    found = []
+    docker_dir = docker_root(env)
+    backups = Path(root) / "backups"
+    for label, path in (("Docker's data root", docker_dir), ("backups/", str(backups if backups.exists() else root))):
+        free = None
+        if path:
+            try:
+                free = shutil.disk_usage(path).free / 1024 ** 3
+            except OSError:
+                free = None
+        found.append((label, path, free))
+    return found

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -347,15 +346,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def _new_version_ran(runner: Runner, root: Path, plan: Plan) -> bool:
-    """Whether a container of the new version was started (only then can it have migrated data)."""
+    """Whether a container of the new version exists (only then can it have migrated data)."""
     from . import stack
 
     try:
         details = stack.inspect_containers(root, runner)
     except Exception:  # noqa: BLE001 - unknown counts as "may have run"
         return True
-    return any(d.image == plan.target and d.started_at > 0 for d in details.values()) or any(
-        d.image == plan.target for d in details.values())
+    return any(d.image == plan.target for d in details.values())
 
 
 def _roll_back(root: Path, runner: Runner, request: Request, plan: Plan, reason: str, started: float,
@@ -364,7 +362,7 @@ def _roll_back(root: Path, runner: Runner, request: Request, plan: Plan, reason:
     (a full backups/ only loses the saved logs): the deployment comes first, the paperwork second."""
     from . import journal
 
-    with journal.critical("the rollback is running and will finish first"):
+    with journal.critical("the rollback is running and will finish first", reraise=False):
         print(f"Upgrade failed: {reason}", flush=True)
         ran = _new_version_ran(runner, root, plan)
         logs = None
@@ -431,20 +429,15 @@ def recover(root: Path, runner: Runner) -> None:
         _record_safely(root, plan, plan.target, "interrupted", time.monotonic(), Path(root) / backup if backup else None,
                        f"the task was killed while {entry.get('phase')}; undone by the next task")
         journal.clear(root, "upgrade")
-    services = list(entry.get("services") or [])
-    if services and _running_any(root, runner):
-        from . import stack
-        from .envfile import EnvFile, env_path
-
-        print(f"Recreating {', '.join(services)} on {previous} ...")
-        _recreate(root, runner, services, 600)
-        del stack, EnvFile, env_path
-
-
-def _running_any(root: Path, runner: Runner) -> bool:
+    # Containers already made from the interrupted version go back to the previous one now; the
+    # others are left to the task that called (`up` starts what is missing).
     from . import stack
 
-    return any(s.state == "running" for s in stack.service_states(root, runner))
+    details = stack.inspect_containers(root, runner)
+    stale = [name for name in entry.get("services") or [] if name in details and details[name].image != previous]
+    if stale:
+        print(f"Recreating {', '.join(stale)} on {previous} ...")
+        _recreate(root, runner, stale, 600)
 
 
 def check_running_images(root: Path, runner: Runner, services: list[str], reference: str) -> None:
@@ -501,20 +494,23 @@ def check_gates(root: Path, runner: Runner, gates: list[Gate]) -> None:
 
 
 def check_free_disk(root: Path, runner: Runner, needed_gib: float) -> None:
-    """Enough room for the new image on the engine's disk and for the dump next to the deployment."""
-    for label, path in (("the deployment's folder", root), ("Docker's data root", _docker_root(runner))):
-        if path is None or not Path(path).exists():
-            continue  # a remote engine: its disk cannot be measured from here
-        free = shutil.disk_usage(path).free / GIB
-        if free < needed_gib:
+    """Enough room for the new image on Docker's data root, and for the dump and logs in backups/."""
+    from .journal import disks
+
+    for label, path, free in disks(root, runner.env):
+        if free is None:
+            print(f"note: free space on {label} cannot be measured from this host"
+                  f"{f' ({path})' if path else ''}; make sure it has {needed_gib:.1f} GiB free")
+            continue
+        need = needed_gib if label.startswith("Docker") else BACKUP_MIN_GIB
+        if free < need:
             raise OperatorError(f"only {free:.1f} GiB free on {label} ({path}); the upgrade needs at least "
-                                f"{needed_gib:.1f} GiB. Free space (e.g. `docker image prune`) and run it again")
+                                f"{need:.1f} GiB there. Free space (e.g. `docker image prune`, old dumps in backups/) "
+                                "and run it again")
 
 
-def _docker_root(runner: Runner) -> str | None:
-    result = runner.run(["docker", "info", "--format", "{{.DockerRootDir}}"], capture=True, check=False,
-                        mutating=False, timeout=30)
-    return (result.stdout or "").strip() or None if result.returncode == 0 else None
+#: backups/ holds the dump, the failed version's logs and the history: a floor, not the dump's size.
+BACKUP_MIN_GIB = 0.05
 
 
 def take_backup(root: Path, runner: Runner) -> Path:
