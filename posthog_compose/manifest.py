@@ -18,7 +18,12 @@ MANIFEST_FILE = "variables.yml"
 SERVICES = ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")
 GENERATORS = ("encryption-key", "secret-key", "password")
 NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
-DERIVE_REF_RE = re.compile(r"\{([A-Za-z0-9_]+)\}")
+# {NAME} or {NAME|filter}: a filter rewrites the value, e.g. kafka-url turns "a:1,b:2" into
+# "kafka://a:1,kafka://b:2" (PostHog 1.4x's Django reads its brokers from KAFKA_URL in that form).
+DERIVE_REF_RE = re.compile(r"\{([A-Za-z0-9_]+)(?:\|([a-z-]+))?\}")
+DERIVE_FILTERS = {
+    "kafka-url": lambda value: ",".join(f"kafka://{entry.strip()}" for entry in value.split(",") if entry.strip()),
+}
 
 _REQUIRED_FIELDS = ("name", "category", "description", "format")
 _OPTIONAL_FIELDS = ("default", "secret", "generate", "derive", "required", "services", "production", "removable")
@@ -41,10 +46,14 @@ class Variable:
 
     def derived_from(self) -> list[str]:
         """Names this variable's ``derive`` template refers to."""
-        return DERIVE_REF_RE.findall(self.derive or "")
+        return [match.group(1) for match in DERIVE_REF_RE.finditer(self.derive or "")]
 
     def render_derived(self, values: dict[str, str]) -> str:
-        return DERIVE_REF_RE.sub(lambda m: values.get(m.group(1), ""), self.derive or "")
+        def render(match: re.Match) -> str:
+            value = values.get(match.group(1), "")
+            return DERIVE_FILTERS[match.group(2)](value) if match.group(2) else value
+
+        return DERIVE_REF_RE.sub(render, self.derive or "")
 
 
 @dataclass(frozen=True)
@@ -231,4 +240,8 @@ def parse(data, path: Path) -> Manifest:
         for ref in variable.derived_from():
             if ref not in names:
                 raise fail(f"variable {variable.name} derives from unknown variable {ref}")
+        for match in DERIVE_REF_RE.finditer(variable.derive or ""):
+            if match.group(2) and match.group(2) not in DERIVE_FILTERS:
+                raise fail(f"variable {variable.name} uses unknown derive filter {match.group(2)!r}; "
+                           f"known filters: {', '.join(sorted(DERIVE_FILTERS))}")
     return Manifest(Path(path), categories, variables)

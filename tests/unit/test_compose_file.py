@@ -54,8 +54,11 @@ def test_clickhouse_config_holds_no_secret_or_env_value(manifest):
         for tag in ("level", "max_memory_usage", "kafka_broker_list"):
             assert f"<{tag}>" not in text, f"{xml.name}: <{tag}> must use from_env"
     config = (REPO / "clickhouse" / "config.xml").read_text()
-    for needed in ("<remote_servers>", "<posthog>", "<macros>", "<zookeeper>", "<distributed_ddl>", "kafka_broker_list"):
+    for needed in ("<remote_servers>", "<posthog>", "<macros>", "<zookeeper>", "<distributed_ddl>"):
         assert needed in config
+    # PostHog 1.4x writes the Kafka broker list into each Kafka-engine table (from KAFKA_URL) when its
+    # migrations create them; a ClickHouse-side named collection would be read by nothing.
+    assert "named_collections" not in config
 
 
 def test_only_web_publishes_a_port_and_data_volumes_are_named():

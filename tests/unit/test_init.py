@@ -24,8 +24,9 @@ def test_init_writes_every_variable_with_fresh_secrets(repo, manifest):
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     values = _values(repo)
     assert set(values) == {v.name for v in manifest.variables}
-    for name in ("ENCRYPTION_SALT_KEYS", "ENCRYPTION_KEYS"):
-        assert KEY_RE.match(values[name]), name
+    assert KEY_RE.match(values["ENCRYPTION_SALT_KEYS"])
+    assert "ENCRYPTION_KEYS" not in values  # read by no PostHog release
+    assert values["KAFKA_URL"] == "kafka://" + values["KAFKA_HOSTS"]
     assert len(values["SECRET_KEY"]) >= 50
     for variable in manifest.secrets:
         assert values[variable.name] != variable.default, variable.name

@@ -12,9 +12,16 @@ import urllib.request
 
 VERSION = os.environ.get("STANDIN_VERSION", "v1")
 BROKEN = bool(os.environ.get("STANDIN_BROKEN"))
-REQUIRED = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "CLICKHOUSE_HOST", "CLICKHOUSE_PASSWORD", "KAFKA_HOSTS",
-            "ENCRYPTION_SALT_KEYS")
+# PostHog's DEFAULT_SECRET_KEY; in production Django refuses to start with it (posthog/settings/base_variables.py).
 DEFAULT_SECRET_KEYS = ("", "<randomly generated secret key>")
+
+# The versions PostHog release-1.43.0 accepts (posthog/settings/service_requirements.py; the same data is
+# in the kit's compatibility.yml). Written as semantic_version SimpleSpec strings, as PostHog prints them.
+SERVICE_VERSION_REQUIREMENTS = (
+    ("postgresql", ">=11.0.0,<=14.1.0"),
+    ("redis", ">=5.0.0,<=6.3.0"),
+    ("clickhouse", ">=21.6.0,<23.0.0"),
+)
 
 # As gunicorn, Celery and the plugin server do: SIGTERM (docker stop) ends the process at once.
 # A PID 1 without a handler ignores it, and every stop would wait for Docker's 10 s SIGKILL.
@@ -25,14 +32,157 @@ def log(message):
     print(message, flush=True)
 
 
-def require_configuration():
-    missing = [name for name in REQUIRED if name not in os.environ]
-    if missing:
-        log(f"ImproperlyConfigured: missing environment variable(s): {', '.join(missing)}")
+def str_to_bool(value):
+    """posthog/settings/utils.py: str_to_bool."""
+    return str(value).lower() in ("y", "yes", "t", "true", "on", "1")
+
+
+def env_bool(name, default):
+    value = os.environ.get(name)
+    return default if value is None else str_to_bool(value)
+
+
+# ----------------------------------------------------------------------------- Django (web, worker)
+def django_settings():
+    """The names PostHog 1.43's Django settings read, with its production defaults. Django does NOT read
+    KAFKA_HOSTS at 1.43: its brokers come from KAFKA_URL (posthog/settings/data_stores.py:
+    KAFKA_HOSTS_LIST = [urlparse(host).netloc for host in KAFKA_URL.split(",")]), so without the kafka://
+    scheme an entry is empty."""
+    from urllib.parse import urlparse
+
+    kafka_url = os.environ.get("KAFKA_URL", "kafka://kafka")
+    secure_cookies = env_bool("SECURE_COOKIES", True)  # posthog/settings/access.py: true outside DEBUG/TEST
+    return {
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "<randomly generated secret key>"),
+        "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
+        "REDIS_URL": os.environ.get("REDIS_URL", ""),
+        "CLICKHOUSE_HOST": os.environ.get("CLICKHOUSE_HOST", "localhost"),
+        "CLICKHOUSE_USER": os.environ.get("CLICKHOUSE_USER", "default"),
+        "CLICKHOUSE_PASSWORD": os.environ.get("CLICKHOUSE_PASSWORD", ""),
+        "CLICKHOUSE_DATABASE": os.environ.get("CLICKHOUSE_DATABASE", "default"),
+        "CLICKHOUSE_SECURE": env_bool("CLICKHOUSE_SECURE", True),  # `not TEST and not DEBUG`
+        "CLICKHOUSE_VERIFY": env_bool("CLICKHOUSE_VERIFY", True),
+        "CLICKHOUSE_CA": os.environ.get("CLICKHOUSE_CA") or None,
+        "KAFKA_HOSTS_LIST": [urlparse(entry).netloc for entry in kafka_url.split(",")],
+        "SECURE_SSL_REDIRECT": secure_cookies and not env_bool("DISABLE_SECURE_SSL_REDIRECT", False),
+        "IS_BEHIND_PROXY": env_bool("IS_BEHIND_PROXY", False),
+        "SKIP_SERVICE_VERSION_REQUIREMENTS": env_bool("SKIP_SERVICE_VERSION_REQUIREMENTS", False),
+    }
+
+
+def django_setup():
+    """What importing PostHog's settings and `django.setup()` do before any management command, gunicorn
+    or Celery runs: refuse a missing database/Redis URL or the default SECRET_KEY, then (posthog/apps.py,
+    PostHogConfig.ready) check the versions of PostgreSQL, Redis and ClickHouse."""
+    settings = django_settings()
+    if not settings["DATABASE_URL"]:
+        log('django.core.exceptions.ImproperlyConfigured: The environment vars "DATABASE_URL" or '
+            '"POSTHOG_DB_NAME" are absolutely required to run this software')
         sys.exit(1)
-    if os.environ["SECRET_KEY"] in DEFAULT_SECRET_KEYS:
-        log("ImproperlyConfigured: You are using the default SECRET_KEY in a production environment!")
+    if not settings["REDIS_URL"]:
+        log("django.core.exceptions.ImproperlyConfigured: Env var REDIS_URL or POSTHOG_REDIS_HOST is absolutely "
+            "required to run this software.")
         sys.exit(1)
+    if settings["SECRET_KEY"] in DEFAULT_SECRET_KEYS:
+        log("django.core.exceptions.ImproperlyConfigured: You are using the default SECRET_KEY in a production "
+            "environment!")
+        sys.exit(1)
+    check_service_versions(settings)
+    return settings
+
+
+def version_string_to_semver(version):
+    """posthog/version_requirement.py: drop `(...)` and `-...` suffixes, then major.minor.patch."""
+    parts = version.split("(")[0].split("-")[0].strip().split(".")
+    numbers = [int(part) for part in parts[:3]] + [0] * (3 - len(parts[:3]))
+    return tuple(numbers)
+
+
+def _in_spec(version, spec):
+    import operator
+
+    ops = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+    for clause in spec.split(","):
+        op = next(o for o in (">=", "<=", ">", "<", "==") if clause.startswith(o))
+        if not ops[op](version, version_string_to_semver(clause[len(op):])):
+            return False
+    return True
+
+
+def service_version(service, settings):
+    """Ask the running server, as PostHog does: SHOW server_version, INFO's redis_version, SELECT version()."""
+    if service == "postgresql":
+        connection = connect_db()
+        with connection, connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            return cursor.fetchone()[0]
+    if service == "redis":
+        return str(redis_client().info("server")["redis_version"])
+    answer = clickhouse_query("SELECT version()", settings=settings).strip()
+    # The ClickHouse STAND-IN answers every query with `1`; a real server answers e.g. 22.8.11.15.
+    return answer if "." in answer else None
+
+
+def check_service_versions(settings):
+    if settings["SKIP_SERVICE_VERSION_REQUIREMENTS"]:
+        # posthog/settings/service_requirements.py and posthog/apps.py
+        log("Skipping service version requirements. This is dangerous and PostHog might not work as expected!")
+        log("Skipping async migrations setup. This is unsafe in production!")
+        return
+    for service, spec in SERVICE_VERSION_REQUIREMENTS:
+        raw = service_version(service, settings)
+        if raw is None:
+            log(f"stand-in: the {service} server did not report a version; not checked")
+            continue
+        version = version_string_to_semver(raw)
+        if not _in_spec(version, spec):
+            shown = ".".join(str(n) for n in version)
+            # posthog/apps.py, PostHogConfig.ready (1.4x), word for word.
+            log(f"\033[91mService {service} is in version {shown}. Expected range: {spec}. PostHog may not work "
+                "correctly with the current version. To continue anyway, add SKIP_SERVICE_VERSION_REQUIREMENTS=1 "
+                "as an environment variable\033[0m")
+            sys.exit(1)
+
+
+# ----------------------------------------------------------------------------- plugin server (Node)
+def plugin_server_settings():
+    """The names PostHog 1.4x's plugin server reads (plugin-server/src/config/config.ts: only the keys of
+    its default config, each overridable by the environment). KAFKA_HOSTS, not KAFKA_URL; its
+    CLICKHOUSE_SECURE defaults to false; it has no CLICKHOUSE_VERIFY and no SECRET_KEY."""
+    return {
+        "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1"),
+        "CLICKHOUSE_HOST": os.environ.get("CLICKHOUSE_HOST", "localhost"),
+        "CLICKHOUSE_USER": os.environ.get("CLICKHOUSE_USER", "default"),
+        "CLICKHOUSE_PASSWORD": os.environ.get("CLICKHOUSE_PASSWORD", ""),
+        "CLICKHOUSE_DATABASE": os.environ.get("CLICKHOUSE_DATABASE", "default"),
+        "CLICKHOUSE_SECURE": env_bool("CLICKHOUSE_SECURE", False),
+        "CLICKHOUSE_VERIFY": True,
+        "CLICKHOUSE_CA": os.environ.get("CLICKHOUSE_CA") or None,
+        "KAFKA_HOSTS_LIST": [h.strip() for h in os.environ.get("KAFKA_HOSTS", "kafka:9092").split(",") if h.strip()],
+    }
+
+
+def plugin_server_setup():
+    settings = plugin_server_settings()
+    if not settings["DATABASE_URL"]:
+        log("Error: DATABASE_URL is required (plugin server)")
+        sys.exit(1)
+    return settings
+
+
+def kafka_reachable(hosts, timeout=2.0):
+    import socket
+
+    for entry in hosts:
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit():
+            return False
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+        except OSError:
+            return False
+    return bool(hosts)
 
 
 def connect_db(timeout=60):
@@ -41,7 +191,7 @@ def connect_db(timeout=60):
     deadline = time.time() + timeout
     while True:
         try:
-            return psycopg2.connect(os.environ["DATABASE_URL"], connect_timeout=5)
+            return psycopg2.connect(os.environ.get("DATABASE_URL", ""), connect_timeout=5)
         except psycopg2.OperationalError as exc:
             if time.time() > deadline or "password authentication failed" in str(exc):
                 log(f"django.db.utils.OperationalError: {str(exc).strip()}")
@@ -52,7 +202,7 @@ def connect_db(timeout=60):
 def redis_client():
     import redis
 
-    return redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=5)
+    return redis.Redis.from_url(os.environ.get("REDIS_URL") or "redis://127.0.0.1", socket_timeout=5)
 
 
 def fernet():
@@ -71,20 +221,37 @@ def fernet():
         sys.exit(1)
 
 
-def clickhouse_query(sql="SELECT 1", timeout=60):
-    secure = os.environ.get("CLICKHOUSE_SECURE", "true").lower() == "true"
-    verify = os.environ.get("CLICKHOUSE_VERIFY", "true").lower() == "true"
-    scheme, port = ("https", 8443) if secure else ("http", 8123)
-    context = None
-    if secure:
-        context = ssl.create_default_context(cafile=os.environ.get("CLICKHOUSE_CA") or None)
-        if not verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+def clickhouse_url(settings, path=""):
+    """CLICKHOUSE_HTTP_URL as posthog/settings/data_stores.py builds it: https on 8443 when secure."""
+    scheme, port = ("https", 8443) if settings["CLICKHOUSE_SECURE"] else ("http", 8123)
+    return f"{scheme}://{settings['CLICKHOUSE_HOST']}:{port}/{path}"
+
+
+def _clickhouse_context(settings):
+    if not settings["CLICKHOUSE_SECURE"]:
+        return None
+    context = ssl.create_default_context(cafile=settings["CLICKHOUSE_CA"])
+    if not settings["CLICKHOUSE_VERIFY"]:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def clickhouse_ping(settings):
+    try:
+        with urllib.request.urlopen(clickhouse_url(settings, "ping"), timeout=3,
+                                    context=_clickhouse_context(settings)) as response:
+            return response.status == 200
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def clickhouse_query(sql="SELECT 1", timeout=60, settings=None):
+    settings = settings or django_settings()
+    context = _clickhouse_context(settings)
     request = urllib.request.Request(
-        f"{scheme}://{os.environ['CLICKHOUSE_HOST']}:{port}/?query={urllib.parse.quote(sql)}",
-        headers={"X-ClickHouse-User": os.environ.get("CLICKHOUSE_USER", "default"),
-                 "X-ClickHouse-Key": os.environ["CLICKHOUSE_PASSWORD"]})
+        clickhouse_url(settings, f"?query={urllib.parse.quote(sql)}"),
+        headers={"X-ClickHouse-User": settings["CLICKHOUSE_USER"], "X-ClickHouse-Key": settings["CLICKHOUSE_PASSWORD"]})
     deadline = time.time() + timeout
     while True:
         try:
@@ -98,4 +265,3 @@ def clickhouse_query(sql="SELECT 1", timeout=60):
                 log(f"clickhouse_driver.errors.NetworkError: {exc}")
                 sys.exit(1)
             time.sleep(1)
-
