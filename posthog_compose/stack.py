@@ -364,28 +364,43 @@ COMPOSE_FINISH_SECONDS = 30.0
 
 
 def readiness(values: dict[str, str], timeout: float = 3.0) -> tuple[bool, bool, str]:
-    """PostHog's readiness (`GET /_readyz?role=web`: PostgreSQL reachable and migrated, ClickHouse, Kafka,
-    Redis, Celery broker; 503 when one fails). Returns (ready, answered, detail). A server without
-    /_readyz (404) is asked /_health instead."""
+    """PostHog's readiness: `GET /_readyz` (every check: PostgreSQL reachable and migrated, ClickHouse,
+    Kafka, Redis, the Celery broker; 503 naming the failing ones). Returns (ready, answered, detail).
+    A server without /_readyz (404, older releases) is asked /_health instead. The header keeps
+    Django's SSL redirect (IS_BEHIND_PROXY=true) from answering 301, as the web healthcheck does."""
     base = f"http://127.0.0.1:{values.get('WEB_PORT', '8080')}"
     detail = ""
-    for path in ("/_readyz?role=web", "/_health"):
+    for path in ("/_readyz", "/_health"):
+        request = urllib.request.Request(f"{base}{path}", headers={"X-Forwarded-Proto": "https"})
         try:
-            with urllib.request.urlopen(f"{base}{path}", timeout=timeout) as response:
-                return True, True, f"{path.split('?')[0]} answered {response.status}"
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return True, True, f"{path} answered {response.status}"
         except urllib.error.HTTPError as exc:
-            if exc.code == 404 and path.startswith("/_readyz"):
+            if exc.code == 404 and path == "/_readyz":
                 continue
-            body = ""
-            try:
-                body = exc.read(300).decode(errors="replace").strip().splitlines()[0][:200]
-            except (OSError, IndexError):
-                pass
-            return False, True, f"{path.split('?')[0]} answered {exc.code}{': ' + body if body else ''}"
+            return False, True, f"{path} answered {exc.code}{_failing_checks(exc)}"
         except (urllib.error.URLError, OSError) as exc:
             detail = f"{base} unreachable ({getattr(exc, 'reason', exc)})"
             return False, False, detail
     return False, True, detail or "no readiness endpoint"
+
+
+def _failing_checks(error: urllib.error.HTTPError) -> str:
+    """': postgres, cache failing' from /_readyz's JSON body, or its first line."""
+    try:
+        body = error.read(2000).decode(errors="replace")
+    except OSError:
+        return ""
+    try:
+        checks = json.loads(body)
+    except ValueError:
+        first = body.strip().splitlines()[:1]
+        return f": {first[0][:120]}" if first else ""
+    if isinstance(checks, dict):
+        failing = [name for name, ok in checks.items() if ok is False]
+        if failing:
+            return f": {', '.join(failing)} failing"
+    return ""
 
 
 def _process_error(process: subprocess.Popen) -> str:
