@@ -1,5 +1,6 @@
-"""The running deployment as Compose reports it: service states from `compose ps`, waiting
-for health with live per-service progress, the URL check the seed promises, recent logs."""
+"""The running deployment as Compose reports it: service states from `compose ps` and `docker
+inspect`, waiting for health with live per-service progress (judging a service only after
+Compose acted on it, and web by PostHog's readiness), the readiness and URL checks, recent logs."""
 
 from __future__ import annotations
 
@@ -283,7 +284,9 @@ def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = 
                 process.terminate()
             raise_failure(root, runner, failed, states)
         ready = {name: name in states and states[name].ready for name in expected}
-        if ready_probe is not None and "web" in states and states["web"].state == "running":
+        # Readiness is asked once Compose is done: before, the answer may come from the web
+        # container Compose is about to replace.
+        if ready_probe is not None and compose_done and "web" in states and states["web"].state == "running":
             web_ready, broken = ready_probe.poll()
             if broken:
                 display.finish()

@@ -2,13 +2,19 @@
 
 Owns the upgrade plan (which variable, which services, the exact .env diff), the gates of
 upgrades.yml, the PostgreSQL backup before the switch (pg_dump inside `db`, verified with
-pg_restore), the switch itself, the automatic rollback, and the history file.
+pg_restore), the switch itself, the automatic rollback, the history file, and the replay of an
+upgrade a killed task left half done (``recover``).
 
 Order, so that every failure before the switch changes nothing:
-validate --to -> plan (and --dry-run stops here) -> gates -> config-check -> free disk -> backup
--> pull (or use the local image) -> --pin-digest -> Postgres major check -> switch .env ->
-recreate -> health -> URL check. A failure after the switch restores the old value and
-recreates the services on it.
+validate --to -> take the deployment lock -> finish or undo an interrupted operation -> plan
+("already at the target" is decided here, under the lock) -> gates -> config-check -> free disk
+(Docker's data root and backups/) -> backup -> pull (or use the local image) -> --pin-digest ->
+Postgres major check -> journal the intent -> switch .env -> recreate (web judged by PostHog's
+readiness: a version that exits, restarts, or answers without turning ready fails within
+seconds) -> the containers run the new image -> URL check. A failure or Ctrl-C after the switch
+restores the old value and recreates the services on it, with Ctrl-C deferred until the
+rollback has finished and a full disk costing only the saved logs; the journal lets the next
+task undo a switch whose task was killed.
 """
 
 from __future__ import annotations

@@ -90,8 +90,10 @@ def run(deployment, *args: str, fault: str | None = None) -> tuple[int, str]:
 
 
 def ready(deployment) -> tuple[bool, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{deployment.values()['WEB_PORT']}/_readyz",
+                                     headers={"X-Forwarded-Proto": "https"})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{deployment.values()['WEB_PORT']}/_health", timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=10) as r:
             return r.status == 200, str(r.status)
     except (urllib.error.URLError, OSError) as exc:
         return False, str(getattr(exc, "code", exc))
