@@ -293,8 +293,9 @@ def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = 
                 if process is not None and process.poll() is None:
                     process.terminate()
                 raise_failure(root, runner, ["web"], states, broken)
-            # Docker's health lags (interval 5 s, start_period 300 s): readiness is the judge.
-            ready["web"] = web_ready
+            # Readiness judges failure early (Docker's health lags: interval 5 s, start_period 300 s);
+            # success needs both, so that `status` agrees the moment the task reports it.
+            ready["web"] = web_ready and ready["web"]
         if all(ready.values()):
             if process is None or process.poll() is not None:
                 display.finish()

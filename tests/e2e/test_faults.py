@@ -273,32 +273,25 @@ def upgrade_sigkill_during_rollback(d):
     assert history(d)[-1]["result"] == "interrupted"
 
 
-def upgrade_second_run_during_the_first(d):
-    """Finding 5: the decision "already at the target" is taken under the lock."""
+def upgrade_second_run_during_the_first_and_outage(d):
+    """Finding 5: the decision "already at the target" is taken under the lock. The first upgrade
+    is a good one: its outage (GET / failing) is measured (issue 13's goal: at or under 2 s)."""
     target = other(d)
-    first = Task(d, "upgrade", "--to", target, "--skip-backup")
-    first.wait_for("Switching POSTHOG_IMAGE")
-    code, output = run(d, "upgrade", "--to", target, "--skip-backup")
-    assert code != 0 and "is changing this deployment" in output, output
-    assert first.finish() == 0, first.output
+    with DowntimeProbe(int(d.values()["WEB_PORT"])) as probe:
+        first = Task(d, "upgrade", "--to", target, "--skip-backup")
+        first.wait_for("Switching POSTHOG_IMAGE")
+        code, output = run(d, "upgrade", "--to", target, "--skip-backup")
+        assert code != 0 and "is changing this deployment" in output, output
+        assert first.finish() == 0, first.output
     assert_healthy(d, image(target))
     code, output = run(d, "upgrade", "--to", target, "--skip-backup")
     assert code == 0 and "already" in output and "running containers use it" in output
-
-
-def upgrade_good_outage(d):
-    """Issue 13: a good upgrade's outage (GET / failing) stays at or under 2 s."""
-    target = other(d)
-    with DowntimeProbe(int(d.values()["WEB_PORT"])) as probe:
-        code, output = run(d, "upgrade", "--to", target, "--skip-backup")
-    assert code == 0, output
     TIMINGS["good_upgrade_outage_seconds"] = round(probe.longest_outage(), 2)
     # The goal is 2 s (Compose creates the new container before it stops the old one; what is left is
     # the engine starting it and the new web's migrate + boot, about 1.9 s on an idle 2-core machine).
     # On a loaded CI machine it stretches: the bound here catches a regression to a stop-then-pull or
     # a wait on Docker's health, and the measurement is in test-artifacts/e2e-faults.json.
     assert probe.longest_outage() <= 5.0
-    assert_healthy(d, image(target))
 
 
 def upgrade_broken_version(d):
@@ -385,8 +378,10 @@ def _rotation_killed_at(d, step):
     code, status = run(d, "status")
     assert "8 of 8 services running and healthy." not in status and "An interrupted rotation is recorded" in status
     if step == "rotation-altered":
-        # The database already has the new password, .env the old one: PostHog cannot log in.
-        assert "web: degraded: readiness fails" in status, status
+        # The database already has the new password, .env the old one: PostHog cannot log in, and
+        # web is reported down (restarting) or degraded (readiness names postgres), never ok.
+        web = next(line.split() for line in status.splitlines() if line.startswith("web "))
+        assert web[3] in ("down", "degraded"), status
     code, check = run(d, "harden", "--check")
     assert code == 1 and "unfinished" in check
     out = recover_with_up(d)
@@ -394,21 +389,27 @@ def _rotation_killed_at(d, step):
     assert d.values()["POSTGRES_PASSWORD"] == new
 
 
-def rotation_sigkill_after_journal(d):
-    _rotation_killed_at(d, "rotation-journal-written")
-
-
 def rotation_sigkill_after_alter_role(d):
     """Finding 4: SIGKILL between ALTER ROLE and the .env write must not lose the password."""
     _rotation_killed_at(d, "rotation-altered")
 
 
-def rotation_sigint_after_alter_role(d):
+def rotation_sigkill_after_journal_then_sigint_after_alter_role(d):
+    """A rotation killed right after its journal is finished by the next task that starts (here
+    another `init --rotate`), whose own rotation then gets Ctrl-C after ALTER ROLE: deferred until
+    .env holds the new password."""
     old = d.values()["POSTGRES_PASSWORD"]
+    code, output = run(d, "init", "--rotate", "POSTGRES_PASSWORD", fault="kill:rotation-journal-written")
+    assert code == -signal.SIGKILL
+    first = json.loads((d.root / ".deploy" / "journal" / "rotation.json").read_text())["env"]["POSTGRES_PASSWORD"]
+    assert d.values()["POSTGRES_PASSWORD"] == old
     code, output = run(d, "init", "--rotate", "POSTGRES_PASSWORD", fault="int:rotation-altered")
+    assert "rotation was interrupted; finishing it" in output and "Rotation finished" in output, output
     assert code == 130, output
     no_traceback(output)
-    assert d.values()["POSTGRES_PASSWORD"] != old  # the section finished before the interrupt
+    new = d.values()["POSTGRES_PASSWORD"]
+    assert new not in (old, first)  # the second rotation finished before the interrupt took effect
+    assert not (d.root / ".deploy" / "journal" / "rotation.json").exists()
     recover_with_up(d)
 
 
@@ -442,13 +443,13 @@ ROWS = [
     ("upgrade", "web being recreated (+0.1 s)", "SIGINT", upgrade_sigint_as_web_is_recreated),
     ("upgrade", "failure reported, rollback", "SIGINT twice", upgrade_two_ctrl_c_during_rollback),
     ("upgrade", "rollback", "SIGKILL", upgrade_sigkill_during_rollback),
-    ("upgrade", "switch in progress", "second upgrade to the same target", upgrade_second_run_during_the_first),
-    ("upgrade", "good version", "none (outage measured)", upgrade_good_outage),
+    ("upgrade", "switch in progress (good version, outage measured)", "second upgrade to the same target",
+     upgrade_second_run_during_the_first_and_outage),
     ("upgrade", "broken version", "web never ready", upgrade_broken_version),
-    ("upgrade", "backup and failed logs", "full tmpfs on backups/", upgrade_full_backups_disk),
-    ("rotation", "journal written", "SIGKILL", rotation_sigkill_after_journal),
+    ("upgrade", "backup, then failed logs", "full tmpfs on backups/", upgrade_full_backups_disk),
     ("rotation", "after ALTER ROLE", "SIGKILL", rotation_sigkill_after_alter_role),
-    ("rotation", "after ALTER ROLE", "SIGINT", rotation_sigint_after_alter_role),
+    ("rotation", "journal written, then after ALTER ROLE", "SIGKILL, then SIGINT",
+     rotation_sigkill_after_journal_then_sigint_after_alter_role),
     ("engine", "running stack", "dockerd restart, containers kept", engine_restart_keeps_containers),
 ]
 

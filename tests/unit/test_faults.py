@@ -333,3 +333,17 @@ def test_the_disk_checks_name_docker_root_and_backups(tmp_path, monkeypatch):
     monkeypatch.setattr(journal, "docker_root", lambda env=None: None)
     found = journal.disks(tmp_path)
     assert found[0] == ("Docker's data root", None, None)
+
+
+def test_doctor_measures_docker_root_and_backups_and_says_when_it_cannot(tmp_path, monkeypatch):
+    from posthog_compose import doctor
+
+    monkeypatch.setattr(journal, "disks", lambda root, env=None: [("Docker's data root", "/var/lib/docker", None),
+                                                                  ("backups/", str(tmp_path), 50.0)])
+    check = doctor._disk(tmp_path)
+    assert check.status == "warning"
+    assert "Docker's data root: cannot be measured from this host (/var/lib/docker is not readable here)" in check.detail
+    monkeypatch.setattr(journal, "disks", lambda root, env=None: [("Docker's data root", "/d", 5.0),
+                                                                  ("backups/", str(tmp_path), 0.5)])
+    check = doctor._disk(tmp_path)
+    assert check.status == "error" and "5 GB free on Docker's data root (/d)" in check.detail
