@@ -100,13 +100,40 @@ def init(root: Path, manifest: Manifest, force: bool = False, rotate: list[str] 
     for variable in missing:
         env.set(variable.name, values[variable.name])
         result.added.append(variable.name)
+    if missing or not rotate:
+        env.write(path)
     if rotate:
+        _rotate(root, manifest, rotate, result)
+    return result
+
+
+def _rotate(root: Path, manifest: Manifest, rotate: list[str], result: InitResult) -> None:
+    """`init --rotate`: journaled like harden's rotation (rotation.commit), under the deployment
+    lock, after finishing whatever a killed task left. On a deployment whose PostgreSQL volume
+    exists, POSTGRES_PASSWORD is changed inside the database first, so PostHog keeps its database."""
+    from . import journal
+    from .engine import Runner, docker_env
+
+    runner = Runner(Path(root), env=docker_env())
+    with journal.deployment_lock(root, "init"):
+        from .lifecycle import recover
+
+        if journal.pending(root):
+            recover(root, runner)
+        env = EnvFile.load(env_path(root))
         # The shared planner: derived URLs keep what was appended (`?sslmode=...`, rediss://).
         # Key lists keep their old keys as on a live deployment: init cannot tell whether data exists.
         planned = rotation.plan(manifest, env.values(), rotate, live=True)
-        for name, value in planned.changes.items():
-            env.set(name, value)
+        password = planned.changes.get("POSTGRES_PASSWORD")
+        if password and not _has_data(root, runner):
+            password = None
+        rotation.commit(root, runner if password else None, planned.changes, password)
         result.rotated.extend(planned.rotated)
         result.warnings.extend(planned.warnings)
-    env.write(path)
-    return result
+
+
+def _has_data(root: Path, runner) -> bool:
+    try:
+        return rotation.has_data(root, runner)
+    except OperatorError:
+        return False  # no Compose or no engine here: nothing runs, so .env is the only place

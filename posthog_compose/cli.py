@@ -53,7 +53,8 @@ def os_error_line(exc: OSError) -> str:
         errno.ENOTDIR: "has a file where a directory is expected; move it away",
         errno.EACCES: "cannot be accessed by this user; check its owner and mode",
         errno.EPERM: "may not be changed (immutable or owned by another user); check `lsattr` and its owner",
-        errno.ENOSPC: "could not be written: the disk is full; free some space",
+        errno.ENOSPC: "could not be written: the disk is full; free some space there (`df -h` shows where)",
+        errno.EDQUOT: "could not be written: the disk quota is used up; free some space",
         errno.EROFS: "is on a read-only file system",
         errno.ENOENT: "does not exist",
     }

@@ -106,14 +106,28 @@ def _cpus() -> Check:
     return Check("cpus", "ok", str(count))
 
 
-def _disk(root: Path) -> Check:
-    free_gb = shutil.disk_usage(root).free / 1024 ** 3
-    if free_gb < MIN_DISK_GB:
-        return Check("disk", "error", f"{free_gb:.0f} GB free where the deployment lives; at least {MIN_DISK_GB} GB needed",
-                     "free space or move Docker's data root to a larger disk")
-    if free_gb < GOOD_DISK_GB:
-        return Check("disk", "warning", f"{free_gb:.0f} GB free; {GOOD_DISK_GB} GB recommended", "watch volume growth")
-    return Check("disk", "ok", f"{free_gb:.0f} GB free")
+def _disk(root: Path, env: dict | None = None) -> Check:
+    """Free space where it matters: Docker's data root (volumes, images) and backups/ (dumps)."""
+    from .journal import disks
+
+    worst, notes, fix = "ok", [], ""
+    for label, path, free_gb in disks(root, env):
+        if free_gb is None:
+            notes.append(f"{label}: cannot be measured from this host"
+                         + (f" ({path} is not readable here)" if path else " (the engine does not say where it is)"))
+            worst = "warning" if worst == "ok" else worst
+            continue
+        if label == "backups/":
+            notes.append(f"{free_gb:.0f} GB free for backups/")
+            if free_gb < 1:
+                worst, fix = "error", "free space under backups/: an upgrade's dump and logs need room"
+            continue
+        notes.append(f"{free_gb:.0f} GB free on Docker's data root ({path})")
+        if free_gb < MIN_DISK_GB:
+            worst, fix = "error", "free space or move Docker's data root to a larger disk"
+        elif free_gb < GOOD_DISK_GB and worst == "ok":
+            worst, fix = "warning", f"{GOOD_DISK_GB} GB recommended; watch volume growth"
+    return Check("disk", worst, "; ".join(notes), fix)
 
 
 def _web_port(root: Path, runner) -> tuple[Check, bool]:

@@ -272,7 +272,14 @@ CHECKS = {
 # ----------------------------------------------------------------------------- --check
 def check(root: Path, runner: Runner, as_json: bool = False) -> int:
     """Report every item; exit 1 when an item that can be checked fails."""
+    from . import journal
+
     results = evaluate(read_state(Path(root)))
+    for kind in journal.pending(Path(root)):
+        # A rotation killed between ALTER ROLE and the .env write: .env may not hold the password.
+        results.insert(0, Result("unfinished", f"no interrupted {kind} is pending", "check", "fail",
+                                 f"an interrupted {kind} is recorded in {journal.JOURNAL_DIR}/",
+                                 "invoke up (finishes or undoes it)"))
     failed = [r for r in results if r.status == "fail"]
     if as_json:
         print(json.dumps({"ok": not failed, "items": [asdict(r) for r in results]}, indent=2))
@@ -409,11 +416,26 @@ def _with_query(url: str, query: str) -> str:
 
 
 def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate_all: bool = False) -> int:
-    """Show the plan, confirm, back up, apply, recreate what changed, and verify."""
+    """Show the plan, confirm, back up, apply, recreate what changed, and verify.
+
+    Everything, from reading the state to the verification, runs under the deployment lock and
+    after an interrupted operation in the journal was finished or undone: a plan is never made
+    from a .env that a killed rotation left behind."""
     from .envfile import EnvFile, env_path
 
-    EnvFile.load(env_path(root)).refuse_duplicates()  # before any backup or plan (hook: hostile input)
+    EnvFile.load(env_path(root)).refuse_duplicates()  # before any backup or plan
     root = Path(root)
+    if runner.dry_run:
+        return _apply_planned(root, runner, only, yes, rotate_all)
+    from . import journal
+    from .lifecycle import recover
+
+    with journal.deployment_lock(root, "harden"):
+        recover(root, runner)
+        return _apply_planned(root, runner, only, yes, rotate_all)
+
+
+def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotate_all: bool) -> int:
     change, results = plan(root, runner, only, rotate_all)
     for line in change.skipped:
         print(f"cannot apply: {line}")
@@ -439,14 +461,21 @@ def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate
         _confirm()
     saved = _backup_files(root)
     print(f"Backed up to {saved.relative_to(root)}.")
-    _apply(root, runner, change)
+    try:
+        _apply(root, runner, change)
+    except KeyboardInterrupt:
+        raise OperatorError("interrupted; what was started was finished or not begun. `invoke harden --check` shows "
+                            "where it stands, and `invoke up` recreates the services on the current .env", code=130)
+    if running:
+        try:
+            _recreate_all(root, runner)
+        except KeyboardInterrupt:
+            raise OperatorError("interrupted after the new configuration was written: run `invoke up` to recreate "
+                                "the services on it", code=130)
     if running:
         from . import stack
         from .envfile import EnvFile, env_path
 
-        print("Recreating the services whose configuration changed ...")
-        stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--remove-orphans"),
-                             list(_all_services()), 600)
         ok, detail = stack.check_url(EnvFile.load(env_path(root)).resolved())
         if not ok:
             raise OperatorError(f"applied, but the URL check fails: {detail}. The previous files are in "
@@ -457,6 +486,15 @@ def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate
     print(f"Hardened: {', '.join(change.items)}" + (f"; still failing: {', '.join(still)}" if still else "")
           + (". The deployment is healthy." if running else ". Start it with `invoke up`."))
     return 1 if still else 0
+
+
+def _recreate_all(root: Path, runner: Runner) -> None:
+    from . import stack
+    from .envfile import EnvFile, env_path
+
+    print("Recreating the services whose configuration changed ...")
+    stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--remove-orphans"),
+                         list(_all_services()), 600, readiness_values=EnvFile.load(env_path(root)).resolved())
 
 
 def _all_services() -> tuple[str, ...]:
@@ -493,16 +531,8 @@ def _backup_files(root: Path) -> Path:
 
 
 def _apply(root: Path, runner: Runner, change: Change) -> None:
-    from .envfile import EnvFile, env_path
-
     if change.untrack_env:
         runner.run(["git", "-C", str(root), "rm", "--cached", "--quiet", "--", ".env"], capture=True)
-    if change.rotation and change.rotation.postgres_password:
-        _ensure_db_running(root, runner)
-        env = EnvFile.load(env_path(root)).resolved()
-        rotation.set_postgres_password(root, runner, env.get("POSTGRES_USER", "posthog"),
-                                       env.get("POSTGRES_DB", "posthog"), change.rotation.postgres_password)
-        print("PostgreSQL password changed inside the database (ALTER ROLE); now .env.")
     if change.certificates:
         written = certs.ensure(root)
         print(f"Certificates written: {', '.join(written) or 'none needed'}.")
@@ -512,12 +542,10 @@ def _apply(root: Path, runner: Runner, change: Change) -> None:
         from . import proxy  # with the edge proxy on, COMPOSE_FILE must list the override too
 
         proxy.include_override(root)
-    env = EnvFile.load(env_path(root))
-    for name, value in change.env.items():
-        env.set(name, value)
-    for name in change.env_remove:
-        env.remove(name)
-    env.write()  # atomic, 0600 (also fixes the mode)
+    # Journaled: the new values are recorded (0600) before PostgreSQL's password changes, so a
+    # kill between ALTER ROLE and the .env write cannot lose it (see rotation.commit).
+    rotation.commit(root, runner, dict(change.env),
+                    change.rotation.postgres_password if change.rotation else None, list(change.env_remove))
 
 
 def _ensure_db_running(root: Path, runner: Runner) -> None:

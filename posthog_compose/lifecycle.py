@@ -29,74 +29,172 @@ def _values(root: Path) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- up
 def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeout: float = 600.0) -> None:
-    from . import bootstrap, checks, manifest, stack
+    from . import bootstrap, checks, journal, manifest, stack
     from .envfile import env_path
 
     services = _services(services)
     targets = services or list(SERVICES)
     print(f"Plan: {'create .env, ' if not env_path(root).exists() else ''}check the configuration, start "
-          f"{', '.join(targets)}{', wait until healthy' if wait else ''}"
-          f"{', check the URL' if wait and 'web' in targets else ''}.")
-    if not env_path(root).exists():
-        if runner.dry_run:
-            print("(dry run) would write .env with fresh secrets (invoke init)")
-        else:
-            print(bootstrap.init(root, manifest.load(root)).summary())
-    if env_path(root).exists():
-        checks.require_clean(root)
-        if not runner.dry_run:
-            compose.record_project_name(root)
-    command = compose.command(root, "up", "--detach", *(["--wait", "--wait-timeout", str(int(timeout))] if wait else []),
-                              *services)
+          f"{', '.join(targets)}{', wait until PostHog is ready' if wait else ''}.")
     if runner.dry_run:
-        runner.run(command)
+        if not env_path(root).exists():
+            print("(dry run) would write .env with fresh secrets (invoke init)")
+        runner.run(compose.command(root, "up", "--detach", *services))
         return
-    started = time.monotonic()
-    if not wait:
-        runner.run(command)
-        print(f"Started {', '.join(targets)} without waiting; follow with `invoke status`.")
-        return
-    stack.start_and_wait(root, runner, command, targets, timeout + 30)
-    elapsed = time.monotonic() - started
+    with journal.deployment_lock(root, "up"):
+        if not env_path(root).exists():
+            print(bootstrap.init(root, manifest.load(root)).summary())
+        recover(root, runner)
+        checks.require_clean(root)
+        compose.record_project_name(root)
+        # No --wait: Compose starts what is missing, exited or outdated, and this tool judges the
+        # result only after Compose has acted on each service (stack.Watch).
+        command = compose.command(root, "up", "--detach", *services)
+        started = time.monotonic()
+        if not wait:
+            runner.run(command)
+            print(f"Started {', '.join(targets)} without waiting; follow with `invoke status`.")
+            return
+        values = _values(root)
+        stack.start_and_wait(root, runner, command, targets, timeout,
+                             readiness_values=values if "web" in targets else None)
+        elapsed = time.monotonic() - started
+        check_images_match(root, runner, targets)
     if "web" not in targets:
         print(f"Started {', '.join(targets)}: healthy in {elapsed:.0f}s.")
         return
-    values = _values(root)
     ok, detail = stack.check_url(values)
     if not ok:
         stack.raise_failure(root, runner, ["web"], {s.service: s for s in stack.service_states(root, runner)},
                             f"URL check failed: {detail}")
-    print(f"URL check: {detail}.")
+    print(f"Readiness and URL check: {detail}.")
     print(f"PostHog is up at {values.get('SITE_URL', '')} ({len(targets)} services healthy in {elapsed:.0f}s).")
 
 
-# ----------------------------------------------------------------------------- status
-def status(root: Path, runner: Runner, as_json: bool = False) -> None:
+def recover(root: Path, runner: Runner) -> None:
+    """Finish or undo what a killed task left in the journal (the caller holds the deployment lock)."""
+    from . import journal, rotation, upgrade
+
+    for kind in journal.pending(root):
+        if kind == "rotation":
+            rotation.recover(root, runner)
+        elif kind == "upgrade":
+            upgrade.recover(root, runner)
+
+
+def check_images_match(root: Path, runner: Runner, services: list[str]) -> None:
+    """Success only when the running containers were created from the images .env names."""
     from . import stack
+    from .manifest import SERVICES as ALL
 
-    from . import diskusage
+    document = compose.load_document(root)
+    values = _values(root)
+    details = stack.inspect_containers(root, runner)
+    wrong = []
+    for name in services:
+        if name not in ALL or name not in details:
+            continue
+        configured = str(((document.data.get("services") or {}).get(name) or {}).get("image", ""))
+        expected = _interpolate(configured, values)
+        if expected and details[name].image != expected:
+            wrong.append(f"{name} runs {details[name].image}, .env says {expected}")
+    if wrong:
+        raise OperatorError(f"containers do not match .env ({'; '.join(wrong)}); run `invoke up` to recreate them")
 
-    states = {s.service: s for s in stack.service_states(root, runner)}
-    disk = diskusage.for_status(root, runner)
-    if as_json:
-        print(json.dumps({"services": [{"service": name, **(vars(states[name]) if name in states else {"state": "missing"})}
-                                       for name in SERVICES], "disk": disk.to_dict()}, indent=2))
-        return
-    rows = [("SERVICE", "STATE", "HEALTH", "UPTIME", "PORTS", "IMAGE")]
+
+def _interpolate(text: str, values: dict[str, str]) -> str:
+    """${NAME}, ${NAME:?message} and ${NAME:-default} as Compose reads them (enough for image lines)."""
+    import re
+
+    def replace(match):
+        name, _, rest = match.group(1).partition(":")
+        if name in values and values[name] != "":
+            return values[name]
+        return rest[1:] if rest.startswith("-") else ""
+
+    return re.sub(r"\$\{([^}]+)\}", replace, text)
+
+
+# ----------------------------------------------------------------------------- status
+def dependencies(root: Path) -> dict[str, list[str]]:
+    """service -> the services it depends on (docker-compose.yml's depends_on)."""
+    document = compose.load_document(root)
+    result = {}
+    for name, body in (document.data.get("services") or {}).items():
+        depends = (body or {}).get("depends_on") or []
+        result[name] = list(depends) if isinstance(depends, (list, dict)) else []
+    return result
+
+
+def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool, str] | None) -> dict[str, str]:
+    """service -> "ok", "degraded: ..." or "down: ..."; web is degraded when PostHog's readiness
+    fails even though Docker calls it healthy, and any service whose dependency is not ready is
+    degraded (web "healthy" while db has exited cannot serve)."""
+    verdicts: dict[str, str] = {}
     for name in SERVICES:
         state = states.get(name)
         if state is None:
-            rows.append((name, "not created", "-", "-", "-", "-"))
+            verdicts[name] = "down: not created"
+        elif not state.ready:
+            verdicts[name] = f"down: {state.label()}"
+        else:
+            verdicts[name] = "ok"
+    if ready is not None and verdicts.get("web") == "ok" and not ready[0]:
+        verdicts["web"] = f"degraded: readiness fails ({ready[2]})"
+    for name in SERVICES:
+        if verdicts[name] != "ok":
+            continue
+        missing = [dep for dep in depends.get(name, []) if not verdicts.get(dep, "ok").startswith("ok")
+                   and dep in SERVICES and not (states.get(dep) and states[dep].ready)]
+        if missing:
+            verdicts[name] = f"degraded: depends on {', '.join(missing)} (not running)"
+    return verdicts
+
+
+def status(root: Path, runner: Runner, as_json: bool = False) -> None:
+    from . import diskusage, journal, stack
+    from .envfile import env_path
+
+    states = {s.service: s for s in stack.service_states(root, runner)}
+    disk = diskusage.for_status(root, runner)
+    ready = None
+    if "web" in states and states["web"].state == "running" and env_path(root).exists():
+        ready = stack.readiness(_values(root))
+    verdicts = assess(states, dependencies(root), ready)
+    unfinished = journal.pending(root)
+    if as_json:
+        rows = []
+        for name in SERVICES:
+            row = {"service": name, **(vars(states[name]) if name in states else {"state": "missing"}),
+                   "verdict": verdicts[name]}
+            if name == "web" and ready is not None:
+                row["readiness"] = {"ready": ready[0], "detail": ready[2]}
+            rows.append(row)
+        print(json.dumps({"services": rows, "disk": disk.to_dict(), "unfinished": list(unfinished)}, indent=2))
+        return
+    rows = [("SERVICE", "STATE", "HEALTH", "VERDICT", "UPTIME", "PORTS", "IMAGE")]
+    for name in SERVICES:
+        state = states.get(name)
+        if state is None:
+            rows.append((name, "not created", "-", verdicts[name].split(":")[0], "-", "-", "-"))
             continue
         uptime = state.status.split("(")[0].replace("Up ", "") if state.state == "running" else "-"
-        rows.append((name, state.state, state.health or "-", uptime.strip() or "-", ",".join(state.ports) or "-",
-                     state.image.rsplit("/", 1)[-1]))
+        rows.append((name, state.state, state.health or "-", verdicts[name].split(":")[0], uptime.strip() or "-",
+                     ",".join(state.ports) or "-", state.image.rsplit("/", 1)[-1]))
     from .cli import table
 
     print(table(rows))
+    for name in SERVICES:
+        if verdicts[name].startswith("degraded"):
+            print(f"{name}: {verdicts[name]}")
+    if ready is not None:
+        print(f"PostHog readiness: {ready[2]}.")
+    for kind in unfinished:
+        print(f"An interrupted {kind} is recorded in .deploy/journal/: `invoke up` finishes or undoes it.")
     print("\n".join(disk.lines()))
-    ready = sum(1 for name in SERVICES if name in states and states[name].ready)
-    print(f"{ready} of {len(SERVICES)} services running and healthy.")
+    good = sum(1 for name in SERVICES if verdicts[name] == "ok")
+    print(f"{good} of {len(SERVICES)} services running and healthy"
+          f"{'' if good == len(SERVICES) and not unfinished else ' (see above)'}.")
 
 
 # ----------------------------------------------------------------------------- logs

@@ -177,3 +177,73 @@ def set_postgres_password(root: Path, runner: Runner, user: str, database: str, 
         detail = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
         raise OperatorError(f"changing the PostgreSQL password inside `db` failed ({detail[0]}); .env was not "
                             "changed. Check `invoke logs -s db`, then run `invoke harden` again")
+
+
+# ----------------------------------------------------------------------------- journaled commit
+def commit(root: Path, runner: Runner | None, env_changes: dict[str, str], postgres_password: str | None,
+           env_remove: list[str] | None = None) -> None:
+    """Apply a rotation so that no kill can lose a secret: the intent (every new value, in a 0600
+    journal next to .env) is written first, then PostgreSQL's password is changed (ALTER ROLE),
+    then .env; the journal goes only when .env holds the new values. A task killed in between
+    leaves the journal, and the next task replays it (``recover``): ALTER ROLE again, .env again."""
+    from . import journal
+
+    journal.write(root, "rotation", {"env": env_changes, "remove": list(env_remove or []),
+                                     "postgres": bool(postgres_password)})
+    journal.fault_point("rotation-journal-written")
+    _replay(root, runner, env_changes, postgres_password, list(env_remove or []))
+
+
+def _replay(root: Path, runner: Runner | None, env_changes: dict[str, str], postgres_password: str | None,
+            env_remove: list[str]) -> None:
+    from . import journal
+    from .envfile import EnvFile, env_path
+
+    with journal.critical("a secret rotation is changing PostgreSQL and .env"):
+        if postgres_password:
+            if runner is None:
+                raise OperatorError("internal: a live PostgreSQL rotation needs the engine")
+            _ensure_db(root, runner)
+            values = EnvFile.load(env_path(root)).resolved()
+            set_postgres_password(root, runner, values.get("POSTGRES_USER", "posthog"),
+                                  values.get("POSTGRES_DB", "posthog"), postgres_password)
+            print("PostgreSQL password changed inside the database (ALTER ROLE); now .env.")
+            journal.fault_point("rotation-altered")
+        env = EnvFile.load(env_path(root))
+        for name, value in env_changes.items():
+            env.set(name, value)
+        for name in env_remove:
+            env.remove(name)
+        env.write()  # atomic, 0600
+        journal.fault_point("rotation-env-written")
+        journal.clear(root, "rotation")
+
+
+def recover(root: Path, runner: Runner) -> None:
+    """Finish a rotation a killed task left in the journal (the caller holds the deployment lock).
+    Rolling forward is always possible: ALTER ROLE to the journal's password is idempotent."""
+    from . import journal
+
+    entry = journal.read(root, "rotation")
+    if not entry:
+        return
+    changes = dict(entry.get("env") or {})
+    password = changes.get("POSTGRES_PASSWORD") if entry.get("postgres") else None
+    print(f"A secret rotation was interrupted; finishing it ({', '.join(sorted(changes)) or 'nothing'}) ...")
+    try:
+        _replay(root, runner, changes, password, list(entry.get("remove") or []))
+    except OperatorError as exc:
+        raise OperatorError(f"an interrupted secret rotation could not be finished ({exc}); its new values are kept "
+                            f"in {journal.JOURNAL_DIR}/rotation.json (mode 0600). Start the database with "
+                            "`invoke up -s db`, then run `invoke up` again") from None
+    print("Rotation finished: .env holds the new values.")
+
+
+def _ensure_db(root: Path, runner: Runner) -> None:
+    from . import stack
+
+    states = {s.service: s for s in stack.service_states(root, runner)}
+    if "db" in states and states["db"].ready:
+        return
+    print("Starting db to change its password ...")
+    stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "db"), ["db"], 300)

@@ -1,5 +1,6 @@
-"""The running deployment as Compose reports it: service states from `compose ps`, waiting
-for health with live per-service progress, the URL check the seed promises, recent logs."""
+"""The running deployment as Compose reports it: service states from `compose ps` and `docker
+inspect`, waiting for health with live per-service progress (judging a service only after
+Compose acted on it, and web by PostHog's readiness), the readiness and URL checks, recent logs."""
 
 from __future__ import annotations
 
@@ -171,26 +172,173 @@ class Progress:
         self.stream.flush()
 
 
+#: After web's server first answers (its migrations are done: `./bin/migrate && exec server`), how long
+#: readiness may keep failing before the version counts as broken. The datastores were healthy when
+#: it started, so a healthy PostHog turns ready within seconds; waiting for --timeout would only
+#: prolong the outage of a broken version.
+READINESS_FAIL_AFTER = 8.0
+
+
+@dataclass
+class ContainerDetail:
+    """What `docker inspect` adds to `compose ps`: when the container started, how often it restarted."""
+
+    id: str
+    service: str
+    started_at: float  # epoch seconds (0 when unknown)
+    restart_count: int
+    image: str  # the reference the container was created from (Config.Image)
+    image_id: str
+    status: str = ""  # running, exited, restarting, ... at the moment of the inspect
+    health: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("exited", "dead", "restarting") or self.health == "unhealthy"
+
+
+def inspect_containers(root: Path, runner: Runner) -> dict[str, ContainerDetail]:
+    """One `docker inspect` for every container of the project (by Compose's labels)."""
+    listed = runner.run(["docker", "ps", "--all", "--quiet", "--no-trunc", "--filter",
+                         f"label=com.docker.compose.project={compose.PROJECT_NAME}"], capture=True, check=False,
+                        mutating=False, timeout=60)
+    ids = (listed.stdout or "").split()
+    if listed.returncode != 0 or not ids:
+        return {}
+    result = runner.run(["docker", "inspect", *ids], capture=True, check=False, mutating=False, timeout=60)
+    try:
+        rows = json.loads(result.stdout or "[]")
+    except ValueError:
+        return {}
+    details = {}
+    for row in rows or []:
+        labels = (row.get("Config") or {}).get("Labels") or {}
+        service = labels.get("com.docker.compose.service")
+        if not service or labels.get("com.docker.compose.oneoff") == "True":
+            continue
+        state = row.get("State") or {}
+        details[service] = ContainerDetail(row.get("Id", ""), service, _epoch(state.get("StartedAt", "")),
+                                           int(row.get("RestartCount") or 0),
+                                           (row.get("Config") or {}).get("Image", ""), row.get("Image", ""),
+                                           "restarting" if state.get("Restarting") else state.get("Status", ""),
+                                           (state.get("Health") or {}).get("Status", ""))
+    return details
+
+
+def _epoch(stamp: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds (2026-11-26T06:30:01.123456789Z) as epoch seconds."""
+    import calendar
+
+    if not stamp or stamp.startswith("0001-"):
+        return 0.0
+    main, _, rest = stamp.partition(".")
+    try:
+        seconds = calendar.timegm(time.strptime(main.rstrip("Z"), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return 0.0
+    fraction = "".join(ch for ch in rest if ch.isdigit())
+    return seconds + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+class Watch:
+    """Judges services only once Compose has acted on them (reconcile, do not judge early).
+
+    A container that had already exited or was restarting when the operation began is the state
+    the operation is about to repair, not a failure; it counts as failed once it was (re)started
+    after the operation began, its restart count rose, or Compose has finished.
+    """
+
+    def __init__(self, before: dict[str, ContainerDetail], began: float):
+        self.before = before
+        self.began = began
+
+    def acted(self, name: str, now: dict[str, ContainerDetail], compose_done: bool) -> bool:
+        if compose_done:
+            return True
+        detail = now.get(name)
+        if detail is None:
+            return False
+        old = self.before.get(name)
+        if old is None or old.id != detail.id:
+            return True  # created by this operation
+        return detail.started_at >= self.began - 1 or detail.restart_count > old.restart_count
+
+
+class Readiness:
+    """Web's readiness over HTTP, with the fast-failure rule (READINESS_FAIL_AFTER)."""
+
+    def __init__(self, values: dict[str, str], fail_after: float = READINESS_FAIL_AFTER):
+        self.values = values
+        self.fail_after = fail_after
+        self.answered_at: float | None = None
+        self.was_ready = False
+        self.detail = "not asked yet"
+
+    def poll(self) -> tuple[bool, str | None]:
+        """(ready, failure): failure is a reason once the version counts as broken."""
+        ok, answered, detail = readiness(self.values)
+        self.detail = detail
+        now = time.monotonic()
+        if ok:
+            self.was_ready = True
+            self.answered_at = None
+            return True, None
+        if not answered:
+            return False, None  # still migrating or starting: the container's state tells failures
+        if self.answered_at is None:
+            self.answered_at = now
+        if self.was_ready or now - self.answered_at >= self.fail_after:
+            return False, f"web answers but is not ready: {detail}"
+        return False, None
+
+
 def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = None, timeout: float = 600.0,
-                       progress: bool = True, process: subprocess.Popen | None = None) -> float:
+                       progress: bool = True, process: subprocess.Popen | None = None,
+                       readiness_values: dict[str, str] | None = None) -> float:
     """Poll until every service is running and healthy; return the seconds it took.
 
     ``process`` is an optional `compose up` running in the background: its exit ends the wait
-    (success when every service is ready). A service that exits, restarts or turns unhealthy
-    fails the wait at once, with its last log lines and the matching troubleshooting hints.
+    (success when every service is ready). A service fails the wait, at once and with its last
+    log lines and hints, when it exits, restarts or turns unhealthy AFTER Compose acted on it (see
+    Watch). With ``readiness_values`` (the .env values), web counts as ready when PostHog's
+    readiness answers 200, and as failed when its server answers without becoming ready.
     """
     expected = list(services or SERVICES)
     display = Progress(expected, progress)
+    began = time.time()
+    watch = Watch(inspect_containers(root, runner), began)
+    ready_probe = Readiness(readiness_values) if readiness_values is not None and "web" in expected else None
     while True:
+        # Whether Compose had finished BEFORE the states were read: a state read earlier may
+        # predate what Compose did last, and must not be judged as final.
+        compose_done = process is None or process.poll() is not None
         states = {s.service: s for s in service_states(root, runner)}
         display.update(states)
-        failed = [name for name in expected if name in states and states[name].failed]
+        suspects = [name for name in expected if name in states and states[name].failed]
+        now = inspect_containers(root, runner) if suspects else {}
+        # Judged on the inspect, which is newer than the listing: Compose may have started the
+        # container in between.
+        failed = [name for name in suspects if watch.acted(name, now, compose_done)
+                  and (name not in now or now[name].failed)]
         if failed:
             display.finish()
             if process is not None and process.poll() is None:
                 process.terminate()
             raise_failure(root, runner, failed, states)
-        if all(name in states and states[name].ready for name in expected):
+        ready = {name: name in states and states[name].ready for name in expected}
+        # Readiness is asked once Compose is done: before, the answer may come from the web
+        # container Compose is about to replace.
+        if ready_probe is not None and compose_done and "web" in states and states["web"].state == "running":
+            web_ready, broken = ready_probe.poll()
+            if broken:
+                display.finish()
+                if process is not None and process.poll() is None:
+                    process.terminate()
+                raise_failure(root, runner, ["web"], states, broken)
+            # Readiness judges failure early (Docker's health lags: interval 5 s, start_period 300 s);
+            # success needs both, so that `status` agrees the moment the task reports it.
+            ready["web"] = web_ready and ready["web"]
+        if all(ready.values()):
             if process is None or process.poll() is not None:
                 display.finish()
                 if process is not None and process.returncode != 0:
@@ -198,7 +346,7 @@ def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = 
                 return display.elapsed()
         elif process is not None and process.poll() is not None and process.returncode != 0:
             display.finish()
-            stuck = [name for name in expected if not (name in states and states[name].ready)]
+            stuck = [name for name in expected if not ready[name]]
             message = _process_error(process)
             if any(name in states for name in stuck):  # containers exist: their logs say why
                 raise_failure(root, runner, stuck, states, message)
@@ -207,31 +355,51 @@ def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = 
             display.finish()
             if process is not None and process.poll() is None:
                 process.terminate()
-            stuck = [name for name in expected if not (name in states and states[name].ready)]
-            raise_failure(root, runner, stuck, states, f"not healthy after {timeout:.0f} s (--timeout)")
-        time.sleep(1)
+            stuck = [name for name in expected if not ready[name]]
+            reason = f"not healthy after {timeout:.0f} s (--timeout)"
+            if ready_probe is not None and not ready.get("web", True):
+                reason += f"; readiness: {ready_probe.detail}"
+            raise_failure(root, runner, stuck, states, reason)
+        time.sleep(0.5)
 
 
-def start_and_wait(root: Path, runner: Runner, command: list[str], services: list[str], timeout: float) -> float:
-    """Run ``command`` (a `compose up`) in the background and wait until ``services`` are healthy,
-    with live progress; a failing service or the timeout raises OperatorError with its last logs."""
+def start_and_wait(root: Path, runner: Runner, command: list[str], services: list[str], timeout: float,
+                   readiness_values: dict[str, str] | None = None) -> float:
+    """Run ``command`` (a `compose up` without --wait) in the background and wait until ``services``
+    are healthy, with live progress; a failing service or the timeout raises OperatorError with its
+    last logs.
+
+    Compose runs in its own session, so a terminal's Ctrl-C reaches only this process: it ends the
+    wait for health, and Compose is then allowed to finish replacing containers (a critical
+    section) instead of being killed with a half-made container.
+    """
     import tempfile
+
+    from . import journal
 
     if runner.verbose:
         runner.show(command)
     error_log = tempfile.NamedTemporaryFile(prefix="compose-up-", suffix=".log", delete=False)
-    process = subprocess.Popen(command, cwd=root, env=runner.env, stdout=subprocess.DEVNULL, stderr=error_log,
-                               text=True)
-    process.error_log = error_log.name
+    process = None
     try:
-        return wait_until_healthy(root, runner, services, timeout=timeout, process=process)
+        with journal.critical("Compose is starting"):
+            process = subprocess.Popen(command, cwd=root, env=runner.env, stdout=subprocess.DEVNULL, stderr=error_log,
+                                       text=True, **journal.popen_kwargs())
+            process.error_log = error_log.name
+        journal.fault_point("compose-up-started")
+        return wait_until_healthy(root, runner, services, timeout=timeout, process=process,
+                                  readiness_values=readiness_values)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        if process is not None and process.poll() is None:
+            with journal.critical("letting Compose finish replacing containers"):
+                try:
+                    process.wait(timeout=COMPOSE_FINISH_SECONDS)
+                except subprocess.TimeoutExpired:
+                    process.terminate()
+                    try:
+                        process.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
         error_log.close()
         Path(error_log.name).unlink(missing_ok=True)
 
@@ -246,6 +414,72 @@ def _start_failed(runner: Runner, process: subprocess.Popen) -> str:
         return known
     what = f"`invoke {runner.task}`" if runner.task else "`docker compose up`"
     return f"{what} could not start the services (Compose exit {process.returncode}): {_process_error(process)}"
+
+
+#: After an interrupt, how long Compose may go on replacing containers before it is stopped.
+COMPOSE_FINISH_SECONDS = 30.0
+
+
+def readiness(values: dict[str, str], timeout: float = 3.0) -> tuple[bool, bool, str]:
+    """PostHog's readiness: `GET /_readyz` (every check: PostgreSQL reachable and migrated, ClickHouse,
+    Kafka, Redis, the Celery broker; 503 naming the failing ones). Returns (ready, answered, detail).
+    A server without /_readyz (404, older releases) is asked /_health instead. The header keeps
+    Django's SSL redirect (IS_BEHIND_PROXY=true) from answering 301, as the web healthcheck does."""
+    from . import proxy
+
+    if proxy.enabled(values):  # WEB_PORT is not published: ask through the proxy
+        return _readiness_through_proxy(values, timeout)
+    base = f"http://127.0.0.1:{values.get('WEB_PORT', '8080')}"
+    detail = ""
+    for path in ("/_readyz", "/_health"):
+        request = urllib.request.Request(f"{base}{path}", headers={"X-Forwarded-Proto": "https"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return True, True, f"{path} answered {response.status}"
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404 and path == "/_readyz":
+                continue
+            return False, True, f"{path} answered {exc.code}{_failing_checks(exc)}"
+        except (urllib.error.URLError, OSError) as exc:
+            detail = f"{base} unreachable ({getattr(exc, 'reason', exc)})"
+            return False, False, detail
+    return False, True, detail or "no readiness endpoint"
+
+
+def _readiness_through_proxy(values: dict[str, str], timeout: float) -> tuple[bool, bool, str]:
+    import http.client
+
+    from . import proxy
+
+    try:
+        status, _, body = proxy.request(values, "/_readyz", timeout=timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        return False, False, f"the proxy is unreachable or its certificate does not verify ({exc})"
+    if status == 200:
+        return True, True, "/_readyz answered 200 through the proxy"
+    return False, True, f"/_readyz answered {status} through the proxy{_failing_body(body.decode(errors='replace'))}"
+
+
+def _failing_checks(error: urllib.error.HTTPError) -> str:
+    """': postgres, cache failing' from /_readyz's JSON body, or its first line."""
+    try:
+        body = error.read(2000).decode(errors="replace")
+    except OSError:
+        return ""
+    return _failing_body(body)
+
+
+def _failing_body(body: str) -> str:
+    try:
+        checks = json.loads(body)
+    except ValueError:
+        first = body.strip().splitlines()[:1]
+        return f": {first[0][:120]}" if first else ""
+    if isinstance(checks, dict):
+        failing = [name for name, ok in checks.items() if ok is False]
+        if failing:
+            return f": {', '.join(failing)} failing"
+    return ""
 
 
 def _process_error(process: subprocess.Popen) -> str:

@@ -2,13 +2,19 @@
 
 Owns the upgrade plan (which variable, which services, the exact .env diff), the gates of
 upgrades.yml, the PostgreSQL backup before the switch (pg_dump inside `db`, verified with
-pg_restore), the switch itself, the automatic rollback, and the history file.
+pg_restore), the switch itself, the automatic rollback, the history file, and the replay of an
+upgrade a killed task left half done (``recover``).
 
 Order, so that every failure before the switch changes nothing:
-validate --to -> plan (and --dry-run stops here) -> gates -> config-check -> free disk -> backup
--> pull (or use the local image) -> --pin-digest -> Postgres major check -> switch .env ->
-recreate -> health -> URL check. A failure after the switch restores the old value and
-recreates the services on it.
+validate --to -> take the deployment lock -> finish or undo an interrupted operation -> plan
+("already at the target" is decided here, under the lock) -> gates -> config-check -> free disk
+(Docker's data root and backups/) -> backup -> pull (or use the local image) -> --pin-digest ->
+Postgres major check -> journal the intent -> switch .env -> recreate (web judged by PostHog's
+readiness: a version that exits, restarts, or answers without turning ready fails within
+seconds) -> the containers run the new image -> URL check. A failure or Ctrl-C after the switch
+restores the old value and recreates the services on it, with Ctrl-C deferred until the
+rollback has finished and a full disk costing only the saved logs; the journal lets the next
+task undo a switch whose task was killed.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +37,6 @@ from .fileops import atomic_write, timestamp
 BACKUP_DIR = "backups"
 HISTORY_FILE = "upgrade-history.jsonl"  # in backups/, next to the dumps it names
 GATES_FILE = "upgrades.yml"
-LOCK_FILE = ".deploy/upgrade.lock"
 POSTGRES_MAJOR_DOC = "docs/upgrading.md#postgres-major-upgrade"
 GIB = 1024 ** 3
 
@@ -246,21 +250,46 @@ def print_plan(plan: Plan, request: Request, dry_run: bool) -> None:
 def run(root: Path, runner: Runner, request: Request) -> int:
     """The upgrade task. Returns the exit code: 0 upgraded (or nothing to do), 1 failed and rolled
     back or aborted before the switch, 2 when even the rollback did not come back healthy."""
+    from . import journal
+
     root = Path(root)
-    plan = make_plan(root, request)
-    if plan.current == plan.target and not request.pin_digest:
-        print(f"{plan.variable} is already {plan.target}: nothing to do.")
-        return 0
-    print_plan(plan, request, runner.dry_run)
     if runner.dry_run:
+        plan = make_plan(root, request)
+        if plan.current == plan.target and not request.pin_digest:
+            print(f"{plan.variable} is already {plan.target}: nothing to do.")
+            return 0
+        print_plan(plan, request, True)
         print("Dry run: nothing changed.")
         return 0
-    with _lock(root):
+    # Every decision below is taken under the lock: a second upgrade to the same target waits
+    # for nothing and decides nothing until the first one has finished (or been undone).
+    with journal.deployment_lock(root, "upgrade"):
+        from .lifecycle import recover
+
+        recover(root, runner)
+        plan = make_plan(root, request)
+        if plan.current == plan.target and not request.pin_digest:
+            _require_running_on(root, runner, plan)
+            print(f"{plan.variable} is already {plan.target} and the running containers use it: nothing to do.")
+            return 0
+        print_plan(plan, request, False)
         return _run(root, runner, request, plan)
 
 
+def _require_running_on(root: Path, runner: Runner, plan: Plan) -> None:
+    """"Already at the target" holds only when the containers that exist were created from it."""
+    from . import stack
+
+    details = stack.inspect_containers(root, runner)
+    stale = [f"{name} runs {details[name].image}" for name in plan.services
+             if name in details and details[name].image != plan.target]
+    if stale:
+        raise OperatorError(f".env already names {plan.target} but {'; '.join(stale)}: run `invoke up` to recreate "
+                            "them on it")
+
+
 def _run(root: Path, runner: Runner, request: Request, plan: Plan) -> int:
-    from . import checks
+    from . import checks, journal
 
     started = time.monotonic()
     backup: Path | None = None
@@ -268,62 +297,172 @@ def _run(root: Path, runner: Runner, request: Request, plan: Plan) -> int:
         check_gates(root, runner, plan.gates)
         checks.require_clean(root)
         check_free_disk(root, runner, plan.free_gib_needed)
+        journal.fault_point("upgrade-backup")
         if request.skip_backup:
             print("Skipping the PostgreSQL backup (--skip-backup): if the new version migrates data and has to be "
                   "rolled back, there is no dump to restore.")
         else:
-            backup = backup_postgres(root, runner)
+            backup = take_backup(root, runner)
+        journal.fault_point("upgrade-pull")
         target = fetch_image(runner, plan.target, request.pin_digest)
         if request.service == "postgres":
             check_postgres_major_of_image(runner, plan.current, target)
-    except (OperatorError, KeyboardInterrupt) as exc:
-        reason = str(exc) or "interrupted"
-        _record(root, plan, plan.target, "aborted", started, backup, reason)
+    except (OperatorError, KeyboardInterrupt, OSError) as exc:
+        if isinstance(exc, OSError) and not journal.is_disk_full(exc):
+            raise
+        reason = (journal.disk_full_message(exc, "taking the backup") if isinstance(exc, OSError)
+                  else str(exc) or "interrupted")
+        _record_safely(root, plan, plan.target, "interrupted" if isinstance(exc, KeyboardInterrupt) else "aborted",
+                       started, backup, reason)
+        if isinstance(exc, KeyboardInterrupt):
+            raise OperatorError("upgrade interrupted before the switch: nothing changed", code=130)
         raise OperatorError(f"upgrade stopped before the switch, nothing changed: {reason}")
     if target == plan.current:
         print(f"{plan.variable} is already {target}: nothing to do.")
         return 0
     plan.target = target
 
-    print(f"Switching {plan.variable} to {target} and recreating {', '.join(plan.services)} ...")
+    print(f"Switching {plan.variable} to {target} and recreating {', '.join(plan.services)} ...", flush=True)
     switched_at = time.monotonic()
+    entry = {"variable": plan.variable, "service": plan.service, "services": plan.services, "from": plan.current,
+             "to": target, "backup": str(backup.relative_to(root)) if backup else None, "phase": "switching"}
     try:
-        _set_image(root, plan.variable, target)
+        with journal.critical("the upgrade is switching .env"):
+            journal.write(root, "upgrade", entry)  # the intent, before the first irreversible step
+            journal.fault_point("upgrade-journal-written")
+            _set_image(root, plan.variable, target)
+            journal.fault_point("upgrade-env-switched")
         _recreate(root, runner, plan.services, request.timeout)
-    except (OperatorError, KeyboardInterrupt) as exc:
-        reason = str(exc) or "interrupted"
-        return _roll_back(root, runner, request, plan, reason, started, backup)
-    seconds = time.monotonic() - started
-    _record(root, plan, target, "upgraded", started, backup)
+        check_running_images(root, runner, plan.services, target)
+    except BaseException as exc:  # noqa: B902 - the rollback must run whatever stopped the switch
+        reason = _reason(exc)
+        code = _roll_back(root, runner, request, plan, reason, started, backup, entry,
+                          interrupted=isinstance(exc, KeyboardInterrupt))
+        if not isinstance(exc, (OperatorError, KeyboardInterrupt)) and not journal.is_disk_full(exc):
+            raise
+        return code
+    _record_safely(root, plan, target, "upgraded", started, backup)
+    journal.clear(root, "upgrade")
     where = f"; backup {backup.relative_to(root)}" if backup else ""
-    print(f"Upgraded {plan.variable} {plan.current} -> {target}: healthy {time.monotonic() - switched_at:.0f} s after "
-          f"the switch ({seconds:.0f} s in all){where}.")
+    print(f"Upgraded {plan.variable} {plan.current} -> {target}: ready {time.monotonic() - switched_at:.0f} s after "
+          f"the switch ({time.monotonic() - started:.0f} s in all){where}.")
     return 0
 
 
-def _roll_back(root: Path, runner: Runner, request: Request, plan: Plan, reason: str, started: float,
-               backup: Path | None) -> int:
-    print(f"Upgrade failed: {reason}")
-    logs = save_logs(root, runner, plan.services)
-    print(f"Rolling back: {plan.variable} -> {plan.current} and recreating {', '.join(plan.services)} ...")
-    rollback_started = time.monotonic()
+def _reason(exc: BaseException) -> str:
+    from . import journal
+
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if journal.is_disk_full(exc):
+        return journal.disk_full_message(exc, "switching")
+    return str(exc) or type(exc).__name__
+
+
+def _new_version_ran(runner: Runner, root: Path, plan: Plan) -> bool:
+    """Whether a container of the new version exists (only then can it have migrated data)."""
+    from . import stack
+
     try:
-        _set_image(root, plan.variable, plan.current)
-        _recreate(root, runner, plan.services, request.timeout)
-    except (OperatorError, KeyboardInterrupt) as exc:
-        _record(root, plan, plan.target, "rollback failed", started, backup, f"{reason}; rollback: {exc}", logs)
-        restore = (f"restore the backup {backup.relative_to(root)} as described in docs/upgrading.md#restoring-a-backup"
-                   if backup else "there is no backup (--skip-backup)")
-        raise OperatorError(f"the rollback to {plan.current} did not come back healthy ({exc}). .env is back on "
-                            f"{plan.current}; the new version may have migrated the database: {restore}. "
-                            f"Logs of the failed version: {logs.relative_to(root) if logs else 'not saved'}", code=2)
-    _record(root, plan, plan.target, "rolled back", started, backup, reason, logs)
-    print(f"Rolled back in {time.monotonic() - rollback_started:.0f} s: the deployment is back on {plan.current} and "
-          "healthy.")
-    print(f"error: upgrade to {plan.target} failed ({reason.splitlines()[0][:300]}); logs of the failed version are in "
-          f"{logs.relative_to(root) if logs else '(could not be saved)'}; history: `invoke upgrade --history`.",
-          file=sys.stderr)
-    return 1
+        details = stack.inspect_containers(root, runner)
+    except Exception:  # noqa: BLE001 - unknown counts as "may have run"
+        return True
+    return any(d.image == plan.target for d in details.values())
+
+
+def _roll_back(root: Path, runner: Runner, request: Request, plan: Plan, reason: str, started: float,
+               backup: Path | None, entry: dict, interrupted: bool = False) -> int:
+    """Put the previous version back. Runs with Ctrl-C deferred, and survives its own I/O errors
+    (a full backups/ only loses the saved logs): the deployment comes first, the paperwork second."""
+    from . import journal
+
+    with journal.critical("the rollback is running and will finish first", reraise=False):
+        print(f"Upgrade failed: {reason}", flush=True)
+        ran = _new_version_ran(runner, root, plan)
+        logs = None
+        try:
+            logs = save_logs(root, runner, plan.services)
+        except Exception as exc:  # noqa: BLE001 - logs are a courtesy; the rollback is not
+            print(f"warning: the failed version's logs were not saved ({_reason(exc)}).")
+        try:
+            journal.write(root, "upgrade", {**entry, "phase": "rolling back"})
+        except OSError as exc:
+            print(f"warning: the journal could not be updated ({_reason(exc)}); going on with the rollback.")
+        print(f"Rolling back: {plan.variable} -> {plan.current} and recreating {', '.join(plan.services)} ...",
+              flush=True)
+        rollback_started = time.monotonic()
+        try:
+            journal.fault_point("upgrade-rollback")
+            _set_image(root, plan.variable, plan.current)
+            _recreate(root, runner, plan.services, request.timeout)
+            check_running_images(root, runner, plan.services, plan.current)
+        except BaseException as exc:  # noqa: B902
+            detail = _reason(exc)
+            _record_safely(root, plan, plan.target, "rollback failed", started, backup,
+                           f"{'interrupted; ' if interrupted else ''}{reason}; rollback: {detail}", logs)
+            if ran:
+                restore = (f"if `invoke up` does not bring it back, the new version may have migrated the database: "
+                           f"restore {backup.relative_to(root)} as described in docs/upgrading.md#restoring-a-backup"
+                           if backup else "there is no backup (--skip-backup)")
+            else:
+                restore = "the new version never started, so the database is unchanged"
+            raise OperatorError(f"the rollback to {plan.current} did not come back healthy ({detail}). .env is back "
+                                f"on {plan.current}; run `invoke up` to start it again ({restore}). Logs of the failed "
+                                f"version: {logs.relative_to(root) if logs else 'not saved'}", code=2)
+        result = "interrupted" if interrupted else "rolled back"
+        _record_safely(root, plan, plan.target, result, started, backup, reason, logs)
+        journal.clear(root, "upgrade")
+        print(f"Rolled back in {time.monotonic() - rollback_started:.0f} s: the deployment is back on {plan.current} "
+              "and healthy.")
+        print(f"error: upgrade to {plan.target} {'interrupted' if interrupted else 'failed'} "
+              f"({reason.splitlines()[0][:300]}); logs of the failed version are in "
+              f"{logs.relative_to(root) if logs else '(could not be saved)'}; history: `invoke upgrade --history`.",
+              file=sys.stderr)
+    return 130 if interrupted else 1
+
+
+def recover(root: Path, runner: Runner) -> None:
+    """Undo an upgrade that a killed task left half done: .env goes back to the previous image (the
+    caller then recreates the services on it), and the history says it was interrupted."""
+    from . import journal
+
+    entry = journal.read(root, "upgrade")
+    if not entry:
+        return
+    variable, previous = entry.get("variable"), entry.get("from")
+    if not variable or not previous:
+        journal.clear(root, "upgrade")
+        return
+    print(f"An upgrade of {variable} to {entry.get('to')} was interrupted ({entry.get('phase')}); undoing it: "
+          f"{variable} back to {previous}.")
+    with journal.critical("undoing an interrupted upgrade"):
+        _set_image(root, variable, previous)
+        plan = Plan(entry.get("service", "posthog"), variable, list(entry.get("services") or []), previous,
+                    entry.get("to", ""), "", "")
+        backup = entry.get("backup")
+        _record_safely(root, plan, plan.target, "interrupted", time.monotonic(), Path(root) / backup if backup else None,
+                       f"the task was killed while {entry.get('phase')}; undone by the next task")
+        journal.clear(root, "upgrade")
+    # Containers already made from the interrupted version go back to the previous one now; the
+    # others are left to the task that called (`up` starts what is missing).
+    from . import stack
+
+    details = stack.inspect_containers(root, runner)
+    stale = [name for name in entry.get("services") or [] if name in details and details[name].image != previous]
+    if stale:
+        print(f"Recreating {', '.join(stale)} on {previous} ...")
+        _recreate(root, runner, stale, 600)
+
+
+def check_running_images(root: Path, runner: Runner, services: list[str], reference: str) -> None:
+    """Success is reported only when the containers of ``services`` were created from ``reference``."""
+    from . import stack
+
+    details = stack.inspect_containers(root, runner)
+    wrong = [f"{name} runs {details[name].image if name in details else 'nothing'}" for name in services
+             if name not in details or details[name].image != reference]
+    if wrong:
+        raise OperatorError(f"the containers do not run {reference}: {'; '.join(wrong)}")
 
 
 def _set_image(root: Path, variable: str, value: str) -> None:
@@ -340,13 +479,16 @@ def _recreate(root: Path, runner: Runner, services: list[str], timeout: float) -
 
     # One service at a time, web first, without touching the others (--no-deps): web runs the new
     # version's migrations before new workers start, and the URL is down only while web restarts.
+    # Web is judged by PostHog's readiness: a version whose server answers but never turns ready,
+    # or whose container exits or restarts, fails within seconds, not after --timeout.
+    values = EnvFile.load(env_path(root)).resolved()
     deadline = time.monotonic() + timeout
     for service in services:
         remaining = max(deadline - time.monotonic(), 1.0)
         stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--no-deps", service), [service],
-                             remaining)
+                             remaining, readiness_values=values if service == "web" else None)
     if "web" in services:
-        ok, detail = stack.check_url(EnvFile.load(env_path(root)).resolved(), timeout=min(60.0, timeout))
+        ok, detail = stack.check_url(values, timeout=min(60.0, timeout))
         if not ok:
             raise OperatorError(f"URL check failed: {detail}")
         print(f"URL check: {detail}.")
@@ -366,20 +508,28 @@ def check_gates(root: Path, runner: Runner, gates: list[Gate]) -> None:
 
 
 def check_free_disk(root: Path, runner: Runner, needed_gib: float) -> None:
-    """Enough room for the new image on the engine's disk and for the dump next to the deployment."""
-    for label, path in (("the deployment's folder", root), ("Docker's data root", _docker_root(runner))):
-        if path is None or not Path(path).exists():
-            continue  # a remote engine: its disk cannot be measured from here
-        free = shutil.disk_usage(path).free / GIB
-        if free < needed_gib:
+    """Enough room for the new image on Docker's data root, and for the dump and logs in backups/."""
+    from .journal import disks
+
+    for label, path, free in disks(root, runner.env):
+        if free is None:
+            print(f"note: free space on {label} cannot be measured from this host"
+                  f"{f' ({path})' if path else ''}; make sure it has {needed_gib:.1f} GiB free")
+            continue
+        need = needed_gib if label.startswith("Docker") else BACKUP_MIN_GIB
+        if free < need:
             raise OperatorError(f"only {free:.1f} GiB free on {label} ({path}); the upgrade needs at least "
-                                f"{needed_gib:.1f} GiB. Free space (e.g. `docker image prune`) and run it again")
+                                f"{need:.1f} GiB there. Free space (e.g. `docker image prune`, old dumps in backups/) "
+                                "and run it again")
 
 
-def _docker_root(runner: Runner) -> str | None:
-    result = runner.run(["docker", "info", "--format", "{{.DockerRootDir}}"], capture=True, check=False,
-                        mutating=False, timeout=30)
-    return (result.stdout or "").strip() or None if result.returncode == 0 else None
+#: backups/ holds the dump, the failed version's logs and the history: a floor, not the dump's size.
+BACKUP_MIN_GIB = 0.05
+
+
+def take_backup(root: Path, runner: Runner) -> Path:
+    """The pre-upgrade backup: ONE call, so that a dedicated backup module can replace it."""
+    return backup_postgres(root, runner)
 
 
 def backup_postgres(root: Path, runner: Runner) -> Path:
@@ -478,6 +628,18 @@ def _record(root: Path, plan: Plan, target: str, result: str, started: float, ba
         os.fsync(handle.fileno())
 
 
+def _record_safely(root: Path, plan: Plan, target: str, result: str, started: float, backup: Path | None,
+                   reason: str = "", logs: Path | None = None) -> None:
+    """_record, but a full or broken disk only costs the history line (said so), never the caller's work."""
+    from . import journal
+
+    try:
+        _record(root, plan, target, result, started, backup, reason, logs)
+    except OSError as exc:
+        what = journal.disk_full_message(exc, "writing the upgrade history") if journal.is_disk_full(exc) else str(exc)
+        print(f"warning: the history line ({result}) was not written: {what}", file=sys.stderr)
+
+
 def read_history(root: Path) -> list[dict]:
     path = history_path(root)
     if not path.exists():
@@ -521,24 +683,8 @@ def _short(reference: str) -> str:
     return (ref.tag or "") + (f"@{ref.digest[:19]}" if ref.digest else "")
 
 
-class _lock:
-    """One upgrade at a time per deployment (an flock on .deploy/upgrade.lock)."""
+def _lock(root: Path):
+    """One changing task at a time per deployment (kept for callers of the old name)."""
+    from .journal import deployment_lock
 
-    def __init__(self, root: Path):
-        self.path = Path(root) / LOCK_FILE
-
-    def __enter__(self):
-        import fcntl
-
-        self.path.parent.mkdir(exist_ok=True)
-        self.handle = open(self.path, "w")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise OperatorError("another `invoke upgrade` is running for this deployment; wait for it to finish")
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.close()
-        return False
+    return deployment_lock(root, "upgrade")

@@ -173,7 +173,7 @@ def test_readme_run_it_on_a_stock_debian_12(tmp_path, e2e_engine):
                                                       ("db", "redis", "clickhouse", "zookeeper", "kafka", "web",
                                                        "worker", "plugins"))
         status = run_in_debian(".venv/bin/invoke status --json")
-        assert all(row["state"] == "running" for row in json.loads(status.stdout)), status.stdout
+        assert all(row["state"] == "running" for row in json.loads(status.stdout)["services"]), status.stdout
         # Outside a terminal `down` prints its plan and its result, not Compose's line per object.
         down = run_in_debian(".venv/bin/invoke down")
         lines = [line for line in (down.stdout + down.stderr).splitlines() if line.strip()]

@@ -64,8 +64,9 @@ def test_harden_a_live_stack_rotates_secrets_and_turns_on_tls(deployment):
     old = _psql_over_tcp(deployment, before["POSTGRES_PASSWORD"], "verify-full")
     assert old.returncode != 0 and "password authentication failed" in old.stderr
     plain = _psql_over_tcp(deployment, after["POSTGRES_PASSWORD"], "disable")
-    # PostgreSQL 13 says "SSL off", 15 "no encryption": the same refusal by pg_hba.conf.
-    assert plain.returncode != 0 and ("no encryption" in plain.stderr or "SSL off" in plain.stderr), plain.stderr
+    # PostgreSQL 13 says "SSL off", 15 "no encryption": the same pg_hba.conf refusal.
+    assert plain.returncode != 0 and "pg_hba.conf rejects connection" in plain.stderr and (
+        "SSL off" in plain.stderr or "no encryption" in plain.stderr), plain.stderr
 
     # Redis: TLS with the deployment's CA answers; the plain port is closed.
     tls = _exec(deployment, "redis", "sh", "-c",

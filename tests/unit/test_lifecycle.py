@@ -120,11 +120,11 @@ def test_status_table(repo, fake_compose):
     result = run_invoke(repo, "status", env=_env(fake))
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["SERVICE", "STATE", "HEALTH", "UPTIME", "PORTS", "IMAGE"]
+    assert lines[0].split() == ["SERVICE", "STATE", "HEALTH", "VERDICT", "UPTIME", "PORTS", "IMAGE"]
     assert any(line.startswith("web ") and "0.0.0.0:8080->8000/tcp" in line and "posthog:release-1.43.0" in line
                for line in lines)
     assert any(line.split()[:2] == ["redis", "not"] for line in lines)
-    assert lines[-1] == "1 of 8 services running and healthy."
+    assert lines[-1] == "1 of 8 services running and healthy (see above)."
     as_json = json.loads(run_invoke(repo, "ps", "--json", env=_env(fake)).stdout)
     assert {row["service"]: row["state"] for row in as_json["services"]}["plugins"] == "restarting"
 
@@ -134,7 +134,7 @@ def test_up_dry_run_prints_the_command_and_starts_nothing(repo, fake_compose):
     assert run_invoke(repo, "init").returncode == 0
     result = run_invoke(repo, "up", "--dry-run", "--timeout", "90", "-s", "db", env=_env(fake))
     assert result.returncode == 0, result.stderr
-    assert f"$ {fake} --project-directory {repo} up --detach --wait --wait-timeout 90 db" in result.stdout
+    assert f"$ {fake} --project-directory {repo} up --detach db" in result.stdout
     assert all("up" not in call for call in _calls(calls))  # only config ran
 
 
