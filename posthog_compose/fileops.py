@@ -240,7 +240,6 @@ def write_journal(root: Path, originals, what: str) -> Path:
     Layout: .deploy/journal/<id>/<n> holds original n's bytes, and `index.json` (written last,
     atomically) lists path, mode and file for each. A journal without index.json is incomplete:
     nothing was written yet, so it is simply dropped."""
-    import json
 
     base = Path(root) / JOURNAL_DIR
     base.mkdir(parents=True, exist_ok=True)

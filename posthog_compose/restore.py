@@ -109,7 +109,7 @@ def _verify(path: Path, passphrase: bytes | None, out) -> tuple[dict, dict[str, 
 
 def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passphrase_file: str | None = None,
             timeout: float = 600.0, out=None) -> dict:
-    from . import archive, checks, stack
+    from . import checks, stack
 
     root = Path(root)
     out = out or sys.stdout

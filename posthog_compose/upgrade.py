@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -233,7 +232,7 @@ def print_plan(plan: Plan, request: Request, dry_run: bool) -> None:
         steps.append(f"check upgrade gate(s) {', '.join(g.id for g in plan.gates)} in the running {plan.gates[0].service}")
     steps.append("run config-check and check free disk")
     steps.append("skip the PostgreSQL backup (--skip-backup)" if request.skip_backup
-                 else "back up PostgreSQL with pg_dump into backups/ and verify the dump")
+                 else "back up PostgreSQL (`invoke backup --only postgres`: a verified pg_dump archive in backups/)")
     steps.append(f"pull {plan.target}" + (" and pin its digest" if request.pin_digest else ""))
     steps.append(f"set {plan.variable} in .env and recreate {', '.join(plan.services)}")
     steps.append(f"wait until healthy (at most {request.timeout:.0f} s) and check the URL; roll back on any failure")
@@ -538,23 +537,6 @@ def backup_postgres(root: Path, runner: Runner) -> Path:
     from .backup import create
 
     return create(root, runner, subset="postgres").path
-
-
-def verify_backup(root: Path, runner: Runner, dump: Path) -> int:
-    """The dump is non-empty and pg_restore can read its table of contents. Returns the entry count."""
-    size = dump.stat().st_size
-    if size == 0:
-        raise OperatorError(f"the backup {dump.name} is empty; not going on")
-    with open(dump, "rb") as handle:
-        result = subprocess.run(compose.command(root, "exec", "-T", "db", "pg_restore", "--list"), cwd=root,
-                                env=runner.env, stdin=handle, capture_output=True, timeout=600)
-    listing = result.stdout.decode(errors="replace")
-    entries = [line for line in listing.splitlines() if line and not line.startswith(";")]
-    if result.returncode != 0 or not entries:
-        raise OperatorError(f"the backup {dump.name} cannot be read by pg_restore "
-                            f"({result.stderr.decode(errors='replace').strip()[:200] or 'no entries'}); not going on")
-    print(f"Backup verified: {size / 1024:.0f} KiB, {len(entries)} entries readable by pg_restore.")
-    return len(entries)
 
 
 def fetch_image(runner: Runner, target: str, pin_digest: bool) -> str:

@@ -84,7 +84,7 @@ def test_upgrade_to_a_new_tag_then_a_broken_one_rolls_back(deployment, registry)
         upgrade_seconds = time.monotonic() - clock
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert "Gate async-migrations-0005-0007-before-1.42" in upgraded.stdout
-    assert re.search(r"Backup verified: \d+ KiB, \d+ entries readable by pg_restore", upgraded.stdout)
+    assert re.search(r"PostgreSQL dump verified: [\d.,]+ [KMG]iB, \d+ entries readable by pg_restore", upgraded.stdout)
     assert upgraded.stdout.strip().splitlines()[-1].startswith(f"Upgraded POSTHOG_IMAGE {image}:release-1.41.0 -> ")
     pinned = deployment.values()["POSTHOG_IMAGE"]
     assert re.fullmatch(rf"{re.escape(image)}@sha256:[0-9a-f]{{64}}", pinned), pinned
@@ -94,12 +94,18 @@ def test_upgrade_to_a_new_tag_then_a_broken_one_rolls_back(deployment, registry)
 
     entry = _history(deployment)[-1]
     assert entry["result"] == "upgraded" and entry["to"] == pinned and entry["from"].endswith(":release-1.41.0")
-    dump = deployment.root / entry["backup"]
-    assert dump.stat().st_size > 0 and oct(dump.stat().st_mode & 0o777) == "0o600"
-    with open(dump, "rb") as handle:
-        listing = subprocess.run(compose.command(deployment.root, "exec", "-T", "db", "pg_restore", "--list"),
-                                 stdin=handle, capture_output=True, env=deployment.env, cwd=deployment.root,
-                                 check=True).stdout.decode()
+    archive = deployment.root / entry["backup"]
+    assert archive.name.endswith("-postgres.backup") and oct(archive.stat().st_mode & 0o777) == "0o600"
+    verified = deployment.invoke("backup", "--verify", str(archive))
+    assert verified.returncode == 0 and ": OK," in verified.stdout, verified.stdout + verified.stderr
+    from posthog_compose import archive as archives
+
+    with open(archive, "rb") as handle:
+        members = archives.iter_members(archives.open_stream(handle, None), archives.ReadResult({}))
+        dump = next(m for m in members if m.name.startswith("postgres/") and m.name.endswith(".dump")).stream.read()
+    listing = subprocess.run(compose.command(deployment.root, "exec", "-T", "db", "pg_restore", "--list"),
+                             input=dump, capture_output=True, env=deployment.env, cwd=deployment.root,
+                             check=True).stdout.decode()
     assert "TABLE public e2e_upgrade_probe" in listing
 
     # v2 -> broken: web never becomes healthy; the upgrade rolls back to the pinned v2 by itself.
