@@ -1,4 +1,4 @@
-"""`invoke harden`: the seed's production checklist, checked (--check) and applied.
+"""`invoke harden`: the production checklist, checked (--check) and applied.
 
 Owns the checklist items (what each checks, whether it can be applied, the handbook section for
 the rest), the plan and confirmation, the backups of changed files, and the order of a live

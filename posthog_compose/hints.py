@@ -52,7 +52,7 @@ HINTS = (
          "an async migration must complete before this upgrade: see the upgrading page's gates"),
 )
 
-# Warnings PostHog prints that are safe to ignore (the seed's list).
+# Warnings PostHog prints that are safe to ignore (listed in the operator's guide).
 BENIGN = (
     re.compile(r"Skipping async migrations setup"),
     re.compile(r"pkg_resources is deprecated"),
@@ -67,5 +67,5 @@ def match(text: str) -> list[str]:
 
 
 def is_error_line(line: str) -> bool:
-    """An error/failed/exception line that is not one of the seed's benign warnings."""
+    """An error/failed/exception line that is not one of PostHog's known benign warnings."""
     return bool(ERROR_LINE.search(line)) and not any(pattern.search(line) for pattern in BENIGN)

@@ -43,7 +43,7 @@ class Variable:
     required: bool = True
     services: tuple[str, ...] = ()
     production: str = ""
-    removable: bool = False  # added by `invoke add-env-var`; the seed's architecture variables are not
+    removable: bool = False  # added by `invoke add-env-var`; the architecture's own variables are not
 
     def derived_from(self) -> list[str]:
         """Names this variable's ``derive`` template refers to."""

@@ -511,7 +511,7 @@ def raise_failure(root: Path, runner: Runner, failing: list[str], states: dict[s
 
 
 def check_url(values: dict[str, str], timeout: float = 30.0) -> tuple[bool, str]:
-    """What the seed promises: `/` answers 302 to /preflight on a fresh install, or /_health 200."""
+    """A fresh install's promise: `/` answers 302 to /preflight on a fresh install, or /_health 200."""
     from . import proxy
 
     if proxy.enabled(values):  # WEB_PORT is not published: ask through the proxy, over verified HTTPS
