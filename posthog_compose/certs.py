@@ -109,20 +109,23 @@ def make_ca(root: Path, project: str = "posthog"):
     return certificate, key
 
 
-def make_server_cert(root: Path, service: str, ca_certificate, ca_key):
+def make_server_cert(root: Path, service: str, ca_certificate, ca_key, names=None, days: int | None = None):
+    """A server certificate signed by the CA, saved as certs/<service>.crt and .key. ``names`` are
+    the subject alternative names (default: the service, localhost, 127.0.0.1)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     key = _new_key()
     now = _now()
-    names = [x509.DNSName(service), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    if names is None:
+        names = [x509.DNSName(service), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     certificate = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)]))
         .issuer_name(ca_certificate.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days or SERVER_DAYS))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_agreement=True,

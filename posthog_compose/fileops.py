@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 
-def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
-    """Replace ``path`` with ``text`` in one step: readers see the old or the new file, never half.
+def atomic_write(path: Path, text: str | bytes, mode: int | None = None) -> None:
+    """Replace ``path`` with ``text`` (or bytes, written as they are) in one step: readers see the
+    old or the new file, never half.
 
     ``mode`` defaults to the existing file's mode (or 0644 for a new file); the temporary file is
     created with that mode from the start so a secret is never readable by others, even briefly.
@@ -22,8 +23,8 @@ def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text if isinstance(text, bytes) else text.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -190,19 +191,7 @@ def restore(originals) -> list[str]:
 
 
 def _write_bytes(path: Path, data: bytes, mode: int | None) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".restore", dir=path.parent)
-    try:
-        os.fchmod(fd, mode if mode is not None else 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    atomic_write(path, data, mode if mode is not None else 0o644)
 
 
 def _common_root(paths: list[Path]) -> Path:

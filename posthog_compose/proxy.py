@@ -307,38 +307,17 @@ def ensure_certificate(root: Path, domain: str) -> bool:
 
 
 def _make_certificate(root: Path, domain: str, ca_certificate, ca_key) -> None:
-    import datetime as dt
+    import ipaddress
 
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     from . import certs
 
-    key = certs._new_key()
-    now = dt.datetime.now(dt.timezone.utc)
     try:
         names = [x509.IPAddress(ipaddress.ip_address(domain))]
     except ValueError:
         names = [x509.DNSName(domain)]
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)]))
-        .issuer_name(ca_certificate.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=CERT_DAYS))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_agreement=True,
-                                     content_commitment=False, data_encipherment=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path, key_path = certs.paths(root, CERT_NAME)
-    certs._write_key(key_path, key)
-    certs._write_cert(cert_path, certificate)
+    certs.make_server_cert(root, CERT_NAME, ca_certificate, ca_key, names=names, days=CERT_DAYS)
 
 
 # ----------------------------------------------------------------------------- enable / disable

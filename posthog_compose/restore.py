@@ -234,32 +234,8 @@ def _write_config(root: Path, config: dict[str, tuple[bytes, int]]) -> Path | No
         target.parent.mkdir(parents=True, exist_ok=True)
         if name == ".env":
             mode = 0o600
-        _atomic_bytes(target, data, mode)
+        atomic_write(target, data, mode)
     return saved_dir if saved else None
-
-
-def _atomic_bytes(path: Path, data: bytes, mode: int) -> None:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and "\r" not in text:
-        atomic_write(path, text, mode)
-        return
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_data(root: Path, runner: Runner, path: Path, passphrase: bytes | None, values: dict[str, str], out) -> None:

@@ -103,7 +103,7 @@ def test_dry_run_prints_plan_and_diff_and_changes_nothing(deployed):
     assert result.returncode == 0, result.stderr
     assert "Plan: upgrade POSTHOG_IMAGE posthog/posthog:release-1.43.0 -> posthog/posthog:" + SHA in result.stdout
     assert f"+POSTHOG_IMAGE=posthog/posthog:{SHA}" in result.stdout
-    assert "back up PostgreSQL with pg_dump" in result.stdout
+    assert "back up PostgreSQL (`invoke backup --only postgres`" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "Dry run: nothing changed."
     assert (deployed / ".env").read_bytes() == before
     assert not (deployed / "backups").exists()
