@@ -34,10 +34,6 @@ ANGLE_PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>")
 SEPARATORS = {"&&", "||", "|", ";", "&"}
 REDIRECTIONS = {"<", ">", ">>", "2>", "2>&1"}
 SERVICES = ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")
-# Tasks the Bad days page already names whose implementation is merged separately (backups). While
-# one is absent from tasks.py, a command naming it is skipped with that reason, never passed; under
-# CI=true it fails, so a handbook that names a missing task cannot ship.
-PENDING_TASKS = {"backup", "restore"}
 
 
 @dataclass(frozen=True)
@@ -174,19 +170,8 @@ def test_pages_show_commands_at_all():
     assert any(c.argv[:3] == ("docker", "compose", "exec") for c in COMPOSE_COMMANDS)
 
 
-def pending(names: set[str]) -> set[str]:
-    """Those of ``names`` that are announced but not in tasks.py yet (a failure under CI)."""
-    missing = (names & PENDING_TASKS) - set(collection().task_names)
-    if missing and os.environ.get("CI") == "true":
-        pytest.fail(f"the handbook names tasks that tasks.py does not have: {sorted(missing)}", pytrace=False)
-    return missing
-
-
 @pytest.mark.parametrize("command", INVOKE_COMMANDS, ids=str)
 def test_every_invoke_command_parses(command):
-    missing = pending(set(command.argv[1:3]))
-    if missing:
-        pytest.skip(f"`invoke {sorted(missing)[0]}` is not in tasks.py yet")
     assert problems(command.argv) is None, f"{command}: {problems(command.argv)}"
 
 
@@ -286,7 +271,6 @@ def test_invoke_list_shows_every_task_the_pages_name(deployment):
                for alias in aliases.split(",")}
     named = {c.argv[1] for c in INVOKE_COMMANDS if len(c.argv) > 1 and not c.argv[1].startswith("-")}
     assert named, "no task named by the pages"
-    named -= pending(named)
     assert named <= listed, f"named by the pages but not in `invoke --list`: {sorted(named - listed)}"
     for name in collection().task_names:
         assert name in listed, name
