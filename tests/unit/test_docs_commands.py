@@ -13,7 +13,6 @@ and their output is checked against what the pages say.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shlex
 import shutil
