@@ -89,6 +89,8 @@ def pieces(secret: str) -> set[str]:
 # A hostile operator's secret: any printable characters, quotes, $, #, @, / and spaces inside.
 secret_text = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="\\"),
                       min_size=12, max_size=40).map(lambda s: s.strip()).filter(lambda s: len(set(s)) >= 6)
+VOCABULARY = " ".join(yaml_names for yaml_names in __import__("re").findall(
+    r"name: ([A-Z_]+)", (REPO / "variables.yml").read_text()))
 SECRET_NAMES = ["SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "CLICKHOUSE_PASSWORD"]
 STYLES = ["{k}={v}", "{k}='{v}'", '{k}="{v}"', 'export {k}={v}', '{k}="{v}', "{k}='{v}", "{k} = {v}  # note"]
 
@@ -99,6 +101,9 @@ STYLES = ["{k}={v}", "{k}='{v}'", '{k}="{v}"', 'export {k}={v}', '{k}="{v}', "{k
        duplicate=st.booleans(), in_url=st.booleans())
 def test_no_piece_of_a_secret_is_ever_printed(template, tmp_path_factory, run, secret, name, style, garbage,
                                               duplicate, in_url):
+    # An operator's secret is not made of the kit's own words (a secret holding "DATABASE_URL" would make
+    # every message naming that variable count as a leak).
+    assume(not any(piece in VOCABULARY for piece in pieces(secret)))
     root = fresh(template, tmp_path_factory)
     lines = (root / ".env").read_text().splitlines(keepends=True)
     line = style.format(k=name, v=secret) + "\n"
@@ -113,7 +118,7 @@ def test_no_piece_of_a_secret_is_ever_printed(template, tmp_path_factory, run, s
     before = snapshot(root)
     outputs = []
     for argv in (["config-check", "--json"],
-                 ["add-env-var", "X_PROP", "--description", "x", "--category", "PostHog App", "-s", "web", "--value", "1", "--dry-run"],
+                 ["add-env-var", "X_PROP", "--description", "x", "--category", "PostHog App", "--services", "web", "--value", "1", "--dry-run"],
                  ["init", "--rotate", "SECRET_KEY"] if duplicate else ["generate", "--check"]):
         code, out, err = run(root, *argv)
         assert "Traceback" not in out + err, (argv, err)
@@ -144,7 +149,7 @@ def test_add_env_var_is_all_or_nothing_and_undone_by_remove(template, tmp_path_f
                                                            example, fmt, secret, services):
     root = fresh(template, tmp_path_factory)
     before = snapshot(root)
-    argv = ["add-env-var", name, "--description", description, "--category", "PostHog App", "-s", services, "--format", fmt]
+    argv = ["add-env-var", name, "--description", description, "--category", "PostHog App", "--services", services, "--format", fmt]
     if value is not None:
         argv += ["--value", value]
     if example is not None:
