@@ -165,6 +165,10 @@ def parse(text: str, path: Path) -> Matrix:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise _fail(path, f"is not valid YAML ({str(exc).splitlines()[0]})")
+    return _from_data(data, path)
+
+
+def _from_data(data, path: Path) -> Matrix:
     if not isinstance(data, dict) or data.get("schema") != 1 or not isinstance(data.get("rows"), list):
         raise _fail(path, "needs `schema: 1` and a list of `rows`")
     rows = []
@@ -195,7 +199,11 @@ def parse(text: str, path: Path) -> Matrix:
 
 @lru_cache(maxsize=4)
 def _load_cached(path: Path, mtime: float) -> Matrix:
-    return parse(path.read_text(encoding="utf-8"), path)
+    # Parsed once and remembered as JSON while the file is unchanged (manifest.load_yaml), so that
+    # config-check does not import PyYAML for it.
+    from .manifest import load_yaml
+
+    return _from_data(load_yaml(path), path)
 
 
 def load(root: Path | None = None) -> Matrix:

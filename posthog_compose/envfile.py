@@ -3,6 +3,7 @@ losing comments, order or `export` prefixes, and writing it atomically with mode
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -37,6 +38,18 @@ class Entry:
         return rest[:1] if rest[:1] in ("'", '"') else ""
 
 
+@functools.lru_cache(maxsize=8)
+def _parse_entries(text: str) -> tuple[tuple, ...]:
+    from dotenv.parser import parse_stream
+
+    entries = []
+    for binding in parse_stream(io.StringIO(text)):
+        original = binding.original.string
+        leading = len(original) - len(original.lstrip("\n"))
+        entries.append((original, binding.key, binding.value, binding.original.line + leading, binding.error))
+    return tuple(entries)
+
+
 def format_assignment(key: str, value: str, export: bool = False) -> str:
     """``KEY=value`` quoted only when needed, the way Compose reads it back unchanged."""
     if _BARE_VALUE_RE.match(value):
@@ -59,17 +72,9 @@ class EnvFile:
     # ------------------------------------------------------------------ reading
     @classmethod
     def parse(cls, text: str, path: Path = Path(ENV_FILE)) -> "EnvFile":
-        from dotenv.parser import parse_stream
-
-        entries: list[Entry] = []
-        for binding in parse_stream(io.StringIO(text)):
-            original = binding.original.string
-            leading = len(original) - len(original.lstrip("\n"))
-            entries.append(Entry(
-                text=original, key=binding.key, value=binding.value,
-                line=binding.original.line + leading, error=binding.error,
-            ))
-        return cls(path, entries)
+        # Each entry is a fresh copy: the parse of one text is shared (masking and the checks both
+        # read .env in one task), the entries a caller edits are not.
+        return cls(path, [Entry(*fields) for fields in _parse_entries(text)])
 
     @classmethod
     def load(cls, path: Path) -> "EnvFile":
