@@ -309,6 +309,7 @@ class Change:
     running: bool = False  # the deployment runs: recreate and check it afterwards
     lines: list[str] = field(default_factory=list)  # the plan, for people
     skipped: list[str] = field(default_factory=list)
+    pinned: dict[str, str] = field(default_factory=dict)  # digest reference -> the reference it was pinned from
 
     @property
     def empty(self) -> bool:
@@ -370,6 +371,7 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
             pinned = images.repo_digest(runner, reference, image=image)
             if pinned:
                 change.env[name] = pinned
+                change.pinned[pinned] = reference
                 change.lines.append(f"images: {name} {reference} -> {pinned}")
             else:
                 change.skipped.append(f"images: {name} ({reference}) has no registry digest on this engine; set an "
@@ -542,6 +544,8 @@ def _apply(root: Path, runner: Runner, change: Change) -> None:
         from . import proxy  # with the edge proxy on, COMPOSE_FILE must list the override too
 
         proxy.include_override(root)
+    for pinned, reference in change.pinned.items():  # the version each digest stands for (upgrade gates)
+        images.record_digest_version(root, reference, pinned)
     # Journaled: the new values are recorded (0600) before PostgreSQL's password changes, so a
     # kill between ALTER ROLE and the .env write cannot lose it (see rotation.commit).
     rotation.commit(root, runner, dict(change.env),

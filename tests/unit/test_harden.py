@@ -220,3 +220,7 @@ def test_a_moving_tag_is_pinned_to_the_digest_of_the_running_image(deployed, mon
     change, _ = harden.plan(deployed, runner, ["images"], rotate_all=False)
     assert change.env == {"POSTHOG_IMAGE": f"posthog/posthog@{DIGEST}"}
     assert len(change.skipped) == 1 and "KAFKA_IMAGE" in change.skipped[0] and "no registry digest" in change.skipped[0]
+    harden._apply(deployed, runner, change)  # records which tag the digest was pinned from (upgrade gates)
+    from posthog_compose import images
+
+    assert images.with_known_tag(deployed, f"posthog/posthog@{DIGEST}") == f"posthog/posthog:latest@{DIGEST}"
