@@ -37,7 +37,7 @@ ITEMS: dict[str, tuple[str, str]] = {
     "secrets": ("every secret is random: not the example, not a known default, long enough", "apply"),
     "redis-password": ("Redis requires a password", "apply"),
     "debug": ("DEBUG is off", "apply"),
-    "images": ("no image on latest or another moving tag", "apply"),
+    "images": ("no image on latest or another moving tag; POSTHOG_IMAGE pinned by digest", "apply"),
     "certificates": ("the deployment's CA and server certificates exist, chain to the CA and are not expiring", "apply"),
     "clickhouse-tls": ("ClickHouse over TLS with verification (CLICKHOUSE_SECURE=true, CLICKHOUSE_VERIFY=true)", "apply"),
     "postgres-tls": ("PostgreSQL over TLS only, certificate verified (sslmode=verify-full)", "apply"),
@@ -67,12 +67,12 @@ class Result:
     id: str
     title: str
     kind: str
-    status: str  # pass | fail | manual
+    status: str  # pass | warn (advised, does not fail the check) | fail | manual
     reason: str
     fix: str = ""
 
     def text(self) -> str:
-        mark = {"pass": "PASS  ", "fail": "FAIL  ", "manual": "MANUAL"}[self.status]
+        mark = {"pass": "PASS  ", "warn": "WARN  ", "fail": "FAIL  ", "manual": "MANUAL"}[self.status]
         # A pass states what was found, which says the requirement again: the title would repeat it.
         line = f"{mark} {self.id}: {self.reason}" if self.status == "pass" and self.reason else \
             f"{mark} {self.id}: {self.title}: {self.reason}"
@@ -171,7 +171,13 @@ def _images(state: State):
     if moving:
         return "fail", f"on a moving tag: {', '.join(moving)}", "invoke harden --only images (pins the running image's digest)"
     digests = sum(1 for name in IMAGE_VARIABLES if "@sha256:" in state.values.get(name, ""))
-    return "pass", f"every image has an exact tag or digest ({digests} of {len(IMAGE_VARIABLES)} by digest)", ""
+    counted = f"{digests} of {len(IMAGE_VARIABLES)} by digest"
+    if "@sha256:" not in state.values.get("POSTHOG_IMAGE", ""):
+        # A warning, not a failure: an exact tag is safe from surprise updates unless the registry re-points
+        # it, and an image built or loaded locally has no registry digest to pin (air-gapped hosts).
+        return ("warn", f"every image has an exact tag, but POSTHOG_IMAGE is not pinned by digest ({counted}): a "
+                "re-pushed tag would change what runs", "invoke harden --only images (pins the running images' digests)")
+    return "pass", f"every image has an exact tag or digest ({counted})", ""
 
 
 def _moving(reference: str) -> bool:
@@ -287,9 +293,11 @@ def check(root: Path, runner: Runner, as_json: bool = False) -> int:
         for result in results:
             print(result.text())
         manual = sum(1 for r in results if r.status == "manual")
+        warned = sum(1 for r in results if r.status == "warn")
         applicable = [r.id for r in failed if r.kind == "apply"]
         tail = f"; `invoke harden` applies {', '.join(applicable)}" if applicable else ""
-        print(f"harden --check: {len(results) - len(failed) - manual} passed, {len(failed)} failed, {manual} manual{tail}.")
+        print(f"harden --check: {len(results) - len(failed) - manual - warned} passed, "
+              + (f"{warned} warned, " if warned else "") + f"{len(failed)} failed, {manual} manual{tail}.")
     return 1 if failed else 0
 
 
@@ -359,11 +367,13 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
         change.env_remove.append("DEBUG")
         change.lines.append("debug: remove DEBUG from .env (PostHog's default is off)")
 
-    if "images" in selected and results["images"].status == "fail":
+    # A moving tag is always pinned; exact tags only when `--only images` asks for it (the warning's fix).
+    pin_exact = "images" in only and results["images"].status != "pass"
+    if "images" in selected and (results["images"].status == "fail" or pin_exact):
         change.items.append("images")
         for name in IMAGE_VARIABLES:
             reference = values.get(name, "")
-            if not reference or not _moving(reference):
+            if not reference or not (_moving(reference) or (pin_exact and "@" not in reference)):
                 continue
             # The digest of the image the deployment runs (of the local image when it does not run).
             service = IMAGE_SERVICES[name]
@@ -373,6 +383,9 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
                 change.env[name] = pinned
                 change.pinned[pinned] = reference
                 change.lines.append(f"images: {name} {reference} -> {pinned}")
+            elif not _moving(reference):
+                change.skipped.append(f"images: {name} ({reference}) has no registry digest on this engine (built or "
+                                      "loaded locally); it keeps its exact tag")
             else:
                 change.skipped.append(f"images: {name} ({reference}) has no registry digest on this engine; set an "
                                       "exact version tag by hand (`invoke upgrade --service ... --to TAG`)")

@@ -45,8 +45,12 @@ def test_a_default_deployment_fails_the_expected_items(deployed, fake_compose):
     assert items["managed-services"]["fix"] == "docs/hardening.md#managed-services"
     assert "not ClickHouse Cloud" in items["managed-services"]["reason"]
     text = run_invoke(deployed, "harden", "--check", env=fake_compose).stdout.strip().splitlines()
-    assert text[-1] == ("harden --check: 6 passed, 6 failed, 2 manual; `invoke harden` applies certificates, "
-                        "clickhouse-tls, postgres-tls, redis-tls.")
+    assert text[-1] == ("harden --check: 5 passed, 1 warned, 6 failed, 2 manual; `invoke harden` applies "
+                        "certificates, clickhouse-tls, postgres-tls, redis-tls.")
+    # Exact tags everywhere, but the production setting is POSTHOG_IMAGE by digest: a warning (exit code unchanged).
+    assert items["images"]["status"] == "warn" and "0 of 6 by digest" in items["images"]["reason"]
+    assert items["images"]["fix"].startswith("invoke harden --only images")
+    assert any(line.startswith("WARN   images:") for line in text)
 
 
 @pytest.mark.parametrize("change, item, reason", [
@@ -219,8 +223,33 @@ def test_a_moving_tag_is_pinned_to_the_digest_of_the_running_image(deployed, mon
     monkeypatch.setattr("posthog_compose.checks.collect", lambda root: [])
     change, _ = harden.plan(deployed, runner, ["images"], rotate_all=False)
     assert change.env == {"POSTHOG_IMAGE": f"posthog/posthog@{DIGEST}"}
-    assert len(change.skipped) == 1 and "KAFKA_IMAGE" in change.skipped[0] and "no registry digest" in change.skipped[0]
+    kafka = [line for line in change.skipped if "KAFKA_IMAGE" in line]
+    assert len(kafka) == 1 and "no registry digest" in kafka[0] and "set an exact version tag" in kafka[0]
+    # `--only images` also tries the exact tags; a locally built one keeps its tag (this fake has no digests).
+    assert all("keeps its exact tag" in line for line in change.skipped if line not in kafka)
     harden._apply(deployed, runner, change)  # records which tag the digest was pinned from (upgrade gates)
     from posthog_compose import images
 
     assert images.with_known_tag(deployed, f"posthog/posthog@{DIGEST}") == f"posthog/posthog:latest@{DIGEST}"
+
+
+def test_posthog_image_by_digest_passes_and_only_images_pins_an_exact_tag(deployed, fake_compose, monkeypatch):
+    from posthog_compose import harden, images
+    from tests.unit.test_upgrade import FakeRunner
+
+    set_env(deployed, POSTHOG_IMAGE=f"posthog/posthog@{DIGEST}")
+    code, items = _check(deployed, fake_compose)
+    assert items["images"]["status"] == "pass" and "1 of 6 by digest" in items["images"]["reason"]
+    set_env(deployed, POSTHOG_IMAGE="posthog/posthog:release-1.43.0")
+    runner = FakeRunner(deployed, [
+        (lambda cmd: cmd[-1] == "posthog/posthog:release-1.43.0", (0, json.dumps([f"posthog/posthog@{DIGEST}"]), "")),
+    ])
+    monkeypatch.setattr("posthog_compose.checks.collect", lambda root: [])
+    plain, _ = harden.plan(deployed, runner, [], rotate_all=False)  # plain `invoke harden` leaves exact tags alone
+    assert "POSTHOG_IMAGE" not in plain.env and "images" not in plain.items
+    change, _ = harden.plan(deployed, runner, ["images"], rotate_all=False)
+    assert change.env == {"POSTHOG_IMAGE": f"posthog/posthog@{DIGEST}"}
+    harden._apply(deployed, runner, change)
+    assert images.with_known_tag(deployed, f"posthog/posthog@{DIGEST}") == f"posthog/posthog:release-1.43.0@{DIGEST}"
+    code, items = _check(deployed, fake_compose)
+    assert items["images"]["status"] == "pass"
