@@ -18,7 +18,7 @@ from pathlib import Path
 from . import certs, compose, images, rotation
 from .engine import Runner
 from .errors import OperatorError
-from .fileops import atomic_write, timestamp
+from .fileops import KEEP_SECRET_COPIES, atomic_write, retain, timestamp
 
 OVERRIDE_FILE = "docker-compose.override.yml"
 TLS_TEMPLATE = "docker-compose.tls.yml"
@@ -481,6 +481,10 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
     except KeyboardInterrupt:
         raise OperatorError("interrupted; what was started was finished or not begun. `invoke harden --check` shows "
                             "where it stands, and `invoke up` recreates the services on the current .env", code=130)
+    pruned = retain(root / "backups", "harden-")  # after a successful write: old copies of secrets go
+    if pruned:
+        print(f"Removed {len(pruned)} older backups/harden-* cop{'y' if len(pruned) == 1 else 'ies'} of .env "
+              f"(the newest {KEEP_SECRET_COPIES} are kept).")
     if running:
         try:
             _recreate_all(root, runner)

@@ -81,6 +81,22 @@ def test_env_file_mode_and_debug_fail_and_are_applied(deployed, fake_compose):
     assert "DEBUG" not in EnvFile.load(deployed / ".env").values()
 
 
+def test_harden_keeps_only_the_newest_five_copies_of_env(deployed, fake_compose):
+    backups = deployed / "backups"
+    for day in range(1, 7):
+        (backups / f"harden-202601{day:02d}-120000").mkdir(parents=True)
+        (backups / f"harden-202601{day:02d}-120000" / ".env").write_text("OLD=1\n")
+    (backups / "postgres-posthog-20260101-120000.dump").write_bytes(b"PGDMP")  # dumps are not secrets copies
+    with open(deployed / ".env", "a") as handle:
+        handle.write("DEBUG=true\n")
+    result = run_invoke(deployed, "harden", "--yes", "--only", "debug", env=fake_compose)
+    assert result.returncode == 0, result.stdout + result.stderr
+    left = sorted(p.name for p in backups.glob("harden-*"))
+    assert len(left) == 5 and left[0] == "harden-20260103-120000" and (backups / left[-1] / ".env").exists()
+    assert "Removed 2 older backups/harden-* copies of .env (the newest 5 are kept)." in result.stdout
+    assert (backups / "postgres-posthog-20260101-120000.dump").exists()
+
+
 def test_only_web_publishes_a_port(deployed, fake_compose):
     text = (deployed / "docker-compose.yml").read_text()
     (deployed / "docker-compose.yml").write_text(text.replace(

@@ -167,3 +167,38 @@ def test_rotated_key_lists_hold_only_valid_distinct_keys_new_first():
         assert keys[1:] == kept and dropped == len([e for e in old.split(",") if e.strip()]) - len(kept)
 
     check()
+
+
+def test_old_env_copies_are_kept_only_for_the_newest_five(repo):
+    """Each .env.backup-* holds every old secret: the retention rule keeps the newest 5 after a write."""
+    from posthog_compose import fileops
+
+    assert run_invoke(repo, "init").returncode == 0
+    for day in range(1, 8):  # seven older copies, two in the same second (-1 sorts after the plain one)
+        (repo / f".env.backup-202601{day:02d}-120000").write_text("OLD=1\n")
+    (repo / ".env.backup-20260107-120000-1").write_text("OLD=1\n")
+    (repo / ".env.backup-notes").write_text("mine\n")  # not a name the kit writes: never touched
+    result = run_invoke(repo, "init", "--rotate", "SECRET_KEY")
+    assert result.returncode == 0, result.stderr
+    left = sorted(p.name for p in repo.glob(".env.backup-2*"))
+    assert len(left) == fileops.KEEP_SECRET_COPIES == 5
+    assert left[:4] == [".env.backup-20260105-120000", ".env.backup-20260106-120000", ".env.backup-20260107-120000",
+                        ".env.backup-20260107-120000-1"]  # and the copy this rotation just made
+    assert (repo / ".env.backup-notes").exists()
+    assert "Removed 4 older copies of .env (the newest 5 are kept)." in result.stdout
+    forced = run_invoke(repo, "init", "--force")
+    assert forced.returncode == 0 and "Removed 1 older copy" in forced.stdout
+    assert len(list(repo.glob(".env.backup-2*"))) == 5
+
+
+def test_retain_orders_by_timestamp_then_counter_and_removes_directories(tmp_path):
+    from posthog_compose import fileops
+
+    names = ["harden-20260101-000000", "harden-20260101-000000-10", "harden-20260101-000000-2",
+             "harden-20251231-235959"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ".env").write_text("X=1\n")
+    removed = fileops.retain(tmp_path, "harden-", keep=2)
+    assert removed == ["harden-20251231-235959", "harden-20260101-000000"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["harden-20260101-000000-10", "harden-20260101-000000-2"]
