@@ -90,6 +90,7 @@ class State:
     template: str
     published: dict[str, list]
     containers: dict[str, str] = field(default_factory=dict)  # service -> container state ("running", ...)
+    engine_error: str | None = None  # a dry run without an engine: why the containers could not be read
 
     @property
     def running(self) -> bool:
@@ -97,7 +98,7 @@ class State:
 
 
 # ----------------------------------------------------------------------------- reading the state
-def read_state(root: Path, runner: Runner | None = None) -> State:
+def read_state(root: Path, runner: Runner | None = None, without_engine: bool = False) -> State:
     from . import checks
     from .envfile import EnvFile, env_path
 
@@ -114,7 +115,12 @@ def read_state(root: Path, runner: Runner | None = None) -> State:
     if runner is not None:
         from . import stack
 
-        state.containers = {s.service: s.state for s in stack.service_states(root, runner)}
+        try:
+            state.containers = {s.service: s.state for s in stack.service_states(root, runner)}
+        except OperatorError as exc:
+            if not without_engine:  # only a dry run may plan without the engine
+                raise
+            state.engine_error = str(exc)
     return state
 
 
@@ -317,6 +323,8 @@ class Change:
     running: bool = False  # the deployment runs: recreate and check it afterwards
     lines: list[str] = field(default_factory=list)  # the plan, for people
     skipped: list[str] = field(default_factory=list)
+    needs_engine: list[str] = field(default_factory=list)  # a dry run without an engine: steps not planned in full
+    offline: bool = False  # a dry run without an engine: whether services run is unknown
     pinned: dict[str, str] = field(default_factory=dict)  # digest reference -> the reference it was pinned from
 
     @property
@@ -331,12 +339,13 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
     unknown = [item for item in only if item not in ITEMS]
     if unknown:
         raise OperatorError(f"--only {', '.join(unknown)}: unknown item(s); the items are {', '.join(ITEMS)}")
-    state = read_state(root, runner)
+    state = read_state(root, runner, without_engine=runner.dry_run)
+    offline = state.engine_error is not None
     results = {r.id: r for r in evaluate(state)}
     selected = [item for item in APPLY_ORDER if (not only or item in only)]
     if rotate_all and "secrets" not in selected:
         selected.insert(0, "secrets")
-    change = Change(running=state.running)
+    change = Change(running=state.running, offline=offline)
     values = dict(state.values)
     manifest = manifest_module.load(root)
 
@@ -354,7 +363,11 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
     if "redis-password" in selected and results["redis-password"].status == "fail" and "REDIS_PASSWORD" not in to_rotate:
         to_rotate.append("REDIS_PASSWORD")
     if to_rotate:
-        live = rotation.has_data(root, runner)
+        # Without an engine, plan as on a live deployment (key lists keep their old keys, ALTER ROLE first).
+        live = True if offline else rotation.has_data(root, runner)
+        if offline:
+            change.needs_engine.append("secrets (whether PostgreSQL holds data, so that its password changes inside "
+                                       "the database first)")
         change.rotation = rotation.plan(manifest, values, to_rotate, live)
         values.update(change.rotation.changes)
         change.env.update(change.rotation.changes)
@@ -371,7 +384,9 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
     pin_exact = "images" in only and results["images"].status != "pass"
     if "images" in selected and (results["images"].status == "fail" or pin_exact):
         change.items.append("images")
-        for name in IMAGE_VARIABLES:
+        if offline:
+            change.needs_engine.append("images (the digests to pin are read from the engine)")
+        for name in IMAGE_VARIABLES if not offline else ():
             reference = values.get(name, "")
             if not reference or not (_moving(reference) or (pin_exact and "@" not in reference)):
                 continue
@@ -454,7 +469,7 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
     change, results = plan(root, runner, only, rotate_all)
     for line in change.skipped:
         print(f"cannot apply: {line}")
-    if change.empty:
+    if change.empty and not change.needs_engine:
         left = [r for r in results if r.status == "fail" and (not only or r.id in only)]
         print("Nothing to apply: every selected item that harden can fix already passes"
               + (f"; still failing (fix by hand): {', '.join(r.id for r in left)}." if left else "."))
@@ -463,14 +478,21 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
     print("Plan:")
     for line in change.lines:
         print(f"  - {line}")
+    if change.needs_engine:
+        print(f"  - needs the engine: {'; '.join(change.needs_engine)}")
     if change.rotation:
         for warning in change.rotation.warnings:
             print(f"  ! {warning}")
     print(f"  - back up .env{' and ' + OVERRIDE_FILE if (root / OVERRIDE_FILE).exists() else ''} under backups/")
-    print("  - then recreate the services whose configuration changed and check health and the URL"
-          if running else "  - the deployment is not running: start it afterwards with `invoke up`")
+    if change.offline:
+        print("  - then recreate the services that run (the Docker engine does not answer: which run is unknown)")
+    else:
+        print("  - then recreate the services whose configuration changed and check health and the URL"
+              if running else "  - the deployment is not running: start it afterwards with `invoke up`")
     if runner.dry_run:
-        print("Dry run: nothing changed.")
+        print("Dry run: nothing changed." + (" The Docker engine does not answer" + (
+            ", so the steps that need it are listed, not planned in full." if change.needs_engine else ".")
+            if change.offline else ""))
         return 0
     if not yes:
         _confirm()

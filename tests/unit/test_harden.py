@@ -269,3 +269,39 @@ def test_posthog_image_by_digest_passes_and_only_images_pins_an_exact_tag(deploy
     assert images.with_known_tag(deployed, f"posthog/posthog@{DIGEST}") == f"posthog/posthog:release-1.43.0@{DIGEST}"
     code, items = _check(deployed, fake_compose)
     assert items["images"]["status"] == "pass"
+
+
+@pytest.fixture
+def no_engine(tmp_path):
+    """`docker` and `docker compose` that answer like a host whose engine is stopped."""
+    script = tmp_path / "bin" / "docker"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+                      "Is the docker daemon running?' >&2\nexit 1\n")
+    script.chmod(0o755)
+    compose_script = tmp_path / "bin" / "compose-no-engine"
+    compose_script.write_text("#!/bin/sh\n[ \"$1\" = version ] && { echo 'Docker Compose version v2.29.0'; exit 0; }\n"
+                              "for a in \"$@\"; do [ \"$a\" = config ] && exit 1; done\n"
+                              "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+                              "Is the docker daemon running?' >&2\nexit 1\n")
+    compose_script.chmod(0o755)
+    return {**os.environ, "PATH": f"{script.parent}{os.pathsep}{os.environ['PATH']}",
+            "POSTHOG_COMPOSE_BINARY": str(compose_script)}
+
+
+def test_dry_run_prints_the_plan_without_an_engine(deployed, no_engine):
+    set_env(deployed, POSTHOG_IMAGE="posthog/posthog:latest", SECRET_KEY="changeme")
+    before = (deployed / ".env").read_bytes()
+    result = run_invoke(deployed, "harden", "--dry-run", env=no_engine)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stderr == ""
+    lines = result.stdout.strip().splitlines()
+    needs = [line for line in lines if "needs the engine:" in line]
+    assert len(needs) == 1 and "secrets (" in needs[0] and "images (" in needs[0]
+    assert "  - secrets: SECRET_KEY: regenerated; every user is logged out" in lines
+    assert lines[-1] == ("Dry run: nothing changed. The Docker engine does not answer, so the steps that need it are "
+                         "listed, not planned in full.")
+    assert (deployed / ".env").read_bytes() == before and not (deployed / "backups").exists()
+    applied = run_invoke(deployed, "harden", "--yes", env=no_engine)  # applying still needs the engine: one line
+    assert applied.returncode == 1 and "cannot reach the Docker engine" in applied.stderr
+    assert len(applied.stderr.strip().splitlines()) == 1 and (deployed / ".env").read_bytes() == before
