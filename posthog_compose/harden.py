@@ -324,6 +324,7 @@ class Change:
     lines: list[str] = field(default_factory=list)  # the plan, for people
     skipped: list[str] = field(default_factory=list)
     needs_engine: list[str] = field(default_factory=list)  # a dry run without an engine: steps not planned in full
+    certs_written: list[str] = field(default_factory=list)  # certificates (re)written by this run: ca, db, ...
     offline: bool = False  # a dry run without an engine: whether services run is unknown
     pinned: dict[str, str] = field(default_factory=dict)  # digest reference -> the reference it was pinned from
 
@@ -509,7 +510,7 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
               f"(the newest {KEEP_SECRET_COPIES} are kept).")
     if running:
         try:
-            _recreate_all(root, runner)
+            _recreate_all(root, runner, force=services_mounting(root, change.certs_written))
         except KeyboardInterrupt:
             raise OperatorError("interrupted after the new configuration was written: run `invoke up` to recreate "
                                 "the services on it", code=130)
@@ -529,10 +530,38 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
     return 1 if still else 0
 
 
-def _recreate_all(root: Path, runner: Runner) -> None:
+def services_mounting(root: Path, names: list[str]) -> list[str]:
+    """The services whose containers mount one of the certificates ``names`` (ca, db, ...) through the
+    override file. A renewed certificate is a new file (written by rename), which a running container
+    does not see, and Compose does not recreate a service whose configuration did not change."""
+    from .manifest import load_yaml
+
+    path = root / OVERRIDE_FILE
+    if not names or not path.exists():
+        return []
+    try:
+        services = (load_yaml(path) or {}).get("services") or {}
+    except Exception:  # an unreadable override: `up` reports it; recreate every certificate user instead
+        return list(_all_services())
+    wanted = {f"./certs/{name}.{suffix}" for name in names for suffix in ("crt", "key")}
+    found = []
+    for service, body in services.items():
+        volumes = (body or {}).get("volumes") or [] if isinstance(body, dict) else []
+        sources = {str(v.get("source", "")) if isinstance(v, dict) else str(v).split(":", 1)[0] for v in volumes}
+        if sources & wanted:
+            found.append(str(service))
+    return [service for service in _all_services() if service in found]
+
+
+def _recreate_all(root: Path, runner: Runner, force: list[str] | None = None) -> None:
     from . import stack
     from .envfile import EnvFile, env_path
 
+    if force:
+        print(f"Recreating {', '.join(force)} so that they load the renewed certificates ...")
+        stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--force-recreate", "--no-deps",
+                                                           *force),
+                             list(force), 600, readiness_values=EnvFile.load(env_path(root)).resolved())
     print("Recreating the services whose configuration changed ...")
     stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--remove-orphans"),
                          list(_all_services()), 600, readiness_values=EnvFile.load(env_path(root)).resolved())
@@ -576,6 +605,7 @@ def _apply(root: Path, runner: Runner, change: Change) -> None:
         runner.run(["git", "-C", str(root), "rm", "--cached", "--quiet", "--", ".env"], capture=True)
     if change.certificates:
         written = certs.ensure(root)
+        change.certs_written = list(written)
         print(f"Certificates written: {', '.join(written) or 'none needed'}.")
     if change.override:
         text = (root / TLS_TEMPLATE).read_text(encoding="utf-8")

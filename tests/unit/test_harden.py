@@ -305,3 +305,21 @@ def test_dry_run_prints_the_plan_without_an_engine(deployed, no_engine):
     applied = run_invoke(deployed, "harden", "--yes", env=no_engine)  # applying still needs the engine: one line
     assert applied.returncode == 1 and "cannot reach the Docker engine" in applied.stderr
     assert len(applied.stderr.strip().splitlines()) == 1 and (deployed / ".env").read_bytes() == before
+
+
+def test_renewed_certificates_recreate_the_services_that_mount_them(deployed, monkeypatch):
+    """A renewed certificate is a new file: running containers keep the old one until recreated, and
+    `up` alone recreates only services whose configuration changed."""
+    from posthog_compose import harden, stack
+
+    assert harden.services_mounting(deployed, ["db"]) == []  # no override: nothing mounts certificates
+    (deployed / harden.OVERRIDE_FILE).write_text((deployed / harden.TLS_TEMPLATE).read_text())
+    assert harden.services_mounting(deployed, ["db", "redis"]) == ["db", "redis"]
+    assert harden.services_mounting(deployed, ["clickhouse"]) == ["clickhouse"]
+    assert set(harden.services_mounting(deployed, ["ca"])) == {"db", "redis", "clickhouse", "web", "worker", "plugins"}
+    commands = []
+    monkeypatch.setattr(stack, "start_and_wait", lambda root, runner, command, services, timeout, **kw:
+                        commands.append(command[command.index("up"):]))
+    harden._recreate_all(deployed, None, force=["db", "redis", "clickhouse"])
+    assert commands == [["up", "--detach", "--force-recreate", "--no-deps", "db", "redis", "clickhouse"],
+                        ["up", "--detach", "--remove-orphans"]]
