@@ -510,7 +510,10 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
               f"(the newest {KEEP_SECRET_COPIES} are kept).")
     if running:
         try:
-            _recreate_all(root, runner, force=services_mounting(root, change.certs_written))
+            # A first TLS run changes every mounting service's configuration, so `up` recreates them anyway;
+            # a renewal changes no configuration, so those services are recreated explicitly.
+            renewed = [] if change.override else services_mounting(root, change.certs_written)
+            _recreate_all(root, runner, force=renewed)
         except KeyboardInterrupt:
             raise OperatorError("interrupted after the new configuration was written: run `invoke up` to recreate "
                                 "the services on it", code=130)
