@@ -245,3 +245,10 @@ def test_a_certificate_that_expires_within_30_days_is_a_warning(deployed, monkey
     assert "invoke harden --only certificates" in found[0].fix
     result = run_invoke(deployed, "config-check")
     assert result.returncode == 0 and "certs/redis.crt" in result.stdout + result.stderr
+
+
+def test_a_port_of_unicode_digits_is_a_format_error_not_a_crash():
+    from posthog_compose import formats
+
+    assert formats._port("²") == "must be a port number from 1 to 65535"  # "²".isdigit() is True, int() fails
+    assert formats._port("٨٠") and formats._port("8080") is None

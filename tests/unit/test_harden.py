@@ -323,3 +323,24 @@ def test_renewed_certificates_recreate_the_services_that_mount_them(deployed, mo
     harden._recreate_all(deployed, None, force=["db", "redis", "clickhouse"])
     assert commands == [["up", "--detach", "--force-recreate", "--no-deps", "db", "redis", "clickhouse"],
                         ["up", "--detach", "--remove-orphans"]]
+
+
+def test_harden_recreates_the_renewed_certificates_users_when_running(deployed, monkeypatch):
+    from posthog_compose import harden, stack
+    from posthog_compose.engine import Runner
+
+    (deployed / harden.OVERRIDE_FILE).write_text((deployed / harden.TLS_TEMPLATE).read_text())  # TLS already on
+    change = harden.Change(items=["certificates"], certificates=True, running=True,
+                           lines=["certificates: renew"])
+    monkeypatch.setattr(harden, "plan", lambda *args: (change, []))
+    monkeypatch.setattr(harden.certs, "ensure", lambda root: ["db", "redis"])
+    monkeypatch.setattr(harden.rotation, "commit", lambda *args: None)
+    monkeypatch.setattr(harden, "read_state", lambda root, *args, **kw: None)
+    monkeypatch.setattr(harden, "evaluate", lambda state: [harden.Result("certificates", "", "apply", "pass", "")])
+    monkeypatch.setattr(stack, "check_url", lambda values: (True, "ok"))
+    commands = []
+    monkeypatch.setattr(stack, "start_and_wait", lambda root, runner, command, services, timeout, **kw:
+                        commands.append(command[command.index("up"):]))
+    assert harden._apply_planned(deployed, Runner(deployed), ["certificates"], True, False) == 0
+    assert commands == [["up", "--detach", "--force-recreate", "--no-deps", "db", "redis"],
+                        ["up", "--detach", "--remove-orphans"]]
