@@ -132,7 +132,7 @@ def _container_image(runner: Runner, service: str) -> str | None:
 
 
 def evaluate(state: State) -> list[Result]:
-    """Every checklist item, in order, with pass / fail / manual and the reason."""
+    """Every checklist item, in order, with pass / warn / fail / manual and the reason."""
     results = []
     for item, (title, kind) in ITEMS.items():
         status, reason, fix = CHECKS[item](state)
