@@ -237,7 +237,7 @@ def upgrade(c, to=None, service="posthog", allow_latest=False, pin_digest=False,
 
 
 @task(iterable=["only"], help={
-    "check": "change nothing: print each checklist item as pass / fail / manual; exit 1 when a checkable item fails",
+    "check": "change nothing: print each checklist item as pass / warn / fail / manual; exit 1 when a checkable item fails",
     "only": "apply only these items (repeatable or comma-separated), e.g. --only secrets,certificates,postgres-tls",
     "rotate_secrets": "regenerate every generated secret, not only the insecure ones (safe on a live deployment)",
     "yes": "do not ask for confirmation (automation)",

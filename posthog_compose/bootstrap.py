@@ -10,7 +10,7 @@ from pathlib import Path
 from . import credentials, rotation
 from .envfile import ENV_MODE, EnvFile, env_path
 from .errors import OperatorError
-from .fileops import atomic_write, backup
+from .fileops import KEEP_SECRET_COPIES, atomic_write, backup, retain
 from .manifest import Manifest
 
 
@@ -22,11 +22,16 @@ class InitResult:
     rotated: list[str] = field(default_factory=list)
     backup: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)  # old copies removed by the retention rule
+
+    def _pruned(self) -> str:
+        return (f" Removed {len(self.pruned)} older cop{'y' if len(self.pruned) == 1 else 'ies'} of .env (the newest "
+                f"{KEEP_SECRET_COPIES} are kept)." if self.pruned else "")
 
     def summary(self) -> str:
         if self.created:
             extra = f" (previous file kept as {self.backup.name})" if self.backup else ""
-            return f"Wrote {self.path.name} with fresh secrets, mode 0600{extra}."
+            return f"Wrote {self.path.name} with fresh secrets, mode 0600{extra}.{self._pruned()}"
         parts = []
         if self.added:
             parts.append(f"added {len(self.added)} new variable(s): {', '.join(self.added)}")
@@ -36,6 +41,7 @@ class InitResult:
             return f"{self.path.name} already exists and knows every variable; nothing changed."
         text = f"{self.path.name}: " + "; ".join(parts)
         text += f" (previous file kept as {self.backup.name})." if self.backup else "."
+        text += self._pruned()
         return "\n".join([*(f"warning: {warning}" for warning in self.warnings), text])
 
 
@@ -83,6 +89,7 @@ def init(root: Path, manifest: Manifest, force: bool = False, rotate: list[str] 
             result.backup = backup(path)
             result.backup.chmod(ENV_MODE)
         atomic_write(path, render_env(manifest, fresh_values(manifest), env_header()), ENV_MODE)
+        result.pruned = retain(path.parent, f"{path.name}.backup-") if result.backup else []
         return result
 
     env = EnvFile.load(path)
@@ -104,6 +111,7 @@ def init(root: Path, manifest: Manifest, force: bool = False, rotate: list[str] 
         env.write(path)
     if rotate:
         _rotate(root, manifest, rotate, result)
+    result.pruned = retain(path.parent, f"{path.name}.backup-")  # after the write succeeded
     return result
 
 

@@ -115,6 +115,7 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
             _check_edge_and_disk(root, env, values, document, report, environ)
         _check_drift(root, manifest, report)
     _check_env_protection(root, report)
+    _check_certificate_expiry(root, report)
     env_usable = values is not None and bool(values)
     model = _finish_compose(compose_process, root, report, _secret_values(manifest, values), quiet=not env_usable)
     if model is not None:
@@ -660,6 +661,34 @@ def _check_drift(root: Path, manifest, report: _Report) -> None:
     for path in stale:
         report.warning("drift", path.name, None, "", "differs from what variables.yml generates",
                        "run `invoke generate` (never edit generated files by hand)")
+
+
+def _check_certificate_expiry(root: Path, report: _Report) -> None:
+    """A warning for each certificate under certs/ that expires within certs.RENEW_DAYS (or has expired):
+    TLS connections inside the deployment fail on that day."""
+    import datetime as dt
+
+    from . import certs
+
+    found = sorted(certs.cert_dir(root).glob("*.crt")) if certs.cert_dir(root).is_dir() else []
+    if not found:
+        return  # no TLS yet: nothing to load (and config-check stays instant)
+    from cryptography import x509
+
+    now = dt.datetime.now(dt.timezone.utc)
+    for path in found:
+        relative = path.relative_to(root).as_posix()
+        try:
+            expires = x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+        except (ValueError, OSError) as exc:
+            report.warning("certificate", relative, None, "", f"cannot be read as a PEM certificate ({exc})",
+                           "invoke harden --only certificates")
+            continue
+        days = (expires - now).days
+        if days < certs.RENEW_DAYS:
+            when = f"expired on {expires:%Y-%m-%d}" if expires <= now else f"expires in {days} day(s) ({expires:%Y-%m-%d})"
+            report.warning("certificate-expiry", relative, None, "", f"{when}: TLS inside the deployment fails then",
+                           "renew it with `invoke harden --only certificates` (running services are recreated)")
 
 
 def _check_env_protection(root: Path, report: _Report) -> None:

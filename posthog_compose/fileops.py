@@ -67,6 +67,37 @@ def backup(path: Path, directory: Path | None = None) -> Path:
     return target
 
 
+#: How many old copies of secrets (`.env.backup-*`, `backups/harden-*/`) are kept: each holds every
+#: secret of its day, so they do not pile up forever; the newest ones cover a rollback.
+KEEP_SECRET_COPIES = 5
+
+
+def retain(directory: Path, prefix: str, keep: int = KEEP_SECRET_COPIES) -> list[str]:
+    """Delete all but the newest ``keep`` entries of ``directory`` named ``prefix`` + a timestamp()
+    (optionally -N, as ``backup`` names them); files or directories. Returns the names removed."""
+    import re
+
+    pattern = re.compile(re.escape(prefix) + r"(\d{8}-\d{6})(?:-(\d+))?")
+    found = []
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match and not entry.is_symlink():
+            found.append(((match.group(1), int(match.group(2) or 0)), entry))
+    found.sort(key=lambda item: item[0])
+    removed = []
+    for _, entry in found[:max(len(found) - keep, 0)]:
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry.name)
+    return removed
+
+
 JOURNAL_DIR = ".deploy/journal"
 
 

@@ -139,7 +139,7 @@ def _redis_url(value: str) -> str | None:
 
 
 def _port(value: str) -> str | None:
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
         return "must be a port number from 1 to 65535"
     return None
 

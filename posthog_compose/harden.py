@@ -18,7 +18,7 @@ from pathlib import Path
 from . import certs, compose, images, rotation
 from .engine import Runner
 from .errors import OperatorError
-from .fileops import atomic_write, timestamp
+from .fileops import KEEP_SECRET_COPIES, atomic_write, retain, timestamp
 
 OVERRIDE_FILE = "docker-compose.override.yml"
 TLS_TEMPLATE = "docker-compose.tls.yml"
@@ -37,7 +37,7 @@ ITEMS: dict[str, tuple[str, str]] = {
     "secrets": ("every secret is random: not the example, not a known default, long enough", "apply"),
     "redis-password": ("Redis requires a password", "apply"),
     "debug": ("DEBUG is off", "apply"),
-    "images": ("no image on latest or another moving tag", "apply"),
+    "images": ("no image on latest or another moving tag; POSTHOG_IMAGE pinned by digest", "apply"),
     "certificates": ("the deployment's CA and server certificates exist, chain to the CA and are not expiring", "apply"),
     "clickhouse-tls": ("ClickHouse over TLS with verification (CLICKHOUSE_SECURE=true, CLICKHOUSE_VERIFY=true)", "apply"),
     "postgres-tls": ("PostgreSQL over TLS only, certificate verified (sslmode=verify-full)", "apply"),
@@ -67,12 +67,12 @@ class Result:
     id: str
     title: str
     kind: str
-    status: str  # pass | fail | manual
+    status: str  # pass | warn (advised, does not fail the check) | fail | manual
     reason: str
     fix: str = ""
 
     def text(self) -> str:
-        mark = {"pass": "PASS  ", "fail": "FAIL  ", "manual": "MANUAL"}[self.status]
+        mark = {"pass": "PASS  ", "warn": "WARN  ", "fail": "FAIL  ", "manual": "MANUAL"}[self.status]
         # A pass states what was found, which says the requirement again: the title would repeat it.
         line = f"{mark} {self.id}: {self.reason}" if self.status == "pass" and self.reason else \
             f"{mark} {self.id}: {self.title}: {self.reason}"
@@ -90,6 +90,7 @@ class State:
     template: str
     published: dict[str, list]
     containers: dict[str, str] = field(default_factory=dict)  # service -> container state ("running", ...)
+    engine_error: str | None = None  # a dry run without an engine: why the containers could not be read
 
     @property
     def running(self) -> bool:
@@ -97,7 +98,7 @@ class State:
 
 
 # ----------------------------------------------------------------------------- reading the state
-def read_state(root: Path, runner: Runner | None = None) -> State:
+def read_state(root: Path, runner: Runner | None = None, without_engine: bool = False) -> State:
     from . import checks
     from .envfile import EnvFile, env_path
 
@@ -114,7 +115,12 @@ def read_state(root: Path, runner: Runner | None = None) -> State:
     if runner is not None:
         from . import stack
 
-        state.containers = {s.service: s.state for s in stack.service_states(root, runner)}
+        try:
+            state.containers = {s.service: s.state for s in stack.service_states(root, runner)}
+        except OperatorError as exc:
+            if not without_engine:  # only a dry run may plan without the engine
+                raise
+            state.engine_error = str(exc)
     return state
 
 
@@ -126,7 +132,7 @@ def _container_image(runner: Runner, service: str) -> str | None:
 
 
 def evaluate(state: State) -> list[Result]:
-    """Every checklist item, in order, with pass / fail / manual and the reason."""
+    """Every checklist item, in order, with pass / warn / fail / manual and the reason."""
     results = []
     for item, (title, kind) in ITEMS.items():
         status, reason, fix = CHECKS[item](state)
@@ -171,7 +177,13 @@ def _images(state: State):
     if moving:
         return "fail", f"on a moving tag: {', '.join(moving)}", "invoke harden --only images (pins the running image's digest)"
     digests = sum(1 for name in IMAGE_VARIABLES if "@sha256:" in state.values.get(name, ""))
-    return "pass", f"every image has an exact tag or digest ({digests} of {len(IMAGE_VARIABLES)} by digest)", ""
+    counted = f"{digests} of {len(IMAGE_VARIABLES)} by digest"
+    if "@sha256:" not in state.values.get("POSTHOG_IMAGE", ""):
+        # A warning, not a failure: an exact tag is safe from surprise updates unless the registry re-points
+        # it, and an image built or loaded locally has no registry digest to pin (air-gapped hosts).
+        return ("warn", f"every image has an exact tag, but POSTHOG_IMAGE is not pinned by digest ({counted}): a "
+                "re-pushed tag would change what runs", "invoke harden --only images (pins the running images' digests)")
+    return "pass", f"every image has an exact tag or digest ({counted})", ""
 
 
 def _moving(reference: str) -> bool:
@@ -287,9 +299,11 @@ def check(root: Path, runner: Runner, as_json: bool = False) -> int:
         for result in results:
             print(result.text())
         manual = sum(1 for r in results if r.status == "manual")
+        warned = sum(1 for r in results if r.status == "warn")
         applicable = [r.id for r in failed if r.kind == "apply"]
         tail = f"; `invoke harden` applies {', '.join(applicable)}" if applicable else ""
-        print(f"harden --check: {len(results) - len(failed) - manual} passed, {len(failed)} failed, {manual} manual{tail}.")
+        print(f"harden --check: {len(results) - len(failed) - manual - warned} passed, "
+              + (f"{warned} warned, " if warned else "") + f"{len(failed)} failed, {manual} manual{tail}.")
     return 1 if failed else 0
 
 
@@ -309,6 +323,10 @@ class Change:
     running: bool = False  # the deployment runs: recreate and check it afterwards
     lines: list[str] = field(default_factory=list)  # the plan, for people
     skipped: list[str] = field(default_factory=list)
+    needs_engine: list[str] = field(default_factory=list)  # a dry run without an engine: steps not planned in full
+    certs_written: list[str] = field(default_factory=list)  # certificates (re)written by this run: ca, db, ...
+    offline: bool = False  # a dry run without an engine: whether services run is unknown
+    pinned: dict[str, str] = field(default_factory=dict)  # digest reference -> the reference it was pinned from
 
     @property
     def empty(self) -> bool:
@@ -322,12 +340,13 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
     unknown = [item for item in only if item not in ITEMS]
     if unknown:
         raise OperatorError(f"--only {', '.join(unknown)}: unknown item(s); the items are {', '.join(ITEMS)}")
-    state = read_state(root, runner)
+    state = read_state(root, runner, without_engine=runner.dry_run)
+    offline = state.engine_error is not None
     results = {r.id: r for r in evaluate(state)}
     selected = [item for item in APPLY_ORDER if (not only or item in only)]
     if rotate_all and "secrets" not in selected:
         selected.insert(0, "secrets")
-    change = Change(running=state.running)
+    change = Change(running=state.running, offline=offline)
     values = dict(state.values)
     manifest = manifest_module.load(root)
 
@@ -345,7 +364,11 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
     if "redis-password" in selected and results["redis-password"].status == "fail" and "REDIS_PASSWORD" not in to_rotate:
         to_rotate.append("REDIS_PASSWORD")
     if to_rotate:
-        live = rotation.has_data(root, runner)
+        # Without an engine, plan as on a live deployment (key lists keep their old keys, ALTER ROLE first).
+        live = True if offline else rotation.has_data(root, runner)
+        if offline:
+            change.needs_engine.append("secrets (whether PostgreSQL holds data, so that its password changes inside "
+                                       "the database first)")
         change.rotation = rotation.plan(manifest, values, to_rotate, live)
         values.update(change.rotation.changes)
         change.env.update(change.rotation.changes)
@@ -358,11 +381,15 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
         change.env_remove.append("DEBUG")
         change.lines.append("debug: remove DEBUG from .env (PostHog's default is off)")
 
-    if "images" in selected and results["images"].status == "fail":
+    # A moving tag is always pinned; exact tags only when `--only images` asks for it (the warning's fix).
+    pin_exact = "images" in only and results["images"].status != "pass"
+    if "images" in selected and (results["images"].status == "fail" or pin_exact):
         change.items.append("images")
-        for name in IMAGE_VARIABLES:
+        if offline:
+            change.needs_engine.append("images (the digests to pin are read from the engine)")
+        for name in IMAGE_VARIABLES if not offline else ():
             reference = values.get(name, "")
-            if not reference or not _moving(reference):
+            if not reference or not (_moving(reference) or (pin_exact and "@" not in reference)):
                 continue
             # The digest of the image the deployment runs (of the local image when it does not run).
             service = IMAGE_SERVICES[name]
@@ -370,7 +397,11 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
             pinned = images.repo_digest(runner, reference, image=image)
             if pinned:
                 change.env[name] = pinned
+                change.pinned[pinned] = reference
                 change.lines.append(f"images: {name} {reference} -> {pinned}")
+            elif not _moving(reference):
+                change.skipped.append(f"images: {name} ({reference}) has no registry digest on this engine (built or "
+                                      "loaded locally); it keeps its exact tag")
             else:
                 change.skipped.append(f"images: {name} ({reference}) has no registry digest on this engine; set an "
                                       "exact version tag by hand (`invoke upgrade --service ... --to TAG`)")
@@ -439,7 +470,7 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
     change, results = plan(root, runner, only, rotate_all)
     for line in change.skipped:
         print(f"cannot apply: {line}")
-    if change.empty:
+    if change.empty and not change.needs_engine:
         left = [r for r in results if r.status == "fail" and (not only or r.id in only)]
         print("Nothing to apply: every selected item that harden can fix already passes"
               + (f"; still failing (fix by hand): {', '.join(r.id for r in left)}." if left else "."))
@@ -448,14 +479,21 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
     print("Plan:")
     for line in change.lines:
         print(f"  - {line}")
+    if change.needs_engine:
+        print(f"  - needs the engine: {'; '.join(change.needs_engine)}")
     if change.rotation:
         for warning in change.rotation.warnings:
             print(f"  ! {warning}")
     print(f"  - back up .env{' and ' + OVERRIDE_FILE if (root / OVERRIDE_FILE).exists() else ''} under backups/")
-    print("  - then recreate the services whose configuration changed and check health and the URL"
-          if running else "  - the deployment is not running: start it afterwards with `invoke up`")
+    if change.offline:
+        print("  - then recreate the services that run (the Docker engine does not answer: which run is unknown)")
+    else:
+        print("  - then recreate the services whose configuration changed and check health and the URL"
+              if running else "  - the deployment is not running: start it afterwards with `invoke up`")
     if runner.dry_run:
-        print("Dry run: nothing changed.")
+        print("Dry run: nothing changed." + (" The Docker engine does not answer" + (
+            ", so the steps that need it are listed, not planned in full." if change.needs_engine else ".")
+            if change.offline else ""))
         return 0
     if not yes:
         _confirm()
@@ -466,9 +504,16 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
     except KeyboardInterrupt:
         raise OperatorError("interrupted; what was started was finished or not begun. `invoke harden --check` shows "
                             "where it stands, and `invoke up` recreates the services on the current .env", code=130)
+    pruned = retain(root / "backups", "harden-")  # after a successful write: old copies of secrets go
+    if pruned:
+        print(f"Removed {len(pruned)} older backups/harden-* cop{'y' if len(pruned) == 1 else 'ies'} of .env "
+              f"(the newest {KEEP_SECRET_COPIES} are kept).")
     if running:
         try:
-            _recreate_all(root, runner)
+            # A first TLS run changes every mounting service's configuration, so `up` recreates them anyway;
+            # a renewal changes no configuration, so those services are recreated explicitly.
+            renewed = [] if change.override else services_mounting(root, change.certs_written)
+            _recreate_all(root, runner, force=renewed)
         except KeyboardInterrupt:
             raise OperatorError("interrupted after the new configuration was written: run `invoke up` to recreate "
                                 "the services on it", code=130)
@@ -488,10 +533,38 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
     return 1 if still else 0
 
 
-def _recreate_all(root: Path, runner: Runner) -> None:
+def services_mounting(root: Path, names: list[str]) -> list[str]:
+    """The services whose containers mount one of the certificates ``names`` (ca, db, ...) through the
+    override file. A renewed certificate is a new file (written by rename), which a running container
+    does not see, and Compose does not recreate a service whose configuration did not change."""
+    from .manifest import load_yaml
+
+    path = root / OVERRIDE_FILE
+    if not names or not path.exists():
+        return []
+    try:
+        services = (load_yaml(path) or {}).get("services") or {}
+    except Exception:  # an unreadable override: `up` reports it; recreate every certificate user instead
+        return list(_all_services())
+    wanted = {f"./certs/{name}.{suffix}" for name in names for suffix in ("crt", "key")}
+    found = []
+    for service, body in services.items():
+        volumes = (body or {}).get("volumes") or [] if isinstance(body, dict) else []
+        sources = {str(v.get("source", "")) if isinstance(v, dict) else str(v).split(":", 1)[0] for v in volumes}
+        if sources & wanted:
+            found.append(str(service))
+    return [service for service in _all_services() if service in found]
+
+
+def _recreate_all(root: Path, runner: Runner, force: list[str] | None = None) -> None:
     from . import stack
     from .envfile import EnvFile, env_path
 
+    if force:
+        print(f"Recreating {', '.join(force)} so that they load the renewed certificates ...")
+        stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--force-recreate", "--no-deps",
+                                                           *force),
+                             list(force), 600, readiness_values=EnvFile.load(env_path(root)).resolved())
     print("Recreating the services whose configuration changed ...")
     stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--remove-orphans"),
                          list(_all_services()), 600, readiness_values=EnvFile.load(env_path(root)).resolved())
@@ -535,6 +608,7 @@ def _apply(root: Path, runner: Runner, change: Change) -> None:
         runner.run(["git", "-C", str(root), "rm", "--cached", "--quiet", "--", ".env"], capture=True)
     if change.certificates:
         written = certs.ensure(root)
+        change.certs_written = list(written)
         print(f"Certificates written: {', '.join(written) or 'none needed'}.")
     if change.override:
         text = (root / TLS_TEMPLATE).read_text(encoding="utf-8")
@@ -542,6 +616,8 @@ def _apply(root: Path, runner: Runner, change: Change) -> None:
         from . import proxy  # with the edge proxy on, COMPOSE_FILE must list the override too
 
         proxy.include_override(root)
+    for pinned, reference in change.pinned.items():  # the version each digest stands for (upgrade gates)
+        images.record_digest_version(root, reference, pinned)
     # Journaled: the new values are recorded (0600) before PostgreSQL's password changes, so a
     # kill between ALTER ROLE and the .env write cannot lose it (see rotation.commit).
     rotation.commit(root, runner, dict(change.env),

@@ -149,6 +149,62 @@ def repo_digest(runner, reference: str, image: str | None = None) -> str | None:
     return None
 
 
+# --- the version behind a digest ----------------------------------------------------------------
+#: Which tag each digest the kit pinned stood for: {"repository@sha256:...": "tag"}. A digest says
+#: nothing about its version, so `invoke upgrade --pin-digest` and `invoke harden --only images`
+#: record it when they pin, and the upgrade gates and the compatibility check read it back.
+DIGEST_VERSIONS_FILE = ".deploy/digest-versions.json"
+
+
+def _digest_versions(root) -> dict[str, str]:
+    from pathlib import Path
+
+    path = Path(root) / DIGEST_VERSIONS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def record_digest_version(root, tagged: str, pinned: str) -> None:
+    """Remember that ``pinned`` (repository@sha256:...) is ``tagged``'s image (written atomically).
+    Nothing is recorded when ``tagged`` has no tag or ``pinned`` no digest."""
+    from pathlib import Path
+
+    from .fileops import atomic_write
+
+    tag, ref = parse(tagged).tag, parse(pinned)
+    if not tag or not ref.digest:
+        return
+    data = _digest_versions(root)
+    data[f"{_familiar(ref.repository)}@{ref.digest}"] = tag
+    path = Path(root) / DIGEST_VERSIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def with_known_tag(root, reference: str) -> str:
+    """``reference`` with the tag its digest was pinned from (repository:tag@sha256:...), when the kit
+    recorded one; otherwise ``reference`` unchanged (also when it does not parse)."""
+    if root is None or "@" not in (reference or ""):
+        return reference
+    try:
+        ref = parse(reference)
+    except OperatorError:
+        return reference
+    if ref.tag or not ref.digest:
+        return reference
+    tag = _digest_versions(root).get(f"{_familiar(ref.repository)}@{ref.digest}")
+    return f"{ref.repository}:{tag}@{ref.digest}" if tag and _TAG.match(tag) else reference
+
+
+def with_known_tags(root, values: dict[str, str]) -> dict[str, str]:
+    """``values`` with every `*_IMAGE` digest given the tag recorded for it (see with_known_tag)."""
+    return {name: with_known_tag(root, value) if name.endswith("_IMAGE") else value
+            for name, value in values.items()}
+
+
 # --- PostHog's published tags -------------------------------------------------------------------
 
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")

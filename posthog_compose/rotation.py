@@ -5,7 +5,9 @@ derived from them, and changing PostgreSQL's password inside the running databas
 Rules, on a live deployment (containers or the PostgreSQL data volume exist):
 - POSTGRES_PASSWORD: ALTER ROLE inside the database first (the SQL travels on stdin, and only a
   SCRAM verifier of the new password reaches the server, never the password itself);
-- ENCRYPTION_SALT_KEYS / ENCRYPTION_KEYS: the new key goes first and every old key stays;
+- ENCRYPTION_SALT_KEYS / ENCRYPTION_KEYS: the new key goes first and every valid old key stays;
+  an entry that is not exactly 32 characters of [A-Za-z0-9_-] is dropped (PostHog refuses such a
+  key, so nothing was ever encrypted with it), and a repeated entry is kept once;
 - SECRET_KEY: every session ends (a warning says so);
 - CLICKHOUSE_PASSWORD and REDIS_PASSWORD: read from the environment at start, so .env is the
   only place; REDIS_URL and DATABASE_URL are re-rendered from their manifest templates.
@@ -18,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +44,7 @@ class Rotation:
     postgres_password: str | None = None
     warnings: list[str] = field(default_factory=list)
     kept_keys: dict[str, int] = field(default_factory=dict)  # key list -> old keys kept after the new one
+    dropped_keys: dict[str, int] = field(default_factory=dict)  # key list -> invalid or repeated entries dropped
 
     def describe(self, name: str) -> str:
         """One plan line for a rotated variable (never its value)."""
@@ -62,12 +66,33 @@ def generated_secrets(manifest: Manifest) -> list[str]:
     return [v.name for v in manifest.variables if v.generate]
 
 
+VALID_KEY = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
+def kept_old_keys(old: str) -> tuple[list[str], int]:
+    """The old entries of a key list a rotation keeps (valid ones, each once, in order) and how many
+    it drops. An entry that is not exactly 32 characters of [A-Za-z0-9_-] is dropped: PostHog refuses
+    such a key, so nothing it wrote can need it, and keeping it would keep config-check failing."""
+    entries = [k.strip() for k in old.split(",") if k.strip()]
+    kept: list[str] = []
+    for entry in entries:
+        if VALID_KEY.fullmatch(entry) and entry not in kept:
+            kept.append(entry)
+    return kept, len(entries) - len(kept)
+
+
+def dropped_note(count: int) -> str:
+    return (f"{count} invalid or repeated old entr{'y' if count == 1 else 'ies'} dropped (not exactly 32 "
+            "characters of [A-Za-z0-9_-], or listed twice: no data can be encrypted with it)")
+
+
 def rotated_value(variable, old: str) -> str:
-    """A new value; encryption key lists get the new key first and keep the old ones,
+    """A new value; encryption key lists get the new key first and keep the valid old ones,
     because PostHog decrypts with any key in the list and dropping one loses data."""
     new = credentials.generate(variable.generate)
     if variable.format == "encryption-key-list" and old:
-        return ",".join([new] + [k for k in old.split(",") if k])
+        kept, _ = kept_old_keys(old)
+        return ",".join([new] + [k for k in kept if k != new])
     return new
 
 
@@ -90,7 +115,11 @@ def plan(manifest: Manifest, values: dict[str, str], names: list[str], live: boo
         old = values.get(name, "")
         if live and variable.format == "encryption-key-list" and old:
             new = rotated_value(variable, old)
-            rotation.kept_keys[name] = len([k for k in old.split(",") if k])
+            kept, dropped = kept_old_keys(old)
+            rotation.kept_keys[name] = len(kept)
+            if dropped:
+                rotation.dropped_keys[name] = dropped
+                rotation.warnings.append(f"{name}: {dropped_note(dropped)}")
         else:
             new = credentials.generate(variable.generate)
         after[name] = new

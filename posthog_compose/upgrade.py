@@ -195,9 +195,12 @@ def make_plan(root: Path, request: Request) -> Plan:
     before = env.render()
     env.set(variable, target)
     plan = Plan(request.service, variable, services, current, target, before, env.render(), free_gib_needed=free_gib)
+    # A digest the kit pinned stands for the tag it was pinned from (images.DIGEST_VERSIONS_FILE).
+    known_current, known_target = images.with_known_tag(root, current), images.with_known_tag(root, target)
     if request.service == "posthog":
-        plan.gates = applicable_gates(load_gates(root), current, target)
-    if formats.is_downgrade(images.parse(current).tag or "", images.parse(target).tag or ""):  # hook: hostile input
+        plan.gates = applicable_gates(load_gates(root), known_current, known_target)
+    if formats.is_downgrade(images.parse(known_current).tag or "",
+                            images.parse(known_target).tag or ""):  # hook: hostile input
         plan.warnings.append(f"{target} is OLDER than {current}: this is a downgrade, which database migrations "
                              "may not survive; restore the backup of that version instead if you mean to go back")
     if images.parse(target).tag in images.MOVING_TAGS:
@@ -304,6 +307,8 @@ def _run(root: Path, runner: Runner, request: Request, plan: Plan) -> int:
             backup = take_backup(root, runner)
         journal.fault_point("upgrade-pull")
         target = fetch_image(runner, plan.target, request.pin_digest)
+        if target != plan.target:  # pinned: remember the version the digest stands for
+            images.record_digest_version(root, plan.target, target)
         if request.service == "postgres":
             check_postgres_major_of_image(runner, plan.current, target)
     except (OperatorError, KeyboardInterrupt, OSError) as exc:

@@ -193,3 +193,17 @@ def test_the_compose_file_hands_each_process_what_the_matrix_says_it_reads():
 
 def test_parse_version_pads_and_truncates():
     assert parse_version("13") == (13, 0, 0) and parse_version("22.8.21.38") == (22, 8, 21)
+
+
+def test_a_digest_the_kit_pinned_is_checked_as_the_version_it_was_pinned_from(deployed):
+    from posthog_compose import images
+
+    digest = "postgres@sha256:" + "c" * 64
+    values = _values(POSTGRES_IMAGE=digest)
+    assert "cannot be known" in compatibility.problems(values, deployed)[0].message  # not recorded
+    images.record_digest_version(deployed, "postgres:15.12-alpine", digest)
+    found = compatibility.problems(values, deployed)
+    assert [p.severity for p in found] == ["error"] and "PostgreSQL 15.12, outside" in found[0].message
+    assert compatibility.upgrade_problems(_values(), values, deployed)[0].startswith(f"POSTGRES_IMAGE {digest} ")
+    images.record_digest_version(deployed, "postgres:13.10", digest)
+    assert compatibility.problems(values, deployed) == []

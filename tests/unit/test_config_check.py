@@ -230,3 +230,25 @@ def test_require_clean_refuses_on_errors(deployment, capsys):
     with pytest.raises(OperatorError, match=r"config-check found 2 error\(s\); nothing was started or changed"):
         checks.require_clean(deployment)
     assert "WEB_PORT" in capsys.readouterr().out
+
+
+def test_a_certificate_that_expires_within_30_days_is_a_warning(deployed, monkeypatch):
+    from posthog_compose import certs, checks
+
+    certs.ensure(deployed)
+    assert not [f for f in checks.collect(deployed) if f.rule.startswith("certificate")]
+    monkeypatch.setattr(certs, "SERVER_DAYS", 10)
+    certs.make_server_cert(deployed, "redis", *certs._load(deployed, "ca"))
+    found = [f for f in checks.collect(deployed) if f.rule.startswith("certificate")]
+    assert [(f.severity, f.rule, f.file) for f in found] == [("warning", "certificate-expiry", "certs/redis.crt")]
+    assert "expires in 9 day(s)" in found[0].message or "expires in 10 day(s)" in found[0].message
+    assert "invoke harden --only certificates" in found[0].fix
+    result = run_invoke(deployed, "config-check")
+    assert result.returncode == 0 and "certs/redis.crt" in result.stdout + result.stderr
+
+
+def test_a_port_of_unicode_digits_is_a_format_error_not_a_crash():
+    from posthog_compose import formats
+
+    assert formats._port("²") == "must be a port number from 1 to 65535"  # "²".isdigit() is True, int() fails
+    assert formats._port("٨٠") and formats._port("8080") is None

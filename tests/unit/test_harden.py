@@ -45,8 +45,12 @@ def test_a_default_deployment_fails_the_expected_items(deployed, fake_compose):
     assert items["managed-services"]["fix"] == "docs/hardening.md#managed-services"
     assert "not ClickHouse Cloud" in items["managed-services"]["reason"]
     text = run_invoke(deployed, "harden", "--check", env=fake_compose).stdout.strip().splitlines()
-    assert text[-1] == ("harden --check: 6 passed, 6 failed, 2 manual; `invoke harden` applies certificates, "
-                        "clickhouse-tls, postgres-tls, redis-tls.")
+    assert text[-1] == ("harden --check: 5 passed, 1 warned, 6 failed, 2 manual; `invoke harden` applies "
+                        "certificates, clickhouse-tls, postgres-tls, redis-tls.")
+    # Exact tags everywhere, but the production setting is POSTHOG_IMAGE by digest: a warning (exit code unchanged).
+    assert items["images"]["status"] == "warn" and "0 of 6 by digest" in items["images"]["reason"]
+    assert items["images"]["fix"].startswith("invoke harden --only images")
+    assert any(line.startswith("WARN   images:") for line in text)
 
 
 @pytest.mark.parametrize("change, item, reason", [
@@ -75,6 +79,22 @@ def test_env_file_mode_and_debug_fail_and_are_applied(deployed, fake_compose):
     assert result.returncode == 0, result.stdout + result.stderr
     assert oct((deployed / ".env").stat().st_mode & 0o777) == "0o600"
     assert "DEBUG" not in EnvFile.load(deployed / ".env").values()
+
+
+def test_harden_keeps_only_the_newest_five_copies_of_env(deployed, fake_compose):
+    backups = deployed / "backups"
+    for day in range(1, 7):
+        (backups / f"harden-202601{day:02d}-120000").mkdir(parents=True)
+        (backups / f"harden-202601{day:02d}-120000" / ".env").write_text("OLD=1\n")
+    (backups / "postgres-posthog-20260101-120000.dump").write_bytes(b"PGDMP")  # dumps are not secrets copies
+    with open(deployed / ".env", "a") as handle:
+        handle.write("DEBUG=true\n")
+    result = run_invoke(deployed, "harden", "--yes", "--only", "debug", env=fake_compose)
+    assert result.returncode == 0, result.stdout + result.stderr
+    left = sorted(p.name for p in backups.glob("harden-*"))
+    assert len(left) == 5 and left[0] == "harden-20260103-120000" and (backups / left[-1] / ".env").exists()
+    assert "Removed 2 older backups/harden-* copies of .env (the newest 5 are kept)." in result.stdout
+    assert (backups / "postgres-posthog-20260101-120000.dump").exists()
 
 
 def test_only_web_publishes_a_port(deployed, fake_compose):
@@ -219,4 +239,108 @@ def test_a_moving_tag_is_pinned_to_the_digest_of_the_running_image(deployed, mon
     monkeypatch.setattr("posthog_compose.checks.collect", lambda root: [])
     change, _ = harden.plan(deployed, runner, ["images"], rotate_all=False)
     assert change.env == {"POSTHOG_IMAGE": f"posthog/posthog@{DIGEST}"}
-    assert len(change.skipped) == 1 and "KAFKA_IMAGE" in change.skipped[0] and "no registry digest" in change.skipped[0]
+    kafka = [line for line in change.skipped if "KAFKA_IMAGE" in line]
+    assert len(kafka) == 1 and "no registry digest" in kafka[0] and "set an exact version tag" in kafka[0]
+    # `--only images` also tries the exact tags; a locally built one keeps its tag (this fake has no digests).
+    assert all("keeps its exact tag" in line for line in change.skipped if line not in kafka)
+    harden._apply(deployed, runner, change)  # records which tag the digest was pinned from (upgrade gates)
+    from posthog_compose import images
+
+    assert images.with_known_tag(deployed, f"posthog/posthog@{DIGEST}") == f"posthog/posthog:latest@{DIGEST}"
+
+
+def test_posthog_image_by_digest_passes_and_only_images_pins_an_exact_tag(deployed, fake_compose, monkeypatch):
+    from posthog_compose import harden, images
+    from tests.unit.test_upgrade import FakeRunner
+
+    set_env(deployed, POSTHOG_IMAGE=f"posthog/posthog@{DIGEST}")
+    code, items = _check(deployed, fake_compose)
+    assert items["images"]["status"] == "pass" and "1 of 6 by digest" in items["images"]["reason"]
+    set_env(deployed, POSTHOG_IMAGE="posthog/posthog:release-1.43.0")
+    runner = FakeRunner(deployed, [
+        (lambda cmd: cmd[-1] == "posthog/posthog:release-1.43.0", (0, json.dumps([f"posthog/posthog@{DIGEST}"]), "")),
+    ])
+    monkeypatch.setattr("posthog_compose.checks.collect", lambda root: [])
+    plain, _ = harden.plan(deployed, runner, [], rotate_all=False)  # plain `invoke harden` leaves exact tags alone
+    assert "POSTHOG_IMAGE" not in plain.env and "images" not in plain.items
+    change, _ = harden.plan(deployed, runner, ["images"], rotate_all=False)
+    assert change.env == {"POSTHOG_IMAGE": f"posthog/posthog@{DIGEST}"}
+    harden._apply(deployed, runner, change)
+    assert images.with_known_tag(deployed, f"posthog/posthog@{DIGEST}") == f"posthog/posthog:release-1.43.0@{DIGEST}"
+    code, items = _check(deployed, fake_compose)
+    assert items["images"]["status"] == "pass"
+
+
+@pytest.fixture
+def no_engine(tmp_path):
+    """`docker` and `docker compose` that answer like a host whose engine is stopped."""
+    script = tmp_path / "bin" / "docker"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+                      "Is the docker daemon running?' >&2\nexit 1\n")
+    script.chmod(0o755)
+    compose_script = tmp_path / "bin" / "compose-no-engine"
+    compose_script.write_text("#!/bin/sh\n[ \"$1\" = version ] && { echo 'Docker Compose version v2.29.0'; exit 0; }\n"
+                              "for a in \"$@\"; do [ \"$a\" = config ] && exit 1; done\n"
+                              "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+                              "Is the docker daemon running?' >&2\nexit 1\n")
+    compose_script.chmod(0o755)
+    return {**os.environ, "PATH": f"{script.parent}{os.pathsep}{os.environ['PATH']}",
+            "POSTHOG_COMPOSE_BINARY": str(compose_script)}
+
+
+def test_dry_run_prints_the_plan_without_an_engine(deployed, no_engine):
+    set_env(deployed, POSTHOG_IMAGE="posthog/posthog:latest", SECRET_KEY="changeme")
+    before = (deployed / ".env").read_bytes()
+    result = run_invoke(deployed, "harden", "--dry-run", env=no_engine)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stderr == ""
+    lines = result.stdout.strip().splitlines()
+    needs = [line for line in lines if "needs the engine:" in line]
+    assert len(needs) == 1 and "secrets (" in needs[0] and "images (" in needs[0]
+    assert "  - secrets: SECRET_KEY: regenerated; every user is logged out" in lines
+    assert lines[-1] == ("Dry run: nothing changed. The Docker engine does not answer, so the steps that need it are "
+                         "listed, not planned in full.")
+    assert (deployed / ".env").read_bytes() == before and not (deployed / "backups").exists()
+    applied = run_invoke(deployed, "harden", "--yes", env=no_engine)  # applying still needs the engine: one line
+    assert applied.returncode == 1 and "cannot reach the Docker engine" in applied.stderr
+    assert len(applied.stderr.strip().splitlines()) == 1 and (deployed / ".env").read_bytes() == before
+
+
+def test_renewed_certificates_recreate_the_services_that_mount_them(deployed, monkeypatch):
+    """A renewed certificate is a new file: running containers keep the old one until recreated, and
+    `up` alone recreates only services whose configuration changed."""
+    from posthog_compose import harden, stack
+
+    assert harden.services_mounting(deployed, ["db"]) == []  # no override: nothing mounts certificates
+    (deployed / harden.OVERRIDE_FILE).write_text((deployed / harden.TLS_TEMPLATE).read_text())
+    assert harden.services_mounting(deployed, ["db", "redis"]) == ["db", "redis"]
+    assert harden.services_mounting(deployed, ["clickhouse"]) == ["clickhouse"]
+    assert set(harden.services_mounting(deployed, ["ca"])) == {"db", "redis", "clickhouse", "web", "worker", "plugins"}
+    commands = []
+    monkeypatch.setattr(stack, "start_and_wait", lambda root, runner, command, services, timeout, **kw:
+                        commands.append(command[command.index("up"):]))
+    harden._recreate_all(deployed, None, force=["db", "redis", "clickhouse"])
+    assert commands == [["up", "--detach", "--force-recreate", "--no-deps", "db", "redis", "clickhouse"],
+                        ["up", "--detach", "--remove-orphans"]]
+
+
+def test_harden_recreates_the_renewed_certificates_users_when_running(deployed, monkeypatch):
+    from posthog_compose import harden, stack
+    from posthog_compose.engine import Runner
+
+    (deployed / harden.OVERRIDE_FILE).write_text((deployed / harden.TLS_TEMPLATE).read_text())  # TLS already on
+    change = harden.Change(items=["certificates"], certificates=True, running=True,
+                           lines=["certificates: renew"])
+    monkeypatch.setattr(harden, "plan", lambda *args: (change, []))
+    monkeypatch.setattr(harden.certs, "ensure", lambda root: ["db", "redis"])
+    monkeypatch.setattr(harden.rotation, "commit", lambda *args: None)
+    monkeypatch.setattr(harden, "read_state", lambda root, *args, **kw: None)
+    monkeypatch.setattr(harden, "evaluate", lambda state: [harden.Result("certificates", "", "apply", "pass", "")])
+    monkeypatch.setattr(stack, "check_url", lambda values: (True, "ok"))
+    commands = []
+    monkeypatch.setattr(stack, "start_and_wait", lambda root, runner, command, services, timeout, **kw:
+                        commands.append(command[command.index("up"):]))
+    assert harden._apply_planned(deployed, Runner(deployed), ["certificates"], True, False) == 0
+    assert commands == [["up", "--detach", "--force-recreate", "--no-deps", "db", "redis"],
+                        ["up", "--detach", "--remove-orphans"]]

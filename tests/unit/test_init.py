@@ -118,3 +118,87 @@ def test_rotating_keeps_what_harden_appended_to_the_urls(repo):
     assert after["DATABASE_URL"].endswith("?sslmode=verify-full") and after["POSTGRES_PASSWORD"] in after["DATABASE_URL"]
     assert after["REDIS_URL"].startswith(f"rediss://:{after['REDIS_PASSWORD']}@redis:")
     assert after["REDIS_URL"].endswith("?ssl_cert_reqs=required")
+
+
+def test_rotating_a_broken_key_list_replaces_the_broken_entries_and_keeps_valid_ones(repo):
+    """A 43-character key (an old recipe's token_urlsafe(32)) can encrypt nothing: PostHog refuses it.
+    The rotation drops it (and a repeated entry) instead of keeping it, so config-check passes and a
+    rerun adds one key, not another broken one."""
+    assert run_invoke(repo, "init").returncode == 0
+    valid_old = _values(repo)["ENCRYPTION_SALT_KEYS"]
+    broken = "A" * 10 + "b" * 10 + "C" * 10 + "d" * 13  # 43 characters
+    env = EnvFile.load(repo / ".env")
+    env.set("ENCRYPTION_SALT_KEYS", f"{broken},{valid_old},{valid_old}")
+    env.write()
+    result = run_invoke(repo, "init", "--rotate", "ENCRYPTION_SALT_KEYS")
+    assert result.returncode == 0, result.stderr
+    keys = _values(repo)["ENCRYPTION_SALT_KEYS"].split(",")
+    assert len(keys) == 2 and KEY_RE.match(keys[0]) and keys[1] == valid_old
+    said = [line for line in (result.stdout + result.stderr).splitlines() if "dropped" in line]
+    assert len(said) == 1 and "2 invalid or repeated old entries dropped" in said[0]
+    assert broken not in result.stdout + result.stderr and valid_old not in result.stdout + result.stderr
+    check = run_invoke(repo, "config-check")
+    assert "ENCRYPTION_SALT_KEYS" not in check.stdout + check.stderr, check.stdout
+    again = run_invoke(repo, "init", "--rotate", "ENCRYPTION_SALT_KEYS")
+    assert again.returncode == 0 and "dropped" not in again.stdout + again.stderr
+    assert _values(repo)["ENCRYPTION_SALT_KEYS"].split(",")[1:] == keys
+
+
+def test_rotated_key_lists_hold_only_valid_distinct_keys_new_first():
+    from hypothesis import given, settings, strategies as st
+
+    from posthog_compose import rotation
+
+    class Variable:
+        generate = "encryption-key"
+        format = "encryption-key-list"
+
+    entry = st.one_of(st.from_regex(r"[A-Za-z0-9_-]{32}", fullmatch=True),
+                      st.text(alphabet="abcXYZ019_-=+/ ", max_size=50))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(entry, max_size=6))
+    def check(entries):
+        old = ",".join(entries)
+        keys = rotation.rotated_value(Variable, old).split(",")
+        assert all(KEY_RE.match(k) for k in keys) and len(set(keys)) == len(keys)
+        assert keys[0] not in entries
+        kept, dropped = rotation.kept_old_keys(old)
+        assert keys[1:] == kept and dropped == len([e for e in old.split(",") if e.strip()]) - len(kept)
+
+    check()
+
+
+def test_old_env_copies_are_kept_only_for_the_newest_five(repo):
+    """Each .env.backup-* holds every old secret: the retention rule keeps the newest 5 after a write."""
+    from posthog_compose import fileops
+
+    assert run_invoke(repo, "init").returncode == 0
+    for day in range(1, 8):  # seven older copies, two in the same second (-1 sorts after the plain one)
+        (repo / f".env.backup-202601{day:02d}-120000").write_text("OLD=1\n")
+    (repo / ".env.backup-20260107-120000-1").write_text("OLD=1\n")
+    (repo / ".env.backup-notes").write_text("mine\n")  # not a name the kit writes: never touched
+    result = run_invoke(repo, "init", "--rotate", "SECRET_KEY")
+    assert result.returncode == 0, result.stderr
+    left = sorted(p.name for p in repo.glob(".env.backup-2*"))
+    assert len(left) == fileops.KEEP_SECRET_COPIES == 5
+    assert left[:4] == [".env.backup-20260105-120000", ".env.backup-20260106-120000", ".env.backup-20260107-120000",
+                        ".env.backup-20260107-120000-1"]  # and the copy this rotation just made
+    assert (repo / ".env.backup-notes").exists()
+    assert "Removed 4 older copies of .env (the newest 5 are kept)." in result.stdout
+    forced = run_invoke(repo, "init", "--force")
+    assert forced.returncode == 0 and "Removed 1 older copy" in forced.stdout
+    assert len(list(repo.glob(".env.backup-2*"))) == 5
+
+
+def test_retain_orders_by_timestamp_then_counter_and_removes_directories(tmp_path):
+    from posthog_compose import fileops
+
+    names = ["harden-20260101-000000", "harden-20260101-000000-10", "harden-20260101-000000-2",
+             "harden-20251231-235959"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ".env").write_text("X=1\n")
+    removed = fileops.retain(tmp_path, "harden-", keep=2)
+    assert removed == ["harden-20251231-235959", "harden-20260101-000000"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["harden-20260101-000000-10", "harden-20260101-000000-2"]

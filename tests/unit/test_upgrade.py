@@ -346,3 +346,42 @@ def test_a_second_upgrade_waits_for_the_first(deployed):
             with upgrade._lock(deployed):
                 pass
     assert os.path.exists(deployed / ".deploy" / "upgrade.lock")
+
+
+# ----------------------------------------------------------------------------- the version behind a digest
+def _set_image(root, value):
+    from posthog_compose.envfile import EnvFile
+
+    env = EnvFile.load(root / ".env")
+    env.set("POSTHOG_IMAGE", value)
+    env.write()
+
+
+def test_a_move_from_a_recorded_digest_to_a_release_applies_the_gates_it_crosses(deployed):
+    """Without the record a digest reads as newer than every release and no gate fires."""
+    _set_image(deployed, f"posthog/posthog@{DIGEST}")
+    assert upgrade.make_plan(deployed, upgrade.Request(to="release-1.43.0")).gates == []  # unknown: no gate
+    images.record_digest_version(deployed, "posthog/posthog:release-1.41.0", f"posthog/posthog@{DIGEST}")
+    plan = upgrade.make_plan(deployed, upgrade.Request(to="release-1.43.0"))
+    assert [g.id for g in plan.gates] == ["async-migrations-0005-0007-before-1.42"]
+    images.record_digest_version(deployed, "posthog/posthog:release-1.43.1", f"docker.io/posthog/posthog@{DIGEST}")
+    down = upgrade.make_plan(deployed, upgrade.Request(to="release-1.43.0"))
+    assert any("downgrade" in warning for warning in down.warnings) and down.gates == []
+    recorded = json.loads((deployed / images.DIGEST_VERSIONS_FILE).read_text())
+    assert recorded == {f"posthog/posthog@{DIGEST}": "release-1.43.1"}
+
+
+def test_pin_digest_records_the_version_the_digest_stands_for(deployed, engine_steps, monkeypatch):
+    monkeypatch.setattr(upgrade, "fetch_image", lambda runner, target, pin: f"posthog/posthog@{DIGEST}")
+    monkeypatch.setattr(upgrade, "_recreate", lambda *args: None)
+    assert upgrade.run(deployed, Runner(deployed), upgrade.Request(to="release-1.43.1", pin_digest=True)) == 0
+    assert _image(deployed) == f"posthog/posthog@{DIGEST}"
+    assert images.with_known_tag(deployed, _image(deployed)) == f"posthog/posthog:release-1.43.1@{DIGEST}"
+    assert upgrade.version_of(images.with_known_tag(deployed, _image(deployed))) == (1, 43, 1)
+
+
+def test_a_corrupt_digest_record_is_ignored_not_fatal(deployed):
+    path = deployed / images.DIGEST_VERSIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{not json")
+    assert images.with_known_tag(deployed, f"posthog/posthog@{DIGEST}") == f"posthog/posthog@{DIGEST}"
