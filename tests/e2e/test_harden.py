@@ -6,6 +6,7 @@ refused, and the plugin server stand-in still decrypting what the old encryption
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -24,7 +25,23 @@ def _psql_over_tcp(deployment, password: str, sslmode: str, sql: str = "SELECT n
     return _exec(deployment, "db", "psql", dsn, "-At", "-c", sql, env={"PGPASSWORD": password})
 
 
+def _exact_tags(deployment) -> None:
+    """Give the two test images whose tags look floating (posthog-standin:v1, postgres:13-bullseye) the
+    exact tags a production .env would carry: the stand-in as the release it stands for, PostgreSQL by
+    the version its server binary reports. harden's image item then judges them as it would real ones."""
+    images = deployment.engine.image_env
+    posthog = images["POSTHOG_IMAGE"].rsplit(":", 1)[0] + ":release-1.43.0"
+    deployment.engine.docker("tag", images["POSTHOG_IMAGE"], posthog)
+    reported = deployment.engine.docker("run", "--rm", "--entrypoint", "psql", images["POSTGRES_IMAGE"],
+                                        "--version").stdout  # psql (PostgreSQL) 13.22 (Debian 13.22-...)
+    version = re.search(r"\(PostgreSQL\) (\d+\.\d+)", reported).group(1)
+    postgres = images["POSTGRES_IMAGE"].rsplit(":", 1)[0] + f":{version}-bullseye"
+    deployment.engine.docker("tag", images["POSTGRES_IMAGE"], postgres)
+    deployment.set_env(POSTHOG_IMAGE=posthog, POSTGRES_IMAGE=postgres)
+
+
 def test_harden_a_live_stack_rotates_secrets_and_turns_on_tls(deployment):
+    _exact_tags(deployment)
     started = deployment.invoke("up", "--timeout", "300")
     assert started.returncode == 0, started.stdout + started.stderr
     deployment.psql("CREATE TABLE e2e_harden_probe (note text); INSERT INTO e2e_harden_probe VALUES ('still here');")
@@ -34,9 +51,7 @@ def test_harden_a_live_stack_rotates_secrets_and_turns_on_tls(deployment):
     checked = deployment.invoke("harden", "--check", "--json")
     assert checked.returncode == 1
     failing = {i["id"] for i in json.loads(checked.stdout)["items"] if i["status"] == "fail"}
-    # The test images carry tags that look floating (posthog-standin:v1, postgres:13-bullseye) and have no
-    # registry digest, so the image item fails here, as it would for such tags in production.
-    assert failing == {"certificates", "clickhouse-tls", "postgres-tls", "redis-tls", "https", "public-https", "images"}
+    assert failing == {"certificates", "clickhouse-tls", "postgres-tls", "redis-tls", "https", "public-https"}
 
     hardened = deployment.invoke("harden", "--yes", "--rotate-secrets")
     assert hardened.returncode == 0, hardened.stdout + hardened.stderr
@@ -85,8 +100,7 @@ def test_harden_a_live_stack_rotates_secrets_and_turns_on_tls(deployment):
 
     final = deployment.invoke("harden", "--check", "--json")
     failing = {i["id"] for i in json.loads(final.stdout)["items"] if i["status"] == "fail"}
-    # https and public-https need the edge proxy and a domain (invoke proxy); images, a registry digest.
-    assert failing == {"https", "public-https", "images"}
+    assert failing == {"https", "public-https"}  # need the edge proxy and a domain (invoke proxy)
 
     again = deployment.invoke("harden", "--yes")
     assert again.returncode == 0 and "Nothing to apply" in again.stdout
