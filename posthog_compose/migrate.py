@@ -377,14 +377,14 @@ INSPECT_SQL = (
     "  ORDER BY 1 LIMIT 3) AS first));\n")
 
 TABLES_SQL = (
-    "SELECT json_build_object('table', quote_ident(n.nspname) || '.' || quote_ident(c.relname)) "
-    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+    "SELECT json_build_object('table', name) FROM (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
+    "AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' "
-    "AND n.nspname NOT LIKE 'pg\\_temp%' ORDER BY 1;\n")
+    "AND n.nspname NOT LIKE 'pg\\_temp%') AS found ORDER BY name COLLATE \"C\";\n")
 
 SEQUENCES_SQL = (
-    "SELECT json_build_object('sequence', quote_ident(schemaname) || '.' || quote_ident(sequencename), "
-    "'last', last_value) FROM pg_sequences ORDER BY 1::text;\n")
+    "SELECT json_build_object('sequence', name, 'last', last_value) FROM (SELECT quote_ident(schemaname) || '.' "
+    "|| quote_ident(sequencename) AS name, last_value FROM pg_sequences) AS found ORDER BY name COLLATE \"C\";\n")
 
 
 def _literal(text: str) -> str:
@@ -654,6 +654,7 @@ def _stamp() -> str:
 def _migrate(root: Path, runner: Runner, request: Request, target: Target, servers: Servers, facts: Facts,
              values: dict[str, str], dump: Path, result: Result, out) -> int:
     from . import journal
+    from .envfile import EnvFile, env_path
 
     # The journal is 0600 next to .env (as a rotation's): "previous" holds the values the switch replaces.
     raw = EnvFile.load(env_path(root)).values()
@@ -939,6 +940,7 @@ def _back_after_switch(root: Path, runner: Runner, request: Request, entry: dict
               file=out, flush=True)
         try:
             journal.write(root, "migration", {**entry, "phase": "rolling back"})
+            journal.fault_point("migrate-rolling-back")
             set_values(root, entry.get("previous") or {"POSTGRES_MODE": "local"})
             journal.fault_point("migrate-env-restored")
             values = EnvFile.load(env_path(root)).resolved()
