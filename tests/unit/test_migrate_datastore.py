@@ -396,10 +396,14 @@ def test_a_migration_moves_verifies_switches_and_keeps_the_volume(deployment, fa
 
 
 def test_the_target_settings_travel_only_in_the_environment(deployment, fake):
+    from posthog_compose import masking
+
     assert migrate_now(deployment, fake) == 0
+    # Whatever prints it from now on (a tool's error, a traceback) shows it masked.
+    assert PASSWORD not in masking.mask(f"FATAL: password {PASSWORD} / {quote(PASSWORD, safe='')} refused")
     target_calls = [(argv, extra) for argv, extra, _ in fake.calls if "-e" in argv]
     assert target_calls
-    for argv, extra in fake.calls and target_calls:
+    for argv, extra in target_calls:
         assert extra["PGPASSWORD"] == PASSWORD and extra["PGHOST"] == "pg.example.com"
         assert extra["PGSSLMODE"] == "verify-full" and extra["PGSSLROOTCERT"] == "/etc/posthog/datastore-ca/ca.crt"
         names = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-e"]
