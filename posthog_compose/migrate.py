@@ -146,7 +146,8 @@ def parse_target(url: str) -> Target:
         raise OperatorError(f"{what} contains spaces or control characters; percent-encode them (a space is %20)")
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("postgres", "postgresql"):
-        raise OperatorError(f"{what} must start with postgres:// or postgresql:// (got {scheme + sep or 'no scheme'})")
+        shown = f"{scheme}://" if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,19}", scheme) else "something else"
+        raise OperatorError(f"{what} must start with postgres:// or postgresql:// (got {shown})")
     if "#" in rest:
         raise OperatorError(f"{what} contains '#': percent-encode it as %23 (in a password too)")
     before_query, _, query = rest.partition("?")
@@ -567,9 +568,22 @@ def run(root: Path, runner: Runner, request: Request) -> int:
     """The task. Exit codes: 0 migrated (or a dry run without problems, or already on this target), 1 refused
     or failed with the deployment back on the local db (.env unchanged), 2 the way back failed too,
     130 interrupted before the switch (services restarted)."""
-    from . import journal, masking
 
-    out = sys.stderr if request.as_json else sys.stdout
+    if request.as_json:  # every line for people goes to stderr, stdout carries only the JSON
+        import contextlib
+
+        real_stdout = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            result, code = _run(root, runner, request)
+        print(json.dumps(dataclasses.asdict(result), indent=2), file=real_stdout)
+        return code
+    return _run(root, runner, request)[1]
+
+
+def _run(root: Path, runner: Runner, request: Request) -> tuple[Result, int]:
+    from . import masking
+
+    out = sys.stdout
     result = Result()
     started = time.monotonic()
     try:
@@ -585,11 +599,10 @@ def run(root: Path, runner: Runner, request: Request) -> int:
         result.message = exc.message
         if not request.as_json:
             raise
+        print(f"error: {exc.message}", file=sys.stderr)
         code = exc.code
     result.seconds = round(time.monotonic() - started, 1)
-    if request.as_json:
-        print(json.dumps(dataclasses.asdict(result), indent=2))
-    return code
+    return result, code
 
 
 def _locked(root: Path, runner: Runner, request: Request, target: Target, result: Result, out) -> int:
@@ -921,8 +934,6 @@ def _back_before_switch(root: Path, runner: Runner, request: Request, values: di
     result.result = "interrupted" if interrupted else "failed"
     after = "" if phase in ("stopping", "dumping", "restoring") else (
         "; the target now holds a copy: empty its database before you try again")
-    if isinstance(exc, OSError) and not journal.is_disk_full(exc) and not isinstance(exc, OperatorError):
-        raise OperatorError(f"migration stopped before the switch: {reason}; PostHog runs on the local db again{after}")
     raise OperatorError(f"migration {'interrupted' if interrupted else 'stopped'} before the switch: {reason}; "
                         f"PostHog runs on the local db again, nothing changed{after}", code=130 if interrupted else 1)
 

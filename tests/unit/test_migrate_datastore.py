@@ -636,3 +636,19 @@ def test_the_cli_reads_the_url_from_a_private_file_and_answers_json(deployment):
     assert result.returncode == 1 and summary["result"] == "refused"
     assert summary["target"] == "pg.example.com:5432/posthog" and "sslmode=prefer" in summary["problems"][0]
     assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_json_keeps_stdout_for_the_summary(deployment, fake, capsys):
+    assert migrate_now(deployment, fake, as_json=True) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert (summary["result"], summary["tables"], summary["rows"], summary["checksummed"]) == ("migrated", 4, 12, 4)
+    assert summary["volume"] == "posthog_postgres-data" and summary["dump"].startswith("backups/migrate-postgres-")
+    assert "Verified: 4 tables" in captured.err and PASSWORD not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("url", ["postgres:/u:Secret-Pass-123@h/d", "u:Secret-Pass-123@h://x", "Secret-Pass-123"])
+def test_a_url_without_its_scheme_is_never_echoed(url):
+    with pytest.raises(OperatorError) as caught:
+        migrate.parse_target(url)
+    assert "Secret-Pass" not in str(caught.value)
