@@ -369,6 +369,10 @@ INSPECT_SQL = (
     "'size', pg_database_size(current_database()), "
     "'user', current_user, "
     "'create', has_schema_privilege('public', 'CREATE'), "
+    "'encoding', current_setting('server_encoding'), "
+    "'extensions', (SELECT coalesce(json_agg(extname ORDER BY extname), '[]') FROM pg_extension "
+    "  WHERE extname <> 'plpgsql'), "
+    "'available', (SELECT coalesce(json_agg(name ORDER BY name), '[]') FROM pg_available_extensions), "
     "'relations', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'), "
@@ -493,6 +497,14 @@ def preflight(root: Path, runner: Runner, values: dict[str, str], target: Target
             problems.append(f"the target database {target.database} is not empty ({found['relations']} relations"
                             f"{', e.g. ' + found['examples'] if found.get('examples') else ''}); migrate into an "
                             "empty database (create a new one, or drop what is there)")
+        if found.get("encoding") != local.get("encoding"):
+            problems.append(f"the target database is encoded {found.get('encoding')}, the local one "
+                            f"{local.get('encoding')}: PostHog's text would not survive; create the database with "
+                            f"ENCODING '{local.get('encoding')}'")
+        missing = sorted(set(local.get("extensions") or []) - set(found.get("available") or []))
+        if missing:
+            problems.append(f"the local database uses the extension(s) {', '.join(missing)}, which the target "
+                            "does not offer; ask the provider to enable them")
         if not found["create"]:
             problems.append(f"user {found['user']} may not create tables in schema public of {target.database}; "
                             f"grant it (GRANT CREATE ON SCHEMA public TO {found['user']}) or use the database's owner")

@@ -65,9 +65,11 @@ class FakeEngine:
         self.running = {"db": True, "redis": True, "clickhouse": True, "zookeeper": True, "kafka": True,
                         "web": True, "worker": True, "plugins": True}
         self.local = {"version": 130022, "size": 8_000_000, "user": "posthog", "create": True, "relations": 9,
-                      "examples": "public.posthog_team"}
+                      "examples": "public.posthog_team", "encoding": "UTF8", "extensions": ["pg_trgm"],
+                      "available": ["pg_trgm", "plpgsql"]}
         self.target = {"version": 130022, "size": 7_000_000, "user": "posthog_app", "create": True, "relations": 0,
-                       "examples": None}
+                       "examples": None, "encoding": "UTF8", "extensions": [],
+                       "available": ["pg_trgm", "plpgsql", "postgis"]}
         self.restored = False
         self.target_counts: dict[str, int] = {}
         self.target_md5: dict[str, str] = {}
@@ -431,6 +433,8 @@ def test_the_dry_run_checks_everything_and_changes_nothing(deployment, fake, cap
     (lambda f: f.target.update(version=150004), "PostgreSQL 15.4, outside >=11.0.0,<=14.1.0"),
     (lambda f: f.target.update(version=120010), "older than the local 13"),
     (lambda f: f.target.update(create=False), "may not create tables"),
+    (lambda f: f.target.update(encoding="SQL_ASCII"), "encoded SQL_ASCII, the local one UTF8"),
+    (lambda f: f.target.update(available=["plpgsql"]), "extension(s) pg_trgm, which the target does not offer"),
     (lambda f: setattr(f, "target_error", "psql: error: connection to server at \"pg.example.com\" failed: FATAL:  "
                                           "password authentication failed for user \"posthog_app\""),
      "cannot reach the target PostgreSQL (pg.example.com:5432/posthog): password authentication failed"),
