@@ -656,3 +656,14 @@ def test_a_url_without_its_scheme_is_never_echoed(url):
     with pytest.raises(OperatorError) as caught:
         migrate.parse_target(url)
     assert "Secret-Pass" not in str(caught.value)
+
+
+@pytest.mark.parametrize("breakage", ["missing", "directory"])
+def test_a_broken_env_is_one_line(deployment, breakage):
+    (deployment / ".env").unlink()
+    if breakage == "directory":
+        (deployment / ".env").mkdir()
+    result = run_invoke(deployment, "migrate-datastore", "postgres", "--to", URL, "--yes")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: .env") and PASSWORD not in result.stderr
