@@ -44,7 +44,7 @@ from .errors import OperatorError
 DATASTORES = ("postgres", "redis", "clickhouse", "kafka")
 ALIASES = {"postgresql": "postgres", "pg": "postgres"}
 APP_SERVICES = ("web", "worker", "plugins")
-CA_DIR = "datastore-ca"
+CA_DIR = "datastore-ca"  # datastores.CA_DIR, mounted at datastores.CA_MOUNT
 CA_MOUNT = "/etc/posthog/datastore-ca"
 BACKUP_DIR = "backups"
 VOLUME = "postgres-data"
@@ -221,7 +221,7 @@ def target_problems(root: Path, target: Target, values: dict[str, str]) -> list[
     if target.host in LOCAL_HOSTS or target.host in SERVICES:
         problems.append(f"--to: host {target.host} is {'a service of this deployment' if target.host in SERVICES else 'the container itself'}, "
                         "not an external PostgreSQL; give the external server's address")
-    plaintext_allowed = values.get("ALLOW_PLAINTEXT_DATASTORES", "false").strip().lower() in ("true", "1", "yes")
+    plaintext_allowed = values.get("ALLOW_PLAINTEXT_DATASTORES") == "true"  # as config-check reads it
     if target.sslmode not in VERIFIED_SSLMODES and not plaintext_allowed:
         shown = f"sslmode={target.sslmode}" if target.sslmode else "no sslmode"
         problems.append(f"--to has {shown}: the connection would not verify the server's certificate; add "
@@ -242,29 +242,33 @@ def target_problems(root: Path, target: Target, values: dict[str, str]) -> list[
 
 
 def host_path(root: Path, container_path: str) -> Path | None:
-    """The file in datastore-ca/ a container path under /etc/posthog/datastore-ca/ refers to."""
-    normal = os.path.normpath(container_path)
-    if not normal.startswith(CA_MOUNT + "/"):
+    """The file in datastore-ca/ an absolute container path under /etc/posthog/datastore-ca/ refers to (the
+    client tools run in `db`, whose working directory is not PostHog's, so a relative path is refused)."""
+    from . import datastores
+
+    if not container_path.startswith("/"):
         return None
-    return Path(root) / CA_DIR / normal[len(CA_MOUNT) + 1:]
+    return datastores.host_path(root, container_path)
 
 
 def ca_file_problem(root: Path, name: str, value: str) -> str | None:
+    """What config-check would say about the file behind ``value`` (datastores.ca_problem), as one line."""
+    from . import datastores
+
     path = host_path(root, value)
     if path is None:
-        return (f"--to: {name}={value} is not under {CA_MOUNT}/, the only folder the containers share with this "
-                f"host; put the file in {CA_DIR}/ and write {name}={CA_MOUNT}/FILE")
+        return (f"--to: {name}={value} is not an absolute path under {CA_MOUNT}/, the only folder the containers "
+                f"share with this host; put the file in {CA_DIR}/ and write {name}={CA_MOUNT}/FILE")
     relative = f"{CA_DIR}/{path.relative_to(Path(root) / CA_DIR)}"
     if not path.is_file():
         return f"--to: {name} names {relative}, which does not exist; copy the file there"
-    if name == "sslrootcert":
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            return f"--to: {relative} cannot be read ({exc.strerror}); check its owner and mode"
-        if "-----BEGIN CERTIFICATE-----" not in text:
-            return f"--to: {relative} holds no PEM certificate (-----BEGIN CERTIFICATE-----); put the CA bundle there"
-    return None
+    if name != "sslrootcert":
+        return None
+    try:
+        problem = datastores.ca_problem(path)
+    except OSError as exc:
+        return f"--to: {relative} cannot be read ({exc.strerror}); check its owner and mode"
+    return f"--to: {relative} {problem}; save the server's CA certificate (PEM) there" if problem else None
 
 
 def refuse_datastore(name: str) -> str:
@@ -296,10 +300,8 @@ def read_url_file(path: str) -> str:
 
 # ----------------------------------------------------------------------------- the deployment's state
 def mode(values: dict[str, str]) -> str:
-    try:
-        from . import datastores
-    except ImportError:  # before the external-datastores core
-        return (values.get("POSTGRES_MODE") or "local").strip()
+    from . import datastores
+
     return datastores.mode(values, "postgres")
 
 
@@ -635,8 +637,6 @@ def _locked(root: Path, runner: Runner, request: Request, target: Target, result
                 return 0
             raise OperatorError("POSTGRES_MODE is already external: there is no local PostgreSQL to migrate from "
                                 "(moving between two external servers is a job for the provider's tools)")
-        if current != "local":
-            raise OperatorError(f".env: POSTGRES_MODE={current!r} is neither local nor external; run `invoke config-check`")
         problems = target_problems(root, target, values)
         if problems:
             return _refused(problems, result, out)
@@ -883,15 +883,9 @@ def start_on_target(root: Path, runner: Runner, timeout: float, out) -> str:
 
 def active_services(values: dict[str, str]) -> list[str]:
     """The services that run with these values: the local datastores and web, worker, plugins."""
-    from .manifest import SERVICES
+    from . import datastores
 
-    try:
-        from . import datastores
-    except ImportError:
-        local = [s for s in SERVICES if s not in APP_SERVICES and not (s == "db" and mode(values) == "external")]
-    else:
-        local = list(datastores.local_services(values))
-    return [*local, *[s for s in APP_SERVICES if s not in local]]
+    return datastores.local_services(values)
 
 
 def finish(root: Path, runner: Runner, out) -> None:

@@ -8,6 +8,7 @@ end-to-end test of the migration."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -28,7 +29,21 @@ from posthog_compose.errors import OperatorError
 from tests.conftest import REPO, run_invoke
 
 PASSWORD = "Ext3rnal-Pa55word-xyz"
-CA = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+
+
+@functools.lru_cache(maxsize=1)
+def ca_text() -> str:
+    """A real CA certificate (the kit's own CA code), as a provider would hand it out."""
+    import tempfile
+
+    from posthog_compose import certs
+
+    with tempfile.TemporaryDirectory() as folder:
+        certs.cert_dir(Path(folder)).mkdir(mode=0o700)
+        certs.make_ca(Path(folder), "managed")
+        return certs.paths(Path(folder), certs.CA_NAME)[0].read_text()
+
+
 URL = (f"postgres://posthog_app:{PASSWORD}@pg.example.com:5432/posthog?sslmode=verify-full"
        f"&sslrootcert=/etc/posthog/datastore-ca/ca.crt")
 FAKE_COMPOSE = "fakecompose"
@@ -206,7 +221,7 @@ def make_runner(root: Path, engine: FakeEngine, dry_run=False) -> FakeRunner:
 @pytest.fixture
 def deployment(deployed: Path, monkeypatch) -> Path:
     (deployed / "datastore-ca").mkdir(exist_ok=True)
-    (deployed / "datastore-ca" / "ca.crt").write_text(CA)
+    (deployed / "datastore-ca" / "ca.crt").write_text(ca_text())
     return deployed
 
 
@@ -301,7 +316,7 @@ def test_any_input_is_a_target_or_one_line_without_the_password(text, password):
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
 def test_only_verified_tls_passes_unless_plaintext_is_allowed(tmp_path, mode, allowed):
     (tmp_path / "datastore-ca").mkdir(exist_ok=True)
-    (tmp_path / "datastore-ca" / "ca.crt").write_text(CA)
+    (tmp_path / "datastore-ca" / "ca.crt").write_text(ca_text())
     query = f"?sslmode={mode}&sslrootcert=/etc/posthog/datastore-ca/ca.crt" if mode else ""
     target = migrate.parse_target(f"postgres://u:p@pg.example.com/d{query}")
     problems = migrate.target_problems(tmp_path, target, {"ALLOW_PLAINTEXT_DATASTORES": allowed})
@@ -315,7 +330,7 @@ def test_only_verified_tls_passes_unless_plaintext_is_allowed(tmp_path, mode, al
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=80)
 def test_a_ca_path_outside_the_shared_folder_is_refused(tmp_path, path):
     (tmp_path / "datastore-ca").mkdir(exist_ok=True)
-    (tmp_path / "datastore-ca" / "ca.crt").write_text(CA)
+    (tmp_path / "datastore-ca" / "ca.crt").write_text(ca_text())
     container = "/etc/posthog/datastore-ca/" + path
     found = migrate.host_path(tmp_path, container)
     if found is not None:  # never a file outside datastore-ca/, whatever `..` the path holds
@@ -326,16 +341,19 @@ def test_a_ca_path_outside_the_shared_folder_is_refused(tmp_path, path):
 
 @pytest.mark.parametrize("query, hint", [
     ("sslmode=verify-full", "no sslrootcert"),
-    ("sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca.crt", "not under /etc/posthog/datastore-ca/"),
-    ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/../../../etc/passwd", "not under"),
+    ("sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca.crt", "not an absolute path under /etc/posthog/datastore-ca/"),
+    ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/../../../etc/passwd", "not an absolute path under"),
     ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/missing.crt", "datastore-ca/missing.crt, which does not exist"),
-    ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/notpem.crt", "holds no PEM certificate"),
+    ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/notpem.crt", "is not a PEM certificate"),
+    ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/key.pem", "holds a private key"),
+    ("sslmode=verify-full&sslrootcert=../etc/posthog/datastore-ca/ca.crt", "not an absolute path"),
     ("sslmode=require&sslrootcert=/etc/posthog/datastore-ca/ca.crt", "sslmode=require"),
 ])
 def test_tls_problems_name_the_fix(tmp_path, query, hint):
     (tmp_path / "datastore-ca").mkdir()
-    (tmp_path / "datastore-ca" / "ca.crt").write_text(CA)
+    (tmp_path / "datastore-ca" / "ca.crt").write_text(ca_text())
     (tmp_path / "datastore-ca" / "notpem.crt").write_text("hello")
+    (tmp_path / "datastore-ca" / "key.pem").write_text("-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n")
     problems = migrate.target_problems(tmp_path, migrate.parse_target(f"postgres://u:p@pg.example.com/d?{query}"), {})
     assert len(problems) == 1 and hint in problems[0], problems
 
