@@ -479,7 +479,7 @@ def preflight(root: Path, runner: Runner, values: dict[str, str], target: Target
     try:
         found = servers.sql("target", INSPECT_SQL, timeout=120)[0]
     except (OperatorError, IndexError) as exc:
-        problems.append(f"cannot reach {exc}; check the address, the firewall, the CA bundle and the credentials")
+        problems.append(f"cannot connect to {exc}; check the address, the firewall, the CA bundle and the credentials")
         found = None
     if found:
         facts.target_version, facts.target_user = version_tuple(int(found["version"])), str(found["user"])
@@ -862,7 +862,7 @@ def verify(servers: Servers, result: Result, out) -> None:
     result.tables, result.rows = len(names), sum(counts["local"].values())
     result.checksummed, result.sequences = len(small), len(sequences["local"])
     print(f"Verified: {result.tables} tables, {result.rows:,} rows, {result.sequences} sequences; "
-          f"{result.checksummed} tables compared row by row.", file=out, flush=True)
+          f"{result.checksummed} of them compared row by row (md5).", file=out, flush=True)
 
 
 def start_on_target(root: Path, runner: Runner, timeout: float, out) -> str:

@@ -455,7 +455,7 @@ def test_the_dry_run_checks_everything_and_changes_nothing(deployment, fake, cap
     (lambda f: f.target.update(available=["plpgsql"]), "extension(s) pg_trgm, which the target does not offer"),
     (lambda f: setattr(f, "target_error", "psql: error: connection to server at \"pg.example.com\" failed: FATAL:  "
                                           "password authentication failed for user \"posthog_app\""),
-     "cannot reach the target PostgreSQL (pg.example.com:5432/posthog): password authentication failed"),
+     "cannot connect to the target PostgreSQL (pg.example.com:5432/posthog): password authentication failed"),
 ])
 def test_preflight_problems_stop_before_any_change(deployment, fake, capsys, change, hint):
     change(fake)
