@@ -685,3 +685,14 @@ def test_a_broken_env_is_one_line(deployment, breakage):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: .env") and PASSWORD not in result.stderr
+
+
+def test_the_switched_env_passes_config_check(deployment, fake, monkeypatch):
+    """What the switch writes is what config-check's external-datastore rules accept (with the real Compose)."""
+    from posthog_compose import checks
+
+    assert migrate_now(deployment, fake) == 0
+    monkeypatch.delenv("POSTHOG_COMPOSE_BINARY")
+    found = checks.collect(deployment, environ={"PATH": os.environ["PATH"]})
+    assert [f.text() for f in found if f.severity == "error"] == []
+    assert not [f for f in found if f.rule.startswith("external")], [f.text() for f in found]
