@@ -183,11 +183,12 @@ class FakeRunner(Runner):
         return self.engine.popen(self, cmd, **kwargs)
 
 
-def install(engine: FakeEngine, patch=setattr) -> None:
-    """Replace the engine-facing steps (also in a child process, where ``patch`` is plain setattr)."""
+def install(engine: FakeEngine, patch=setattr, setenv=os.environ.__setitem__) -> None:
+    """Replace the engine-facing steps (also in a child process, where ``patch`` is plain setattr; a test
+    passes monkeypatch's setattr and setenv, so that nothing outlives it)."""
     from posthog_compose import checks, compose, engine as engine_module, stack
 
-    os.environ["POSTHOG_COMPOSE_BINARY"] = FAKE_COMPOSE
+    setenv("POSTHOG_COMPOSE_BINARY", FAKE_COMPOSE)
     patch(engine_module, "preflight", lambda *a, **k: None)
     patch(checks, "require_clean", lambda root: [])
     patch(journal, "disks", lambda root, env=None: [("Docker's data root", "/", 50.0), ("backups/", str(root), 50.0)])
@@ -228,8 +229,7 @@ def deployment(deployed: Path, monkeypatch) -> Path:
 @pytest.fixture
 def fake(deployment: Path, monkeypatch) -> FakeEngine:
     engine = FakeEngine(deployment)
-    monkeypatch.setenv("POSTHOG_COMPOSE_BINARY", FAKE_COMPOSE)
-    install(engine, monkeypatch.setattr)
+    install(engine, monkeypatch.setattr, monkeypatch.setenv)
     return engine
 
 
@@ -614,7 +614,7 @@ def test_sigkill_at_each_step_then_the_next_task_finishes_or_undoes_it(deploymen
     fileops.recover(deployment)  # what every task does first (cli.friendly)
     engine = FakeEngine(deployment)
     engine.running.update(web=False, worker=False, plugins=False)
-    install(engine, monkeypatch.setattr)
+    install(engine, monkeypatch.setattr, monkeypatch.setenv)
     with journal.deployment_lock(deployment):
         lifecycle.recover(deployment, make_runner(deployment, engine))
     assert journal.pending(deployment) == []
