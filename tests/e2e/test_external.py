@@ -49,6 +49,7 @@ def test_external_postgres_and_redis_with_tls(deployment, managed_datastores):
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert password not in checked.stdout + checked.stderr
 
+        volumes_before = set(deployment.engine.docker("volume", "ls", "--format", "{{.Name}}").stdout.split())
         started = deployment.invoke("up", "--timeout", "300")
         assert started.returncode == 0, started.stdout + started.stderr
         assert started.stdout.strip().splitlines()[-1].startswith("PostHog is up at http://localhost:")
@@ -58,8 +59,8 @@ def test_external_postgres_and_redis_with_tls(deployment, managed_datastores):
         states = deployment.states()
         assert set(states) == KIT_SERVICES_WITHOUT_DATASTORES, states
         assert all(s["State"] == "running" and s["Health"] == "healthy" for s in states.values()), states
-        volumes = deployment.engine.docker("volume", "ls", "--format", "{{.Name}}").stdout.split()
-        assert "posthog_postgres-data" not in volumes and "posthog_redis-data" not in volumes, volumes
+        volumes = set(deployment.engine.docker("volume", "ls", "--format", "{{.Name}}").stdout.split())
+        assert not {"posthog_postgres-data", "posthog_redis-data"} & (volumes - volumes_before), volumes
 
         # The host reaches the managed addresses too (it is on every bridge): doctor's external checks
         # connect from here, verify TLS against datastore-ca/ca.crt and read Redis's version.

@@ -153,6 +153,30 @@ def _issue_certificates(workdir: Path, postgres_ip: str, redis_ip: str) -> None:
         certs.make_server_cert(workdir, service, ca_certificate, ca_key, names=names)
 
 
+def routing_problem(managed: ManagedDatastores) -> str | None:
+    """Why the kit's containers could not reach the managed addresses, or None: the host must
+    forward between bridges (ip_forward on, no iptables FORWARD policy that drops), and the host
+    itself must reach the managed PostgreSQL's port."""
+    import socket
+
+    try:
+        forwarding = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+    except OSError:
+        forwarding = "1"
+    if forwarding != "1":
+        return "this host does not forward IPv4 (net.ipv4.ip_forward=0): containers cannot reach the managed network"
+    if shutil.which("iptables"):
+        rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True, check=False).stdout
+        if "-P FORWARD DROP" in rules:
+            return ("this host's iptables FORWARD policy is DROP (another Docker engine may have set it): "
+                    f"containers cannot reach the managed network {managed.subnet}")
+    try:
+        socket.create_connection((managed.postgres_ip, 5432), timeout=3).close()
+    except OSError as exc:
+        return f"this host cannot reach the managed PostgreSQL at {managed.postgres_ip}:5432 ({exc})"
+    return None
+
+
 def start_managed(engine: Engine, workdir: Path) -> ManagedDatastores:
     """Issue the certificates, start the project and wait until both servers are healthy."""
     import time
@@ -170,6 +194,10 @@ def start_managed(engine: Engine, workdir: Path) -> ManagedDatastores:
         progress(f"managed datastores did not start:\n{logs.stdout[-2000:]}")
         managed.stop()
         raise
+    problem = routing_problem(managed)
+    if problem:
+        managed.stop()
+        raise HarnessError(problem)
     progress(f"e2e harness: managed PostgreSQL at {managed.postgres_ip}, Redis at {managed.redis_ip} "
              f"(TLS only, {subnet}) up in {time.monotonic() - started:.0f}s")
     return managed
