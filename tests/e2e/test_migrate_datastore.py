@@ -19,7 +19,8 @@ NOTES = ("first note", "second note", "third note, with 'quotes' and ünïcode")
 
 
 def _tables_sql() -> str:
-    """One line per table of the public schema: name|rows|md5 of all rows in a stable order."""
+    """One line per table of the public schema: name|rows|md5 of all rows in a stable order (the
+    migrations' record aside, see MIGRATIONS_SQL)."""
     return """
 SET TimeZone = 'UTC';
 SELECT string_agg(line, E'\\n' ORDER BY line) FROM (
@@ -28,8 +29,12 @@ SELECT string_agg(line, E'\\n' ORDER BY line) FROM (
             'SELECT count(*)::text || ''|'' || coalesce(md5(string_agg(t::text, '','' ORDER BY t::text)), '''') AS c FROM %I t',
             c.relname), false, true, '')))[1]::text) AS line
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE n.nspname = 'public' AND c.relkind = 'r') lines;
+  WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'posthog_standin_migration') lines;
 """
+
+#: PostHog's migrate runs again at every start, and the stand-in records each run: the start on the
+#: managed server adds a row here. The rows the local server had must all be there, in order.
+MIGRATIONS_SQL = "SET TimeZone = 'UTC';\nSELECT version || '@' || applied_at FROM posthog_standin_migration ORDER BY applied_at;"
 
 
 def test_migrate_local_postgres_to_managed(deployment, managed_datastores):
@@ -46,6 +51,7 @@ def test_migrate_local_postgres_to_managed(deployment, managed_datastores):
     deployment.psql(f"CREATE TABLE e2e_migrate_probe (id int PRIMARY KEY, note text, at timestamptz DEFAULT now()); "
                     f"INSERT INTO e2e_migrate_probe (id, note) SELECT n, md5(n::text) FROM generate_series(1, {PROBE_ROWS}) n;")
     before = deployment.psql(_tables_sql()).stdout.strip()
+    migrations_before = deployment.psql(MIGRATIONS_SQL).stdout.splitlines()
     assert f"e2e_migrate_probe|{PROBE_ROWS}|" in before and "posthog_standin_note|3|" in before, before
 
     user, password = managed.create_database(DATABASE)
@@ -59,6 +65,9 @@ def test_migrate_local_postgres_to_managed(deployment, managed_datastores):
 
         # The same rows, table by table, in the managed server.
         assert managed.psql(_tables_sql(), DATABASE).stdout.strip() == before
+        migrations_after = managed.psql(MIGRATIONS_SQL, DATABASE).stdout.splitlines()
+        assert migrations_after[:len(migrations_before)] == migrations_before
+        assert migrations_after[len(migrations_before):] and migrations_after[-1].startswith("v1@")
 
         # The deployment now uses it: .env switched, the stack healthy, the local db stopped, its volume kept.
         values = deployment.values()
@@ -85,8 +94,8 @@ def test_migrate_local_postgres_to_managed(deployment, managed_datastores):
         assert again.returncode == 0, again.stdout + again.stderr
         assert deployment.states().get("db", {}).get("State") != "running"
     finally:
-        deployment.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
-        # The kept local volume is the test's to remove (compose down --volumes may not see it when db
-        # is out of the active profiles).
-        deployment.engine.docker("volume", "rm", "--force", "posthog_postgres-data", check=False)
+        # With POSTGRES_MODE=external, db (and its kept volume) is outside the active profile: name both
+        # profiles so that the stopped db container and its volume go too.
+        deployment.compose("--profile", "local", "--profile", "external", "down", "--volumes", "--remove-orphans",
+                           "--timeout", "5", check=False)
         managed.drop_database(DATABASE)
