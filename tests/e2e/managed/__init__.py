@@ -7,6 +7,10 @@ The private engine runs without iptables rules (scripts/e2e-engine: --iptables=f
 forwards between the bridges of the two projects: a container of the kit's project sends to the
 managed address through its gateway (the host), and the host itself is on every bridge. No shared
 Docker network and no override file is needed, and the URLs hold the managed address itself.
+(On a host that does not forward between bridges, e.g. an iptables FORWARD policy of DROP, the
+operator's pattern for datastores in another Compose project on the same host is a
+docker-compose.override.yml that attaches web, worker, plugins and db to that project's network,
+declared `external: true`; routing_problem names that case instead of letting PostHog time out.)
 
 The certificates name the address twice: as an iPAddress SAN (Python's ssl, Node.js and libpq 15
 match that) and as a dNSName holding the address text (libpq before 15 matches an IP host only
