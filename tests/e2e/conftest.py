@@ -78,3 +78,19 @@ def deployment(tmp_path, e2e_engine):
     deployment = make_deployment(tmp_path / "deployment", e2e_engine)
     yield deployment
     deployment.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+
+
+@pytest.fixture(scope="session")
+def managed_datastores(e2e_engine, tmp_path_factory):
+    """The "managed" PostgreSQL and Redis (TLS only, their own Compose project and network), shared by
+    the tests of external datastores; each test makes its own database and Redis db number."""
+    from tests.e2e.managed import start_managed
+
+    try:
+        managed = start_managed(e2e_engine, tmp_path_factory.mktemp("managed"))
+    except HarnessError as exc:
+        pytest.fail(f"the managed datastores could not start: {exc}", pytrace=False)
+    try:
+        yield managed
+    finally:
+        managed.stop()

@@ -221,6 +221,17 @@ class Deployment:
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers)
 
+    def post(self, path: str, body: str, timeout: float = 10.0) -> tuple[int, str]:
+        """POST ``body`` to http://127.0.0.1:WEB_PORT{path}: (status, response body)."""
+        url = f"http://127.0.0.1:{self.values()['WEB_PORT']}{path}"
+        request = urllib.request.Request(url, data=body.encode(), method="POST",
+                                         headers={"Content-Type": "text/plain"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
     def states(self) -> dict[str, dict]:
         import json
 

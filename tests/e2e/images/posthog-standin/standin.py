@@ -191,21 +191,28 @@ def kafka_reachable(hosts, timeout=2.0):
     return bool(hosts)
 
 
-def connect_db(timeout=60):
+def connect_db(timeout=60, node=False):
+    """A connection to DATABASE_URL, retried while the server is not there yet; read as Django's libpq
+    does, or with ``node`` as the plugin server's node-postgres does (datastores_tls.py)."""
     import psycopg2
 
+    from datastores_tls import pg_connect
+
     deadline = time.time() + timeout
+    fatal = ("password authentication failed", "does not match", "pg_hba.conf rejects", "certificate verify failed",
+             "invalid sslmode", "no such file", "root certificate file")
     while True:
         try:
-            return psycopg2.connect(os.environ.get("DATABASE_URL", ""), connect_timeout=5)
+            return pg_connect(os.environ.get("DATABASE_URL", ""), node=node, connect_timeout=5)
         except psycopg2.OperationalError as exc:
-            if time.time() > deadline or "password authentication failed" in str(exc):
-                log(f"django.db.utils.OperationalError: {str(exc).strip()}")
+            if time.time() > deadline or any(text in str(exc) for text in fatal):
+                log(f"{'Error: connect' if node else 'django.db.utils.OperationalError'}: {str(exc).strip()}")
                 sys.exit(1)
             time.sleep(1)
 
 
 def redis_client():
+    """Django's Redis: REDIS_URL through redis-py, query parameters included (datastores_tls.py)."""
     import redis
 
     return redis.Redis.from_url(os.environ.get("REDIS_URL") or "redis://127.0.0.1", socket_timeout=5,
