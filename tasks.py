@@ -338,3 +338,25 @@ def restore(c, archive, yes=False, passphrase_file=None, timeout=600, json=False
                                 timeout=float(timeout), out=sys.stderr if json else sys.stdout)
     if json:
         print(json_module.dumps(summary, indent=2))
+
+
+@task(positional=["datastore"], help={
+    "datastore": "the datastore to move: postgres (clickhouse, redis and kafka are refused with the way to move them)",
+    "to": "the external PostgreSQL's URL: postgres://USER:PASS@HOST:5432/DB?sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/ca.crt",
+    "to_file": "read that URL from the first line of this file (mode 0600) instead, so it stays out of the shell history",
+    "yes": "do not ask for the deployment name before the outage starts (automation)",
+    "timeout": "seconds to wait for PostHog to be ready on the target before going back to the local db (default 600)",
+    "json": JSON,
+    "dry_run": "run every check and print the plan; change nothing",
+    "verbose": VERBOSE,
+})
+@friendly
+def migrate_datastore(c, datastore, to=None, to_file=None, yes=False, timeout=600, json=False, dry_run=False,
+                      verbose=False):
+    """Move PostgreSQL's data to an external server: checks, dump, restore, verify, switch; the local volume is kept."""
+    if _help_instead(datastore, "migrate-datastore"):
+        return
+    from posthog_compose import migrate
+
+    request = migrate.Request(datastore=datastore, to=to, to_file=to_file, yes=yes, timeout=float(timeout), as_json=json)
+    raise SystemExit(migrate.run(ROOT, _runner("migrate-datastore", dry_run, verbose), request))

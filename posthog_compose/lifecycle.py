@@ -80,6 +80,10 @@ def recover(root: Path, runner: Runner) -> None:
             rotation.recover(root, runner)
         elif kind == "upgrade":
             upgrade.recover(root, runner)
+        elif kind == "migration":
+            from . import migrate
+
+            migrate.recover(root, runner)
 
 
 def check_images_match(root: Path, runner: Runner, services: list[str]) -> None:
