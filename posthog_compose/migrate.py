@@ -44,7 +44,7 @@ from .errors import OperatorError
 DATASTORES = ("postgres", "redis", "clickhouse", "kafka")
 ALIASES = {"postgresql": "postgres", "pg": "postgres"}
 APP_SERVICES = ("web", "worker", "plugins")
-CA_DIR = "datastore-ca"
+CA_DIR = "datastore-ca"  # datastores.CA_DIR, mounted at datastores.CA_MOUNT
 CA_MOUNT = "/etc/posthog/datastore-ca"
 BACKUP_DIR = "backups"
 VOLUME = "postgres-data"
@@ -146,7 +146,8 @@ def parse_target(url: str) -> Target:
         raise OperatorError(f"{what} contains spaces or control characters; percent-encode them (a space is %20)")
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("postgres", "postgresql"):
-        raise OperatorError(f"{what} must start with postgres:// or postgresql:// (got {scheme + sep or 'no scheme'})")
+        shown = f"{scheme}://" if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,19}", scheme) else "something else"
+        raise OperatorError(f"{what} must start with postgres:// or postgresql:// (got {shown})")
     if "#" in rest:
         raise OperatorError(f"{what} contains '#': percent-encode it as %23 (in a password too)")
     before_query, _, query = rest.partition("?")
@@ -220,7 +221,7 @@ def target_problems(root: Path, target: Target, values: dict[str, str]) -> list[
     if target.host in LOCAL_HOSTS or target.host in SERVICES:
         problems.append(f"--to: host {target.host} is {'a service of this deployment' if target.host in SERVICES else 'the container itself'}, "
                         "not an external PostgreSQL; give the external server's address")
-    plaintext_allowed = values.get("ALLOW_PLAINTEXT_DATASTORES", "false").strip().lower() in ("true", "1", "yes")
+    plaintext_allowed = values.get("ALLOW_PLAINTEXT_DATASTORES") == "true"  # as config-check reads it
     if target.sslmode not in VERIFIED_SSLMODES and not plaintext_allowed:
         shown = f"sslmode={target.sslmode}" if target.sslmode else "no sslmode"
         problems.append(f"--to has {shown}: the connection would not verify the server's certificate; add "
@@ -241,29 +242,33 @@ def target_problems(root: Path, target: Target, values: dict[str, str]) -> list[
 
 
 def host_path(root: Path, container_path: str) -> Path | None:
-    """The file in datastore-ca/ a container path under /etc/posthog/datastore-ca/ refers to."""
-    normal = os.path.normpath(container_path)
-    if not normal.startswith(CA_MOUNT + "/"):
+    """The file in datastore-ca/ an absolute container path under /etc/posthog/datastore-ca/ refers to (the
+    client tools run in `db`, whose working directory is not PostHog's, so a relative path is refused)."""
+    from . import datastores
+
+    if not container_path.startswith("/"):
         return None
-    return Path(root) / CA_DIR / normal[len(CA_MOUNT) + 1:]
+    return datastores.host_path(root, container_path)
 
 
 def ca_file_problem(root: Path, name: str, value: str) -> str | None:
+    """What config-check would say about the file behind ``value`` (datastores.ca_problem), as one line."""
+    from . import datastores
+
     path = host_path(root, value)
     if path is None:
-        return (f"--to: {name}={value} is not under {CA_MOUNT}/, the only folder the containers share with this "
-                f"host; put the file in {CA_DIR}/ and write {name}={CA_MOUNT}/FILE")
+        return (f"--to: {name}={value} is not an absolute path under {CA_MOUNT}/, the only folder the containers "
+                f"share with this host; put the file in {CA_DIR}/ and write {name}={CA_MOUNT}/FILE")
     relative = f"{CA_DIR}/{path.relative_to(Path(root) / CA_DIR)}"
     if not path.is_file():
         return f"--to: {name} names {relative}, which does not exist; copy the file there"
-    if name == "sslrootcert":
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            return f"--to: {relative} cannot be read ({exc.strerror}); check its owner and mode"
-        if "-----BEGIN CERTIFICATE-----" not in text:
-            return f"--to: {relative} holds no PEM certificate (-----BEGIN CERTIFICATE-----); put the CA bundle there"
-    return None
+    if name != "sslrootcert":
+        return None
+    try:
+        problem = datastores.ca_problem(path)
+    except OSError as exc:
+        return f"--to: {relative} cannot be read ({exc.strerror}); check its owner and mode"
+    return f"--to: {relative} {problem}; save the server's CA certificate (PEM) there" if problem else None
 
 
 def refuse_datastore(name: str) -> str:
@@ -295,10 +300,8 @@ def read_url_file(path: str) -> str:
 
 # ----------------------------------------------------------------------------- the deployment's state
 def mode(values: dict[str, str]) -> str:
-    try:
-        from . import datastores
-    except ImportError:  # before the external-datastores core
-        return (values.get("POSTGRES_MODE") or "local").strip()
+    from . import datastores
+
     return datastores.mode(values, "postgres")
 
 
@@ -368,6 +371,10 @@ INSPECT_SQL = (
     "'size', pg_database_size(current_database()), "
     "'user', current_user, "
     "'create', has_schema_privilege('public', 'CREATE'), "
+    "'encoding', current_setting('server_encoding'), "
+    "'extensions', (SELECT coalesce(json_agg(extname ORDER BY extname), '[]') FROM pg_extension "
+    "  WHERE extname <> 'plpgsql'), "
+    "'available', (SELECT coalesce(json_agg(name ORDER BY name), '[]') FROM pg_available_extensions), "
     "'relations', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'), "
@@ -377,14 +384,14 @@ INSPECT_SQL = (
     "  ORDER BY 1 LIMIT 3) AS first));\n")
 
 TABLES_SQL = (
-    "SELECT json_build_object('table', quote_ident(n.nspname) || '.' || quote_ident(c.relname)) "
-    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+    "SELECT json_build_object('table', name) FROM (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
+    "AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' "
-    "AND n.nspname NOT LIKE 'pg\\_temp%' ORDER BY 1;\n")
+    "AND n.nspname NOT LIKE 'pg\\_temp%') AS found ORDER BY name COLLATE \"C\";\n")
 
 SEQUENCES_SQL = (
-    "SELECT json_build_object('sequence', quote_ident(schemaname) || '.' || quote_ident(sequencename), "
-    "'last', last_value) FROM pg_sequences ORDER BY 1::text;\n")
+    "SELECT json_build_object('sequence', name, 'last', last_value) FROM (SELECT quote_ident(schemaname) || '.' "
+    "|| quote_ident(sequencename) AS name, last_value FROM pg_sequences) AS found ORDER BY name COLLATE \"C\";\n")
 
 
 def _literal(text: str) -> str:
@@ -492,6 +499,14 @@ def preflight(root: Path, runner: Runner, values: dict[str, str], target: Target
             problems.append(f"the target database {target.database} is not empty ({found['relations']} relations"
                             f"{', e.g. ' + found['examples'] if found.get('examples') else ''}); migrate into an "
                             "empty database (create a new one, or drop what is there)")
+        if found.get("encoding") != local.get("encoding"):
+            problems.append(f"the target database is encoded {found.get('encoding')}, the local one "
+                            f"{local.get('encoding')}: PostHog's text would not survive; create the database with "
+                            f"ENCODING '{local.get('encoding')}'")
+        missing = sorted(set(local.get("extensions") or []) - set(found.get("available") or []))
+        if missing:
+            problems.append(f"the local database uses the extension(s) {', '.join(missing)}, which the target "
+                            "does not offer; ask the provider to enable them")
         if not found["create"]:
             problems.append(f"user {found['user']} may not create tables in schema public of {target.database}; "
                             f"grant it (GRANT CREATE ON SCHEMA public TO {found['user']}) or use the database's owner")
@@ -567,9 +582,22 @@ def run(root: Path, runner: Runner, request: Request) -> int:
     """The task. Exit codes: 0 migrated (or a dry run without problems, or already on this target), 1 refused
     or failed with the deployment back on the local db (.env unchanged), 2 the way back failed too,
     130 interrupted before the switch (services restarted)."""
-    from . import journal, masking
 
-    out = sys.stderr if request.as_json else sys.stdout
+    if request.as_json:  # every line for people goes to stderr, stdout carries only the JSON
+        import contextlib
+
+        real_stdout = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            result, code = _run(root, runner, request)
+        print(json.dumps(dataclasses.asdict(result), indent=2), file=real_stdout)
+        return code
+    return _run(root, runner, request)[1]
+
+
+def _run(root: Path, runner: Runner, request: Request) -> tuple[Result, int]:
+    from . import masking
+
+    out = sys.stdout
     result = Result()
     started = time.monotonic()
     try:
@@ -585,11 +613,10 @@ def run(root: Path, runner: Runner, request: Request) -> int:
         result.message = exc.message
         if not request.as_json:
             raise
+        print(f"error: {exc.message}", file=sys.stderr)
         code = exc.code
     result.seconds = round(time.monotonic() - started, 1)
-    if request.as_json:
-        print(json.dumps(dataclasses.asdict(result), indent=2))
-    return code
+    return result, code
 
 
 def _locked(root: Path, runner: Runner, request: Request, target: Target, result: Result, out) -> int:
@@ -610,8 +637,6 @@ def _locked(root: Path, runner: Runner, request: Request, target: Target, result
                 return 0
             raise OperatorError("POSTGRES_MODE is already external: there is no local PostgreSQL to migrate from "
                                 "(moving between two external servers is a job for the provider's tools)")
-        if current != "local":
-            raise OperatorError(f".env: POSTGRES_MODE={current!r} is neither local nor external; run `invoke config-check`")
         problems = target_problems(root, target, values)
         if problems:
             return _refused(problems, result, out)
@@ -654,6 +679,7 @@ def _stamp() -> str:
 def _migrate(root: Path, runner: Runner, request: Request, target: Target, servers: Servers, facts: Facts,
              values: dict[str, str], dump: Path, result: Result, out) -> int:
     from . import journal
+    from .envfile import EnvFile, env_path
 
     # The journal is 0600 next to .env (as a rotation's): "previous" holds the values the switch replaces.
     raw = EnvFile.load(env_path(root)).values()
@@ -857,15 +883,9 @@ def start_on_target(root: Path, runner: Runner, timeout: float, out) -> str:
 
 def active_services(values: dict[str, str]) -> list[str]:
     """The services that run with these values: the local datastores and web, worker, plugins."""
-    from .manifest import SERVICES
+    from . import datastores
 
-    try:
-        from . import datastores
-    except ImportError:
-        local = [s for s in SERVICES if s not in APP_SERVICES and not (s == "db" and mode(values) == "external")]
-    else:
-        local = list(datastores.local_services(values))
-    return [*local, *[s for s in APP_SERVICES if s not in local]]
+    return datastores.local_services(values)
 
 
 def finish(root: Path, runner: Runner, out) -> None:
@@ -920,8 +940,6 @@ def _back_before_switch(root: Path, runner: Runner, request: Request, values: di
     result.result = "interrupted" if interrupted else "failed"
     after = "" if phase in ("stopping", "dumping", "restoring") else (
         "; the target now holds a copy: empty its database before you try again")
-    if isinstance(exc, OSError) and not journal.is_disk_full(exc) and not isinstance(exc, OperatorError):
-        raise OperatorError(f"migration stopped before the switch: {reason}; PostHog runs on the local db again{after}")
     raise OperatorError(f"migration {'interrupted' if interrupted else 'stopped'} before the switch: {reason}; "
                         f"PostHog runs on the local db again, nothing changed{after}", code=130 if interrupted else 1)
 
@@ -939,6 +957,7 @@ def _back_after_switch(root: Path, runner: Runner, request: Request, entry: dict
               file=out, flush=True)
         try:
             journal.write(root, "migration", {**entry, "phase": "rolling back"})
+            journal.fault_point("migrate-rolling-back")
             set_values(root, entry.get("previous") or {"POSTGRES_MODE": "local"})
             journal.fault_point("migrate-env-restored")
             values = EnvFile.load(env_path(root)).resolved()
