@@ -73,14 +73,14 @@ REFUSED = {
         "and materialized views bound to this host's Kafka, which a copy does not carry over. Do it this way: "
         "create the external ClickHouse (with the Kafka table engine), point CLICKHOUSE_* at it with "
         "CLICKHOUSE_MODE=external, let `invoke up` run PostHog's ClickHouse migrations there, then copy each "
-        "table with INSERT INTO ... SELECT * FROM remote(...) (the handbook's Scaling page)"),
+        "table with INSERT INTO ... SELECT * FROM remote(...) (the handbook's External datastores page)"),
     "redis": (
         "Redis holds only PostHog's cache and Celery queue, there is nothing to move: set REDIS_MODE=external "
-        "and REDIS_URL=rediss://... in .env (the handbook's Scaling page), then `invoke up`"),
+        "and REDIS_URL=rediss://... in .env (the handbook's External datastores page), then `invoke up`"),
     "kafka": (
         "Kafka holds events in transit only, there is nothing to copy: let ingestion drain, set KAFKA_MODE=external "
         "and the KAFKA_* variables, then recreate ClickHouse's Kafka-engine tables, which keep the broker list "
-        "they were created with (the handbook's Scaling page)"),
+        "they were created with (the handbook's External datastores page)"),
 }
 
 
