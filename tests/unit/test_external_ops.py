@@ -378,3 +378,241 @@ def test_external_checks_read_env_and_list_one_line_per_external_datastore(deplo
     assert "pw-not-shown-123" not in checks[0].detail
     (deployment / ".env").write_text("POSTHOG_IMAGE=posthog/posthog:release-1.43.0\n")
     assert doctor.external_checks(deployment) == []
+
+
+# ============================================================================= the operations
+from posthog_compose import backup, diskusage, lifecycle, restore, stack, upgrade  # noqa: E402
+from posthog_compose.engine import Runner  # noqa: E402
+from posthog_compose.errors import OperatorError  # noqa: E402
+from tests.conftest import run_invoke, set_env  # noqa: E402
+from tests.unit.test_backup import DUMP, TARS, FakeRunner, _read, engine  # noqa: E402,F401
+
+EXTERNAL_PG = ("postgres://posthog:pg-secret-not-shown-42@pg.managed.example:5432/posthog?sslmode=verify-full"
+               "&sslrootcert=/etc/posthog/datastore-ca/ca.crt")
+
+
+def _external_postgres(root):
+    set_env(root, POSTGRES_MODE="external", DATABASE_URL=EXTERNAL_PG)
+
+
+def _external_analytics(root):
+    set_env(root, CLICKHOUSE_MODE="external", CLICKHOUSE_HOST="ch.managed.example", CLICKHOUSE_SECURE="true",
+            CLICKHOUSE_VERIFY="true", CLICKHOUSE_CA="/etc/posthog/datastore-ca/ca.crt",
+            KAFKA_MODE="external", KAFKA_HOSTS="kafka.managed.example:9093", KAFKA_URL="kafka://kafka.managed.example:9093")
+
+
+# ----------------------------------------------------------------------------- the services that run here
+def test_services_here_follow_the_switches():
+    assert stack.services_here({}) == list(stack.SERVICES)
+    assert "db" not in stack.services_here({"POSTGRES_MODE": "external"})
+    only_ch = stack.services_here({"CLICKHOUSE_MODE": "external"})
+    assert "clickhouse" not in only_ch and "zookeeper" in only_ch  # Kafka still needs it
+    both = stack.services_here({"CLICKHOUSE_MODE": "external", "KAFKA_MODE": "external"})
+    assert both == ["db", "redis", "web", "worker", "plugins"]
+
+
+def test_assess_leaves_external_datastores_out_of_the_verdict():
+    healthy = {name: stack.ServiceState(name, "running", "healthy") for name in ("redis", "clickhouse", "zookeeper",
+                                                                                 "kafka", "web", "worker", "plugins")}
+    values = {"POSTGRES_MODE": "external", "DATABASE_URL": EXTERNAL_PG}
+    external = stack.external_services(values)
+    depends = {"web": ["db", "redis", "clickhouse"], "worker": ["db"]}
+    verdicts = lifecycle.assess(healthy, depends, (True, True, "/_readyz answered 200"), external)
+    assert verdicts["db"] == "external: pg.managed.example:5432"
+    assert verdicts["web"] == "ok" and verdicts["worker"] == "ok"
+    # Without the switch the same states mean db is down and web depends on it.
+    local = lifecycle.assess(healthy, depends, (True, True, "ok"))
+    assert local["db"].startswith("down") and local["web"].startswith("degraded")
+
+
+@pytest.fixture
+def fake_compose(tmp_path):
+    """`docker compose` answering ps with every service but db running and healthy."""
+    calls = tmp_path / "calls.jsonl"
+    rows = "\n".join(json.dumps({"Service": name, "State": "running", "Health": "healthy", "ExitCode": 0,
+                                 "Status": "Up 2 minutes (healthy)", "Image": f"{name}:1", "Publishers": []})
+                     for name in ("redis", "clickhouse", "zookeeper", "kafka", "worker", "plugins"))
+    script = tmp_path / "fake-compose"
+    script.write_text(f"#!/usr/bin/env python3\nimport json, sys\nopen({str(calls)!r}, 'a').write(json.dumps("
+                      f"sys.argv[1:]) + '\\n')\nif 'ps' in sys.argv:\n    print({rows!r})\n")
+    script.chmod(0o755)
+    docker = tmp_path / "docker"
+    docker.write_text("#!/bin/sh\nexit 1\n")
+    docker.chmod(0o755)
+    return {**os.environ, "POSTHOG_COMPOSE_BINARY": str(script), "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+
+
+import os  # noqa: E402
+
+
+def test_status_shows_external_rows_with_the_endpoint_and_no_password(deployed, fake_compose):
+    _external_postgres(deployed)
+    result = run_invoke(deployed, "status", env=fake_compose)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    db = next(line for line in lines if line.startswith("db "))
+    assert db.split()[:2] == ["db", "external"] and "pg.managed.example:5432" in db and "PostgreSQL" in db
+    assert "pg-secret-not-shown-42" not in result.stdout
+    # web is not created here, so plugins (which depends on it) is degraded; nothing blames db.
+    assert "plugins: degraded: depends on web (not running)" in lines
+    assert not [line for line in lines if "depends on" in line and "db" in line]
+    assert lines[-1] == "5 of 7 services running and healthy (see above); external: db (PostHog readiness speaks for them)."
+    data = json.loads(run_invoke(deployed, "status", "--json", env=fake_compose).stdout)
+    row = next(r for r in data["services"] if r["service"] == "db")
+    assert row == {"service": "db", "state": "external", "verdict": "external: pg.managed.example:5432",
+                   "datastore": "postgres", "endpoint": "pg.managed.example:5432", "tls": True}
+
+
+def test_disk_lists_only_the_volumes_of_services_that_run_here(deployed):
+    class Engine(Runner):
+        def run(self, cmd, **kwargs):
+            import subprocess
+
+            if cmd[:3] == ["docker", "system", "df"]:
+                volumes = [{"Name": f"posthog_{v}", "Size": "1MB", "Labels": ""} for v in
+                           ("postgres-data", "clickhouse-data", "zookeeper-data", "zookeeper-logs", "kafka-data")]
+                return subprocess.CompletedProcess(cmd, 0, json.dumps(volumes), "")
+            return subprocess.CompletedProcess(cmd, 1, "", "no")
+
+    runner = Engine(deployed)
+    assert set(diskusage.measure(deployed, runner, "posthog", values={}).volumes) == {
+        "postgres-data", "clickhouse-data", "zookeeper-data", "zookeeper-logs", "kafka-data"}
+    values = {"POSTGRES_MODE": "external", "CLICKHOUSE_MODE": "external", "KAFKA_MODE": "external"}
+    assert diskusage.measure(deployed, runner, "posthog", values=values).volumes == {}
+    assert set(diskusage.measure(deployed, runner, "posthog", values={"CLICKHOUSE_MODE": "external"}).volumes) == {
+        "postgres-data", "zookeeper-data", "zookeeper-logs", "kafka-data"}
+
+
+def test_up_waits_only_for_the_services_that_run_here(deployed, monkeypatch, capsys):
+    _external_postgres(deployed)
+    waited = {}
+    monkeypatch.setattr("posthog_compose.checks.require_clean", lambda root: None)
+    monkeypatch.setattr(lifecycle, "recover", lambda root, runner: None)
+    monkeypatch.setattr(stack, "start_and_wait", lambda root, runner, command, targets, timeout, readiness_values=None:
+                        waited.update(command=command, targets=targets))
+    monkeypatch.setattr(lifecycle, "check_images_match", lambda root, runner, targets: None)
+    monkeypatch.setattr(stack, "check_url", lambda values, timeout=30.0: (True, "302 to /preflight"))
+    lifecycle.up(deployed, Runner(deployed), [])
+    assert waited["targets"] == ["redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins"]
+    assert "db" not in waited["command"][waited["command"].index("up"):]
+    out = capsys.readouterr().out
+    assert "db: external PostgreSQL at pg.managed.example:5432" in out and "pg-secret" not in out
+
+
+def test_readiness_names_the_external_datastore_that_fails(monkeypatch):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"http": True, "postgres": False, "postgres_migrations_uptodate": False,
+                               "cache": True}).encode()
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        values = {"WEB_PORT": str(server.server_address[1]), "POSTGRES_MODE": "external", "DATABASE_URL": EXTERNAL_PG}
+        ready, answered, detail = stack.readiness(values)
+        assert (ready, answered) == (False, True)
+        assert "postgres, postgres_migrations_uptodate failing" in detail
+        assert "PostgreSQL is external (pg.managed.example:5432)" in detail and "invoke doctor" in detail
+        assert "pg-secret" not in detail
+        local = stack.readiness({"WEB_PORT": str(server.server_address[1])})[2]
+        assert "external" not in local  # a local db that fails is not blamed on a provider
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ----------------------------------------------------------------------------- backup and restore
+def test_backup_skips_external_postgres_with_one_line_and_records_it(deployed, engine, capsys):
+    _external_postgres(deployed)
+    result = backup.create(deployed, FakeRunner(deployed), encrypt=True)
+    manifest, contents = _read(result.path.read_bytes())
+    assert not [name for name in contents if name.startswith("postgres/")]
+    assert "volumes/clickhouse.tar" in contents and "volumes/zookeeper.tar" in contents
+    assert not [c for c in engine.popens if "pg_dump" in c]
+    assert manifest["external"] == {"postgres": {"endpoint": "pg.managed.example:5432"}}
+    assert manifest["postgres"] is None and manifest["versions"]["postgres"] is None
+    assert "PostgreSQL is external (pg.managed.example:5432): back it up at your provider" in \
+        manifest["not_backed_up"]
+    out = capsys.readouterr().out
+    assert out.count("PostgreSQL is external (pg.managed.example:5432): back it up at your provider") == 1
+    assert "pg-secret-not-shown-42" not in json.dumps(manifest) + out
+    with pytest.raises(OperatorError, match=r"PostgreSQL is external \(pg.managed.example:5432\): back it up at your "
+                                            r"provider; `--only postgres` has nothing to take here"):
+        backup.create(deployed, FakeRunner(deployed), subset="postgres", encrypt=True)
+
+
+def test_backup_with_external_clickhouse_and_kafka_stops_nothing(deployed, engine, capsys):
+    _external_analytics(deployed)
+    runner = FakeRunner(deployed)
+    result = backup.create(deployed, runner, encrypt=True)
+    manifest, contents = _read(result.path.read_bytes())
+    assert contents["postgres/posthog.dump"] == DUMP
+    assert not [name for name in contents if name.startswith("volumes/")]
+    assert not [c for c in runner.commands if "stop" in c]
+    assert set(manifest["external"]) == {"clickhouse", "kafka"}
+    out = capsys.readouterr().out
+    assert "ClickHouse is external (ch.managed.example:" in out and "Kafka is external (kafka.managed.example:9093)" in out
+
+
+def test_restore_refuses_a_member_whose_datastore_is_now_external(deployed, engine):
+    made = backup.create(deployed, FakeRunner(deployed), encrypt=True).path  # PostgreSQL local: the dump is in it
+    _external_postgres(deployed)
+    before = (deployed / ".env").read_bytes()
+    runner = FakeRunner(deployed)
+    with pytest.raises(OperatorError) as caught:
+        restore.restore(deployed, runner, str(made), yes=True)
+    message = str(caught.value)
+    assert message.startswith("postgres/posthog.dump: PostgreSQL is external in .env (pg.managed.example:5432)")
+    assert "POSTGRES_MODE=local" in message and "nothing was changed" in message and "\n" not in message
+    assert "pg-secret" not in message
+    assert (deployed / ".env").read_bytes() == before
+    assert not [c for c in runner.commands if "down" in c or "rm" in c or "up" in c]
+    assert not [c for c in engine.popens if "-xf" in c or ("pg_restore" in c and "--list" not in c)]
+
+
+def test_restore_of_an_archive_made_with_external_postgres_leaves_it_alone(deployed, engine, capsys):
+    _external_postgres(deployed)
+    made = backup.create(deployed, FakeRunner(deployed), encrypt=True).path
+    runner = FakeRunner(deployed)
+    restore.restore(deployed, runner, str(made), yes=True)
+    assert "postgres" not in engine.fed and set(engine.fed) == {"/var/lib/clickhouse", "/var/lib/zookeeper"}
+    assert not [c for c in runner.commands if c[-1:] == ["db"]]  # db is never started for a restore
+    assert "PostgreSQL was external (pg.managed.example:5432) when the archive was made" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- upgrade
+from tests.unit.test_upgrade import SHA, engine_steps  # noqa: E402,F401
+
+
+def test_upgrade_with_external_postgres_needs_a_provider_snapshot(deployed, engine_steps, monkeypatch, capsys):
+    _external_postgres(deployed)
+    before = (deployed / ".env").read_bytes()
+    with pytest.raises(OperatorError) as caught:
+        upgrade.run(deployed, Runner(deployed), upgrade.Request(to=SHA))
+    assert "PostgreSQL is external (pg.managed.example:5432)" in str(caught.value)
+    assert "snapshot at your provider" in str(caught.value) and "--skip-backup" in str(caught.value)
+    assert engine_steps == [] and (deployed / ".env").read_bytes() == before
+    monkeypatch.setattr(upgrade, "_recreate", lambda *args: None)
+    assert upgrade.run(deployed, Runner(deployed), upgrade.Request(to=SHA, skip_backup=True)) == 0
+    assert "backup" not in engine_steps
+    out = capsys.readouterr().out
+    assert "PostgreSQL is external (pg.managed.example:5432); the snapshot taken at the provider is the way back" in out
+
+
+def test_upgrade_of_an_external_datastore_image_is_refused(deployed):
+    _external_postgres(deployed)
+    with pytest.raises(OperatorError, match=r"--service postgres: PostgreSQL is external \(pg.managed.example:5432\)"):
+        upgrade.make_plan(deployed, upgrade.Request(to="14.1-alpine", service="postgres"))
+    _external_analytics(deployed)
+    with pytest.raises(OperatorError, match="--service zookeeper: zookeeper does not run here"):
+        upgrade.make_plan(deployed, upgrade.Request(to="3.8.4", service="zookeeper"))
+    # Redis is local: its upgrade needs no PostgreSQL snapshot, and says why no dump is taken.
+    plan = upgrade.make_plan(deployed, upgrade.Request(to="6.2.14-alpine", service="redis"))
+    assert plan.external_postgres == "pg.managed.example:5432"
