@@ -616,3 +616,139 @@ def test_upgrade_of_an_external_datastore_image_is_refused(deployed):
     # Redis is local: its upgrade needs no PostgreSQL snapshot, and says why no dump is taken.
     plan = upgrade.make_plan(deployed, upgrade.Request(to="6.2.14-alpine", service="redis"))
     assert plan.external_postgres == "pg.managed.example:5432"
+
+
+# ----------------------------------------------------------------------------- harden
+from posthog_compose import harden  # noqa: E402
+from posthog_compose.envfile import EnvFile  # noqa: E402
+
+
+@pytest.fixture
+def no_engine(tmp_path, monkeypatch):
+    """`docker compose` that knows no containers (a deployment not started yet)."""
+    script = tmp_path / "fake-compose-empty"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("POSTHOG_COMPOSE_BINARY", str(script))
+    return {**os.environ, "POSTHOG_COMPOSE_BINARY": str(script)}
+
+
+def _items(root) -> dict:
+    return {r.id: r for r in harden.evaluate(harden.read_state(root))}
+
+
+def _provider_ca(root, tmp_path, days=None):
+    from cryptography import x509  # noqa: F401
+
+    base = tmp_path / "provider"
+    certs.cert_dir(base).mkdir(parents=True, exist_ok=True)
+    if days is not None:
+        original = certs.CA_DAYS
+        certs.CA_DAYS = days
+        try:
+            certs.make_ca(base, "provider")
+        finally:
+            certs.CA_DAYS = original
+    else:
+        certs.make_ca(base, "provider")
+    (root / "datastore-ca").mkdir(exist_ok=True)
+    (root / "datastore-ca" / "ca.crt").write_bytes(certs.paths(base, "ca")[0].read_bytes())
+
+
+def test_harden_check_items_for_an_external_clickhouse(deployed, tmp_path, no_engine):
+    _external_analytics(deployed)
+    set_env(deployed, KAFKA_SECURITY_PROTOCOL="SSL")
+    items = _items(deployed)
+    assert items["clickhouse-tls"].kind == "check" and items["clickhouse-tls"].status == "pass", items["clickhouse-tls"]
+    assert "ch.managed.example" in items["clickhouse-tls"].reason
+    assert items["kafka-tls"].kind == "check" and items["kafka-tls"].status == "pass"
+    assert items["datastore-ca"].status == "fail" and "datastore-ca/ca.crt is missing" in items["datastore-ca"].reason
+    _provider_ca(deployed, tmp_path)
+    items = _items(deployed)
+    assert items["datastore-ca"].status == "pass" and "the first expires" in items["datastore-ca"].reason
+    assert items["postgres-tls"].kind == "apply"  # PostgreSQL still runs here: harden's own TLS applies
+    set_env(deployed, CLICKHOUSE_VERIFY="false")
+    failing = _items(deployed)["clickhouse-tls"]
+    assert failing.status == "fail" and "CLICKHOUSE_VERIFY not true" in failing.reason
+
+
+def test_an_expiring_or_non_ca_bundle_fails(deployed, tmp_path, no_engine):
+    _external_postgres(deployed)
+    _provider_ca(deployed, tmp_path, days=10)
+    item = _items(deployed)["datastore-ca"]
+    assert item.status == "fail" and "datastore-ca/ca.crt expires in" in item.reason
+    _, cert, _ = _pki(tmp_path, ca_dir="server-only")
+    (deployed / "datastore-ca" / "ca.crt").write_bytes(cert.read_bytes())  # a server certificate, not a CA
+    item = _items(deployed)["datastore-ca"]
+    assert item.status == "fail" and "holds no CA certificate" in item.reason
+
+
+def test_plaintext_datastores_fail_in_production(deployed, tmp_path, no_engine):
+    assert _items(deployed)["plaintext-datastores"].status == "pass"
+    set_env(deployed, ALLOW_PLAINTEXT_DATASTORES="true")
+    assert _items(deployed)["plaintext-datastores"].status == "warn"
+    _external_postgres(deployed)
+    set_env(deployed, DATABASE_URL="postgres://posthog:pw@pg.managed.example:5432/posthog")
+    items = _items(deployed)
+    assert items["plaintext-datastores"].status == "fail"
+    assert items["postgres-tls"].status == "fail" and "TLS is off" in items["postgres-tls"].reason
+
+
+def _effective(root, monkeypatch) -> dict:
+    """The services as the real Compose binary merges them (docker-compose.yml and the override)."""
+    import subprocess
+
+    from posthog_compose import compose
+
+    monkeypatch.delenv("POSTHOG_COMPOSE_BINARY")
+    env = dict(os.environ)
+    result = subprocess.run([*compose.compose_binary(), "config", "--format", "json"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["services"]
+
+
+def test_harden_leaves_out_internal_tls_for_an_external_clickhouse(deployed, tmp_path, no_engine, monkeypatch):
+    _external_analytics(deployed)
+    _provider_ca(deployed, tmp_path)
+    result = run_invoke(deployed, "harden", "--yes", env=no_engine)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "without the parts for the external clickhouse" in result.stdout
+    values = EnvFile.load(deployed / ".env").values()
+    assert values["CLICKHOUSE_CA"] == "/etc/posthog/datastore-ca/ca.crt"  # the provider's CA stays
+    assert "sslrootcert=/etc/posthog/certs/ca.crt" in values["DATABASE_URL"]  # local db: the kit's own TLS
+    override = (deployed / "docker-compose.override.yml").read_text()
+    assert "clickhouse:" not in override and "CLICKHOUSE_CA" not in override
+    assert "NODE_EXTRA_CA_CERTS" in override  # Redis runs here with the kit's CA
+    again = run_invoke(deployed, "harden", "--yes", env=no_engine)
+    assert "Nothing to apply" in again.stdout
+    services = _effective(deployed, monkeypatch)
+    for name in ("web", "worker", "plugins"):
+        assert (services[name].get("environment") or {}).get("CLICKHOUSE_CA") != harden.CONTAINER_CA
+    assert "ssl=on" in services["db"]["command"]
+    items = _items(deployed)
+    assert items["clickhouse-tls"].status == "pass" and items["postgres-tls"].status == "pass", \
+        (items["clickhouse-tls"], items["postgres-tls"])
+
+
+def test_an_override_from_before_the_switch_is_named_and_rewritten(deployed, tmp_path, no_engine):
+    assert run_invoke(deployed, "harden", "--yes", env=no_engine).returncode == 0
+    assert (deployed / "docker-compose.override.yml").read_text() == (deployed / "docker-compose.tls.yml").read_text()
+    set_env(deployed, REDIS_MODE="external",
+            REDIS_URL="rediss://:pw-redis-managed@redis.managed.example:6379/0?ssl_cert_reqs=required"
+                      "&ssl_ca_certs=/etc/posthog/datastore-ca/ca.crt")
+    _provider_ca(deployed, tmp_path)
+    item = _items(deployed)["redis-tls"]
+    assert item.status == "fail" and "NODE_EXTRA_CA_CERTS" in item.reason and item.kind == "check"
+    import time
+
+    time.sleep(1.1)  # harden's copies of .env are named by the second
+    result = run_invoke(deployed, "harden", "--yes", env=no_engine)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "docker-compose.override.yml from docker-compose.tls.yml (mounts the certificates) without the parts " \
+        "for the external redis" in result.stdout
+    assert "REDIS_PASSWORD" not in result.stdout  # the provider's password in REDIS_URL is not harden's to change
+    override = (deployed / "docker-compose.override.yml").read_text()
+    assert "NODE_EXTRA_CA_CERTS" not in override and "\n  redis:" not in override
+    assert _items(deployed)["redis-tls"].status == "pass"
+    assert "pw-redis-managed" not in result.stdout + result.stderr
