@@ -181,7 +181,7 @@ def external_datastores(values: dict[str, str]) -> dict[str, dict]:
     """datastore -> {"endpoint": "host:port", "line": why it is not in the archive} for each external one."""
     from . import datastores, stack
 
-    found = {endpoint.datastore: endpoint for endpoint in stack.endpoints(values)}
+    found = stack.first_endpoints(values)
     result = {}
     for name in datastores.external(values):
         where = stack.endpoint_text(found.get(name))

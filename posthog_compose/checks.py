@@ -301,9 +301,11 @@ def _check_values(manifest, env, values: dict[str, str], report: _Report) -> Non
 
 
 def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
+    from .datastores import is_external
+
     get = values.get
     database_url = get("DATABASE_URL")
-    if database_url and urlsplit(database_url).scheme in ("postgres", "postgresql"):
+    if database_url and not is_external(values, "postgres") and urlsplit(database_url).scheme in ("postgres", "postgresql"):
         parts = urlsplit(database_url)
         mismatches = []
         if unquote(parts.username or "") != get("POSTGRES_USER", ""):
@@ -320,7 +322,7 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
             report.error("consistency", ENV, env.line_of("DATABASE_URL"), "DATABASE_URL", "; ".join(mismatches),
                          "make it postgres://POSTGRES_USER:POSTGRES_PASSWORD@db:5432/POSTGRES_DB")
     redis_url = get("REDIS_URL")
-    if redis_url and urlsplit(redis_url).scheme in ("redis", "rediss"):
+    if redis_url and not is_external(values, "redis") and urlsplit(redis_url).scheme in ("redis", "rediss"):
         parts = urlsplit(redis_url)
         if parts.hostname != "redis":
             report.error("consistency", ENV, env.line_of("REDIS_URL"), "REDIS_URL",
@@ -336,7 +338,7 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
                          "make it redis://:REDIS_PASSWORD@redis:6379/")
     brokers = 1  # one `kafka` service
     factors = {}
-    for name in KAFKA_BROKER_LIMITED:
+    for name in () if is_external(values, "kafka") else KAFKA_BROKER_LIMITED:
         if get(name, "").isdigit():
             factors[name] = int(get(name))
             if factors[name] > brokers:
@@ -351,7 +353,7 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
                      "does not point at the `zookeeper` service on ZOOKEEPER_CLIENT_PORT",
                      "set it to zookeeper:<ZOOKEEPER_CLIENT_PORT>")
     hosts, listeners = get("KAFKA_HOSTS", ""), get("KAFKA_ADVERTISED_LISTENERS", "")
-    if hosts and listeners:
+    if hosts and listeners and not is_external(values, "kafka"):
         advertised = {entry.split("://", 1)[-1].strip() for entry in listeners.split(",")}
         if not {h.strip() for h in hosts.split(",")} & advertised:
             report.error("consistency", ENV, env.line_of("KAFKA_HOSTS"), "KAFKA_HOSTS",
@@ -477,6 +479,27 @@ def _check_edge_and_disk(root: Path, env, values, document, report: _Report, env
 
     proxy.check(root, env, values, report, environ)
     diskusage.check(root, document, values, report)
+    _check_external(root, env, values, report, environ)
+
+
+def _check_external(root: Path, env, values, report: _Report, environ) -> None:
+    """External datastores (rules in datastores.py), and a local volume left behind by one."""
+    from . import compose, datastores
+
+    datastores.check(root, env, values, report)
+    gone = [name for name in datastores.external(values) if datastores.VOLUMES[name]]
+    if not gone:
+        return
+    project = compose.recorded_project_name(root) or values.get("COMPOSE_PROJECT_NAME") or "posthog"
+    left = _project_volumes(project, environ)
+    for name in gone:
+        for volume in datastores.VOLUMES[name]:
+            if f"{project}_{volume}" in left:
+                variable = datastores.MODE_VARIABLE[name]
+                report.warning("external-volume", ENV, env.line_of(variable), variable,
+                               f"is external, but the local volume {project}_{volume} still holds the data of the "
+                               f"local {datastores.TITLE[name]}: nothing uses it now",
+                               f"once the external server has everything, remove it: docker volume rm {project}_{volume}")
 # ----------------------------------------------------------------------------- what Compose will run
 DATASTORES = ("db", "redis", "clickhouse", "zookeeper", "kafka")
 UNBRACED_RE = re.compile(r"(?<!\$)(?:\$\$)*\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -581,12 +604,24 @@ def _check_effective(root: Path, model: dict, report: _Report, environ: dict[str
         for dependency, condition in (service.get("depends_on") or {}).items():
             if not isinstance(condition, dict) or condition.get("condition") != "service_healthy":
                 continue
+            if dependency not in services and condition.get("required") is False:
+                continue  # an external datastore: its service is left out (datastores.py)
             target = services.get(dependency) or {}
             check = target.get("healthcheck") if isinstance(target, dict) else None
             if not check or check.get("disable") or (check.get("test") or [""])[0] == "NONE":
                 report.error("compose-healthcheck", COMPOSE, None, dependency,
                              f"has no healthcheck, but {service_name} waits for it to be healthy: `up` never finishes",
                              f"restore the healthcheck of {dependency} from git")
+
+
+def _project_volumes(project: str, environ: dict[str, str]) -> set[str]:
+    """The volumes the engine holds for ``project`` (empty when the engine cannot be asked)."""
+    try:
+        result = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+                                capture_output=True, text=True, timeout=10, env={**os.environ, **environ})
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return set(result.stdout.split()) if result.returncode == 0 else set()
 
 
 def _project_has_data(project: str, environ: dict[str, str]) -> bool | None:

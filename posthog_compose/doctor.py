@@ -197,14 +197,20 @@ def run(root: Path, runner, as_json: bool = False) -> int:
 PROBE_TIMEOUT = 4.0
 #: PostgreSQL's SSLRequest: length 8, then the code 1234.5679 (the protocol's "SSL negotiation" number).
 PG_SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
-#: ClickHouse's HTTPS interface (ClickHouse Cloud and the usual TLS setup): the version is asked there.
+#: ClickHouse's HTTPS interface (what PostHog's HTTP client uses with CLICKHOUSE_SECURE): the version is asked
+#: there; datastores.clickhouse_endpoint names it, this is the fallback.
 CLICKHOUSE_HTTPS_PORT = 8443
 #: datastore -> its name in compatibility.yml's `accepts`.
 MATRIX_NAMES = {"postgres": "postgresql", "redis": "redis", "clickhouse": "clickhouse"}
 
 
 class _ProbeFailed(Exception):
-    """One step failed: its message is the doctor line's detail (never a secret)."""
+    """One step failed: its message is the doctor line's detail (never a secret). ``certificate``: the
+    failure is the certificate's verification (the connection itself works)."""
+
+    def __init__(self, message: str, certificate: bool = False):
+        super().__init__(message)
+        self.certificate = certificate
 
 
 def external_checks(root: Path, values: dict[str, str] | None = None, timeout: float = PROBE_TIMEOUT) -> list[Check]:
@@ -231,8 +237,9 @@ def probe(root: Path, values: dict[str, str], endpoint, timeout: float = PROBE_T
     label = stack.DATASTORE_LABELS.get(endpoint.datastore, endpoint.datastore)
     name = f"{endpoint.datastore} (ext)"
     where = stack.endpoint_text(endpoint)
-    if not endpoint.host:
-        return Check(name, "error", f"{label} is external but {endpoint.variable} names no host",
+    if not endpoint.host or not endpoint.port:
+        return Check(name, "error", f"{label} is external but {endpoint.variable} names no "
+                     f"{'host' if not endpoint.host else 'port'}",
                      f"set {endpoint.variable} in .env (`invoke config-check` shows the expected form)")
     done: list[str] = []
     try:
@@ -254,20 +261,29 @@ def probe(root: Path, values: dict[str, str], endpoint, timeout: float = PROBE_T
                 _postgres_ssl_request(sock, timeout)
             tls = _handshake(context, sock, endpoint.host, ca_text, timeout)
             sock = tls
-            done.append(f"TLS {tls.version()} {'verified against ' + ca_text if endpoint.verify else 'NOT verified'}")
+            done.append(f"TLS {tls.version()} {'verified against ' + ca_text if _verifies(endpoint) else 'NOT verified'}")
             version = None
             if endpoint.datastore == "redis":
                 version = _redis_version(tls, values, timeout)
         finally:
             sock.close()
         if endpoint.datastore == "clickhouse":
-            version = _clickhouse_version(endpoint.host, context, values, timeout)
+            version = _clickhouse_version(endpoint.host, endpoint.port or CLICKHOUSE_HTTPS_PORT, context, values,
+                                          timeout)
     except _ProbeFailed as exc:
         reached = f"{', '.join(done)}; " if done else ""
+        if exc.certificate and endpoint.datastore == "clickhouse":
+            # PostHog 1.43 connects without verifying ClickHouse's certificate: a warning, not a stop.
+            return Check(name, "warning", f"{label} at {where}: {reached}{exc} (PostHog 1.43 does not verify "
+                         "ClickHouse's certificate and would connect anyway)",
+                         "check CLICKHOUSE_CA and the provider's certificate; keep the path to ClickHouse private")
         return Check(name, "error", f"{label} at {where}: {reached}{exc}",
+                     "the certificate: put the provider's CA in datastore-ca/ (handbook: External datastores)"
+                     if exc.certificate else
                      "check the endpoint and the firewall from this host; the handbook's External datastores page")
     detail = f"{label} at {where}: {', '.join(done)}"
-    status, fix = "ok" if endpoint.verify else "warning", "" if endpoint.verify else \
+    verified = _verifies(endpoint)
+    status, fix = "ok" if verified else "warning", "" if verified else \
         "verify the certificate (the TLS settings in the handbook's External datastores page)"
     if version:
         verdict, inside = _against_matrix(root, values, endpoint.datastore, version)
@@ -280,7 +296,7 @@ def probe(root: Path, values: dict[str, str], endpoint, timeout: float = PROBE_T
 
 
 def _plaintext_allowed(values: dict[str, str]) -> bool:
-    return values.get("ALLOW_PLAINTEXT_DATASTORES", "").strip().lower() in ("1", "true", "yes", "on")
+    return values.get("ALLOW_PLAINTEXT_DATASTORES", "").strip().lower() == "true"
 
 
 def _resolve(host: str, port: int, timeout: float) -> str:
@@ -315,9 +331,8 @@ def _context(root: Path, values: dict[str, str], endpoint):
 
     context = ssl.create_default_context()
     ca_text = "the system's CAs"
-    path = endpoint.ca_host_path
+    path = endpoint.ca_host_path(root) if endpoint.ca_path else None
     if path is not None:
-        path = Path(path) if Path(path).is_absolute() else Path(root) / path
         shown = path.relative_to(root) if path.is_relative_to(root) else path
         if not path.is_file():
             raise _ProbeFailed(f"the CA bundle {shown} (for {endpoint.ca_path}) is missing; put the provider's CA "
@@ -327,9 +342,10 @@ def _context(root: Path, values: dict[str, str], endpoint):
             raise _ProbeFailed(f"the CA bundle {shown} holds no PEM certificate")
         ca_text = str(shown)
     elif endpoint.ca_path:
-        raise _ProbeFailed(f"the CA bundle {endpoint.ca_path} is not under /etc/posthog/datastore-ca/, so this host "
-                           "cannot read it; keep external CAs in the datastore-ca/ folder")
-    elif endpoint.datastore == "kafka" and values.get("KAFKA_TRUSTED_CERT_B64"):
+        # A file of the image (e.g. its public CA bundle): this host checks with its own public CAs.
+        ca_text = f"this host's public CAs ({endpoint.ca_path} is not under datastore-ca/)"
+    elif endpoint.datastore == "kafka" and values.get("KAFKA_BASE64_KEYS") == "true" and \
+            values.get("KAFKA_TRUSTED_CERT_B64"):
         import base64
         import binascii
 
@@ -339,10 +355,16 @@ def _context(root: Path, values: dict[str, str], endpoint):
             raise _ProbeFailed("KAFKA_TRUSTED_CERT_B64 is not a base64 PEM certificate")
         context.check_hostname = False  # as PostHog does with KAFKA_TRUSTED_CERT_B64
         ca_text = "KAFKA_TRUSTED_CERT_B64 (host name not checked, as PostHog does)"
-    if not endpoint.verify:
+    if not _verifies(endpoint):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context, ca_text
+
+
+def _verifies(endpoint) -> bool:
+    """Whether this host verifies the certificate: as PostHog does, and always for ClickHouse over TLS
+    (PostHog 1.43 does not verify it; the check from here says whether it could be verified)."""
+    return bool(endpoint.verify or (endpoint.datastore == "clickhouse" and endpoint.tls))
 
 
 def _readable_pem(path: Path) -> bool:
@@ -376,7 +398,7 @@ def _handshake(context, sock: socket.socket, host: str, ca_text: str, timeout: f
         return context.wrap_socket(sock, server_hostname=host)
     except ssl.SSLCertVerificationError as exc:
         raise _ProbeFailed(f"the certificate does not verify against {ca_text} for the host {host} "
-                           f"({exc.verify_message or exc.reason})")
+                           f"({exc.verify_message or exc.reason})", certificate=True)
     except socket.timeout:
         raise _ProbeFailed(f"the TLS handshake timed out after {timeout:.0f} s")
     except (ssl.SSLError, OSError) as exc:
@@ -431,11 +453,11 @@ def _redis_version(tls, values: dict[str, str], timeout: float) -> str | None:
     return None
 
 
-def _clickhouse_version(host: str, context, values: dict[str, str], timeout: float) -> str:
+def _clickhouse_version(host: str, port: int, context, values: dict[str, str], timeout: float) -> str:
     """`SELECT version()` over ClickHouse's HTTPS interface, with the user and password as headers."""
     import http.client
 
-    connection = http.client.HTTPSConnection(host, CLICKHOUSE_HTTPS_PORT, timeout=timeout, context=context)
+    connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
     headers = {"X-ClickHouse-User": values.get("CLICKHOUSE_USER", "default") or "default",
                "X-ClickHouse-Key": values.get("CLICKHOUSE_PASSWORD", "")}
     try:
@@ -446,16 +468,16 @@ def _clickhouse_version(host: str, context, values: dict[str, str], timeout: flo
         import ssl
 
         if isinstance(exc, ssl.SSLCertVerificationError):
-            raise _ProbeFailed(f"HTTPS port {CLICKHOUSE_HTTPS_PORT}: the certificate does not verify "
-                               f"({exc.verify_message or exc.reason})")
-        raise _ProbeFailed(f"HTTPS port {CLICKHOUSE_HTTPS_PORT} (where the version is asked) fails "
+            raise _ProbeFailed(f"HTTPS port {port}: the certificate does not verify "
+                               f"({exc.verify_message or exc.reason})", certificate=True)
+        raise _ProbeFailed(f"HTTPS port {port} (where the version is asked) fails "
                            f"({getattr(exc, 'strerror', None) or getattr(exc, 'reason', None) or type(exc).__name__})")
     finally:
         connection.close()
     if response.status in (401, 403) or "Authentication failed" in body:
-        raise _ProbeFailed(f"HTTPS port {CLICKHOUSE_HTTPS_PORT} refuses CLICKHOUSE_USER and CLICKHOUSE_PASSWORD")
+        raise _ProbeFailed(f"HTTPS port {port} refuses CLICKHOUSE_USER and CLICKHOUSE_PASSWORD")
     if response.status != 200:
-        raise _ProbeFailed(f"HTTPS port {CLICKHOUSE_HTTPS_PORT} answers {response.status} to SELECT version()")
+        raise _ProbeFailed(f"HTTPS port {port} answers {response.status} to SELECT version()")
     return body.strip().splitlines()[0][:40] if body.strip() else "?"
 
 

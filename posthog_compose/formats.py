@@ -212,6 +212,73 @@ def _ip_list(value: str) -> str | None:
     return None
 
 
+def _datastore_mode(value: str) -> str | None:
+    if value not in ("local", "external"):
+        return "must be local (the service on this host) or external (a server elsewhere)"
+    return None
+
+
+def _container_path(value: str) -> str | None:
+    if value == "":
+        return None
+    if not value.startswith("/") or any(c.isspace() for c in value) or "/../" in value + "/":
+        return "must be an absolute path inside the containers, e.g. /etc/posthog/datastore-ca/ca.crt"
+    return None
+
+
+def _code_relative_path(value: str) -> str | None:
+    if value == "":
+        return None
+    if value.startswith("/"):
+        return ("must be relative to /code, PostHog's working folder (the plugin server joins it onto /code), "
+                "e.g. ../etc/posthog/datastore-ca/ca.crt")
+    if any(c.isspace() for c in value):
+        return "must be a path without white space"
+    return None
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+BASE64_RE = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+def _kafka_protocol(value: str) -> str | None:
+    if value not in KAFKA_PROTOCOLS:
+        return "must be one of " + ", ".join(KAFKA_PROTOCOLS) + " (in capitals)"
+    return None
+
+
+def _kafka_sasl_mechanism(value: str) -> str | None:
+    if value == "":
+        return None
+    if value not in KAFKA_SASL_MECHANISMS:
+        return ("must be one of " + ", ".join(KAFKA_SASL_MECHANISMS) +
+                " in capitals (Django's Kafka client refuses other spellings)")
+    return None
+
+
+def _base64(value: str) -> str | None:
+    if value == "":
+        return None
+    if len(value) % 4 or not BASE64_RE.match(value):
+        return "must be base64 on one line (e.g. `base64 -w0 client.crt`)"
+    return None
+
+
+PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _profile_list(value: str) -> str | None:
+    names = [name.strip() for name in value.split(",")]
+    if not all(PROFILE_RE.match(name) for name in names):
+        return "must be Compose profile names separated by commas, e.g. local"
+    if "local" not in names:
+        return "must include `local`, or no local datastore starts"
+    if "external" in names:
+        return "must not include `external`: it would start the services of the external datastores"
+    return None
+
+
 def _string(value: str) -> str | None:
     if "\n" in value:
         return "must be a single line"
@@ -239,6 +306,13 @@ FORMATS: dict[str, Format] = {
         Format("host-port-list", "comma-separated host:port", _host_port_list),
         Format("listener-list", "comma-separated NAME://host:port", _listener_list),
         Format("ip-list", "comma-separated IP addresses or networks (may be empty)", _ip_list),
+        Format("datastore-mode", "local or external", _datastore_mode),
+        Format("container-path", "absolute path inside the containers (may be empty)", _container_path),
+        Format("code-relative-path", "path relative to /code inside the PostHog containers (may be empty)", _code_relative_path),
+        Format("kafka-protocol", "PLAINTEXT, SSL, SASL_SSL or SASL_PLAINTEXT", _kafka_protocol),
+        Format("kafka-sasl-mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (may be empty)", _kafka_sasl_mechanism),
+        Format("base64", "base64 on one line (may be empty)", _base64),
+        Format("profile-list", "comma-separated Compose profiles, including local", _profile_list),
         Format("string", "single line of text", _string),
     )
 }

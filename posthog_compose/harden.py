@@ -179,7 +179,7 @@ def _external_redis_password(state: State):
 def _endpoint(state: State, datastore: str):
     from . import stack
 
-    return next((e for e in stack.endpoints(state.values) if e.datastore == datastore), None)
+    return stack.first_endpoints(state.values).get(datastore)
 
 
 def _external_tls(state: State, datastore: str):
@@ -194,12 +194,14 @@ def _external_tls(state: State, datastore: str):
         return "fail", f"{label} is external but .env does not say where (config-check names the variable)", ""
     if not endpoint.tls:
         problems.append("TLS is off")
-    elif not endpoint.verify:
+    elif not endpoint.verify and datastore != "clickhouse":
         problems.append("the certificate is not verified")
     if datastore == "clickhouse":
         off = [n for n in ("CLICKHOUSE_SECURE", "CLICKHOUSE_VERIFY") if state.values.get(n, "").lower() != "true"]
         if off:
             problems.append(f"{', '.join(off)} not true")
+        if not state.values.get("CLICKHOUSE_CA"):
+            problems.append("CLICKHOUSE_CA is empty")
     if datastore == "postgres":
         from urllib.parse import parse_qs, urlsplit
 
@@ -216,6 +218,11 @@ def _external_tls(state: State, datastore: str):
     if problems:
         return "fail", f"{label} is external ({where}): {'; '.join(problems)}", \
             ("invoke harden (rewrites the override)" if kit_ca and len(problems) == 1 else EXTERNAL_DOC)
+    if datastore == "clickhouse":
+        # clickhouse-driver 0.2.1 (release 1.43) and the plugin server do not verify ClickHouse's certificate.
+        return "warn", (f"ClickHouse is external ({where}): TLS on with CLICKHOUSE_CA, but PostHog 1.43 does not "
+                        "verify ClickHouse's certificate whatever CLICKHOUSE_VERIFY says"), \
+            "keep the path to ClickHouse private; `invoke doctor` verifies the certificate from this host"
     return "pass", f"{label} is external ({where}): TLS on, certificate and host name verified", ""
 
 
@@ -239,14 +246,16 @@ def _ca_bundles(state: State) -> list[tuple[str, Path | None, str]]:
     """(datastore, host path of its CA bundle or None, container path) for each external datastore with TLS."""
     from . import stack
 
+    from . import datastores
+
     found = []
     for endpoint in stack.endpoints(state.values):
-        if not endpoint.tls:
-            continue
-        path = endpoint.ca_host_path
-        if path is not None and not Path(path).is_absolute():
-            path = state.root / path
-        found.append((endpoint.datastore, path, endpoint.ca_path or ""))
+        if endpoint.tls:
+            found.append((endpoint.datastore, endpoint.ca_host_path(state.root) if endpoint.ca_path else None,
+                          endpoint.ca_path or ""))
+    extra = state.values.get("EXTERNAL_CA_FILE", "")
+    if extra and found:  # the plugin server's bundle (NODE_EXTRA_CA_CERTS)
+        found.append(("plugin server", datastores.host_path(state.root, extra), extra))
     return found
 
 
@@ -263,10 +272,7 @@ def _datastore_ca(state: State):
     problems, soonest = [], None
     for datastore, path, container in bundles:
         if path is None:
-            if container:
-                problems.append(f"{datastore}: {container} is not under /etc/posthog/datastore-ca/ (the folder "
-                                "datastore-ca/ of this repository)")
-            continue  # verified against the image's own CAs (a provider with a public certificate)
+            continue  # the image's own CAs (a provider with a public certificate): nothing of ours to expire
         shown = path.relative_to(state.root) if path.is_relative_to(state.root) else path
         try:
             certificates = x509.load_pem_x509_certificates(path.read_bytes())
@@ -305,7 +311,7 @@ def _is_ca(certificate) -> bool:
 def _plaintext_datastores(state: State):
     from . import datastores
 
-    allowed = state.values.get("ALLOW_PLAINTEXT_DATASTORES", "").strip().lower() in ("1", "true", "yes", "on")
+    allowed = state.values.get("ALLOW_PLAINTEXT_DATASTORES", "").strip().lower() == "true"
     if not allowed:
         return "pass", "ALLOW_PLAINTEXT_DATASTORES is not true", ""
     if datastores.external(state.values):

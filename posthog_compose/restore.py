@@ -229,7 +229,7 @@ def refuse_external(root: Path, members: dict, archive_values: dict[str, str]) -
         for values, where in ((current, ".env"), (archive_values, "the archive's .env")):
             if datastores.mode(values, datastore) != "external":
                 continue
-            found = {e.datastore: e for e in stack.endpoints(values)}
+            found = stack.first_endpoints(values)
             endpoint = stack.endpoint_text(found.get(datastore))
             raise OperatorError(
                 f"{member}: {_LABELS[datastore]} is external in {where} ({endpoint}) and restore loads data only into "

@@ -47,7 +47,7 @@ def external_services(values: dict[str, str] | None) -> dict[str, object]:
     outside = datastores.external(values)
     if not outside:
         return {}
-    by_name = {endpoint.datastore: endpoint for endpoint in endpoints(values)}
+    by_name = first_endpoints(values)
     found: dict[str, object] = {datastores.SERVICE[name]: by_name.get(name) for name in outside}
     if "zookeeper" not in services_here(values):
         found["zookeeper"] = None
@@ -62,6 +62,14 @@ def endpoints(values: dict[str, str]) -> list:
         return list(datastores.endpoints(values))
     except (ValueError, KeyError, AttributeError):
         return []
+
+
+def first_endpoints(values: dict[str, str]) -> dict:
+    """datastore -> its endpoint (Kafka: the first broker) for each external datastore."""
+    found: dict = {}
+    for endpoint in endpoints(values):
+        found.setdefault(endpoint.datastore, endpoint)
+    return found
 
 
 def endpoint_text(endpoint) -> str:
@@ -84,7 +92,7 @@ def external_note(values: dict[str, str], failing: list[str]) -> str:
             named.append(datastore)
     if not named:
         return ""
-    found = {e.datastore: e for e in endpoints(values)}
+    found = first_endpoints(values)
     parts = [f"{DATASTORE_LABELS[name]} is external ({endpoint_text(found.get(name))})" for name in named]
     return (f" ({'; '.join(parts)}: PostHog cannot reach it from its containers; `invoke doctor` checks it from "
             "this host)")

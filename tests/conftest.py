@@ -16,6 +16,7 @@ DEPLOYMENT_FILES = ("docker-compose.yml", "docker-compose.tls.yml", "variables.y
                     ".env.example",
                     "README.md", "tasks.py", "clickhouse", "postgres")
 DEPLOYMENT_FILES += ("docker-compose.proxy.yml", "docker-compose.proxy-private.yml", "proxy")  # the edge proxy
+DEPLOYMENT_FILES += ("datastore-ca",)  # CA of external datastores
 
 
 def copy_repository(target: Path) -> Path:

@@ -120,8 +120,8 @@ def test_a_service_without_rotation_is_flagged(deployment, service):
     if service == "web":  # web takes it from the x-posthog-service anchor: give it its own, without options
         text = text.replace("  web:\n    <<: *posthog-service\n", "  web:\n    <<: *posthog-service\n    logging:\n      driver: json-file\n")
     else:
-        text = text.replace(f"  {service}:\n    image: ${{KAFKA_IMAGE:?KAFKA_IMAGE is missing in .env}}\n    logging: *default-logging\n",
-                            f"  {service}:\n    image: ${{KAFKA_IMAGE:?KAFKA_IMAGE is missing in .env}}\n")
+        text = text.replace("    image: ${KAFKA_IMAGE:?KAFKA_IMAGE is missing in .env}\n    logging: *default-logging\n",
+                            "    image: ${KAFKA_IMAGE:?KAFKA_IMAGE is missing in .env}\n")
     assert text != (deployment / "docker-compose.yml").read_text(), "fixture drift"
     (deployment / "docker-compose.yml").write_text(text)
     findings = [f for f in checks.collect(deployment) if f.rule == "log-rotation"]

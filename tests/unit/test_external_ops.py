@@ -203,8 +203,8 @@ def servers():
 
 def _endpoint(datastore, port, tls=True, verify=True, host="localhost", ca="ca.crt"):
     container = f"/etc/posthog/datastore-ca/{ca}" if ca else ""
-    return datastores.Endpoint(datastore=datastore, host=host, port=port, tls=tls, verify=verify, ca_path=container,
-                               ca_host_path=Path("datastore-ca") / ca if ca else None,
+    return datastores.Endpoint(datastore=datastore, host=host, port=port, tls=tls, verify=verify,
+                               ca_path=container or None,
                                variable={"postgres": "DATABASE_URL", "redis": "REDIS_URL",
                                          "clickhouse": "CLICKHOUSE_HOST", "kafka": "KAFKA_HOSTS"}[datastore])
 
@@ -313,7 +313,6 @@ def test_redis_wrong_password_is_named_without_printing_it(deployment, pki, serv
 def test_clickhouse_version_over_https(deployment, pki, servers, monkeypatch):
     https = ClickHouseHTTPS(pki, version="22.8.11.15")
     servers.append(https)
-    monkeypatch.setattr(doctor, "CLICKHOUSE_HTTPS_PORT", https.port)
     check = doctor.probe(deployment, VALUES, _endpoint("clickhouse", https.port), timeout=3)
     assert check.status == "ok", check.detail
     assert "ClickHouse 22.8.11.15 is inside >=21.6.0,<22.9.0" in check.detail
@@ -323,10 +322,10 @@ def test_clickhouse_version_over_https(deployment, pki, servers, monkeypatch):
 def test_clickhouse_too_new_and_wrong_password(deployment, pki, servers, monkeypatch):
     https = ClickHouseHTTPS(pki, version="23.8.2.7")
     servers.append(https)
-    monkeypatch.setattr(doctor, "CLICKHOUSE_HTTPS_PORT", https.port)
     check = doctor.probe(deployment, VALUES, _endpoint("clickhouse", https.port), timeout=3)
     assert check.status == "error" and "23.8.2.7 is OUTSIDE" in check.detail
     wrong = {**VALUES, "CLICKHOUSE_PASSWORD": "not-it"}
+    assert "not-it" not in json.dumps(check.__dict__)
     check = doctor.probe(deployment, wrong, _endpoint("clickhouse", https.port), timeout=3)
     assert check.status == "error" and "refuses CLICKHOUSE_USER and CLICKHOUSE_PASSWORD" in check.detail
     assert "not-it" not in check.detail
@@ -397,7 +396,7 @@ def _external_postgres(root):
 
 def _external_analytics(root):
     set_env(root, CLICKHOUSE_MODE="external", CLICKHOUSE_HOST="ch.managed.example", CLICKHOUSE_SECURE="true",
-            CLICKHOUSE_VERIFY="true", CLICKHOUSE_CA="/etc/posthog/datastore-ca/ca.crt",
+            CLICKHOUSE_VERIFY="true", CLICKHOUSE_CA=datastores.CLICKHOUSE_CA_DEFAULT,
             KAFKA_MODE="external", KAFKA_HOSTS="kafka.managed.example:9093", KAFKA_URL="kafka://kafka.managed.example:9093")
 
 
@@ -659,8 +658,9 @@ def test_harden_check_items_for_an_external_clickhouse(deployed, tmp_path, no_en
     _external_analytics(deployed)
     set_env(deployed, KAFKA_SECURITY_PROTOCOL="SSL")
     items = _items(deployed)
-    assert items["clickhouse-tls"].kind == "check" and items["clickhouse-tls"].status == "pass", items["clickhouse-tls"]
-    assert "ch.managed.example" in items["clickhouse-tls"].reason
+    # PostHog 1.43 does not verify ClickHouse's certificate (clickhouse-driver 0.2.1): advised, not failed.
+    assert items["clickhouse-tls"].kind == "check" and items["clickhouse-tls"].status == "warn", items["clickhouse-tls"]
+    assert "ch.managed.example" in items["clickhouse-tls"].reason and "does not verify" in items["clickhouse-tls"].reason
     assert items["kafka-tls"].kind == "check" and items["kafka-tls"].status == "pass"
     assert items["datastore-ca"].status == "fail" and "datastore-ca/ca.crt is missing" in items["datastore-ca"].reason
     _provider_ca(deployed, tmp_path)
@@ -715,7 +715,7 @@ def test_harden_leaves_out_internal_tls_for_an_external_clickhouse(deployed, tmp
     assert result.returncode == 0, result.stdout + result.stderr
     assert "without the parts for the external clickhouse" in result.stdout
     values = EnvFile.load(deployed / ".env").values()
-    assert values["CLICKHOUSE_CA"] == "/etc/posthog/datastore-ca/ca.crt"  # the provider's CA stays
+    assert values["CLICKHOUSE_CA"] == datastores.CLICKHOUSE_CA_DEFAULT  # the provider's CA stays
     assert "sslrootcert=/etc/posthog/certs/ca.crt" in values["DATABASE_URL"]  # local db: the kit's own TLS
     override = (deployed / "docker-compose.override.yml").read_text()
     assert "clickhouse:" not in override and "CLICKHOUSE_CA" not in override
@@ -727,7 +727,7 @@ def test_harden_leaves_out_internal_tls_for_an_external_clickhouse(deployed, tmp
         assert (services[name].get("environment") or {}).get("CLICKHOUSE_CA") != harden.CONTAINER_CA
     assert "ssl=on" in services["db"]["command"]
     items = _items(deployed)
-    assert items["clickhouse-tls"].status == "pass" and items["postgres-tls"].status == "pass", \
+    assert items["clickhouse-tls"].status == "warn" and items["postgres-tls"].status == "pass", \
         (items["clickhouse-tls"], items["postgres-tls"])
 
 
@@ -752,3 +752,17 @@ def test_an_override_from_before_the_switch_is_named_and_rewritten(deployed, tmp
     assert "NODE_EXTRA_CA_CERTS" not in override and "\n  redis:" not in override
     assert _items(deployed)["redis-tls"].status == "pass"
     assert "pw-redis-managed" not in result.stdout + result.stderr
+
+
+def test_clickhouse_certificate_that_does_not_verify_is_a_warning(tmp_path, deployment, pki, servers):
+    """PostHog 1.43 connects to ClickHouse without verifying its certificate: the host check says so
+    as a warning; for PostgreSQL the same failure is an error (libpq with verify-full refuses)."""
+    https = ClickHouseHTTPS(pki)
+    servers.append(https)
+    other_ca, _, _ = _pki(tmp_path, ca_dir="another-ca-ch")
+    (deployment / "datastore-ca" / "ca.crt").write_bytes(other_ca.read_bytes())
+    endpoint = datastores.Endpoint("clickhouse", "localhost", https.port, True, False,
+                                   datastores.CLICKHOUSE_CA_DEFAULT, "CLICKHOUSE_HOST")
+    check = doctor.probe(deployment, VALUES, endpoint, timeout=3)
+    assert check.status == "warning" and "does not verify against datastore-ca/ca.crt" in check.detail
+    assert "would connect anyway" in check.detail

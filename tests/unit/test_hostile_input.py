@@ -552,7 +552,7 @@ def test_7_weak_or_wrong_values_are_errors(deployed, case):
 
 
 @pytest.mark.parametrize("name", ["PATH", "HOME", "LD_PRELOAD", "DOCKER_HOST", "COMPOSE_FILE", "PYTHONPATH",
-                                  "COMPOSE_PROFILES", "NODE_OPTIONS"])
+                                  "COMPOSE_HTTP_TIMEOUT", "NODE_OPTIONS"])
 def test_7_names_the_environment_reserves_are_refused(deployed, name):
     before = snapshot(deployed)
     result = run_invoke(deployed, "add-env-var", name, "--description", "x", "--category", "PostHog App",

@@ -46,7 +46,11 @@ def test_manifest_services_match_the_compose_environments(manifest):
         if variable.category in ("Images", "Logs and Disk", "Deployment") or variable.name == "WEB_PORT":
             continue
         for name in ("web", "worker", "plugins"):
-            handed = variable.name in (services[name].get("environment") or {})
+            environment = services[name].get("environment") or {}
+            # Handed under its own name, or under the name the runtime reads (EXTERNAL_CA_FILE ->
+            # NODE_EXTRA_CA_CERTS, which Node.js itself reads).
+            handed = variable.name in environment or any(
+                str(value).startswith("${" + variable.name + ":") for value in environment.values())
             assert handed == (name in variable.services), (variable.name, name)
 
 

@@ -2,6 +2,7 @@
 entrypoint makes, connections to the real PostgreSQL / Redis, and PostHog's key handling."""
 import base64
 import os
+import posixpath
 import signal
 import ssl
 import sys
@@ -62,7 +63,9 @@ def django_settings():
         "CLICKHOUSE_DATABASE": os.environ.get("CLICKHOUSE_DATABASE", "default"),
         "CLICKHOUSE_SECURE": env_bool("CLICKHOUSE_SECURE", True),  # `not TEST and not DEBUG`
         "CLICKHOUSE_VERIFY": env_bool("CLICKHOUSE_VERIFY", True),
-        "CLICKHOUSE_CA": os.environ.get("CLICKHOUSE_CA") or None,
+        # os.getenv("CLICKHOUSE_CA", None): an empty value stays "" and reaches the driver as ca_certs=""
+        # (release-1.43.0, posthog/settings/data_stores.py); a relative path is taken from /code.
+        "CLICKHOUSE_CA": os.environ.get("CLICKHOUSE_CA"),
         "KAFKA_HOSTS_LIST": [urlparse(entry).netloc for entry in kafka_url.split(",")],
         "SECURE_SSL_REDIRECT": secure_cookies and not env_bool("DISABLE_SECURE_SSL_REDIRECT", False),
         "IS_BEHIND_PROXY": env_bool("IS_BEHIND_PROXY", False),
@@ -158,7 +161,10 @@ def plugin_server_settings():
         "CLICKHOUSE_DATABASE": os.environ.get("CLICKHOUSE_DATABASE", "default"),
         "CLICKHOUSE_SECURE": env_bool("CLICKHOUSE_SECURE", False),
         "CLICKHOUSE_VERIFY": True,
-        "CLICKHOUSE_CA": os.environ.get("CLICKHOUSE_CA") or None,
+        # plugin-server (release-1.43.0): `ca: fs.readFileSync(path.join(BASE_DIR, CLICKHOUSE_CA))` when set,
+        # BASE_DIR being /code: Node's path.join keeps an absolute value under /code ("/etc/x" -> "/code/etc/x").
+        "CLICKHOUSE_CA": (posixpath.normpath("/code/" + os.environ["CLICKHOUSE_CA"])
+                          if os.environ.get("CLICKHOUSE_CA") else None),
         "KAFKA_HOSTS_LIST": [h.strip() for h in os.environ.get("KAFKA_HOSTS", "kafka:9092").split(",") if h.strip()],
     }
 
@@ -231,7 +237,15 @@ def clickhouse_url(settings, path=""):
 def _clickhouse_context(settings):
     if not settings["CLICKHOUSE_SECURE"]:
         return None
-    context = ssl.create_default_context(cafile=settings["CLICKHOUSE_CA"])
+    if settings["CLICKHOUSE_CA"] == "":
+        # clickhouse-driver loads ca_certs="" and fails before any query (Django only: the plugin server
+        # treats an empty value as unset).
+        log("clickhouse_driver.errors.NetworkError: [Errno 2] No such file or directory: ''")
+        sys.exit(1)
+    if settings["CLICKHOUSE_CA"] and not os.path.isfile(settings["CLICKHOUSE_CA"]):
+        log(f"Error: ENOENT: no such file or directory, open '{settings['CLICKHOUSE_CA']}'")
+        sys.exit(1)
+    context = ssl.create_default_context(cafile=settings["CLICKHOUSE_CA"] or None)
     if not settings["CLICKHOUSE_VERIFY"]:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
