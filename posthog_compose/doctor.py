@@ -486,13 +486,19 @@ def _against_matrix(root: Path, values: dict[str, str], datastore: str, version:
     from . import compatibility
     from .errors import OperatorError
 
+    from .images import with_known_tag
+
     service = MATRIX_NAMES.get(datastore)
     try:
         matrix = compatibility.load(root)
-        row = matrix.row_for(compatibility.posthog_version(values.get("POSTHOG_IMAGE", ""), matrix.aliases))
+        # A digest the kit pinned stands for the tag it was pinned from.
+        posthog = compatibility.posthog_version(with_known_tag(root, values.get("POSTHOG_IMAGE", "")), matrix.aliases)
         parsed = compatibility.parse_version(version)
     except (OperatorError, ValueError):
         return "(not compared: the PostHog version or this version cannot be read)", None
+    if posthog is None:
+        return "(not compared: POSTHOG_IMAGE names no PostHog release)", None
+    row = matrix.row_for(posthog)
     accepts = row.accepts.get(service) if row is not None and service else None
     if accepts is None:
         return "(no range in compatibility.yml for this PostHog version)", None

@@ -62,6 +62,8 @@ ITEMS: dict[str, tuple[str, str]] = {
 TLS_DATASTORES = {"clickhouse-tls": "clickhouse", "postgres-tls": "postgres", "redis-tls": "redis",
                   "kafka-tls": "kafka"}
 EXTERNAL_DOC = "docs/external-datastores.md"
+#: Secrets of a local datastore service -> that datastore (not harden's to rotate while it is external).
+EXTERNAL_SECRETS = {"POSTGRES_PASSWORD": "postgres", "REDIS_PASSWORD": "redis", "CLICKHOUSE_PASSWORD": "clickhouse"}
 DOCS = {
     "ports": "docs/hardening.md#only-the-web-port",
     "https": "docs/hardening.md#https-and-the-proxy",
@@ -591,6 +593,13 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
     if "redis-password" in selected and results["redis-password"].status == "fail" and \
             results["redis-password"].kind == "apply" and "REDIS_PASSWORD" not in to_rotate:
         to_rotate.append("REDIS_PASSWORD")
+    from . import datastores
+
+    for name in [n for n in to_rotate if n in EXTERNAL_SECRETS and datastores.is_external(values, EXTERNAL_SECRETS[n])]:
+        # The provider owns that password: rotating it here would only break PostHog's connection.
+        to_rotate.remove(name)
+        change.skipped.append(f"secrets: {name} is not rotated: {datastores.TITLE[EXTERNAL_SECRETS[name]]} is external "
+                              "and its password is the provider's (change it there, then in .env)")
     if to_rotate:
         # Without an engine, plan as on a live deployment (key lists keep their old keys, ALTER ROLE first).
         live = True if offline else rotation.has_data(root, runner)

@@ -766,3 +766,14 @@ def test_clickhouse_certificate_that_does_not_verify_is_a_warning(tmp_path, depl
     check = doctor.probe(deployment, VALUES, endpoint, timeout=3)
     assert check.status == "warning" and "does not verify against datastore-ca/ca.crt" in check.detail
     assert "would connect anyway" in check.detail
+
+
+def test_harden_does_not_rotate_the_password_of_an_external_datastore(deployed, no_engine):
+    _external_postgres(deployed)
+    before = (deployed / ".env").read_bytes()
+    result = run_invoke(deployed, "harden", "--rotate-secrets", "--dry-run", env=no_engine)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "secrets: POSTGRES_PASSWORD is not rotated: PostgreSQL is external" in result.stdout
+    assert "secrets: POSTGRES_PASSWORD:" not in result.stdout  # not in the plan
+    assert "secrets: REDIS_PASSWORD:" in result.stdout  # Redis runs here: still rotated
+    assert (deployed / ".env").read_bytes() == before and "pg-secret" not in result.stdout
