@@ -425,6 +425,8 @@ def _redis_reply(reader) -> bytes:
                                                         if code in ("WRONGPASS", "NOAUTH") else ""))
     if line.startswith(b"$"):
         size = int(line[1:].strip())
+        if size > 1024 * 1024:  # INFO server is a few kB: anything larger is not Redis
+            raise _ProbeFailed("the server's answer is not Redis' (an implausibly large reply)")
         return reader.read(size + 2)[:size] if size >= 0 else b""
     return line.rstrip(b"\r\n")
 

@@ -241,6 +241,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
 def logs(root: Path, runner: Runner, services: list[str], follow: bool = False, tail: str | None = None,
          since: str | None = None, errors: bool = False) -> int:
     services = _services(services)
+    _say_external(root, services)
     options = [*(["--tail", str(tail)] if tail else []), *(["--since", since] if since else [])]
     if not errors:
         runner.run(compose.command(root, "logs", *(["--follow"] if follow else []), *options, *services),
@@ -266,6 +267,20 @@ def logs(root: Path, runner: Runner, services: list[str], follow: bool = False, 
     summary = ", ".join(f"{name} {count}" for name, count in counts.items())
     print(f"{total} error line(s) ({summary}); benign warnings left out.")
     return 1 if total else 0
+
+
+def _say_external(root: Path, services: list[str]) -> None:
+    """A named service that is an external datastore has no logs here: say where they are."""
+    from . import stack
+    from .envfile import env_path
+
+    if not services or not env_path(root).exists():
+        return
+    for name, endpoint in stack.external_services(_values(root)).items():
+        if name in services and endpoint is not None:
+            print(f"{name}: {stack.DATASTORE_LABELS[endpoint.datastore]} is external ({stack.endpoint_text(endpoint)}); "
+                  "its logs are at your provider (a container left here from before shows below, if any).",
+                  file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- down

@@ -777,3 +777,106 @@ def test_harden_does_not_rotate_the_password_of_an_external_datastore(deployed, 
     assert "secrets: POSTGRES_PASSWORD:" not in result.stdout  # not in the plan
     assert "secrets: REDIS_PASSWORD:" in result.stdout  # Redis runs here: still rotated
     assert (deployed / ".env").read_bytes() == before and "pg-secret" not in result.stdout
+
+
+def test_logs_of_an_external_datastore_say_where_they_are(deployed, fake_compose):
+    _external_postgres(deployed)
+    result = run_invoke(deployed, "logs", "-s", "db", env=fake_compose)
+    assert result.returncode == 0, result.stderr
+    assert "db: PostgreSQL is external (pg.managed.example:5432); its logs are at your provider" in result.stderr
+    assert "pg-secret" not in result.stdout + result.stderr
+    plain = run_invoke(deployed, "logs", "-s", "redis", env=fake_compose)
+    assert "external" not in plain.stderr
+
+
+# ----------------------------------------------------------------------------- properties
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+MODES = st.fixed_dictionaries({name: st.sampled_from(["local", "external"])
+                               for name in ("POSTGRES_MODE", "REDIS_MODE", "CLICKHOUSE_MODE", "KAFKA_MODE")})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answer=st.binary(min_size=0, max_size=64), datastore=st.sampled_from(["postgres", "redis", "kafka"]))
+def test_any_answer_of_a_broken_server_is_one_line_without_secrets(deployment, answer, datastore):
+    """Whatever a server answers first (PostgreSQL's SSLRequest, or a TLS ClientHello), the probe ends
+    with one line and an error, never a traceback or a hang."""
+    def handle(server, conn):
+        conn.recv(1024)
+        if answer:
+            conn.sendall(answer)
+
+    server = Server(handle)
+    try:
+        check = doctor.probe(deployment, VALUES, _endpoint(datastore, server.port), timeout=0.5)
+    finally:
+        server.close()
+    if datastore == "postgres" and answer[:1] == b"S":
+        assert check.status == "error"  # 'S' and then no TLS (or garbage): the handshake fails
+    assert check.status == "error", check.detail
+    assert "\n" not in check.detail and check.detail.startswith(stack.DATASTORE_LABELS[datastore])
+    _no_secret(check)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reply=st.binary(max_size=200) | st.builds(lambda n: b"+OK\r\n$%d\r\n" % n, st.integers(-10, 10 ** 12)))
+def test_any_redis_reply_after_tls_is_one_line(deployment, pki, reply):
+    """A TLS server that answers AUTH with arbitrary bytes: one line, never a traceback, never the password."""
+    def handle(server, conn):
+        tls = pki.wrap_socket(conn, server_side=True)
+        tls.recv(4096)
+        tls.sendall(reply)  # and closes: a hanging server is the timeout test's case
+
+    server = Server(handle)
+    try:
+        check = doctor.probe(deployment, VALUES, _endpoint("redis", server.port), timeout=0.5)
+    finally:
+        server.close()
+    assert check.status in ("ok", "warning", "error") and "\n" not in check.detail
+    _no_secret(check)
+
+
+@settings(max_examples=40, deadline=None)
+@given(modes=MODES)
+def test_what_runs_here_and_what_is_listed_follow_the_switches(modes):
+    here = stack.services_here(modes)
+    external = stack.external_services(modes)
+    assert set(here) | set(external) == set(stack.SERVICES) and not set(here) & set(external)
+    assert here == datastores.local_services(modes)
+    for name in ("postgres", "redis", "clickhouse", "kafka"):
+        assert (datastores.SERVICE[name] in here) == (modes[f"{name.upper()}_MODE"] == "local")
+    assert ("zookeeper" in here) == (modes["CLICKHOUSE_MODE"] == "local" or modes["KAFKA_MODE"] == "local")
+    listed = set(datastores.local_volumes({})) - diskusage.not_here(modes)
+    assert listed == set(datastores.local_volumes(modes))
+    members = backup.local_volume_members(modes)
+    assert ("volumes/clickhouse.tar" in members) == (modes["CLICKHOUSE_MODE"] == "local")
+    assert set(members) <= {"volumes/clickhouse.tar", "volumes/zookeeper.tar"}
+    states = {name: stack.ServiceState(name, "running", "healthy") for name in here}
+    verdicts = lifecycle.assess(states, lifecycle.dependencies(Path(__file__).resolve().parents[2]),
+                                (True, True, "ok"), external)
+    assert all(verdicts[name] == "ok" for name in here), verdicts
+    assert all(verdicts[name].startswith("external") for name in external)
+
+
+@settings(max_examples=16, deadline=None)
+@given(modes=MODES)
+def test_the_override_leaves_out_exactly_the_external_parts(modes):
+    import yaml
+
+    from tests.conftest import REPO
+
+    template = (REPO / harden.TLS_TEMPLATE).read_text()
+    rendered = harden.render_override(template, modes)
+    outside = set(datastores.external(modes))
+    if not outside & {"postgres", "redis", "clickhouse"}:
+        assert rendered == template
+        return
+    services = yaml.safe_load(rendered)["services"]
+    for name in ("postgres", "redis", "clickhouse"):
+        assert (datastores.SERVICE[name] in services) == (name not in outside)
+    for name in ("web", "worker", "plugins"):
+        environment = services[name].get("environment") or {}
+        assert ("CLICKHOUSE_CA" in environment) == ("clickhouse" not in outside)
+        assert services[name]["volumes"] == ["./certs/ca.crt:/etc/posthog/certs/ca.crt:ro"]
+    assert ("NODE_EXTRA_CA_CERTS" in (services["plugins"].get("environment") or {})) == ("redis" not in outside)
+    assert "invoke harden" in rendered[:400]
