@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from .formats import urlsplit
+from .formats import is_ascii_number, urlsplit
 
 from .errors import OperatorError
 
@@ -339,7 +339,7 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
     brokers = 1  # one `kafka` service
     factors = {}
     for name in () if is_external(values, "kafka") else KAFKA_BROKER_LIMITED:
-        if get(name, "").isdigit():
+        if is_ascii_number(get(name, "")):
             factors[name] = int(get(name))
             if factors[name] > brokers:
                 report.error("consistency", ENV, env.line_of(name), name,
@@ -386,7 +386,7 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
         port = urlsplit(site_url).port
     except ValueError:
         pass
-    if host in ("localhost", "127.0.0.1") and get("WEB_PORT", "").isdigit() and (port or 80) != int(get("WEB_PORT")):
+    if host in ("localhost", "127.0.0.1") and is_ascii_number(get("WEB_PORT", "")) and (port or 80) != int(get("WEB_PORT")):
         report.warning("consistency", ENV, env.line_of("SITE_URL"), "SITE_URL",
                        f"uses port {port or 80} but WEB_PORT is {get('WEB_PORT')}; logins fail with CSRF errors",
                        f"set SITE_URL=http://{host}:{get('WEB_PORT')}")

@@ -264,11 +264,11 @@ def check(root: Path, document, values: dict[str, str] | None, report, overlays:
                              f"logging sets no {' and no '.join(missing)}: its logs are not rotated",
                              "use `logging: *default-logging` (LOG_MAX_SIZE and LOG_MAX_FILE in .env)")
     count = values.get("LOG_MAX_FILE", "")
-    if count.isdigit() and int(count) < 1:
+    if (count.isascii() and count.isdigit()) and int(count) < 1:
         report.error("log-rotation", ".env", None, "LOG_MAX_FILE", "must be at least 1", "set LOG_MAX_FILE=5")
     size = parse_size((values.get("LOG_MAX_SIZE", "") or "").upper().replace("K", "k").rstrip("B") + "B"
                       if values.get("LOG_MAX_SIZE") else "")
-    if values.get("LOG_MAX_SIZE") and size is not None and count.isdigit() and size * int(count) > 2 * GB:
+    if values.get("LOG_MAX_SIZE") and size is not None and (count.isascii() and count.isdigit()) and size * int(count) > 2 * GB:
         report.warning("log-rotation", ".env", None, "LOG_MAX_SIZE",
                        f"with LOG_MAX_FILE={count} lets each service keep {human(size * int(count))} of logs",
                        "20m and 5 keep 100 MB per service")

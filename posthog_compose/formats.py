@@ -152,8 +152,14 @@ def _boolean(value: str) -> str | None:
     return None
 
 
+def is_ascii_number(value: str) -> bool:
+    """Digits 0-9 only: str.isdigit() also accepts other scripts' digits (and superscripts), which
+    Compose hands on verbatim and no server parses."""
+    return value.isascii() and value.isdigit()
+
+
 def _integer(value: str) -> str | None:
-    if not value.isdigit():
+    if not is_ascii_number(value):
         return "must be a whole number"
     return None
 
@@ -184,7 +190,7 @@ def _hostname(value: str) -> str | None:
 
 def _host_port(entry: str) -> bool:
     host, sep, port = entry.rpartition(":")
-    return bool(sep) and bool(HOSTNAME_RE.match(host)) and port.isdigit() and 1 <= int(port) <= 65535
+    return bool(sep) and bool(HOSTNAME_RE.match(host)) and is_ascii_number(port) and 1 <= int(port) <= 65535
 
 
 def _host_port_list(value: str) -> str | None:

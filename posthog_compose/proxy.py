@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import OperatorError
+from .formats import is_ascii_number
 
 BASE_FILE = "docker-compose.yml"
 OVERRIDE_FILE = "docker-compose.override.yml"
@@ -142,7 +143,7 @@ def check(root: Path, env, values: dict[str, str] | None, report, environ: dict[
                      f"set SITE_URL={site_url(domain, get('PROXY_HTTPS_PORT', '443'))}")
     else:
         port = _port(parts)
-        if port is not None and get("PROXY_HTTPS_PORT", "443").isdigit() and port != int(get("PROXY_HTTPS_PORT", "443")):
+        if port is not None and is_ascii_number(get("PROXY_HTTPS_PORT", "443")) and port != int(get("PROXY_HTTPS_PORT", "443")):
             report.error("proxy", ".env", line("SITE_URL"), "SITE_URL",
                          f"uses port {port} but the proxy serves HTTPS on PROXY_HTTPS_PORT={get('PROXY_HTTPS_PORT')}",
                          f"set SITE_URL={site_url(domain, get('PROXY_HTTPS_PORT', '443'))}")
@@ -179,13 +180,13 @@ def check(root: Path, env, values: dict[str, str] | None, report, environ: dict[
     if not (root / CADDYFILE).exists():
         report.error("proxy", CADDYFILE, None, "", "is missing", f"restore it from git: git checkout -- {CADDYFILE}")
     for name in ("PROXY_HTTP_PORT", "PROXY_HTTPS_PORT"):
-        if not get(name, "").isdigit():
+        if not is_ascii_number(get(name, "")):
             report.error("proxy", ".env", line(name), name, "is not a port number", "set a port, e.g. 80 and 443")
     if get("PROXY_HTTP_PORT") and get("PROXY_HTTP_PORT") == get("PROXY_HTTPS_PORT"):
         report.error("proxy", ".env", line("PROXY_HTTPS_PORT"), "PROXY_HTTPS_PORT", "equals PROXY_HTTP_PORT",
                      "use two ports, normally 80 and 443")
     max_age = get("PROXY_HSTS_MAX_AGE", "")
-    if max_age.isdigit() and int(max_age) == 0:
+    if is_ascii_number(max_age) and int(max_age) == 0:
         report.warning("proxy", ".env", line("PROXY_HSTS_MAX_AGE"), "PROXY_HSTS_MAX_AGE",
                        "is 0: browsers may still try plain http first", "set 31536000 once HTTPS works")
 

@@ -126,6 +126,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10, help="timed runs per command (median is reported)")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # An operator's install keeps Python's bytecode caches; a shell that disables them would time
+    # the compilation of every module on every run instead. The warm-up round writes the caches.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
         print(f"{'case':<14} {'measured':<30} {'median':>8}   {'baseline':<32} {'median':>8}   ratio  goal")

@@ -270,3 +270,12 @@ def test_any_external_url_gets_findings_not_a_crash_nor_a_leak(external_pg, pass
         assert quote(password, safe="") not in finding.text()
         if len(password.strip()) >= 8:
             assert password not in finding.text()
+
+
+@pytest.mark.parametrize("name,value", [("KAFKA_LOG_RETENTION_HOURS", "١٦٨"), ("WEB_PORT", "８０００"),
+                                        ("KAFKA_HOSTS", "kafka:９０９２"), ("LOG_MAX_FILE", "⁵")])
+def test_digits_of_other_scripts_are_not_numbers(deployment, name, value):
+    """str.isdigit() accepts them and int() even parses some; Compose would hand them on verbatim."""
+    set_env(deployment, **{name: value})
+    found = [f for f in checks.collect(deployment, environ=_environ()) if f.subject == name]
+    assert any(f.severity == "error" and f.rule == "format" for f in found), [f.text() for f in found]
