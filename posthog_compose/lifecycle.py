@@ -39,8 +39,10 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
     print(f"Plan: {'create .env, ' if not env_path(root).exists() else ''}check the configuration, start "
           f"{', '.join(targets)}{', wait until PostHog is ready' if wait else ''}.")
     for name, endpoint in outside.items():
-        if endpoint is not None:
-            print(f"  {name}: external {stack.DATASTORE_LABELS[endpoint.datastore]} at "
+        if name != "zookeeper":
+            from .datastores import datastore_of_service
+
+            print(f"  {name}: external {stack.DATASTORE_LABELS[datastore_of_service(name)]} at "
                   f"{stack.endpoint_text(endpoint)}{' (started here as asked)' if name in services else ''}")
     if runner.dry_run:
         if not env_path(root).exists():
@@ -147,7 +149,8 @@ def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool,
     for name in SERVICES:
         state = states.get(name)
         if name in external:
-            verdicts[name] = f"external: {endpoint_text(external[name]) if external[name] else 'not run here'}"
+            verdicts[name] = ("not needed: ClickHouse and Kafka are external" if name == "zookeeper" else
+                              f"external: {endpoint_text(external[name])}")
         elif state is None:
             verdicts[name] = "down: not created"
         elif not state.ready:
@@ -167,7 +170,7 @@ def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool,
 
 
 def status(root: Path, runner: Runner, as_json: bool = False) -> None:
-    from . import diskusage, journal, stack
+    from . import datastores, diskusage, journal, stack
     from .envfile import env_path
 
     values = _values(root) if env_path(root).exists() else {}
@@ -185,8 +188,9 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         for name in SERVICES:
             if name in external:
                 endpoint = external[name]
-                row = {"service": name, "state": "external", "verdict": verdicts[name],
-                       "datastore": endpoint.datastore if endpoint else None,
+                row = {"service": name, "state": "not needed" if name == "zookeeper" else "external",
+                       "verdict": verdicts[name],
+                       "datastore": datastores.datastore_of_service(name),
                        "endpoint": stack.endpoint_text(endpoint) if endpoint else None,
                        "tls": endpoint.tls if endpoint else None}
                 if name in states:  # a container left from before the switch (e.g. the migration's source)
@@ -205,9 +209,13 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         state = states.get(name)
         if name in external:
             endpoint = external[name]
-            where = stack.endpoint_text(endpoint) if endpoint else "-"
-            label = stack.DATASTORE_LABELS[endpoint.datastore] if endpoint else "not needed"
-            rows.append((name, "external", "-", "external", "-", where, label))
+            if name == "zookeeper":
+                rows.append((name, "not needed", "-", "-", "-", "-", "-"))
+                continue
+            datastore = datastores.datastore_of_service(name)
+            more = sum(1 for e in stack.endpoints(values) if e.datastore == datastore) - 1
+            where = stack.endpoint_text(endpoint) + (f" (+{more})" if more > 0 else "")
+            rows.append((name, "external", "-", "external", "-", where, stack.DATASTORE_LABELS[datastore]))
             continue
         if state is None:
             rows.append((name, "not created", "-", verdicts[name].split(":")[0], "-", "-", "-"))
@@ -231,7 +239,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         print(f"An interrupted {kind} is recorded in .deploy/journal/: `invoke up` finishes or undoes it.")
     print("\n".join(disk.lines()))
     good = sum(1 for name in here if verdicts[name] == "ok")
-    outside = [name for name, endpoint in external.items() if endpoint is not None]
+    outside = [name for name in external if name != "zookeeper"]
     print(f"{good} of {len(here)} services running and healthy"
           f"{'' if good == len(here) and not unfinished else ' (see above)'}"
           f"{'; external: ' + ', '.join(outside) + ' (PostHog readiness speaks for them)' if outside else ''}.")
@@ -276,9 +284,12 @@ def _say_external(root: Path, services: list[str]) -> None:
 
     if not services or not env_path(root).exists():
         return
+    from .datastores import datastore_of_service
+
     for name, endpoint in stack.external_services(_values(root)).items():
-        if name in services and endpoint is not None:
-            print(f"{name}: {stack.DATASTORE_LABELS[endpoint.datastore]} is external ({stack.endpoint_text(endpoint)}); "
+        if name in services and name != "zookeeper":
+            print(f"{name}: {stack.DATASTORE_LABELS[datastore_of_service(name)]} is external "
+                  f"({stack.endpoint_text(endpoint)}); "
                   "its logs are at your provider (a container left here from before shows below, if any).",
                   file=sys.stderr)
 

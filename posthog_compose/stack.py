@@ -594,9 +594,28 @@ def raise_failure(root: Path, runner: Runner, failing: list[str], states: dict[s
         matched.extend(hints.match(logs))
     for hint in dict.fromkeys(matched):
         print(f"hint: {hint}")
+    outside = _external_hint(root, failing, reason)
+    if outside:
+        print(f"hint: {outside}")
     details = ", ".join(f"{n} ({states[n].label() if n in states else 'not started'})" for n in failing)
     raise OperatorError(f"services failed: {details}{'; ' + reason if reason else ''}. "
                         f"See the log lines above; more with `invoke logs -s {','.join(failing)} --tail 200`")
+
+
+def _external_hint(root: Path, failing: list[str], reason: str) -> str:
+    """When PostHog's services fail and datastores are external: they are reached over the network
+    from the containers, so say which and how to check them (unless the reason already says so)."""
+    if not {"web", "worker", "plugins"} & set(failing) or "is external" in reason:
+        return ""
+    try:
+        found = first_endpoints(_values(root))
+    except Exception:  # .env unreadable: config-check's finding, not this hint's
+        return ""
+    if not found:
+        return ""
+    names = ", ".join(f"{DATASTORE_LABELS[name]} at {endpoint_text(endpoint)}" for name, endpoint in found.items())
+    return (f"external datastores: {names}. If the logs above show connection, TLS or authentication errors, "
+            "`invoke doctor` checks each one from this host")
 
 
 def check_url(values: dict[str, str], timeout: float = 30.0) -> tuple[bool, str]:

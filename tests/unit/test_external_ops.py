@@ -456,6 +456,12 @@ def test_status_shows_external_rows_with_the_endpoint_and_no_password(deployed, 
     assert "plugins: degraded: depends on web (not running)" in lines
     assert not [line for line in lines if "depends on" in line and "db" in line]
     assert lines[-1] == "5 of 7 services running and healthy (see above); external: db (PostHog readiness speaks for them)."
+    _external_analytics(deployed)
+    set_env(deployed, KAFKA_HOSTS="kafka1.managed.example:9093,kafka2.managed.example:9093")
+    lines = run_invoke(deployed, "status", env=fake_compose).stdout.splitlines()
+    assert next(line for line in lines if line.startswith("zookeeper ")).split()[1:3] == ["not", "needed"]
+    kafka = next(line for line in lines if line.startswith("kafka "))
+    assert "kafka1.managed.example:9093 (+1)" in kafka and kafka.split()[1] == "external"
     data = json.loads(run_invoke(deployed, "status", "--json", env=fake_compose).stdout)
     row = next(r for r in data["services"] if r["service"] == "db")
     assert row == {"service": "db", "state": "external", "verdict": "external: pg.managed.example:5432",
@@ -855,7 +861,9 @@ def test_what_runs_here_and_what_is_listed_follow_the_switches(modes):
     verdicts = lifecycle.assess(states, lifecycle.dependencies(Path(__file__).resolve().parents[2]),
                                 (True, True, "ok"), external)
     assert all(verdicts[name] == "ok" for name in here), verdicts
-    assert all(verdicts[name].startswith("external") for name in external)
+    assert all(verdicts[name].startswith("external") for name in external if name != "zookeeper")
+    if "zookeeper" in external:
+        assert verdicts["zookeeper"] == "not needed: ClickHouse and Kafka are external"
 
 
 @settings(max_examples=16, deadline=None)
@@ -880,3 +888,18 @@ def test_the_override_leaves_out_exactly_the_external_parts(modes):
         assert services[name]["volumes"] == ["./certs/ca.crt:/etc/posthog/certs/ca.crt:ro"]
     assert ("NODE_EXTRA_CA_CERTS" in (services["plugins"].get("environment") or {})) == ("redis" not in outside)
     assert "invoke harden" in rendered[:400]
+
+
+def test_a_failing_posthog_service_points_at_the_external_datastores(deployed, monkeypatch, capsys):
+    _external_postgres(deployed)
+    monkeypatch.setattr(stack, "recent_logs", lambda root, runner, service, lines=30:
+                        "django.db.utils.OperationalError: could not connect to server\n")
+    with pytest.raises(OperatorError) as caught:
+        stack.raise_failure(deployed, Runner(deployed), ["web"], {}, "not healthy after 600 s (--timeout)")
+    out = capsys.readouterr().out
+    assert "hint: external datastores: PostgreSQL at pg.managed.example:5432" in out and "invoke doctor" in out
+    assert "pg-secret" not in out + str(caught.value)
+    set_env(deployed, POSTGRES_MODE="local")
+    with pytest.raises(OperatorError):
+        stack.raise_failure(deployed, Runner(deployed), ["web"], {}, "not healthy")
+    assert "external datastores" not in capsys.readouterr().out
