@@ -94,8 +94,7 @@ def external_note(values: dict[str, str], failing: list[str]) -> str:
         return ""
     found = first_endpoints(values)
     parts = [f"{DATASTORE_LABELS[name]} is external ({endpoint_text(found.get(name))})" for name in named]
-    return (f" ({'; '.join(parts)}: PostHog cannot reach it from its containers; `invoke doctor` checks it from "
-            "this host)")
+    return f"; {', '.join(parts)}: `invoke doctor` checks {'it' if len(parts) == 1 else 'them'} from this host"
 
 
 @dataclass
