@@ -20,8 +20,10 @@ from .manifest import SERVICES
 
 #: How the operator names each datastore (datastores.DATASTORES).
 DATASTORE_LABELS = {"postgres": "PostgreSQL", "redis": "Redis", "clickhouse": "ClickHouse", "kafka": "Kafka"}
-#: PostHog's /_readyz check names (posthog/health.py) -> the datastore each one reaches.
-READYZ_DATASTORES = {"postgres": "postgres", "postgres_migrations_uptodate": "postgres", "clickhouse": "clickhouse",
+#: PostHog's /_readyz check names (posthog/health.py: http, postgres, postgres_migrations_uptodate, clickhouse,
+#: kafka_connected, celery_broker, cache; later builds add postgres_flags) -> the datastore each one reaches.
+READYZ_DATASTORES = {"postgres": "postgres", "postgres_migrations_uptodate": "postgres", "postgres_flags": "postgres",
+                     "clickhouse": "clickhouse",
                      "kafka_connected": "kafka", "kafka": "kafka", "celery_broker": "redis", "cache": "redis",
                      "redis": "redis"}
 
