@@ -3,8 +3,8 @@
 CA made by posthog_compose/certs.py, and the deployment's .env makes both external.
 
 `invoke doctor` reaches them from the host as PostHog's settings say (PostgreSQL's SSLRequest, then
-TLS verified against datastore-ca/ and the host name; Redis over TLS with AUTH and INFO), reads Redis'
-version and compares it with the compatibility matrix; a CA that did not sign the servers fails;
+TLS verified against datastore-ca/ and the host name, then the login; Redis over TLS with AUTH and
+INFO), reads both versions and compares them with the compatibility matrix; a CA that did not sign the servers fails;
 `invoke status` shows both as external rows; `invoke backup --only postgres` refuses with one line."""
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ def test_doctor_status_and_backup_with_external_postgres_and_redis(deployment, m
     assert postgres["status"] == "ok", postgres
     assert f"PostgreSQL at localhost:{managed['pg_port']}" in postgres["detail"]
     assert "TCP connects" in postgres["detail"] and "verified against datastore-ca/ca.crt" in postgres["detail"]
+    # The login as DATABASE_URL says, then the version PostgreSQL reports: Debian bullseye's 13.
+    assert "PostgreSQL 13." in postgres["detail"] and "is inside >=11.0.0,<=14.1.0" in postgres["detail"]
     assert redis["status"] == "ok", redis
     # Debian bullseye's Redis 6.0: inside what release-1.43.0 accepts.
     assert "Redis 6.0." in redis["detail"] and "is inside >=5.0.0,<=6.3.0" in redis["detail"]

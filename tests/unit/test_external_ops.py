@@ -79,18 +79,81 @@ class Server:
         self.listener.close()
 
 
-def postgres_handler(context, answer=b"S"):
+PG_PASSWORD = "s3cret-Postgres-pass-xyz"
+
+
+def _pg(kind: bytes, payload: bytes) -> bytes:
+    return kind + (len(payload) + 4).to_bytes(4, "big") + payload
+
+
+def _pg_client_message(reader) -> tuple[bytes, bytes]:
+    head = reader.read(5)
+    return head[:1], reader.read(int.from_bytes(head[1:5], "big") - 4)
+
+
+def postgres_handler(context, answer=b"S", auth="scram", version="13.13 (Debian 13.13-0+deb11u1)",
+                     password=PG_PASSWORD):
     """PostgreSQL's start: an 8-byte SSLRequest (length 8, code 80877103); 'S' and a TLS handshake,
-    or 'N'. Anything else first is a startup packet PostgreSQL would treat as plain: refused here."""
+    or 'N'. Anything else first is a startup packet PostgreSQL would treat as plain: refused here.
+    Then the startup message and the login as PostgreSQL 13 runs it (SCRAM-SHA-256 by default, or md5),
+    a wrong password answered with 28P01, and server_version among the ParameterStatus messages."""
+    import base64
+    import hashlib
+    import hmac
+
     def handle(server, conn):
         request = conn.recv(8)
         server.seen.append(request)
         if request != doctor.PG_SSL_REQUEST:
             return
         conn.sendall(answer)
-        if answer == b"S":
-            tls = context.wrap_socket(conn, server_side=True)
-            tls.recv(1)  # the client closes after the handshake
+        if answer != b"S":
+            return
+        tls = context.wrap_socket(conn, server_side=True)
+        reader = tls.makefile("rb")
+        length = int.from_bytes(reader.read(4), "big")
+        startup = reader.read(length - 4)
+        assert startup[:4] == (196608).to_bytes(4, "big")
+        params = startup[4:].split(b"\0")
+        server.seen.append(dict(zip(params[0::2], params[1::2])).get(b"user", b""))
+        refused = _pg(b"E", b"SFATAL\0C28P01\0Mpassword authentication failed for user \"posthog\"\0\0")
+        if auth == "md5":
+            salt = b"\x01\x02\x03\x04"
+            tls.sendall(_pg(b"R", (5).to_bytes(4, "big") + salt))
+            _, sent = _pg_client_message(reader)
+            inner = hashlib.md5((password + "posthog").encode()).hexdigest().encode()
+            if sent.rstrip(b"\0") != b"md5" + hashlib.md5(inner + salt).hexdigest().encode():
+                tls.sendall(refused)
+                return
+        else:
+            tls.sendall(_pg(b"R", (10).to_bytes(4, "big") + b"SCRAM-SHA-256\0\0"))
+            _, initial = _pg_client_message(reader)
+            mechanism, _, rest = initial.partition(b"\0")
+            assert mechanism == b"SCRAM-SHA-256"
+            client_first = rest[4:].decode()
+            bare = client_first.split(",", 2)[2]
+            nonce = dict(item.split("=", 1) for item in bare.split(","))["r"] + "server-nonce"
+            salt, rounds = b"salty-salt-16byt", 4096
+            server_first = f"r={nonce},s={base64.b64encode(salt).decode()},i={rounds}"
+            tls.sendall(_pg(b"R", (11).to_bytes(4, "big") + server_first.encode()))
+            _, final = _pg_client_message(reader)
+            final = final.decode()
+            without_proof, _, proof = final.rpartition(",p=")
+            salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
+            stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+            message = f"{bare},{server_first},{without_proof}".encode()
+            signature = hmac.new(stored, message, "sha256").digest()
+            client_key = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature))
+            if hashlib.sha256(client_key).digest() != stored:
+                tls.sendall(refused)
+                return
+            server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+            verifier = base64.b64encode(hmac.new(server_key, message, "sha256").digest())
+            tls.sendall(_pg(b"R", (12).to_bytes(4, "big") + b"v=" + verifier))
+        tls.sendall(_pg(b"R", (0).to_bytes(4, "big")) + _pg(b"S", b"server_version\0" + version.encode() + b"\0")
+                    + _pg(b"S", b"client_encoding\0UTF8\0") + _pg(b"K", b"\0" * 8) + _pg(b"Z", b"I"))
+        kind, _ = _pg_client_message(reader)
+        server.seen.append(kind)  # Terminate
     return handle
 
 
@@ -210,6 +273,8 @@ def _endpoint(datastore, port, tls=True, verify=True, host="localhost", ca="ca.c
 
 
 VALUES = {"POSTHOG_IMAGE": "posthog/posthog:release-1.43.0",
+          "DATABASE_URL": f"postgres://posthog:{PG_PASSWORD}@localhost:5432/posthog?sslmode=verify-full"
+                          "&sslrootcert=/etc/posthog/datastore-ca/ca.crt",
           "REDIS_URL": f"rediss://:{PASSWORD}@localhost:6379/0?ssl_cert_reqs=required"
                        "&ssl_ca_certs=/etc/posthog/datastore-ca/ca.crt",
           "CLICKHOUSE_USER": "default", "CLICKHOUSE_PASSWORD": CH_PASSWORD}
@@ -217,7 +282,7 @@ VALUES = {"POSTHOG_IMAGE": "posthog/posthog:release-1.43.0",
 
 def _no_secret(check):
     text = json.dumps(check.__dict__)
-    assert PASSWORD not in text and CH_PASSWORD not in text
+    assert PASSWORD not in text and CH_PASSWORD not in text and PG_PASSWORD not in text
     assert "\n" not in check.detail
 
 
@@ -229,7 +294,22 @@ def test_postgres_sslrequest_then_verified_tls(deployment, pki, servers):
     assert check.status == "ok", check.detail
     assert "TCP connects" in check.detail and "verified against datastore-ca/ca.crt" in check.detail
     assert f"localhost:{server.port}" in check.detail
-    assert server.seen == [doctor.PG_SSL_REQUEST]  # the SSLRequest came first, before any TLS byte
+    assert "PostgreSQL 13.13 is inside >=11.0.0,<=14.1.0" in check.detail
+    # The SSLRequest came first, before any TLS byte; then the login as DATABASE_URL's user; then Terminate.
+    assert server.seen == [doctor.PG_SSL_REQUEST, b"posthog", b"X"]
+    _no_secret(check)
+
+
+@pytest.mark.parametrize("auth", ["scram", "md5"])
+def test_postgres_login_reads_the_version_and_a_wrong_password_is_named(deployment, pki, servers, auth):
+    server = Server(postgres_handler(pki, auth=auth, version="15.5"))
+    servers.append(server)
+    check = doctor.probe(deployment, VALUES, _endpoint("postgres", server.port), timeout=3)
+    assert check.status == "error" and "PostgreSQL 15.5 is OUTSIDE >=11.0.0,<=14.1.0" in check.detail
+    wrong = Server(postgres_handler(pki, auth=auth, password="the-server-has-another"))
+    servers.append(wrong)
+    check = doctor.probe(deployment, VALUES, _endpoint("postgres", wrong.port), timeout=3)
+    assert check.status == "error" and "refuses the login (28P01)" in check.detail
     _no_secret(check)
 
 
@@ -366,7 +446,7 @@ def test_plain_tcp_is_an_error_unless_allowed(deployment, servers):
 def test_external_checks_read_env_and_list_one_line_per_external_datastore(deployment, pki, servers):
     server = Server(postgres_handler(pki))
     servers.append(server)
-    url = (f"postgres://posthog:pw-not-shown-123@localhost:{server.port}/posthog?sslmode=verify-full"
+    url = (f"postgres://posthog:{PG_PASSWORD}@localhost:{server.port}/posthog?sslmode=verify-full"
            "&sslrootcert=/etc/posthog/datastore-ca/ca.crt")
     (deployment / ".env").write_text(f"POSTGRES_MODE=external\nDATABASE_URL={url}\n"
                                      "POSTHOG_IMAGE=posthog/posthog:release-1.43.0\n")
@@ -374,7 +454,7 @@ def test_external_checks_read_env_and_list_one_line_per_external_datastore(deplo
     checks = doctor.external_checks(deployment, timeout=3)
     assert [c.name for c in checks] == ["postgres (ext)"]
     assert checks[0].status == "ok", checks[0].detail
-    assert "pw-not-shown-123" not in checks[0].detail
+    assert PG_PASSWORD not in checks[0].detail
     (deployment / ".env").write_text("POSTHOG_IMAGE=posthog/posthog:release-1.43.0\n")
     assert doctor.external_checks(deployment) == []
 
@@ -935,3 +1015,26 @@ def test_a_failure_at_any_step_with_external_postgres_leaves_no_archive(deployed
     started = {s for c in runner.commands if "start" in c for s in c[c.index("start") + 1:]}
     assert stopped <= started, f"{stopped - started} left stopped"
     assert not [c for c in engine.popens if "pg_dump" in c]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reply=st.binary(max_size=120) | st.builds(lambda code, body: b"R" + (len(body) + 8).to_bytes(4, "big")
+                                                  + code.to_bytes(4, "big") + body,
+                                                  st.sampled_from([0, 3, 5, 7, 10, 11, 12]), st.binary(max_size=40)))
+def test_any_postgres_reply_to_the_login_is_one_line(deployment, pki, reply):
+    """After 'S' and TLS, a server that answers the startup message with arbitrary bytes (or an
+    authentication request with a random body): one line, never a traceback, never the password."""
+    def handle(server, conn):
+        conn.recv(8)
+        conn.sendall(b"S")
+        tls = pki.wrap_socket(conn, server_side=True)
+        tls.recv(4096)
+        tls.sendall(reply)  # and closes
+
+    server = Server(handle)
+    try:
+        check = doctor.probe(deployment, VALUES, _endpoint("postgres", server.port), timeout=0.5)
+    finally:
+        server.close()
+    assert check.status in ("ok", "error") and "\n" not in check.detail
+    _no_secret(check)
