@@ -5,7 +5,8 @@ every service rotates its logs.
 Volume sizes come from the engine (`docker system df -v`, which measures every volume); the free
 space from the engine's data root (`docker info`): measured directly when that directory is on
 this machine, else from inside a running container of the deployment (`df` on a data volume),
-which sees the same disk on a remote engine or Docker Desktop.
+which sees the same disk on a remote engine or Docker Desktop. Only the volumes of services that
+run here are listed: an external datastore's data is the provider's.
 """
 
 from __future__ import annotations

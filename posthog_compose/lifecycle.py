@@ -1,5 +1,7 @@
 """Daily operations: up (with first-run init, config-check, live progress and the URL check),
-status, logs (with an errors-only view), and down (data kept unless confirmed)."""
+status, logs (with an errors-only view), and down (data kept unless confirmed). An external datastore
+is a row of its own in status (external, host:port) and outside the verdict; up waits only for the
+services that run here."""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
 """The running deployment as Compose reports it: service states from `compose ps` and `docker
 inspect`, waiting for health with live per-service progress (judging a service only after
-Compose acted on it, and web by PostHog's readiness), the readiness and URL checks, recent logs."""
+Compose acted on it, and web by PostHog's readiness), the readiness and URL checks, recent logs.
+Also which services run on this host (`services_here`: every service but the datastores .env makes
+external) and how an external datastore is named to people (host:port, never credentials): waits
+judge only local services, and a failing /_readyz check that reaches an external datastore says so."""
 
 from __future__ import annotations
 

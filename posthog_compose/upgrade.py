@@ -15,6 +15,10 @@ seconds) -> the containers run the new image -> URL check. A failure or Ctrl-C a
 restores the old value and recreates the services on it, with Ctrl-C deferred until the
 rollback has finished and a full disk costing only the saved logs; the journal lets the next
 task undo a switch whose task was killed.
+
+External datastores: `--service` refuses a datastore that does not run here; with PostgreSQL
+external no dump can be taken here, so a PostHog upgrade asks for a snapshot at the provider and
+--skip-backup, and says that snapshot is the way back.
 """
 
 from __future__ import annotations
