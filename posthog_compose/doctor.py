@@ -200,6 +200,9 @@ PG_SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
 #: ClickHouse's HTTPS interface (what PostHog's HTTP client uses with CLICKHOUSE_SECURE): the version is asked
 #: there; datastores.clickhouse_endpoint names it, this is the fallback.
 CLICKHOUSE_HTTPS_PORT = 8443
+#: ClickHouse's native protocol over TLS: what Django's ClickHouse driver (web, worker) connects to
+#: with CLICKHOUSE_SECURE=true (clickhouse-driver's default secure port).
+CLICKHOUSE_NATIVE_TLS_PORT = 9440
 #: datastore -> its name in compatibility.yml's `accepts`.
 MATRIX_NAMES = {"postgres": "postgresql", "redis": "redis", "clickhouse": "clickhouse"}
 
@@ -272,6 +275,13 @@ def probe(root: Path, values: dict[str, str], endpoint, timeout: float = PROBE_T
         if endpoint.datastore == "clickhouse":
             version = _clickhouse_version(endpoint.host, endpoint.port or CLICKHOUSE_HTTPS_PORT, context, values,
                                           timeout)
+            if CLICKHOUSE_NATIVE_TLS_PORT != endpoint.port:
+                native = _connect(endpoint.host, CLICKHOUSE_NATIVE_TLS_PORT, timeout)
+                try:
+                    _handshake(context, native, endpoint.host, ca_text, timeout).close()
+                finally:
+                    native.close()
+                done.append(f"native port {CLICKHOUSE_NATIVE_TLS_PORT} (web, worker) serves TLS too")
     except _ProbeFailed as exc:
         reached = f"{', '.join(done)}; " if done else ""
         if exc.certificate and endpoint.datastore == "clickhouse":

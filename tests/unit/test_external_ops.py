@@ -76,6 +76,10 @@ class Server:
             conn.close()
 
     def close(self):
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept loop: the port is closed for good
+        except OSError:
+            pass
         self.listener.close()
 
 
@@ -393,15 +397,23 @@ def test_redis_wrong_password_is_named_without_printing_it(deployment, pki, serv
 def test_clickhouse_version_over_https(deployment, pki, servers, monkeypatch):
     https = ClickHouseHTTPS(pki, version="22.8.11.15")
     servers.append(https)
+    native = Server(tls_only_handler(pki))  # the native protocol's TLS port: the handshake is what is checked
+    servers.append(native)
+    monkeypatch.setattr(doctor, "CLICKHOUSE_NATIVE_TLS_PORT", native.port)
     check = doctor.probe(deployment, VALUES, _endpoint("clickhouse", https.port), timeout=3)
     assert check.status == "ok", check.detail
     assert "ClickHouse 22.8.11.15 is inside >=21.6.0,<22.9.0" in check.detail
+    assert f"native port {native.port} (web, worker) serves TLS too" in check.detail
     _no_secret(check)
+    native.close()
+    check = doctor.probe(deployment, VALUES, _endpoint("clickhouse", https.port), timeout=3)
+    assert check.status == "error" and f"TCP to port {native.port} fails" in check.detail
 
 
 def test_clickhouse_too_new_and_wrong_password(deployment, pki, servers, monkeypatch):
     https = ClickHouseHTTPS(pki, version="23.8.2.7")
     servers.append(https)
+    monkeypatch.setattr(doctor, "CLICKHOUSE_NATIVE_TLS_PORT", https.port)
     check = doctor.probe(deployment, VALUES, _endpoint("clickhouse", https.port), timeout=3)
     assert check.status == "error" and "23.8.2.7 is OUTSIDE" in check.detail
     wrong = {**VALUES, "CLICKHOUSE_PASSWORD": "not-it"}
@@ -840,11 +852,12 @@ def test_an_override_from_before_the_switch_is_named_and_rewritten(deployed, tmp
     assert "pw-redis-managed" not in result.stdout + result.stderr
 
 
-def test_clickhouse_certificate_that_does_not_verify_is_a_warning(tmp_path, deployment, pki, servers):
+def test_clickhouse_certificate_that_does_not_verify_is_a_warning(tmp_path, deployment, pki, servers, monkeypatch):
     """PostHog 1.43 connects to ClickHouse without verifying its certificate: the host check says so
     as a warning; for PostgreSQL the same failure is an error (libpq with verify-full refuses)."""
     https = ClickHouseHTTPS(pki)
     servers.append(https)
+    monkeypatch.setattr(doctor, "CLICKHOUSE_NATIVE_TLS_PORT", https.port)
     other_ca, _, _ = _pki(tmp_path, ca_dir="another-ca-ch")
     (deployment / "datastore-ca" / "ca.crt").write_bytes(other_ca.read_bytes())
     endpoint = datastores.Endpoint("clickhouse", "localhost", https.port, True, False,
