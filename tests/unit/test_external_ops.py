@@ -1051,3 +1051,17 @@ def test_any_postgres_reply_to_the_login_is_one_line(deployment, pki, reply):
         server.close()
     assert check.status in ("ok", "error") and "\n" not in check.detail
     _no_secret(check)
+
+
+def test_verify_ca_checks_the_chain_but_not_the_host_name(tmp_path, deployment, servers):
+    """libpq's sslmode=verify-ca: the certificate must chain to the CA, its host name is not compared."""
+    ca, cert, key = _pki(tmp_path, names=("db.other.example",), ca_dir="verify-ca")
+    (deployment / "datastore-ca" / "ca.crt").write_bytes(ca.read_bytes())
+    server = Server(postgres_handler(_server_context(cert, key)))
+    servers.append(server)
+    values = {**VALUES, "DATABASE_URL": VALUES["DATABASE_URL"].replace("verify-full", "verify-ca")}
+    check = doctor.probe(deployment, values, _endpoint("postgres", server.port), timeout=3)
+    assert check.status == "ok", check.detail
+    assert "host name not checked: sslmode=verify-ca" in check.detail
+    full = doctor.probe(deployment, VALUES, _endpoint("postgres", server.port), timeout=3)
+    assert full.status == "error" and "does not verify" in full.detail
