@@ -9,7 +9,10 @@ Also: the passphrase (environment variable or key file, never the command line),
 preflight, live progress, retention (--keep), --list and --verify. The archive format and its
 encryption live in archive.py; restoring lives in restore.py.
 
-`create(root, runner, subset="postgres")` is the pre-upgrade backup of `invoke upgrade`.
+A datastore that .env makes external (datastores.py) is not taken: one line says so and the
+archive's manifest records it under "external", with the endpoint (host:port, never credentials);
+its backups are the provider's. `create(root, runner, subset="postgres")` is the pre-upgrade backup
+of `invoke upgrade`, which refuses when PostgreSQL is external (`upgrade` decides what then).
 """
 
 from __future__ import annotations
@@ -163,6 +166,38 @@ def _values(root: Path) -> dict[str, str]:
     if not path.exists():
         raise OperatorError(".env does not exist: there is no deployment to back up here (run `invoke up` first)")
     return EnvFile.load(path).resolved()
+
+
+#: Why each external datastore is not in an archive, as the plan says it.
+EXTERNAL_LINES = {
+    "postgres": "PostgreSQL is external ({where}): back it up at your provider",
+    "clickhouse": "ClickHouse is external ({where}): back it up at your provider",
+    "redis": "Redis is external ({where}): not backed up here (cache, queue and locks)",
+    "kafka": "Kafka is external ({where}): its events in flight stay with your provider",
+}
+
+
+def external_datastores(values: dict[str, str]) -> dict[str, dict]:
+    """datastore -> {"endpoint": "host:port", "line": why it is not in the archive} for each external one."""
+    from . import datastores, stack
+
+    found = stack.first_endpoints(values)
+    result = {}
+    for name in datastores.external(values):
+        where = stack.endpoint_text(found.get(name))
+        result[name] = {"endpoint": where, "line": EXTERNAL_LINES[name].format(where=where)}
+    return result
+
+
+def local_volume_members(values: dict[str, str]) -> dict:
+    """The VOLUMES members whose service runs here. ZooKeeper is copied with ClickHouse (it holds its
+    replication metadata); with ClickHouse external it serves only Kafka, whose log is not backed up."""
+    from . import stack
+
+    here = set(stack.services_here(values))
+    if "clickhouse" not in here:
+        here.discard("zookeeper")
+    return {member: spec for member, spec in VOLUMES.items() if spec[0] in here}
 
 
 def volume_name(volume: str) -> str:
@@ -345,11 +380,16 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     if keep is not None and keep < 1:
         raise OperatorError("--keep must be 1 or more (the archive just written counts)")
 
+    outside = external_datastores(values)
+    pg_local = "postgres" not in outside
+    if subset == "postgres" and not pg_local:
+        raise OperatorError(f"{outside['postgres']['line']}; `--only postgres` has nothing to take here "
+                            "(`invoke backup` still saves the configuration)")
     running = _running(root, runner)
-    if not running.get("db"):
+    if pg_local and not running.get("db"):
         raise OperatorError("`db` is not running, so PostgreSQL cannot be dumped: start it with `invoke up` "
                             "(or `invoke up -s db`) and back up again")
-    volumes = dict(VOLUMES) if subset == "all" else {}
+    volumes = local_volume_members(values) if subset == "all" else {}
     present = existing_volumes(runner) if volumes else set()
     for member, (service, _mount, vols) in list(volumes.items()):
         missing = [v for v in vols if volume_name(v) not in present]
@@ -364,14 +404,14 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
 
     with ThreadPoolExecutor(3) as pool:
         pg_future = pool.submit(_psql, root, runner, values, "SELECT pg_database_size(current_database()) || ' ' || "
-                                                              "current_setting('server_version')")
+                                                              "current_setting('server_version')") if pg_local else None
         sizes_future = pool.submit(_volume_sizes, runner, values["POSTGRES_IMAGE"], volumes) if volumes else None
         ch_future = pool.submit(_exec_text, root, runner, "clickhouse", "clickhouse-client", "--query",
                                 "SELECT version()") if running.get("clickhouse") else None
-        answer = (pg_future.result() or "0 ?").split(" ", 1)
+        answer = ((pg_future.result() if pg_future else None) or "0 ?").split(" ", 1)
         sizes = sizes_future.result() if sizes_future else {}
         clickhouse_version = ch_future.result() if ch_future else None
-    pg_bytes, pg_version = int(answer[0]), answer[1] if len(answer) > 1 else None
+    pg_bytes, pg_version = int(answer[0]), answer[1] if len(answer) > 1 and pg_local else None
     # The dump is written twice: a temporary file while the volumes are copied, then into the archive.
     estimate = 2 * pg_bytes + sum((root / p).stat().st_size for p in config_files(root))
     estimate += sum(sizes.values())
@@ -397,6 +437,8 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     if volumes and (running.get("clickhouse") or running.get("zookeeper")):
         print("  ClickHouse and ZooKeeper stop while their volumes are copied; events wait in Kafka meanwhile.",
               file=out)
+    for entry in outside.values():
+        print(f"  {entry['line']}.", file=out)
     started = time.monotonic()
     versions = {"postgres": pg_version, "clickhouse": clickhouse_version}
     stopped: list[str] = []
@@ -406,7 +448,8 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     dump: _PgDump | None = None
     try:
         with os.fdopen(fd, "wb", buffering=archive.CHUNK) as handle:
-            dump = _PgDump(root, runner, user, database, directory / f".{final.name}.pgdump.partial")
+            if pg_local:
+                dump = _PgDump(root, runner, user, database, directory / f".{final.name}.pgdump.partial")
             hashed = _CountingFile(handle)
             sink = archive.EncryptingWriter(hashed, passphrase) if encrypted else hashed
             writer = archive.ArchiveWriter(sink)
@@ -434,25 +477,30 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
                 pause = time.monotonic() - pause_started
                 print(f"Started {', '.join(stopped)} again: paused {pause:.1f} s.", file=out)
                 stopped = []
-            if volumes:
-                print(f"Waiting for pg_dump (database {pg_bytes / MIB:,.0f} MiB) ...", file=out)
-            entries = dump.finish()
-            meter = Meter(f"postgres/{database}.dump", out)
-            with open(dump.path, "rb") as source:
-                info = writer.add_stream(f"postgres/{database}.dump", source, 0o600, meter)
-            meter.finish()
-            print(f"PostgreSQL dump verified: {info.size / MIB:,.1f} MiB, {entries} entries readable by pg_restore.",
-                  file=out)
+            entries = None
+            if dump is not None:
+                if volumes:
+                    print(f"Waiting for pg_dump (database {pg_bytes / MIB:,.0f} MiB) ...", file=out)
+                entries = dump.finish()
+                meter = Meter(f"postgres/{database}.dump", out)
+                with open(dump.path, "rb") as source:
+                    info = writer.add_stream(f"postgres/{database}.dump", source, 0o600, meter)
+                meter.finish()
+                print(f"PostgreSQL dump verified: {info.size / MIB:,.1f} MiB, {entries} entries readable by "
+                      "pg_restore.", file=out)
             manifest = writer.close({
                 "format": FORMAT, "kind": "posthog-compose backup", "subset": subset,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "encrypted": encrypted,
                 "posthog_image": values.get("POSTHOG_IMAGE", ""),
                 "posthog_version": posthog_version(values.get("POSTHOG_IMAGE", "")),
                 "images": {key: value for key, value in sorted(values.items()) if key.endswith("_IMAGE")},
-                "versions": versions, "postgres": {"database": database, "user": user, "entries": entries},
+                "versions": versions,
+                "postgres": {"database": database, "user": user, "entries": entries} if pg_local else None,
                 "clickhouse_pause_seconds": None if pause is None else round(pause, 2),
-                "not_backed_up": NOT_BACKED_UP if subset == "all" else
-                ["clickhouse, zookeeper: only PostgreSQL and the configuration are in this subset"] + NOT_BACKED_UP,
+                "external": {name: {key: value for key, value in entry.items() if key != "line"}
+                             for name, entry in outside.items()},
+                "not_backed_up": [entry["line"] for entry in outside.values()] + (NOT_BACKED_UP if subset == "all" else
+                ["clickhouse, zookeeper: only PostgreSQL and the configuration are in this subset"] + NOT_BACKED_UP),
             })
             if encrypted:
                 sink.finish()
@@ -473,7 +521,8 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
             raise OperatorError(f"writing {final.relative_to(root)} failed ({exc.strerror or exc}); no archive was "
                                 "written") from exc
         raise
-    dump.abort()  # the dump is in the archive now: remove the temporary file
+    if dump is not None:
+        dump.abort()  # the dump is in the archive now: remove the temporary file
     sidecar = {key: value for key, value in manifest.items()}
     sidecar.update({"archive": final.name, "archive_size": hashed.size})
     atomic_write(sidecar_path(final), json.dumps(sidecar, indent=2) + "\n", 0o600)

@@ -5,7 +5,8 @@ every service rotates its logs.
 Volume sizes come from the engine (`docker system df -v`, which measures every volume); the free
 space from the engine's data root (`docker info`): measured directly when that directory is on
 this machine, else from inside a running container of the deployment (`df` on a data volume),
-which sees the same disk on a remote engine or Docker Desktop.
+which sees the same disk on a remote engine or Docker Desktop. Only the volumes of services that
+run here are listed: an external datastore's data is the provider's.
 """
 
 from __future__ import annotations
@@ -113,19 +114,41 @@ def judge(report: DiskReport) -> DiskReport:
     return report
 
 
-def measure(root: Path, runner, project: str | None = None) -> DiskReport:
+def not_here(values: dict[str, str] | None) -> set[str]:
+    """The volumes of datastores .env declares external: they are not this deployment's data any
+    more (a volume left from before a migration is the operator's to remove), so they are not listed."""
+    from . import datastores
+
+    values = values or {}
+    return set(datastores.local_volumes({})) - set(datastores.local_volumes(values))
+
+
+def _env_values(root: Path) -> dict[str, str]:
+    from .envfile import EnvFile, env_path
+
+    path = env_path(root)
+    try:
+        return EnvFile.load(path).resolved() if path.exists() else {}
+    except Exception:  # an unreadable .env is config-check's finding; measure as if everything ran here
+        return {}
+
+
+def measure(root: Path, runner, project: str | None = None, values: dict[str, str] | None = None) -> DiskReport:
     """Volume sizes and free space of the engine's data disk. Never raises: what cannot be
-    measured is said in ``error``."""
+    measured is said in ``error``. Only the volumes of services that run here are listed."""
     from . import compose
 
     project = project or compose.project_name(root)
+    values = _env_values(root) if values is None else values
+    skipped = not_here(values)
     report = DiskReport()
     errors = []
     result = runner.run(["docker", "system", "df", "-v", "--format", "{{json .Volumes}}"], capture=True, check=False,
                         mutating=False, timeout=120)
     if result.returncode == 0:
         try:
-            report.volumes = project_volumes(json.loads(result.stdout or "[]"), project)
+            report.volumes = {name: size for name, size in
+                              project_volumes(json.loads(result.stdout or "[]"), project).items() if name not in skipped}
         except ValueError:
             errors.append("`docker system df -v` gave output this tool cannot read")
     else:
@@ -137,7 +160,10 @@ def measure(root: Path, runner, project: str | None = None) -> DiskReport:
         usage = shutil.disk_usage(report.data_root)
         report.total_bytes, report.free_bytes, report.measured_by = usage.total, usage.free, "local"
     else:
-        for service, path in DF_PROBES:
+        from .stack import services_here
+
+        here = services_here(values)
+        for service, path in [(service, path) for service, path in DF_PROBES if service in here]:
             probe = runner.run(compose.command(root, "exec", "-T", service, "df", "-Pk", path), capture=True,
                                check=False, mutating=False, timeout=30)
             sizes = parse_df(probe.stdout) if probe.returncode == 0 else None

@@ -5,6 +5,12 @@ the rest), the plan and confirmation, the backups of changed files, and the orde
 application: PostgreSQL's password is changed inside the database before .env, then .env and the
 TLS files are written, then the services whose configuration changed are recreated and checked.
 Secret rotation rules live in rotation.py, certificates in certs.py.
+
+External datastores (datastores.py): their TLS items are checked, never applied (TLS on with
+verification, the CA bundle under datastore-ca/ present and not expiring, no plaintext allowance),
+and the override harden writes leaves out the internal-TLS parts of every datastore that is external
+(its service's certificates, CLICKHOUSE_CA and the plugin server's NODE_EXTRA_CA_CERTS pointing at
+the deployment's own CA), so that the provider's CA settings from .env reach PostHog.
 """
 
 from __future__ import annotations
@@ -46,8 +52,18 @@ ITEMS: dict[str, tuple[str, str]] = {
     "https": ("SITE_URL is https behind a TLS-terminating proxy, with the proxy settings", "check"),
     "public-https": ("public traffic is encrypted: the edge proxy serves HTTPS, HTTP redirects, WEB_PORT is closed", "check"),
     "kafka-tls": ("Kafka over TLS", "manual"),
+    "datastore-ca": ("the CA bundle of the external datastores is under datastore-ca/, holds a CA certificate and is "
+                     "not expiring", "check"),
+    "plaintext-datastores": ("no external datastore is allowed without TLS (ALLOW_PLAINTEXT_DATASTORES is not true)",
+                             "check"),
     "managed-services": ("managed PostgreSQL, Redis, Kafka and ClickHouse instead of containers", "manual"),
 }
+#: checklist TLS item -> the datastore it is about
+TLS_DATASTORES = {"clickhouse-tls": "clickhouse", "postgres-tls": "postgres", "redis-tls": "redis",
+                  "kafka-tls": "kafka"}
+EXTERNAL_DOC = "docs/external-datastores.md"
+#: Secrets of a local datastore service -> that datastore (not harden's to rotate while it is external).
+EXTERNAL_SECRETS = {"POSTGRES_PASSWORD": "postgres", "REDIS_PASSWORD": "redis", "CLICKHOUSE_PASSWORD": "clickhouse"}
 DOCS = {
     "ports": "docs/hardening.md#only-the-web-port",
     "https": "docs/hardening.md#https-and-the-proxy",
@@ -132,12 +148,215 @@ def _container_image(runner: Runner, service: str) -> str | None:
 
 
 def evaluate(state: State) -> list[Result]:
-    """Every checklist item, in order, with pass / warn / fail / manual and the reason."""
+    """Every checklist item, in order, with pass / warn / fail / manual and the reason. The TLS item
+    of an external datastore is checked against the provider's settings and is the operator's to fix."""
+    from . import datastores
+
+    outside = set(datastores.external(state.values))
     results = []
     for item, (title, kind) in ITEMS.items():
+        if item == "redis-password" and "redis" in outside:
+            status, reason, fix = _external_redis_password(state)
+            results.append(Result(item, title, "check", status, reason, fix))
+            continue
+        if TLS_DATASTORES.get(item) in outside:
+            status, reason, fix = _external_tls(state, TLS_DATASTORES[item])
+            results.append(Result(item, title, "check", status, reason, fix or EXTERNAL_DOC))
+            continue
         status, reason, fix = CHECKS[item](state)
         results.append(Result(item, title, kind, status, reason, fix or DOCS.get(item, "")))
     return results
+
+
+def _external_redis_password(state: State):
+    """An external Redis: the provider's password travels in REDIS_URL (REDIS_PASSWORD is the local one's)."""
+    from urllib.parse import urlsplit
+
+    if not urlsplit(state.values.get("REDIS_URL", "")).password:
+        return "fail", "Redis is external and REDIS_URL carries no password", \
+            f"turn on authentication at the provider and put its password in REDIS_URL ({EXTERNAL_DOC})"
+    return "pass", "Redis is external and REDIS_URL carries its password", ""
+
+
+def _endpoint(state: State, datastore: str):
+    from . import stack
+
+    return stack.first_endpoints(state.values).get(datastore)
+
+
+def _external_tls(state: State, datastore: str):
+    """TLS on and verified towards an external datastore, through the settings PostHog reads."""
+    from . import stack
+
+    label = stack.DATASTORE_LABELS[datastore]
+    endpoint = _endpoint(state, datastore)
+    where = stack.endpoint_text(endpoint)
+    problems = []
+    if endpoint is None:
+        return "fail", f"{label} is external but .env does not say where (config-check names the variable)", ""
+    if not endpoint.tls:
+        problems.append("TLS is off")
+    elif not endpoint.verify and datastore != "clickhouse":
+        problems.append("the certificate is not verified")
+    if datastore == "clickhouse":
+        off = [n for n in ("CLICKHOUSE_SECURE", "CLICKHOUSE_VERIFY") if state.values.get(n, "").lower() != "true"]
+        if off:
+            problems.append(f"{', '.join(off)} not true")
+        if not state.values.get("CLICKHOUSE_CA"):
+            problems.append("CLICKHOUSE_CA is empty")
+    if datastore == "postgres":
+        from urllib.parse import parse_qs, urlsplit
+
+        query = parse_qs(urlsplit(state.values.get("DATABASE_URL", "")).query)
+        if query.get("sslmode") != ["verify-full"]:
+            problems.append("DATABASE_URL has no sslmode=verify-full")
+    if datastore == "redis" and not state.values.get("REDIS_URL", "").startswith("rediss://"):
+        problems.append("REDIS_URL is not rediss://")
+    if datastore == "kafka" and state.values.get("KAFKA_SECURITY_PROTOCOL", "").upper() not in ("SSL", "SASL_SSL"):
+        problems.append("KAFKA_SECURITY_PROTOCOL is not SSL or SASL_SSL")
+    kit_ca = _override_kit_ca(state, datastore)
+    if kit_ca:
+        problems.append(kit_ca)
+    if problems:
+        return "fail", f"{label} is external ({where}): {'; '.join(problems)}", \
+            ("invoke harden (rewrites the override)" if kit_ca and len(problems) == 1 else EXTERNAL_DOC)
+    if datastore == "clickhouse":
+        # clickhouse-driver 0.2.1 (release 1.43) and the plugin server do not verify ClickHouse's certificate.
+        return "warn", (f"ClickHouse is external ({where}): TLS on with CLICKHOUSE_CA, but PostHog 1.43 does not "
+                        "verify ClickHouse's certificate whatever CLICKHOUSE_VERIFY says"), \
+            "keep the path to ClickHouse private; `invoke doctor` verifies the certificate from this host"
+    return "pass", f"{label} is external ({where}): TLS on, certificate and host name verified", ""
+
+
+def _override_kit_ca(state: State, datastore: str) -> str:
+    """Whether the override in place still points PostHog at the deployment's own CA for this
+    external datastore (the setting from .env would be overridden)."""
+    if state.override is None or CONTAINER_CA not in state.override:
+        return ""
+    if state.override == render_override(state.template, state.values):
+        return ""
+    if datastore == "clickhouse" and "CLICKHOUSE_CA" in state.override:
+        return f"{OVERRIDE_FILE} sets CLICKHOUSE_CA to the deployment's own CA"
+    if datastore == "redis" and "NODE_EXTRA_CA_CERTS" in state.override:
+        return f"{OVERRIDE_FILE} gives the plugin server the deployment's own CA (NODE_EXTRA_CA_CERTS)"
+    if datastore in ("postgres", "redis") and f"\n  {'db' if datastore == 'postgres' else 'redis'}:" in state.override:
+        return f"{OVERRIDE_FILE} still configures the local {'db' if datastore == 'postgres' else 'redis'} for TLS"
+    return ""
+
+
+def _ca_bundles(state: State) -> list[tuple[str, Path | None, str]]:
+    """(datastore, host path of its CA bundle or None, container path) for each external datastore with TLS."""
+    from . import stack
+
+    from . import datastores
+
+    found = []
+    for endpoint in stack.endpoints(state.values):
+        if endpoint.tls:
+            found.append((endpoint.datastore, endpoint.ca_host_path(state.root) if endpoint.ca_path else None,
+                          endpoint.ca_path or ""))
+    extra = state.values.get("EXTERNAL_CA_FILE", "")
+    if extra and found:  # the plugin server's bundle (NODE_EXTRA_CA_CERTS)
+        found.append(("plugin server", datastores.host_path(state.root, extra), extra))
+    return found
+
+
+def _datastore_ca(state: State):
+    from cryptography import x509
+
+    from . import datastores
+
+    if not datastores.external(state.values):
+        return "pass", "no external datastore", ""
+    bundles = _ca_bundles(state)
+    if not bundles:
+        return "pass", "no external datastore uses TLS (see plaintext-datastores)", ""
+    problems, soonest = [], None
+    for datastore, path, container in bundles:
+        if path is None:
+            continue  # the image's own CAs (a provider with a public certificate): nothing of ours to expire
+        shown = path.relative_to(state.root) if path.is_relative_to(state.root) else path
+        try:
+            certificates = x509.load_pem_x509_certificates(path.read_bytes())
+        except FileNotFoundError:
+            problems.append(f"{datastore}: {shown} is missing")
+            continue
+        except (OSError, ValueError) as exc:
+            problems.append(f"{datastore}: {shown} cannot be read as PEM certificates ({type(exc).__name__})")
+            continue
+        authorities = [c for c in certificates if _is_ca(c)]
+        if not authorities:
+            problems.append(f"{datastore}: {shown} holds no CA certificate (a server certificate?)")
+            continue
+        for certificate in authorities:
+            days = (certificate.not_valid_after_utc - certs._now()).days
+            if days < certs.RENEW_DAYS:
+                problems.append(f"{datastore}: {shown} expires in {days} day(s) "
+                                f"({certificate.not_valid_after_utc:%Y-%m-%d})")
+            elif soonest is None or certificate.not_valid_after_utc < soonest:
+                soonest = certificate.not_valid_after_utc
+    if problems:
+        return "fail", "; ".join(problems), f"put the provider's current CA bundle under datastore-ca/ ({EXTERNAL_DOC})"
+    where = f"; the first expires {soonest:%Y-%m-%d}" if soonest else ""
+    return "pass", f"the CA bundles of {', '.join(sorted({d for d, _, _ in bundles}))} are present{where}", ""
+
+
+def _is_ca(certificate) -> bool:
+    from cryptography import x509
+
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return certificate.issuer == certificate.subject  # an old self-signed root without the extension
+
+
+def _plaintext_datastores(state: State):
+    from . import datastores
+
+    allowed = state.values.get("ALLOW_PLAINTEXT_DATASTORES", "").strip().lower() == "true"
+    if not allowed:
+        return "pass", "ALLOW_PLAINTEXT_DATASTORES is not true", ""
+    if datastores.external(state.values):
+        return "fail", "ALLOW_PLAINTEXT_DATASTORES=true lets PostHog reach an external datastore without TLS or "\
+            "certificate checks", "set ALLOW_PLAINTEXT_DATASTORES=false and turn TLS on (" + EXTERNAL_DOC + ")"
+    return "warn", "ALLOW_PLAINTEXT_DATASTORES=true (no datastore is external yet)", \
+        "set ALLOW_PLAINTEXT_DATASTORES=false"
+
+
+def render_override(template: str, values: dict[str, str]) -> str:
+    """The override harden writes: the TLS template as it is when every datastore runs here; else the
+    template without the internal-TLS parts of the external ones (their service's entry, CLICKHOUSE_CA
+    for an external ClickHouse, the plugin server's NODE_EXTRA_CA_CERTS for an external Redis)."""
+    from . import datastores
+
+    outside = set(datastores.external(values))
+    if not outside & {"postgres", "redis", "clickhouse"} or not template:
+        return template
+    import yaml
+
+    data = yaml.safe_load(template) or {}
+    services = data.get("services") or {}
+    for datastore in outside:
+        services.pop(datastores.SERVICE[datastore], None)
+    for name in ("web", "worker", "plugins"):
+        body = services.get(name)
+        if not isinstance(body, dict):
+            continue
+        environment = body.get("environment") or {}
+        if "clickhouse" in outside:
+            environment.pop("CLICKHOUSE_CA", None)
+        if "redis" in outside:
+            environment.pop("NODE_EXTRA_CA_CERTS", None)
+        if environment:
+            body["environment"] = environment
+        else:
+            body.pop("environment", None)
+    data = {key: value for key, value in data.items() if not str(key).startswith("x-")}
+    header = [line for line in template.splitlines() if line.startswith("#")]
+    note = (f"# Written by `invoke harden` for a deployment whose {', '.join(sorted(outside))} "
+            f"{'is' if len(outside) == 1 else 'are'} external: the template's parts for "
+            f"{'it' if len(outside) == 1 else 'them'} are left out.")
+    return "\n".join(header + [note]) + "\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
 def _env_file(state: State):
@@ -203,7 +422,7 @@ def _certificates(state: State):
 
 
 def _override_in_place(state: State) -> bool:
-    return state.override is not None and state.override == state.template
+    return state.override is not None and state.override == render_override(state.template, state.values)
 
 
 def _tls_wiring(state: State) -> list[str]:
@@ -211,7 +430,9 @@ def _tls_wiring(state: State) -> list[str]:
     if state.override is None:
         return [f"{OVERRIDE_FILE} is missing (it mounts the certificates)"]
     if not _override_in_place(state):
-        return [f"{OVERRIDE_FILE} differs from {TLS_TEMPLATE}"]
+        return [f"{OVERRIDE_FILE} differs from {TLS_TEMPLATE}"
+                + (" as harden writes it for the external datastores" if state.template != render_override(
+                    state.template, state.values) else "")]
     return []
 
 
@@ -269,6 +490,13 @@ def _kafka_tls(state: State):
 
 
 def _managed(state: State):
+    from . import datastores
+
+    outside = datastores.external(state.values)
+    if outside:
+        here = [name for name in datastores.DATASTORES if name not in outside]
+        return "manual", (f"external: {', '.join(outside)}" + (f"; still local: {', '.join(here)}" if here else "")
+                          + " (the checks above cover the external ones)"), ""
     return "manual", "RDS, ElastiCache, MSK or a self-managed ClickHouse cluster (not ClickHouse Cloud: no Kafka engine)", ""
 
 
@@ -277,7 +505,8 @@ CHECKS = {
     "images": _images, "certificates": _certificates, "clickhouse-tls": _clickhouse_tls,
     "postgres-tls": _postgres_tls, "redis-tls": _redis_tls, "ports": _ports, "https": _https,
     "public-https": _public_https,
-    "kafka-tls": _kafka_tls, "managed-services": _managed,
+    "kafka-tls": _kafka_tls, "datastore-ca": _datastore_ca, "plaintext-datastores": _plaintext_datastores,
+    "managed-services": _managed,
 }
 
 
@@ -361,8 +590,16 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
     if "secrets" in selected and (rotate_all or results["secrets"].status == "fail"):
         insecure = {f.subject for f in state.findings if f.rule.startswith("insecure")}
         to_rotate += [n for n in rotation.generated_secrets(manifest) if rotate_all or n in insecure]
-    if "redis-password" in selected and results["redis-password"].status == "fail" and "REDIS_PASSWORD" not in to_rotate:
+    if "redis-password" in selected and results["redis-password"].status == "fail" and \
+            results["redis-password"].kind == "apply" and "REDIS_PASSWORD" not in to_rotate:
         to_rotate.append("REDIS_PASSWORD")
+    from . import datastores
+
+    for name in [n for n in to_rotate if n in EXTERNAL_SECRETS and datastores.is_external(values, EXTERNAL_SECRETS[n])]:
+        # The provider owns that password: rotating it here would only break PostHog's connection.
+        to_rotate.remove(name)
+        change.skipped.append(f"secrets: {name} is not rotated: {datastores.TITLE[EXTERNAL_SECRETS[name]]} is external "
+                              "and its password is the provider's (change it there, then in .env)")
     if to_rotate:
         # Without an engine, plan as on a live deployment (key lists keep their old keys, ALTER ROLE first).
         live = True if offline else rotation.has_data(root, runner)
@@ -406,7 +643,9 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
                 change.skipped.append(f"images: {name} ({reference}) has no registry digest on this engine; set an "
                                       "exact version tag by hand (`invoke upgrade --service ... --to TAG`)")
 
-    wanted_tls = [item for item in TLS_ITEMS if item in selected and results[item].status == "fail"]
+    # The TLS items of external datastores are checks (kind "check"): the provider's TLS is not harden's.
+    wanted_tls = [item for item in TLS_ITEMS if item in selected and results[item].status == "fail"
+                  and results[item].kind == "apply"]
     if "certificates" in selected and (results["certificates"].status == "fail" or wanted_tls):
         if results["certificates"].status == "fail":
             change.certificates = True
@@ -422,7 +661,8 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
                                 "it by hand (see docs/tls.md), then run `invoke harden` again")
         if not _override_in_place(state):
             change.override = True
-            change.lines.append(f"tls: write {OVERRIDE_FILE} from {TLS_TEMPLATE} (mounts the certificates)")
+            change.lines.append(f"tls: write {OVERRIDE_FILE} from {TLS_TEMPLATE} (mounts the certificates)"
+                                + _without_external(state))
         change.items.extend(wanted_tls)
         if "clickhouse-tls" in wanted_tls:
             change.env.update(CLICKHOUSE_SECURE="true", CLICKHOUSE_VERIFY="true")
@@ -434,7 +674,21 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
             url = values.get("REDIS_URL", "")
             change.env["REDIS_URL"] = _with_query(url.replace("redis://", "rediss://", 1), REDIS_TLS_QUERY)
             change.lines.append("redis-tls: REDIS_URL becomes rediss:// with the CA; the plain port is closed")
+    elif state.override is not None and not _override_in_place(state) and "invoke harden" in state.override[:400] \
+            and state.template != render_override(state.template, state.values) and not only:
+        # A datastore turned external after harden wrote the override: its internal-TLS parts must go, or
+        # they override the provider's CA settings from .env.
+        change.override = True
+        change.items.append("tls-override")
+        change.lines.append(f"tls: rewrite {OVERRIDE_FILE}{_without_external(state)}")
     return change, list(results.values())
+
+
+def _without_external(state: State) -> str:
+    from . import datastores
+
+    outside = [name for name in datastores.external(state.values) if name in ("postgres", "redis", "clickhouse")]
+    return f" without the parts for the external {', '.join(outside)}" if outside else ""
 
 
 def _with_query(url: str, query: str) -> str:
@@ -527,7 +781,7 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
                                 f"{saved.relative_to(root)}")
         print(f"URL check: {detail}.")
     after = {r.id: r for r in evaluate(read_state(root))}
-    still = [i for i in change.items if after[i].status == "fail"]
+    still = [i for i in change.items if i in after and after[i].status == "fail"]
     print(f"Hardened: {', '.join(change.items)}" + (f"; still failing: {', '.join(still)}" if still else "")
           + (". The deployment is healthy." if running else ". Start it with `invoke up`."))
     return 1 if still else 0
@@ -560,14 +814,17 @@ def _recreate_all(root: Path, runner: Runner, force: list[str] | None = None) ->
     from . import stack
     from .envfile import EnvFile, env_path
 
+    here = stack.services_here(EnvFile.load(env_path(root)).resolved())
+    force = [service for service in force or [] if service in here]  # never start an external datastore's service
     if force:
         print(f"Recreating {', '.join(force)} so that they load the renewed certificates ...")
         stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--force-recreate", "--no-deps",
                                                            *force),
                              list(force), 600, readiness_values=EnvFile.load(env_path(root)).resolved())
     print("Recreating the services whose configuration changed ...")
+    values = EnvFile.load(env_path(root)).resolved()
     stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--remove-orphans"),
-                         list(_all_services()), 600, readiness_values=EnvFile.load(env_path(root)).resolved())
+                         stack.services_here(values), 600, readiness_values=values)
 
 
 def _all_services() -> tuple[str, ...]:
@@ -611,7 +868,11 @@ def _apply(root: Path, runner: Runner, change: Change) -> None:
         change.certs_written = list(written)
         print(f"Certificates written: {', '.join(written) or 'none needed'}.")
     if change.override:
-        text = (root / TLS_TEMPLATE).read_text(encoding="utf-8")
+        from .envfile import EnvFile, env_path
+
+        values = EnvFile.load(env_path(root)).resolved()
+        values.update(change.env)
+        text = render_override((root / TLS_TEMPLATE).read_text(encoding="utf-8"), values)
         atomic_write(root / OVERRIDE_FILE, text, 0o644)
         from . import proxy  # with the edge proxy on, COMPOSE_FILE must list the override too
 

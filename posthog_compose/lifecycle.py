@@ -1,5 +1,7 @@
 """Daily operations: up (with first-run init, config-check, live progress and the URL check),
-status, logs (with an errors-only view), and down (data kept unless confirmed)."""
+status, logs (with an errors-only view), and down (data kept unless confirmed). An external datastore
+is a row of its own in status (external, host:port) and outside the verdict; up waits only for the
+services that run here."""
 
 from __future__ import annotations
 
@@ -33,9 +35,17 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
     from .envfile import env_path
 
     services = _services(services)
-    targets = services or list(SERVICES)
+    present = _values(root) if env_path(root).exists() else {}
+    targets = services or stack.services_here(present)
+    outside = stack.external_services(present)
     print(f"Plan: {'create .env, ' if not env_path(root).exists() else ''}check the configuration, start "
           f"{', '.join(targets)}{', wait until PostHog is ready' if wait else ''}.")
+    for name, endpoint in outside.items():
+        if name != "zookeeper":
+            from .datastores import datastore_of_service
+
+            print(f"  {name}: external {stack.DATASTORE_LABELS[datastore_of_service(name)]} at "
+                  f"{stack.endpoint_text(endpoint)}{' (started here as asked)' if name in services else ''}")
     if runner.dry_run:
         if not env_path(root).exists():
             print("(dry run) would write .env with fresh secrets (invoke init)")
@@ -56,6 +66,8 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
             print(f"Started {', '.join(targets)} without waiting; follow with `invoke status`.")
             return
         values = _values(root)
+        if not services:  # .env may have been written just now
+            targets = stack.services_here(values)
         stack.start_and_wait(root, runner, command, targets, timeout,
                              readiness_values=values if "web" in targets else None)
         elapsed = time.monotonic() - started
@@ -130,14 +142,22 @@ def dependencies(root: Path) -> dict[str, list[str]]:
     return result
 
 
-def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool, str] | None) -> dict[str, str]:
-    """service -> "ok", "degraded: ..." or "down: ..."; web is degraded when PostHog's readiness
-    fails even though Docker calls it healthy, and any service whose dependency is not ready is
-    degraded (web "healthy" while db has exited cannot serve)."""
+def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool, str] | None,
+           external: dict | None = None) -> dict[str, str]:
+    """service -> "ok", "degraded: ...", "down: ..." or "external: host:port"; web is degraded when
+    PostHog's readiness fails even though Docker calls it healthy, and any service whose dependency is
+    not ready is degraded (web "healthy" while db has exited cannot serve). A datastore in ``external``
+    (service -> endpoint) is not a container here: PostHog's readiness speaks for it."""
+    from .stack import endpoint_text
+
+    external = external or {}
     verdicts: dict[str, str] = {}
     for name in SERVICES:
         state = states.get(name)
-        if state is None:
+        if name in external:
+            verdicts[name] = ("not needed: ClickHouse and Kafka are external" if name == "zookeeper" else
+                              f"external: {endpoint_text(external[name])}")
+        elif state is None:
             verdicts[name] = "down: not created"
         elif not state.ready:
             verdicts[name] = f"down: {state.label()}"
@@ -149,26 +169,40 @@ def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool,
         if verdicts[name] != "ok":
             continue
         missing = [dep for dep in depends.get(name, []) if not verdicts.get(dep, "ok").startswith("ok")
-                   and dep in SERVICES and not (states.get(dep) and states[dep].ready)]
+                   and dep in SERVICES and dep not in external and not (states.get(dep) and states[dep].ready)]
         if missing:
             verdicts[name] = f"degraded: depends on {', '.join(missing)} (not running)"
     return verdicts
 
 
 def status(root: Path, runner: Runner, as_json: bool = False) -> None:
-    from . import diskusage, journal, stack
+    from . import datastores, diskusage, journal, stack
     from .envfile import env_path
 
+    values = _values(root) if env_path(root).exists() else {}
+    external = stack.external_services(values)
+    here = [name for name in SERVICES if name not in external]
     states = {s.service: s for s in stack.service_states(root, runner)}
     disk = diskusage.for_status(root, runner)
     ready = None
     if "web" in states and states["web"].state == "running" and env_path(root).exists():
-        ready = stack.readiness(_values(root))
-    verdicts = assess(states, dependencies(root), ready)
+        ready = stack.readiness(values)
+    verdicts = assess(states, dependencies(root), ready, external)
     unfinished = journal.pending(root)
     if as_json:
         rows = []
         for name in SERVICES:
+            if name in external:
+                endpoint = external[name]
+                row = {"service": name, "state": "not needed" if name == "zookeeper" else "external",
+                       "verdict": verdicts[name],
+                       "datastore": datastores.datastore_of_service(name),
+                       "endpoint": stack.endpoint_text(endpoint) if endpoint else None,
+                       "tls": endpoint.tls if endpoint else None}
+                if name in states:  # a container left from before the switch (e.g. the migration's source)
+                    row["container"] = vars(states[name])
+                rows.append(row)
+                continue
             row = {"service": name, **(vars(states[name]) if name in states else {"state": "missing"}),
                    "verdict": verdicts[name]}
             if name == "web" and ready is not None:
@@ -179,6 +213,16 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     rows = [("SERVICE", "STATE", "HEALTH", "VERDICT", "UPTIME", "PORTS", "IMAGE")]
     for name in SERVICES:
         state = states.get(name)
+        if name in external:
+            endpoint = external[name]
+            if name == "zookeeper":
+                rows.append((name, "not needed", "-", "-", "-", "-", "-"))
+                continue
+            datastore = datastores.datastore_of_service(name)
+            more = sum(1 for e in stack.endpoints(values) if e.datastore == datastore) - 1
+            where = stack.endpoint_text(endpoint) + (f" (+{more})" if more > 0 else "")
+            rows.append((name, "external", "-", "external", "-", where, stack.DATASTORE_LABELS[datastore]))
+            continue
         if state is None:
             rows.append((name, "not created", "-", verdicts[name].split(":")[0], "-", "-", "-"))
             continue
@@ -191,20 +235,27 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     for name in SERVICES:
         if verdicts[name].startswith("degraded"):
             print(f"{name}: {verdicts[name]}")
+    for name in external:
+        if name in states and states[name].state == "running":
+            print(f"{name}: a local container still runs although .env makes it external; "
+                  f"`docker compose stop {name}` stops it (its volume is kept)")
     if ready is not None:
         print(f"PostHog readiness: {ready[2]}.")
     for kind in unfinished:
         print(f"An interrupted {kind} is recorded in .deploy/journal/: `invoke up` finishes or undoes it.")
     print("\n".join(disk.lines()))
-    good = sum(1 for name in SERVICES if verdicts[name] == "ok")
-    print(f"{good} of {len(SERVICES)} services running and healthy"
-          f"{'' if good == len(SERVICES) and not unfinished else ' (see above)'}.")
+    good = sum(1 for name in here if verdicts[name] == "ok")
+    outside = [name for name in external if name != "zookeeper"]
+    print(f"{good} of {len(here)} services running and healthy"
+          f"{'' if good == len(here) and not unfinished else ' (see above)'}"
+          f"{'; external: ' + ', '.join(outside) + ' (PostHog readiness speaks for them)' if outside else ''}.")
 
 
 # ----------------------------------------------------------------------------- logs
 def logs(root: Path, runner: Runner, services: list[str], follow: bool = False, tail: str | None = None,
          since: str | None = None, errors: bool = False) -> int:
     services = _services(services)
+    _say_external(root, services)
     options = [*(["--tail", str(tail)] if tail else []), *(["--since", since] if since else [])]
     if not errors:
         runner.run(compose.command(root, "logs", *(["--follow"] if follow else []), *options, *services),
@@ -230,6 +281,23 @@ def logs(root: Path, runner: Runner, services: list[str], follow: bool = False, 
     summary = ", ".join(f"{name} {count}" for name, count in counts.items())
     print(f"{total} error line(s) ({summary}); benign warnings left out.")
     return 1 if total else 0
+
+
+def _say_external(root: Path, services: list[str]) -> None:
+    """A named service that is an external datastore has no logs here: say where they are."""
+    from . import stack
+    from .envfile import env_path
+
+    if not services or not env_path(root).exists():
+        return
+    from .datastores import datastore_of_service
+
+    for name, endpoint in stack.external_services(_values(root)).items():
+        if name in services and name != "zookeeper":
+            print(f"{name}: {stack.DATASTORE_LABELS[datastore_of_service(name)]} is external "
+                  f"({stack.endpoint_text(endpoint)}); "
+                  "its logs are at your provider (a container left here from before shows below, if any).",
+                  file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- down

@@ -9,6 +9,10 @@ stop the deployment, remove the volumes the archive replaces, write the configur
 its encryption keys belong to the data), load the volumes (tar inside a throwaway container of the
 service's own image), start `db` and pg_restore the dump in one transaction, start everything and
 wait until healthy with the URL check. The second read checks the sha256 again as it streams.
+
+External datastores: restore never writes into one. A member whose datastore is external in this
+deployment's .env (or in the archive's) is refused before anything changes, with the way forward;
+the datastores the archive recorded as external are left as the provider keeps them.
 """
 
 from __future__ import annotations
@@ -121,14 +125,22 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
     manifest, config = _verify(path, passphrase, out)
     check_version(root, manifest, path.name)
     members = {m["name"]: m for m in manifest["members"]}
+    target_values = _archive_values(config)
+    refuse_external(root, members, target_values)
     dumps = [name for name in members if name.startswith("postgres/")]
     replaced = [vol for member in members if member in VOLUMES for vol in VOLUMES[member][2]]
     if dumps:
         replaced.append("postgres-data")
-    if manifest.get("subset") == "all":
+    from .stack import services_here
+
+    if manifest.get("subset") == "all" and "kafka" in services_here(target_values):
         replaced.append("kafka-data")  # events in flight belong to the old ZooKeeper state: start Kafka empty
     print(f"Archive OK: created {manifest.get('created')}, PostHog {manifest.get('posthog_version')}, "
           f"{len(members)} members verified.", file=out)
+    for name, entry in (manifest.get("external") or {}).items():
+        if isinstance(entry, dict):
+            print(f"  {_LABELS.get(name, name)} was external ({entry.get('endpoint', '?')}) when the archive was "
+                  "made: its data is not in the archive and stays as the provider keeps it.", file=out)
 
     present = existing_volumes(runner)
     existing = [volume_name(v) for v in replaced if volume_name(v) in present]
@@ -179,18 +191,63 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
     return summary
 
 
+_LABELS = {"postgres": "PostgreSQL", "redis": "Redis", "clickhouse": "ClickHouse", "kafka": "Kafka"}
+#: archive member -> (compose service it loads into, datastore, the .env switch)
+_MEMBER_SERVICES = {"volumes/clickhouse.tar": ("clickhouse", "clickhouse", "CLICKHOUSE_MODE"),
+                    "volumes/zookeeper.tar": ("zookeeper", "clickhouse", "CLICKHOUSE_MODE")}
+
+
+def _archive_values(config: dict[str, tuple[bytes, int]]) -> dict[str, str]:
+    from .envfile import EnvFile
+
+    try:
+        return EnvFile.parse(config[".env"][0].decode("utf-8", errors="replace")).resolved()
+    except Exception:  # the archive's .env is checked again by config-check once written
+        return {}
+
+
+def refuse_external(root: Path, members: dict, archive_values: dict[str, str]) -> None:
+    """Refuse, before anything changes, to load a member into a datastore that is external now (in this
+    deployment's .env) or in the archive's own .env: restore writes into local services only."""
+    from . import datastores, stack
+    from .envfile import EnvFile, env_path
+
+    path = env_path(root)
+    current = {}
+    if path.exists():
+        try:
+            current = EnvFile.load(path).resolved()
+        except Exception:
+            current = {}
+    for member in members:
+        if member.startswith("postgres/"):
+            service, datastore, switch = "db", "postgres", "POSTGRES_MODE"
+        elif member in _MEMBER_SERVICES:
+            service, datastore, switch = _MEMBER_SERVICES[member]
+        else:
+            continue
+        for values, where in ((current, ".env"), (archive_values, "the archive's .env")):
+            if datastores.mode(values, datastore) != "external":
+                continue
+            found = stack.first_endpoints(values)
+            endpoint = stack.endpoint_text(found.get(datastore))
+            raise OperatorError(
+                f"{member}: {_LABELS[datastore]} is external in {where} ({endpoint}) and restore loads data only into "
+                f"a local {service}. Load it at the provider yourself (handbook: External datastores), or set "
+                f"{switch}=local in .env to bring {service} back here and restore again; nothing was changed")
+
+
 def _up(root: Path, runner: Runner, services: list[str], timeout: float, out) -> None:
     """`compose up --detach --wait` (Compose shows each container's progress on stderr); a service that
     does not become healthy ends with its last log lines."""
     from . import stack
-    from .manifest import SERVICES
 
     command = compose.command(root, "up", "--detach", "--wait", "--wait-timeout", str(int(timeout)), *services)
     result = runner.run(command, check=False, timeout=timeout + 120)
     if result.returncode != 0:
         states = {s.service: s for s in stack.service_states(root, runner)}
-        failing = [n for n in (services or SERVICES) if not (n in states and states[n].ready)] or list(services
-                                                                                                    or SERVICES)
+        expected = services or stack.services_here(_values(root))
+        failing = [n for n in expected if not (n in states and states[n].ready)] or list(expected)
         with contextlib.redirect_stdout(out):
             stack.raise_failure(root, runner, failing, states, f"not healthy after the restore (compose exit "
                                                                 f"{result.returncode})")

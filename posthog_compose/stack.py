@@ -1,6 +1,9 @@
 """The running deployment as Compose reports it: service states from `compose ps` and `docker
 inspect`, waiting for health with live per-service progress (judging a service only after
-Compose acted on it, and web by PostHog's readiness), the readiness and URL checks, recent logs."""
+Compose acted on it, and web by PostHog's readiness), the readiness and URL checks, recent logs.
+Also which services run on this host (`services_here`: every service but the datastores .env makes
+external) and how an external datastore is named to people (host:port, never credentials): waits
+judge only local services, and a failing /_readyz check that reaches an external datastore says so."""
 
 from __future__ import annotations
 
@@ -17,6 +20,86 @@ from . import compose
 from .engine import Runner
 from .errors import OperatorError
 from .manifest import SERVICES
+
+#: How the operator names each datastore (datastores.DATASTORES).
+DATASTORE_LABELS = {"postgres": "PostgreSQL", "redis": "Redis", "clickhouse": "ClickHouse", "kafka": "Kafka"}
+#: PostHog's /_readyz check names (posthog/health.py: http, postgres, postgres_migrations_uptodate, clickhouse,
+#: kafka_connected, celery_broker, cache; later builds add postgres_flags) -> the datastore each one reaches.
+READYZ_DATASTORES = {"postgres": "postgres", "postgres_migrations_uptodate": "postgres", "postgres_flags": "postgres",
+                     "clickhouse": "clickhouse",
+                     "kafka_connected": "kafka", "kafka": "kafka", "celery_broker": "redis", "cache": "redis",
+                     "redis": "redis"}
+
+
+def services_here(values: dict[str, str] | None) -> list[str]:
+    """The compose services that run on this host, in the canonical order: every service but the
+    datastores .env declares external (ZooKeeper goes when both ClickHouse and Kafka are external)."""
+    from . import datastores
+
+    values = values or {}
+    outside = {datastores.SERVICE[name] for name in datastores.external(values)}
+    if "zookeeper" not in datastores.local_services(values):
+        outside.add("zookeeper")
+    return [name for name in SERVICES if name not in outside]
+
+
+def external_services(values: dict[str, str] | None) -> dict[str, object]:
+    """compose service -> the datastores.Endpoint it stands for, for each datastore that is external
+    (None when its endpoint cannot be read); ``zookeeper`` -> None when it does not run here."""
+    from . import datastores
+
+    values = values or {}
+    outside = datastores.external(values)
+    if not outside:
+        return {}
+    by_name = first_endpoints(values)
+    found: dict[str, object] = {datastores.SERVICE[name]: by_name.get(name) for name in outside}
+    if "zookeeper" not in services_here(values):
+        found["zookeeper"] = None
+    return found
+
+
+def endpoints(values: dict[str, str]) -> list:
+    """datastores.endpoints, or none when .env holds a URL it cannot read (config-check's finding)."""
+    from . import datastores
+
+    try:
+        return list(datastores.endpoints(values))
+    except (ValueError, KeyError, AttributeError):
+        return []
+
+
+def first_endpoints(values: dict[str, str]) -> dict:
+    """datastore -> its endpoint (Kafka: the first broker) for each external datastore."""
+    found: dict = {}
+    for endpoint in endpoints(values):
+        found.setdefault(endpoint.datastore, endpoint)
+    return found
+
+
+def endpoint_text(endpoint) -> str:
+    """host:port of an endpoint (never its credentials), or "endpoint unknown"."""
+    if endpoint is None or not getattr(endpoint, "host", ""):
+        return "endpoint unknown"
+    host = endpoint.host if ":" not in endpoint.host else f"[{endpoint.host}]"
+    return f"{host}:{endpoint.port}" if endpoint.port else host
+
+
+def external_note(values: dict[str, str], failing: list[str]) -> str:
+    """For /_readyz checks that fail: which of them reach an external datastore, said plainly."""
+    from . import datastores
+
+    outside = set(datastores.external(values or {}))
+    named = []
+    for check in failing:
+        datastore = READYZ_DATASTORES.get(check)
+        if datastore in outside and datastore not in named:
+            named.append(datastore)
+    if not named:
+        return ""
+    found = first_endpoints(values)
+    parts = [f"{DATASTORE_LABELS[name]} is external ({endpoint_text(found.get(name))})" for name in named]
+    return f"; {', '.join(parts)}: `invoke doctor` checks {'it' if len(parts) == 1 else 'them'} from this host"
 
 
 @dataclass
@@ -86,6 +169,14 @@ def service_states(root: Path, runner: Runner) -> list[ServiceState]:
     except (ValueError, TypeError) as exc:
         raise OperatorError(f"`docker compose ps --format json` gave output this tool cannot read ({exc}); "
                             "check the Compose version with `invoke doctor`")
+
+
+def _values(root: Path) -> dict[str, str]:
+    """The .env values ({} before the first run)."""
+    from .envfile import EnvFile, env_path
+
+    path = env_path(root)
+    return EnvFile.load(path).resolved() if path.exists() else {}
 
 
 def recent_logs(root: Path, runner: Runner, service: str, lines: int = 30) -> str:
@@ -303,7 +394,7 @@ def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = 
     Watch). With ``readiness_values`` (the .env values), web counts as ready when PostHog's
     readiness answers 200, and as failed when its server answers without becoming ready.
     """
-    expected = list(services or SERVICES)
+    expected = list(services or services_here(readiness_values if readiness_values is not None else _values(root)))
     display = Progress(expected, progress)
     began = time.time()
     watch = Watch(inspect_containers(root, runner), began)
@@ -439,7 +530,8 @@ def readiness(values: dict[str, str], timeout: float = 3.0) -> tuple[bool, bool,
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and path == "/_readyz":
                 continue
-            return False, True, f"{path} answered {exc.code}{_failing_checks(exc)}"
+            text, failing = _failing_checks(exc)
+            return False, True, f"{path} answered {exc.code}{text}{external_note(values, failing)}"
         except (urllib.error.URLError, OSError) as exc:
             detail = f"{base} unreachable ({getattr(exc, 'reason', exc)})"
             return False, False, detail
@@ -457,29 +549,30 @@ def _readiness_through_proxy(values: dict[str, str], timeout: float) -> tuple[bo
         return False, False, f"the proxy is unreachable or its certificate does not verify ({exc})"
     if status == 200:
         return True, True, "/_readyz answered 200 through the proxy"
-    return False, True, f"/_readyz answered {status} through the proxy{_failing_body(body.decode(errors='replace'))}"
+    text, failing = _failing_body(body.decode(errors="replace"))
+    return False, True, f"/_readyz answered {status} through the proxy{text}{external_note(values, failing)}"
 
 
-def _failing_checks(error: urllib.error.HTTPError) -> str:
-    """': postgres, cache failing' from /_readyz's JSON body, or its first line."""
+def _failing_checks(error: urllib.error.HTTPError) -> tuple[str, list[str]]:
+    """(': postgres, cache failing', the failing check names) from /_readyz's JSON body, or its first line."""
     try:
         body = error.read(2000).decode(errors="replace")
     except OSError:
-        return ""
+        return "", []
     return _failing_body(body)
 
 
-def _failing_body(body: str) -> str:
+def _failing_body(body: str) -> tuple[str, list[str]]:
     try:
         checks = json.loads(body)
     except ValueError:
         first = body.strip().splitlines()[:1]
-        return f": {first[0][:120]}" if first else ""
+        return (f": {first[0][:120]}" if first else ""), []
     if isinstance(checks, dict):
-        failing = [name for name, ok in checks.items() if ok is False]
+        failing = [str(name) for name, ok in checks.items() if ok is False]
         if failing:
-            return f": {', '.join(failing)} failing"
-    return ""
+            return f": {', '.join(failing)} failing", failing
+    return "", []
 
 
 def _process_error(process: subprocess.Popen) -> str:
@@ -505,9 +598,28 @@ def raise_failure(root: Path, runner: Runner, failing: list[str], states: dict[s
         matched.extend(hints.match(logs))
     for hint in dict.fromkeys(matched):
         print(f"hint: {hint}")
+    outside = _external_hint(root, failing, reason)
+    if outside:
+        print(f"hint: {outside}")
     details = ", ".join(f"{n} ({states[n].label() if n in states else 'not started'})" for n in failing)
     raise OperatorError(f"services failed: {details}{'; ' + reason if reason else ''}. "
                         f"See the log lines above; more with `invoke logs -s {','.join(failing)} --tail 200`")
+
+
+def _external_hint(root: Path, failing: list[str], reason: str) -> str:
+    """When PostHog's services fail and datastores are external: they are reached over the network
+    from the containers, so say which and how to check them (unless the reason already says so)."""
+    if not {"web", "worker", "plugins"} & set(failing) or "is external" in reason:
+        return ""
+    try:
+        found = first_endpoints(_values(root))
+    except Exception:  # .env unreadable: config-check's finding, not this hint's
+        return ""
+    if not found:
+        return ""
+    names = ", ".join(f"{DATASTORE_LABELS[name]} at {endpoint_text(endpoint)}" for name, endpoint in found.items())
+    return (f"external datastores: {names}. If the logs above show connection, TLS or authentication errors, "
+            "`invoke doctor` checks each one from this host")
 
 
 def check_url(values: dict[str, str], timeout: float = 30.0) -> tuple[bool, str]:

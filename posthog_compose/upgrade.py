@@ -15,6 +15,10 @@ seconds) -> the containers run the new image -> URL check. A failure or Ctrl-C a
 restores the old value and recreates the services on it, with Ctrl-C deferred until the
 rollback has finished and a full disk costing only the saved logs; the journal lets the next
 task undo a switch whose task was killed.
+
+External datastores: `--service` refuses a datastore that does not run here; with PostgreSQL
+external no dump can be taken here, so a PostHog upgrade asks for a snapshot at the provider and
+--skip-backup, and says that snapshot is the way back.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ class Plan:
     gates: list[Gate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     free_gib_needed: float = 1.0
+    #: host:port of PostgreSQL when it is external (no dump is taken here), else None
+    external_postgres: str | None = None
 
     def diff(self) -> str:
         import difflib
@@ -191,10 +197,24 @@ def make_plan(root: Path, request: Request) -> Plan:
     current = values.get(variable, "")
     if not current:
         raise OperatorError(f".env: {variable} is not set; run `invoke config-check`")
+    outside = _external(values)
+    if any(service in outside for service in services):
+        endpoint = next(outside[service] for service in services if service in outside)
+        what = (f"{LABELS[endpoint.datastore]} is external ({_where(endpoint)})" if endpoint is not None
+                else f"{', '.join(services)} does not run here (ClickHouse and Kafka are both external)")
+        raise OperatorError(f"--service {request.service}: {what}, so {variable} runs nowhere on this host; upgrade it "
+                            "at your provider and check the new version with `invoke doctor`; nothing was changed")
     target = target_reference(current, request.to, request.service, request.allow_latest)
     before = env.render()
     env.set(variable, target)
     plan = Plan(request.service, variable, services, current, target, before, env.render(), free_gib_needed=free_gib)
+    if "db" in outside:
+        plan.external_postgres = _where(outside["db"])
+        if request.service == "posthog" and not request.skip_backup:
+            raise OperatorError(
+                f"PostgreSQL is external ({plan.external_postgres}), so this kit cannot take the pre-upgrade backup "
+                "that a rollback of PostHog's migrations needs: take a snapshot at your provider, then run the upgrade "
+                "again with --skip-backup; nothing was changed")
     # A digest the kit pinned stands for the tag it was pinned from (images.DIGEST_VERSIONS_FILE).
     known_current, known_target = images.with_known_tag(root, current), images.with_known_tag(root, target)
     if request.service == "posthog":
@@ -220,6 +240,22 @@ def make_plan(root: Path, request: Request) -> Plan:
     return plan
 
 
+LABELS = {"postgres": "PostgreSQL", "redis": "Redis", "clickhouse": "ClickHouse", "kafka": "Kafka"}
+
+
+def _external(values: dict[str, str]) -> dict:
+    """compose service -> endpoint (or None) for what .env makes external (stack.external_services)."""
+    from . import stack
+
+    return stack.external_services(values)
+
+
+def _where(endpoint) -> str:
+    from . import stack
+
+    return stack.endpoint_text(endpoint)
+
+
 def postgres_major(reference: str) -> str | None:
     """'15' for postgres:15.12-alpine; None when the tag does not say (a digest, latest)."""
     tag = images.parse(reference).tag or ""
@@ -234,8 +270,13 @@ def print_plan(plan: Plan, request: Request, dry_run: bool) -> None:
     if plan.gates:
         steps.append(f"check upgrade gate(s) {', '.join(g.id for g in plan.gates)} in the running {plan.gates[0].service}")
     steps.append("run config-check and check free disk")
-    steps.append("skip the PostgreSQL backup (--skip-backup)" if request.skip_backup
-                 else "back up PostgreSQL (`invoke backup --only postgres`: a verified pg_dump archive in backups/)")
+    if plan.external_postgres:
+        steps.append(f"no PostgreSQL dump here: PostgreSQL is external ({plan.external_postgres}); "
+                     + ("the snapshot taken at the provider is the way back" if plan.service == "posthog"
+                        else f"upgrading {plan.variable} does not touch it"))
+    else:
+        steps.append("skip the PostgreSQL backup (--skip-backup)" if request.skip_backup
+                     else "back up PostgreSQL (`invoke backup --only postgres`: a verified pg_dump archive in backups/)")
     steps.append(f"pull {plan.target}" + (" and pin its digest" if request.pin_digest else ""))
     steps.append(f"set {plan.variable} in .env and recreate {', '.join(plan.services)}")
     steps.append(f"wait until healthy (at most {request.timeout:.0f} s) and check the URL; roll back on any failure")
@@ -300,7 +341,10 @@ def _run(root: Path, runner: Runner, request: Request, plan: Plan) -> int:
         checks.require_clean(root)
         check_free_disk(root, runner, plan.free_gib_needed)
         journal.fault_point("upgrade-backup")
-        if request.skip_backup:
+        if plan.external_postgres:
+            print(f"No PostgreSQL backup here: PostgreSQL is external ({plan.external_postgres})"
+                  + ("; the snapshot taken at the provider is the way back." if plan.service == "posthog" else "."))
+        elif request.skip_backup:
             print("Skipping the PostgreSQL backup (--skip-backup): if the new version migrates data and has to be "
                   "rolled back, there is no dump to restore.")
         else:
@@ -407,7 +451,8 @@ def _roll_back(root: Path, runner: Runner, request: Request, plan: Plan, reason:
             if ran:
                 restore = (f"if `invoke up` does not bring it back, the new version may have migrated the database: "
                            f"restore {backup.relative_to(root)} as described in docs/upgrading.md#restoring-a-backup"
-                           if backup else "there is no backup (--skip-backup)")
+                           if backup else f"PostgreSQL is external ({plan.external_postgres}): restore the snapshot "
+                           "taken at the provider" if plan.external_postgres else "there is no backup (--skip-backup)")
             else:
                 restore = "the new version never started, so the database is unchanged"
             raise OperatorError(f"the rollback to {plan.current} did not come back healthy ({detail}). .env is back "

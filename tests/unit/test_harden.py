@@ -45,7 +45,7 @@ def test_a_default_deployment_fails_the_expected_items(deployed, fake_compose):
     assert items["managed-services"]["fix"] == "docs/hardening.md#managed-services"
     assert "not ClickHouse Cloud" in items["managed-services"]["reason"]
     text = run_invoke(deployed, "harden", "--check", env=fake_compose).stdout.strip().splitlines()
-    assert text[-1] == ("harden --check: 5 passed, 1 warned, 6 failed, 2 manual; `invoke harden` applies "
+    assert text[-1] == ("harden --check: 7 passed, 1 warned, 6 failed, 2 manual; `invoke harden` applies "
                         "certificates, clickhouse-tls, postgres-tls, redis-tls.")
     # Exact tags everywhere, but the production setting is POSTHOG_IMAGE by digest: a warning (exit code unchanged).
     assert items["images"]["status"] == "warn" and "0 of 6 by digest" in items["images"]["reason"]
