@@ -56,7 +56,7 @@ JSON = "print machine-readable JSON instead of text"
 @friendly
 def init(c, force=False, rotate=None):
     """Write .env from the manifest with fresh secrets (mode 0600); never overwrites without --force."""
-    from posthog_compose import bootstrap, manifest
+    from posthog_compose.configuration import bootstrap, manifest
 
     result = bootstrap.init(ROOT, manifest.load(ROOT), force=force, rotate=split_list(rotate))
     print(result.summary())
@@ -66,7 +66,8 @@ def init(c, force=False, rotate=None):
 @friendly
 def generate(c, check=False):
     """Regenerate .env.example and the README's variable section from variables.yml."""
-    from posthog_compose import generate as gen, manifest
+    from posthog_compose.documents import generate as gen
+    from posthog_compose.configuration import manifest
     from posthog_compose.errors import OperatorError
 
     loaded = manifest.load(ROOT)
@@ -87,14 +88,14 @@ def generate(c, check=False):
 @friendly
 def config_check(c, strict=False, json=False):
     """Check .env, docker-compose.yml and clickhouse/ for every known mistake before anything starts."""
-    from posthog_compose import checks
+    from posthog_compose.configuration import checks
 
     raise SystemExit(checks.main(ROOT, strict=strict, as_json=json))
 
 
 def _runner(task_name, dry_run=False, verbose=False):
     """The command runner of a task; its failures are told in the words of ``task_name``."""
-    from posthog_compose.engine import Runner, docker_env
+    from posthog_compose.operations.engine import Runner, docker_env
 
     return Runner(ROOT, dry_run=dry_run, verbose=verbose, env=docker_env(), task=task_name)
 
@@ -109,7 +110,7 @@ def _runner(task_name, dry_run=False, verbose=False):
 @friendly
 def up(c, service=None, wait=True, timeout=600, dry_run=False, verbose=False):
     """Start PostHog: create .env on the first run, check the configuration, start and wait until healthy."""
-    from posthog_compose import engine, lifecycle
+    from posthog_compose.operations import engine, lifecycle
 
     runner = _runner("up", dry_run, verbose)
     engine.preflight("up", runner.env, engine=not dry_run)  # one line when Compose or the engine is missing
@@ -120,7 +121,7 @@ def up(c, service=None, wait=True, timeout=600, dry_run=False, verbose=False):
 @friendly
 def status(c, json=False, verbose=False):
     """Show each service's state, health, uptime, ports and image."""
-    from posthog_compose import lifecycle
+    from posthog_compose.operations import lifecycle
 
     lifecycle.status(ROOT, _runner("status", verbose=verbose), as_json=json)
 
@@ -137,7 +138,7 @@ def status(c, json=False, verbose=False):
 @friendly
 def logs(c, service=None, follow=False, tail=None, since=None, errors=False, verbose=False):
     """Show service logs, or only their errors with --errors."""
-    from posthog_compose import lifecycle
+    from posthog_compose.operations import lifecycle
 
     code = lifecycle.logs(ROOT, _runner("logs", verbose=verbose), split_list(service), follow=follow, tail=tail, since=since,
                           errors=errors)
@@ -154,7 +155,7 @@ def logs(c, service=None, follow=False, tail=None, since=None, errors=False, ver
 @friendly
 def down(c, volumes=False, yes=False, dry_run=False, verbose=False):
     """Stop PostHog and keep its data; --volumes deletes the data after confirmation."""
-    from posthog_compose import lifecycle
+    from posthog_compose.operations import lifecycle
 
     lifecycle.down(ROOT, _runner("down", dry_run, verbose), volumes=volumes, yes=yes)
 
@@ -163,7 +164,7 @@ def down(c, volumes=False, yes=False, dry_run=False, verbose=False):
 @friendly
 def doctor(c, json=False):
     """Preflight: Docker engine, Compose v2, RAM, CPUs, disk and WEB_PORT, each with a fix."""
-    from posthog_compose import doctor as preflight
+    from posthog_compose.operations import doctor as preflight
 
     raise SystemExit(preflight.run(ROOT, _runner("doctor"), as_json=json))
 
@@ -188,7 +189,7 @@ def add_env_var(c, name, description="", category="", services="", value=None, g
     """Add a variable everywhere it belongs (manifest, .env, .env.example, README, compose), all or nothing."""
     if _help_instead(name, "add-env-var"):
         return
-    from posthog_compose import envvars
+    from posthog_compose.configuration import envvars
 
     request = envvars.Request(name=name, description=description, category=category, services=split_list(services),
                               value=value, generate=generate, example=example, secret=secret, format=format,
@@ -205,7 +206,7 @@ def remove_env_var(c, name, dry_run=False):
     """Remove a variable added with add-env-var from every file, all or nothing."""
     if _help_instead(name, "remove-env-var"):
         return
-    from posthog_compose import envvars
+    from posthog_compose.configuration import envvars
 
     raise SystemExit(envvars.remove(ROOT, name, dry_run=dry_run))
 
@@ -226,7 +227,7 @@ def remove_env_var(c, name, dry_run=False):
 def upgrade(c, to=None, service="posthog", allow_latest=False, pin_digest=False, skip_backup=False, timeout=600,
             history=False, json=False, dry_run=False, verbose=False):
     """Pin a new version: check, back up PostgreSQL, switch, verify, and roll back by itself on failure."""
-    from posthog_compose import upgrade as upgrades
+    from posthog_compose.operations import upgrade as upgrades
 
     if history:
         upgrades.print_history(ROOT, as_json=json)
@@ -248,7 +249,7 @@ def upgrade(c, to=None, service="posthog", allow_latest=False, pin_digest=False,
 @friendly
 def harden(c, check=False, only=None, rotate_secrets=False, yes=False, json=False, dry_run=False, verbose=False):
     """Production checklist: --check reports it; without it, apply what can be applied, safely on a live deployment."""
-    from posthog_compose import harden as hardening
+    from posthog_compose.operations import harden as hardening
 
     if check:
         raise SystemExit(hardening.check(ROOT, _runner("harden --check", verbose=verbose), as_json=json))
@@ -268,7 +269,7 @@ def harden(c, check=False, only=None, rotate_secrets=False, yes=False, json=Fals
 @friendly
 def proxy(c, enable=False, disable=False, domain=None, private_ca=False, timeout=600, dry_run=False, verbose=False):
     """Public HTTPS at the edge: --enable --domain NAME puts Caddy in front of PostHog, --disable removes it."""
-    from posthog_compose import proxy as edge
+    from posthog_compose.operations import proxy as edge
     from posthog_compose.errors import OperatorError
 
     if enable == disable:
@@ -299,7 +300,7 @@ def backup(c, list=False, verify=None, only="all", no_encrypt=False, passphrase_
     import json as json_module
     import sys
 
-    from posthog_compose import backup as backups
+    from posthog_compose.operations import backup as backups
 
     if list:
         backups.list_archives(ROOT, as_json=json)
@@ -330,7 +331,7 @@ def restore(c, archive, yes=False, passphrase_file=None, timeout=600, json=False
     import json as json_module
     import sys
 
-    from posthog_compose import restore as restoring
+    from posthog_compose.operations import restore as restoring
 
     if _help_instead(archive, "restore"):
         return
@@ -356,7 +357,7 @@ def migrate_datastore(c, datastore, to=None, to_file=None, yes=False, timeout=60
     """Move PostgreSQL's data to an external server: checks, dump, restore, verify, switch; the local volume is kept."""
     if _help_instead(datastore, "migrate-datastore"):
         return
-    from posthog_compose import migrate
+    from posthog_compose.operations import migrate
 
     request = migrate.Request(datastore=datastore, to=to, to_file=to_file, yes=yes, timeout=float(timeout), as_json=json)
     raise SystemExit(migrate.run(ROOT, _runner("migrate-datastore", dry_run, verbose), request))

@@ -8,7 +8,7 @@ import sys
 
 from invoke import Exit
 
-from .errors import OperatorError
+from posthog_compose.errors import OperatorError
 
 
 def friendly(body):
@@ -20,7 +20,7 @@ def friendly(body):
 
     @functools.wraps(body)
     def wrapper(c, *args, **kwargs):
-        from . import ROOT, fileops, masking
+        from posthog_compose import ROOT, fileops, masking
 
         with masking.shield(ROOT):
             try:

@@ -132,7 +132,7 @@ class Transaction:
         return [path for path, _, _ in self._staged]
 
     def commit(self, keep_journal: bool = False) -> None:
-        from .errors import OperatorError
+        from posthog_compose.errors import OperatorError
 
         write = atomic_write  # looked up at call time, so a test can inject a failing writer
         originals = []
@@ -170,7 +170,7 @@ class Transaction:
 
     def finish(self) -> None:
         """The change is final: drop the journal (its index first: without it a journal is void)."""
-        from .errors import OperatorError
+        from posthog_compose.errors import OperatorError
 
         if self._journal is not None:
             journal, self._journal = self._journal, None
@@ -186,7 +186,7 @@ class Transaction:
     def rollback(self) -> None:
         """Put every file the last commit replaced back as it was (also after a successful commit,
         when a later check rejects the result)."""
-        from .errors import OperatorError
+        from posthog_compose.errors import OperatorError
 
         problems = self._restore()
         if problems:

@@ -147,8 +147,8 @@ def secrets_of(root: Path) -> tuple[list[str], list[str]]:
     secret_names: set[str] = set()
     public: list[str] = []
     try:
-        from . import manifest as manifest_module
-        from .credentials import KNOWN_WEAK_VALUES
+        from posthog_compose.configuration import manifest as manifest_module
+        from posthog_compose.configuration.credentials import KNOWN_WEAK_VALUES
 
         manifest = manifest_module.load(root)
         secret_names = {v.name for v in manifest.secrets}
@@ -180,7 +180,7 @@ def secrets_of(root: Path) -> tuple[list[str], list[str]]:
         for part in value.strip("'\"").split(","):
             found.append(part)
     try:
-        from .envfile import EnvFile
+        from posthog_compose.configuration.envfile import EnvFile
 
         env = EnvFile.parse(raw)
         for name, value in env.resolved().items():

@@ -41,7 +41,7 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def manifest():
-    from posthog_compose import manifest as manifest_module
+    from posthog_compose.configuration import manifest as manifest_module
 
     return manifest_module.load(REPO)
 
@@ -61,7 +61,7 @@ def run_invoke(root: Path, *args: str, env: dict | None = None, input: str | Non
 @pytest.fixture
 def deployed(repo: Path) -> Path:
     """A copy with a fresh .env from `invoke init`."""
-    from posthog_compose import bootstrap, manifest as manifest_module
+    from posthog_compose.configuration import bootstrap, manifest as manifest_module
 
     bootstrap.init(repo, manifest_module.load(repo))
     return repo
@@ -69,7 +69,7 @@ def deployed(repo: Path) -> Path:
 
 def set_env(repo: Path, **values) -> None:
     """Set (or, with None, remove) values in the copy's .env."""
-    from posthog_compose.envfile import EnvFile
+    from posthog_compose.configuration.envfile import EnvFile
 
     env = EnvFile.load(repo / ".env")
     for key, value in values.items():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from posthog_compose import docs
+from posthog_compose.documents import docs
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.browser

@@ -176,12 +176,12 @@ class Deployment:
         return self.engine.env
 
     def values(self) -> dict[str, str]:
-        from posthog_compose.envfile import EnvFile
+        from posthog_compose.configuration.envfile import EnvFile
 
         return EnvFile.load(self.root / ".env").values()
 
     def set_env(self, **values: str) -> None:
-        from posthog_compose.envfile import EnvFile
+        from posthog_compose.configuration.envfile import EnvFile
 
         env = EnvFile.load(self.root / ".env")
         for key, value in values.items():
@@ -196,7 +196,7 @@ class Deployment:
         return result
 
     def compose(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        from posthog_compose import compose
+        from posthog_compose.operations import compose
 
         return subprocess.run(compose.command(self.root, *args), cwd=self.root, env=self.env, capture_output=True,
                               text=True, check=check, input=input, timeout=900)
@@ -243,7 +243,7 @@ class Deployment:
 
 
 def make_deployment(target: Path, engine: Engine) -> Deployment:
-    from posthog_compose import bootstrap, manifest
+    from posthog_compose.configuration import bootstrap, manifest
 
     target.mkdir(parents=True, exist_ok=True)
     copy_repository(target)

@@ -1,6 +1,6 @@
 """The operations with external datastores on a real engine: a REAL PostgreSQL 13 and a REAL Redis 6
 (the test images built from Debian) run as "managed" servers outside the deployment, with TLS from a
-CA made by posthog_compose/certs.py, and the deployment's .env makes both external.
+CA made by posthog_compose/configuration/certs.py, and the deployment's .env makes both external.
 
 `invoke doctor` reaches them from the host as PostHog's settings say (PostgreSQL's SSLRequest, then
 TLS verified against datastore-ca/ and the host name, then the login; Redis over TLS with AUTH and
@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from posthog_compose import certs
+from posthog_compose.configuration import certs
 from tests.e2e.harness import free_port
 
 

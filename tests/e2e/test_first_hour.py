@@ -156,7 +156,7 @@ def test_readme_run_it_on_a_stock_debian_12(tmp_path, e2e_engine):
         assert "Traceback" not in output
 
         # 2. Pointed at the test images, under a deployment name of its own: the stack starts.
-        from posthog_compose.envfile import EnvFile
+        from posthog_compose.configuration.envfile import EnvFile
 
         env = EnvFile.load(kit / ".env")
         port = free_port()
@@ -185,7 +185,7 @@ def test_readme_run_it_on_a_stock_debian_12(tmp_path, e2e_engine):
 
 def _down(engine, kit: Path, project: str) -> None:
     """Remove the project's containers, network and volumes with the host's Compose."""
-    from posthog_compose import compose
+    from posthog_compose.operations import compose
 
     subprocess.run([*compose.compose_binary(), "--project-name", project, "--project-directory", str(kit), "down",
                     "--volumes", "--remove-orphans", "--timeout", "5"], cwd=kit, env=engine.env, capture_output=True,

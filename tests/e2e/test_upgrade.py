@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from posthog_compose import compose
+from posthog_compose.operations import compose
 from tests.conftest import REPO
 from tests.e2e.harness import DowntimeProbe, start_registry
 
@@ -98,7 +98,7 @@ def test_upgrade_to_a_new_tag_then_a_broken_one_rolls_back(deployment, registry)
     assert archive.name.endswith("-postgres.backup") and oct(archive.stat().st_mode & 0o777) == "0o600"
     verified = deployment.invoke("backup", "--verify", str(archive))
     assert verified.returncode == 0 and ": OK," in verified.stdout, verified.stdout + verified.stderr
-    from posthog_compose import archive as archives
+    from posthog_compose.operations import archive as archives
 
     with open(archive, "rb") as handle:
         members = archives.iter_members(archives.open_stream(handle, None), archives.ReadResult({}))

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from posthog_compose.errors import OperatorError
-from posthog_compose import compose, envvars, fileops, manifest as manifest_module, yamledit
-from posthog_compose.envfile import EnvFile
+from posthog_compose.operations import compose
+from posthog_compose.configuration import envvars, manifest as manifest_module, yamledit
+from posthog_compose import fileops
+from posthog_compose.configuration.envfile import EnvFile
 from tests.conftest import run_invoke
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "compose-tricky.yml").read_text()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from posthog_compose import archive, backup, restore
-from posthog_compose.engine import Runner
+from posthog_compose.operations import archive, backup, restore
+from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 
 PASSPHRASE = b"a passphrase of some length"
@@ -217,9 +217,9 @@ def engine(deployed, monkeypatch):
     monkeypatch.setattr(backup, "_psql", lambda root, runner, values, sql: "123456 15.5")
     monkeypatch.setattr(backup, "_exec_text", lambda *args: "22.3.13.80")
     monkeypatch.setattr(backup, "_volume_sizes", lambda runner, image, volumes: dict.fromkeys(volumes, 10_000))
-    monkeypatch.setattr("posthog_compose.stack.wait_until_healthy", lambda *a, **k: 0.0)
-    monkeypatch.setattr("posthog_compose.stack.check_url", lambda values, timeout=30.0: (True, "302 to /preflight"))
-    monkeypatch.setattr("posthog_compose.checks.require_clean", lambda root: None)
+    monkeypatch.setattr("posthog_compose.operations.stack.wait_until_healthy", lambda *a, **k: 0.0)
+    monkeypatch.setattr("posthog_compose.operations.stack.check_url", lambda values, timeout=30.0: (True, "302 to /preflight"))
+    monkeypatch.setattr("posthog_compose.configuration.checks.require_clean", lambda root: None)
     monkeypatch.setenv(backup.PASSPHRASE_ENV, PASSPHRASE.decode())
 
     def popen(command, **kwargs):
@@ -509,7 +509,7 @@ def test_a_failure_while_writing_the_configuration_leaves_whole_files(deployed, 
 
 def test_a_service_that_stays_unhealthy_after_the_restore_is_named_with_its_logs(deployed, engine, made, monkeypatch,
                                                                                    capsys):
-    from posthog_compose import stack
+    from posthog_compose.operations import stack
 
     class Unhealthy(FakeRunner):
         def run(self, cmd, **kwargs):

@@ -75,7 +75,7 @@ def _printed_commands() -> list[tuple[str, str]]:
     """Every `invoke ...` command quoted in the package's messages and hints and in tasks.py.
     f-string fields become a sample value (a variable or service name)."""
     commands = []
-    for path in sorted((REPO / "posthog_compose").glob("*.py")) + [REPO / "tasks.py"]:
+    for path in sorted((REPO / "posthog_compose").rglob("*.py")) + [REPO / "tasks.py"]:
         for match in _COMMAND.finditer(path.read_text(encoding="utf-8")):
             command = match.group(1)
             if command.startswith("{"):
@@ -115,7 +115,7 @@ def test_dash_v_on_down_is_verbose_not_volumes():
 
 
 def test_the_task_reference_shows_every_flag_and_real_defaults():
-    from posthog_compose import docs
+    from posthog_compose.documents import docs
 
     page = docs.task_reference(REPO)
     assert "inspect._empty" not in page and "<class" not in page

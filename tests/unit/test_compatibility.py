@@ -1,4 +1,4 @@
-"""The PostHog contract (compatibility.yml, posthog_compose/compatibility.py): version parsing from image
+"""The PostHog contract (compatibility.yml, posthog_compose/configuration/compatibility.py): version parsing from image
 tags, the range rules config-check and upgrade apply, and the defaults honouring them."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from posthog_compose import compatibility
-from posthog_compose.compatibility import Range, parse_version, posthog_version, tag_version
+from posthog_compose.configuration import compatibility
+from posthog_compose.configuration.compatibility import Range, parse_version, posthog_version, tag_version
 from posthog_compose.errors import OperatorError
 
 from ..conftest import REPO
@@ -90,7 +90,7 @@ def test_posthog_version_of_an_image(image, version):
 
 
 def _values(**overrides):
-    from posthog_compose.manifest import load
+    from posthog_compose.configuration.manifest import load
 
     values = {v.name: v.default for v in load(REPO).variables}
     values.update(overrides)
@@ -135,7 +135,7 @@ def test_an_unknown_posthog_version_warns_once_instead_of_guessing():
 
 @given(st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,8}:[1-9][0-9]{0,3}", fullmatch=True), min_size=1, max_size=3))
 def test_kafka_url_must_name_the_kafka_hosts_brokers(hosts):
-    from posthog_compose.manifest import DERIVE_FILTERS
+    from posthog_compose.configuration.manifest import DERIVE_FILTERS
 
     kafka_hosts = ",".join(hosts)
     assert compatibility.kafka_url_problems({"KAFKA_HOSTS": kafka_hosts,
@@ -196,7 +196,7 @@ def test_parse_version_pads_and_truncates():
 
 
 def test_a_digest_the_kit_pinned_is_checked_as_the_version_it_was_pinned_from(deployed):
-    from posthog_compose import images
+    from posthog_compose.operations import images
 
     digest = "postgres@sha256:" + "c" * 64
     values = _values(POSTGRES_IMAGE=digest)

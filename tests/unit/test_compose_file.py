@@ -10,8 +10,8 @@ import subprocess
 import pytest
 import yaml
 
-from posthog_compose import compose
-from posthog_compose.manifest import SERVICES
+from posthog_compose.operations import compose
+from posthog_compose.configuration.manifest import SERVICES
 from tests.conftest import REPO, run_invoke
 
 REFERENCE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")

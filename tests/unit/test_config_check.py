@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from posthog_compose import bootstrap, checks, manifest as manifest_module
-from posthog_compose.envfile import EnvFile
+from posthog_compose.configuration import bootstrap, checks, manifest as manifest_module
+from posthog_compose.configuration.envfile import EnvFile
 from tests.conftest import run_invoke, set_env
 
 
@@ -234,7 +234,7 @@ def test_require_clean_refuses_on_errors(deployment, capsys):
 
 
 def test_a_certificate_that_expires_within_30_days_is_a_warning(deployed, monkeypatch):
-    from posthog_compose import certs, checks
+    from posthog_compose.configuration import certs, checks
 
     certs.ensure(deployed)
     assert not [f for f in checks.collect(deployed) if f.rule.startswith("certificate")]
@@ -249,7 +249,7 @@ def test_a_certificate_that_expires_within_30_days_is_a_warning(deployed, monkey
 
 
 def test_a_port_of_unicode_digits_is_a_format_error_not_a_crash():
-    from posthog_compose import formats
+    from posthog_compose.configuration import formats
 
     assert formats._port("²") == "must be a port number from 1 to 65535"  # "²".isdigit() is True, int() fails
     assert formats._port("٨٠") and formats._port("8080") is None

@@ -7,7 +7,7 @@ import shutil
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from posthog_compose import checks, manifest as manifest_module
+from posthog_compose.configuration import checks, manifest as manifest_module
 from tests.conftest import REPO, copy_repository
 
 NAMES = [v.name for v in manifest_module.load(REPO).variables] + ["UNKNOWN_THING", "export WEB_PORT", "#", ""]

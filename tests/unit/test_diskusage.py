@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, strategies as st
 
-from posthog_compose import bootstrap, checks, diskusage, manifest
+from posthog_compose.configuration import bootstrap, checks, manifest
+from posthog_compose.operations import diskusage
 from tests.conftest import set_env
 
 

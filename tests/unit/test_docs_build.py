@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from posthog_compose import docs
+from posthog_compose.documents import docs
 from tests.conftest import REPO
 
 

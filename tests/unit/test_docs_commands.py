@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from posthog_compose import docs
+from posthog_compose.documents import docs
 from tests.conftest import REPO, copy_repository, run_invoke, set_env
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

@@ -113,7 +113,7 @@ def test_up_without_daemon_says_one_line_in_its_own_words(tmp_path):
 @pytest.mark.parametrize("task", ["status", "logs", "down"])
 def test_other_tasks_without_daemon_speak_in_their_own_words(tmp_path, task):
     root, env = _host(tmp_path, DOCKER_WITHOUT_DAEMON, COMPOSE_WITHOUT_DAEMON)
-    from posthog_compose import bootstrap, manifest
+    from posthog_compose.configuration import bootstrap, manifest
 
     bootstrap.init(root, manifest.load(root))
     result = _invoke(root, env, task)
@@ -162,7 +162,7 @@ def test_real_docker_cli_against_a_socket_nobody_listens_on(tmp_path):
     'failed to resolve reference "docker.io/library/postgres:15.12-alpine": dial tcp: lookup registry-1.docker.io']),
     task=st.sampled_from(["up", "down", "upgrade", ""]))
 def test_a_known_failure_is_explained_in_one_line(before, after, marker, task):
-    from posthog_compose.engine import explain
+    from posthog_compose.operations.engine import explain
 
     message = explain(f"{before}\n{marker}\n{after}", task)
     assert message and "\n" not in message and "\r" not in message
@@ -174,7 +174,7 @@ def test_a_known_failure_is_explained_in_one_line(before, after, marker, task):
 
 
 def test_runner_failure_of_an_unknown_cause_names_the_command_without_the_directory(tmp_path):
-    from posthog_compose.engine import Runner
+    from posthog_compose.operations.engine import Runner
 
     error = Runner(tmp_path, task="up").failure(["/x/bin/docker-compose", "--project-directory", str(tmp_path), "ps",
                                                  "--all"], 3, "boom\nno such service: x\n")
@@ -182,7 +182,7 @@ def test_runner_failure_of_an_unknown_cause_names_the_command_without_the_direct
 
 
 def test_compose_is_found_in_the_kits_environment_first(tmp_path, monkeypatch):
-    from posthog_compose import compose
+    from posthog_compose.operations import compose
 
     monkeypatch.delenv("POSTHOG_COMPOSE_BINARY", raising=False)
     bundled = tmp_path / "venv" / "bin"
@@ -225,7 +225,7 @@ def test_doctor_on_a_running_stack_does_not_offer_up(tmp_path):
 
 
 def test_harden_check_pass_lines_do_not_repeat_themselves():
-    from posthog_compose.harden import Result
+    from posthog_compose.operations.harden import Result
 
     passed = Result("env-file", ".env is mode 0600 and not tracked by git", "apply", "pass",
                     ".env is 0600 and not tracked").text()

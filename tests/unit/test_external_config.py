@@ -14,8 +14,8 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from posthog_compose import bootstrap, certs, checks, datastores, manifest as manifest_module
-from posthog_compose.envfile import EnvFile
+from posthog_compose.configuration import bootstrap, certs, checks, datastores, manifest as manifest_module
+from posthog_compose.configuration.envfile import EnvFile
 from tests.conftest import run_invoke, set_env
 
 PG_URL = ("postgres://posthog:{password}@pg.managed.example:5432/posthog"

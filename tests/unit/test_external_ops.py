@@ -1,7 +1,7 @@
 """The operations with external datastores.
 
 `invoke doctor`'s probes run against real TLS servers started here (Python ssl sockets with
-certificates made by posthog_compose/certs.py): a PostgreSQL stand-in that answers the SSLRequest
+certificates made by posthog_compose/configuration/certs.py): a PostgreSQL stand-in that answers the SSLRequest
 as PostgreSQL does (its protocol: "S" then the TLS handshake, "N" when it offers no TLS), a Redis
 stand-in that speaks RESP and refuses INFO before AUTH as a Redis with requirepass does, a ClickHouse
 stand-in on HTTPS that refuses a wrong password, and a bare TLS port for Kafka. Certificates that
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from posthog_compose import certs, datastores, doctor
+from posthog_compose.configuration import certs, datastores
+from posthog_compose.operations import doctor
 
 PASSWORD = "s3cret-Redis-pass-xyz"
 CH_PASSWORD = "s3cret-ClickHouse-pass-xyz"
@@ -472,8 +473,8 @@ def test_external_checks_read_env_and_list_one_line_per_external_datastore(deplo
 
 
 # ============================================================================= the operations
-from posthog_compose import backup, diskusage, lifecycle, restore, stack, upgrade  # noqa: E402
-from posthog_compose.engine import Runner  # noqa: E402
+from posthog_compose.operations import backup, diskusage, lifecycle, restore, stack, upgrade  # noqa: E402
+from posthog_compose.operations.engine import Runner  # noqa: E402
 from posthog_compose.errors import OperatorError  # noqa: E402
 from tests.conftest import run_invoke, set_env  # noqa: E402
 from tests.unit.test_backup import DUMP, TARS, FakeRunner, _read, engine  # noqa: E402,F401
@@ -583,7 +584,7 @@ def test_disk_lists_only_the_volumes_of_services_that_run_here(deployed):
 def test_up_waits_only_for_the_services_that_run_here(deployed, monkeypatch, capsys):
     _external_postgres(deployed)
     waited = {}
-    monkeypatch.setattr("posthog_compose.checks.require_clean", lambda root: None)
+    monkeypatch.setattr("posthog_compose.configuration.checks.require_clean", lambda root: None)
     monkeypatch.setattr(lifecycle, "recover", lambda root, runner: None)
     monkeypatch.setattr(stack, "start_and_wait", lambda root, runner, command, targets, timeout, readiness_values=None:
                         waited.update(command=command, targets=targets))
@@ -716,8 +717,8 @@ def test_upgrade_of_an_external_datastore_image_is_refused(deployed):
 
 
 # ----------------------------------------------------------------------------- harden
-from posthog_compose import harden  # noqa: E402
-from posthog_compose.envfile import EnvFile  # noqa: E402
+from posthog_compose.operations import harden  # noqa: E402
+from posthog_compose.configuration.envfile import EnvFile  # noqa: E402
 
 
 @pytest.fixture
@@ -796,7 +797,7 @@ def _effective(root, monkeypatch) -> dict:
     """The services as the real Compose binary merges them (docker-compose.yml and the override)."""
     import subprocess
 
-    from posthog_compose import compose
+    from posthog_compose.operations import compose
 
     monkeypatch.delenv("POSTHOG_COMPOSE_BINARY")
     env = dict(os.environ)
@@ -1002,7 +1003,7 @@ def test_a_failing_posthog_service_points_at_the_external_datastores(deployed, m
 def test_a_failure_at_any_step_with_external_postgres_leaves_no_archive(deployed, engine, monkeypatch, step):
     """Without the dump (PostgreSQL external) the other steps still fail cleanly: no archive, no
     partial file, every stopped service started again."""
-    from posthog_compose import archive
+    from posthog_compose.operations import archive
 
     _external_postgres(deployed)
     engine.fail = step

@@ -15,10 +15,10 @@ import textwrap
 
 import pytest
 
-from posthog_compose import journal, lifecycle, rotation, stack, upgrade
-from posthog_compose.engine import Runner
+from posthog_compose.operations import journal, lifecycle, rotation, stack, upgrade
+from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
-from posthog_compose.stack import ContainerDetail, ServiceState
+from posthog_compose.operations.stack import ContainerDetail, ServiceState
 from tests.conftest import REPO
 from tests.unit.test_upgrade import SHA, engine_steps  # noqa: F401 - a fixture
 
@@ -87,7 +87,7 @@ def test_the_lock_is_exclusive_and_released_by_a_killed_holder(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from posthog_compose import journal
+        from posthog_compose.operations import journal
         with journal.deployment_lock({str(tmp_path)!r}):
             print("held", flush=True)
             time.sleep(60)
@@ -179,8 +179,8 @@ UPGRADE_CHILD = """
 import sys
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from posthog_compose import journal, upgrade
-from posthog_compose.engine import Runner
+from posthog_compose.operations import journal, upgrade
+from posthog_compose.operations.engine import Runner
 root = Path({root!r})
 upgrade.check_gates = lambda *a: None
 upgrade.check_free_disk = lambda *a: None
@@ -189,7 +189,7 @@ upgrade.check_running_images = lambda *a: None
 upgrade._require_running_on = lambda *a: None
 upgrade._new_version_ran = lambda *a: True
 upgrade.save_logs = lambda *a: None
-import posthog_compose.checks as checks
+import posthog_compose.configuration.checks as checks
 checks.require_clean = lambda root: None
 def recreate(root, runner, services, timeout):
     journal.fault_point("compose-up-started")
@@ -197,7 +197,7 @@ def recreate(root, runner, services, timeout):
         raise upgrade.OperatorError("services failed: web (exited (1))")
 upgrade._recreate = recreate
 def value(root):
-    from posthog_compose.envfile import EnvFile
+    from posthog_compose.configuration.envfile import EnvFile
     return EnvFile.load(root / ".env").values()["POSTHOG_IMAGE"]
 upgrade.EnvFile_value = value
 sys.exit(upgrade.run(root, Runner(root), upgrade.Request(to={sha!r}, skip_backup=True)))
@@ -235,7 +235,7 @@ ROTATION_CHILD = """
 import sys
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from posthog_compose import rotation
+from posthog_compose.operations import rotation
 root = Path({root!r})
 rotation._ensure_db = lambda root, runner: None
 def alter(root, runner, user, database, password):
@@ -336,7 +336,7 @@ def test_the_disk_checks_name_docker_root_and_backups(tmp_path, monkeypatch):
 
 
 def test_doctor_measures_docker_root_and_backups_and_says_when_it_cannot(tmp_path, monkeypatch):
-    from posthog_compose import doctor
+    from posthog_compose.operations import doctor
 
     monkeypatch.setattr(journal, "disks", lambda root, env=None: [("Docker's data root", "/var/lib/docker", None),
                                                                   ("backups/", str(tmp_path), 50.0)])

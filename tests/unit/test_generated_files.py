@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import yaml
 
-from posthog_compose import generate, manifest as manifest_module
+from posthog_compose.documents import generate
+from posthog_compose.configuration import manifest as manifest_module
 from tests.conftest import REPO, run_invoke
 
 

@@ -12,8 +12,9 @@ import subprocess
 
 import pytest
 
-from posthog_compose import certs, manifest, rotation
-from posthog_compose.envfile import EnvFile
+from posthog_compose.configuration import certs, manifest
+from posthog_compose.operations import rotation
+from posthog_compose.configuration.envfile import EnvFile
 from tests.conftest import run_invoke, set_env
 
 DIGEST = "sha256:" + "cd" * 32
@@ -223,7 +224,7 @@ def test_check_catches_a_foreign_expiring_or_exposed_certificate(tmp_path):
 
 
 def test_a_moving_tag_is_pinned_to_the_digest_of_the_running_image(deployed, monkeypatch):
-    from posthog_compose import harden
+    from posthog_compose.operations import harden
     from tests.unit.test_upgrade import FakeRunner
 
     set_env(deployed, POSTHOG_IMAGE="posthog/posthog:latest", KAFKA_IMAGE="confluentinc/cp-kafka:latest")
@@ -236,7 +237,7 @@ def test_a_moving_tag_is_pinned_to_the_digest_of_the_running_image(deployed, mon
         (lambda cmd: cmd[-1] == "sha256:webimage", (0, json.dumps([f"posthog/posthog@{DIGEST}"]), "")),
         (lambda cmd: cmd[-1] == "sha256:kafkaimage", (0, "[]", "")),  # built locally: no registry digest
     ])
-    monkeypatch.setattr("posthog_compose.checks.collect", lambda root: [])
+    monkeypatch.setattr("posthog_compose.configuration.checks.collect", lambda root: [])
     change, _ = harden.plan(deployed, runner, ["images"], rotate_all=False)
     assert change.env == {"POSTHOG_IMAGE": f"posthog/posthog@{DIGEST}"}
     kafka = [line for line in change.skipped if "KAFKA_IMAGE" in line]
@@ -244,13 +245,13 @@ def test_a_moving_tag_is_pinned_to_the_digest_of_the_running_image(deployed, mon
     # `--only images` also tries the exact tags; a locally built one keeps its tag (this fake has no digests).
     assert all("keeps its exact tag" in line for line in change.skipped if line not in kafka)
     harden._apply(deployed, runner, change)  # records which tag the digest was pinned from (upgrade gates)
-    from posthog_compose import images
+    from posthog_compose.operations import images
 
     assert images.with_known_tag(deployed, f"posthog/posthog@{DIGEST}") == f"posthog/posthog:latest@{DIGEST}"
 
 
 def test_posthog_image_by_digest_passes_and_only_images_pins_an_exact_tag(deployed, fake_compose, monkeypatch):
-    from posthog_compose import harden, images
+    from posthog_compose.operations import harden, images
     from tests.unit.test_upgrade import FakeRunner
 
     set_env(deployed, POSTHOG_IMAGE=f"posthog/posthog@{DIGEST}")
@@ -260,7 +261,7 @@ def test_posthog_image_by_digest_passes_and_only_images_pins_an_exact_tag(deploy
     runner = FakeRunner(deployed, [
         (lambda cmd: cmd[-1] == "posthog/posthog:release-1.43.0", (0, json.dumps([f"posthog/posthog@{DIGEST}"]), "")),
     ])
-    monkeypatch.setattr("posthog_compose.checks.collect", lambda root: [])
+    monkeypatch.setattr("posthog_compose.configuration.checks.collect", lambda root: [])
     plain, _ = harden.plan(deployed, runner, [], rotate_all=False)  # plain `invoke harden` leaves exact tags alone
     assert "POSTHOG_IMAGE" not in plain.env and "images" not in plain.items
     change, _ = harden.plan(deployed, runner, ["images"], rotate_all=False)
@@ -310,7 +311,7 @@ def test_dry_run_prints_the_plan_without_an_engine(deployed, no_engine):
 def test_renewed_certificates_recreate_the_services_that_mount_them(deployed, monkeypatch):
     """A renewed certificate is a new file: running containers keep the old one until recreated, and
     `up` alone recreates only services whose configuration changed."""
-    from posthog_compose import harden, stack
+    from posthog_compose.operations import harden, stack
 
     assert harden.services_mounting(deployed, ["db"]) == []  # no override: nothing mounts certificates
     (deployed / harden.OVERRIDE_FILE).write_text((deployed / harden.TLS_TEMPLATE).read_text())
@@ -326,8 +327,8 @@ def test_renewed_certificates_recreate_the_services_that_mount_them(deployed, mo
 
 
 def test_harden_recreates_the_renewed_certificates_users_when_running(deployed, monkeypatch):
-    from posthog_compose import harden, stack
-    from posthog_compose.engine import Runner
+    from posthog_compose.operations import harden, stack
+    from posthog_compose.operations.engine import Runner
 
     (deployed / harden.OVERRIDE_FILE).write_text((deployed / harden.TLS_TEMPLATE).read_text())  # TLS already on
     change = harden.Change(items=["certificates"], certificates=True, running=True,

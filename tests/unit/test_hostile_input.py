@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from posthog_compose import checks, compose, envvars, fileops, formats, generate, manifest as manifest_module, masking
-from posthog_compose.envfile import EnvFile
+from posthog_compose.configuration import checks, envvars, formats, manifest as manifest_module
+from posthog_compose.operations import compose
+from posthog_compose import fileops, masking
+from posthog_compose.documents import generate
+from posthog_compose.configuration.envfile import EnvFile
 from posthog_compose.errors import OperatorError
 from tests.conftest import REPO, run_invoke, set_env
 
@@ -95,7 +98,8 @@ def test_1_an_interrupted_transaction_is_undone_by_the_next_task(deployed):
 import os, sys
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
-from posthog_compose import envvars, fileops
+from posthog_compose.configuration import envvars
+from posthog_compose import fileops
 real = fileops.atomic_write
 calls = []
 def dying(path, text, mode=None):
@@ -504,7 +508,7 @@ def test_6_markdown_and_html_from_the_manifest_are_escaped_everywhere_it_is_rend
     row = next(line for line in readme.splitlines() if line.startswith("| `POSTGRES_PASSWORD`"))
     assert len(re.findall(r"(?<!\\)\|", row)) == 6
     assert "<script>" not in readme and not re.search(r"(?<!\\)\]\(javascript:", readme)
-    from posthog_compose import docs
+    from posthog_compose.documents import docs
 
     reference = docs.environment_reference(deployed)
     assert "<script>" not in reference and not re.search(r"(?<!\\)\]\(javascript:", reference)
@@ -568,7 +572,7 @@ def test_7_names_the_environment_reserves_are_refused(deployed, name):
     ("localhost:5000/redis", True), ("localhost:5000/redis:7.2.4", False),
 ])
 def test_7_floating_image_tags_are_moving(reference, floating):
-    from posthog_compose import images
+    from posthog_compose.operations import images
 
     assert (formats.floating_tag(reference) is not None) == floating
     assert images.is_moving(reference) == floating

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, assume, event, given, settings, strategies a
 
 import posthog_compose
 from posthog_compose import masking
-from posthog_compose.envfile import EnvFile
+from posthog_compose.configuration.envfile import EnvFile
 from tests.conftest import REPO, copy_repository
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -34,7 +34,7 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scope
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
     """One deployment with a fresh .env, copied for each example (init is the slow part)."""
-    from posthog_compose import bootstrap, manifest
+    from posthog_compose.configuration import bootstrap, manifest
 
     root = tmp_path_factory.mktemp("template") / "deployment"
     root.mkdir()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import stat
 
-from posthog_compose import bootstrap
-from posthog_compose.envfile import EnvFile
+from posthog_compose.configuration import bootstrap
+from posthog_compose.configuration.envfile import EnvFile
 from tests.conftest import run_invoke
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
@@ -112,7 +112,7 @@ def test_rotate_unknown_variable_is_one_line_and_changes_nothing(repo):
 def test_rotating_keeps_what_harden_appended_to_the_urls(repo):
     assert run_invoke(repo, "init").returncode == 0
     before = _values(repo)
-    from posthog_compose.envfile import EnvFile
+    from posthog_compose.configuration.envfile import EnvFile
 
     env = EnvFile.load(repo / ".env")
     env.set("DATABASE_URL", before["DATABASE_URL"] + "?sslmode=verify-full")
@@ -152,7 +152,7 @@ def test_rotating_a_broken_key_list_replaces_the_broken_entries_and_keeps_valid_
 def test_rotated_key_lists_hold_only_valid_distinct_keys_new_first():
     from hypothesis import given, settings, strategies as st
 
-    from posthog_compose import rotation
+    from posthog_compose.operations import rotation
 
     class Variable:
         generate = "encryption-key"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from posthog_compose import hints, stack
+from posthog_compose import hints
+from posthog_compose.operations import stack
 from tests.conftest import run_invoke
 
 PS_LINES = "\n".join(json.dumps(row) for row in [

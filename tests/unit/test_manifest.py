@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from posthog_compose import manifest as manifest_module
+from posthog_compose.configuration import manifest as manifest_module
 from posthog_compose.errors import OperatorError
-from posthog_compose.formats import FORMATS
+from posthog_compose.configuration.formats import FORMATS
 
 # The seed's 32 variables, less ENCRYPTION_KEYS (read by no PostHog release), plus KAFKA_URL (the name
 # PostHog 1.4x's Django reads its Kafka brokers from; derived from KAFKA_HOSTS).

@@ -23,8 +23,8 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from posthog_compose import journal, migrate
-from posthog_compose.engine import Runner
+from posthog_compose.operations import journal, migrate
+from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from tests.conftest import REPO, run_invoke
 
@@ -36,7 +36,7 @@ def ca_text() -> str:
     """A real CA certificate (the kit's own CA code), as a provider would hand it out."""
     import tempfile
 
-    from posthog_compose import certs
+    from posthog_compose.configuration import certs
 
     with tempfile.TemporaryDirectory() as folder:
         certs.cert_dir(Path(folder)).mkdir(mode=0o700)
@@ -186,7 +186,8 @@ class FakeRunner(Runner):
 def install(engine: FakeEngine, patch=setattr, setenv=os.environ.__setitem__) -> None:
     """Replace the engine-facing steps (also in a child process, where ``patch`` is plain setattr; a test
     passes monkeypatch's setattr and setenv, so that nothing outlives it)."""
-    from posthog_compose import checks, compose, engine as engine_module, stack
+    from posthog_compose.configuration import checks
+    from posthog_compose.operations import compose, engine as engine_module, stack
 
     setenv("POSTHOG_COMPOSE_BINARY", FAKE_COMPOSE)
     patch(engine_module, "preflight", lambda *a, **k: None)
@@ -210,7 +211,7 @@ def install(engine: FakeEngine, patch=setattr, setenv=os.environ.__setitem__) ->
 
 
 def _values(root: Path) -> dict[str, str]:
-    from posthog_compose.envfile import EnvFile
+    from posthog_compose.configuration.envfile import EnvFile
 
     return EnvFile.load(Path(root) / ".env").resolved()
 
@@ -585,7 +586,7 @@ import os, sys
 sys.path.insert(0, {repo!r})
 from pathlib import Path
 from tests.unit.test_migrate_datastore import FakeEngine, install, make_runner, URL
-from posthog_compose import migrate
+from posthog_compose.operations import migrate
 root = Path({root!r})
 engine = FakeEngine(root)
 engine.start_failure = {failure!r}
@@ -609,7 +610,8 @@ def test_sigkill_at_each_step_then_the_next_task_finishes_or_undoes_it(deploymen
     if not switched and failure == "":
         assert (deployment / ".env").read_bytes() == original
     # The next task: a fresh engine where web, worker and plugins are stopped (the child stopped them).
-    from posthog_compose import fileops, lifecycle
+    from posthog_compose import fileops
+    from posthog_compose.operations import lifecycle
 
     fileops.recover(deployment)  # what every task does first (cli.friendly)
     engine = FakeEngine(deployment)
@@ -689,7 +691,7 @@ def test_a_broken_env_is_one_line(deployment, breakage):
 
 def test_the_switched_env_passes_config_check(deployment, fake, monkeypatch):
     """What the switch writes is what config-check's external-datastore rules accept (with the real Compose)."""
-    from posthog_compose import checks
+    from posthog_compose.configuration import checks
 
     assert migrate_now(deployment, fake) == 0
     monkeypatch.delenv("POSTHOG_COMPOSE_BINARY")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from posthog_compose.manifest import DERIVE_FILTERS
+from posthog_compose.configuration.manifest import DERIVE_FILTERS
 
 from .test_compose_file import _compose  # noqa: F401  (the compose file as the project loads it)
 
@@ -60,7 +60,7 @@ def test_real_compose_config_gives_django_kafka_url_consistent_with_kafka_hosts(
     import json
     import subprocess
 
-    from posthog_compose import compose
+    from posthog_compose.operations import compose
 
     from ..conftest import run_invoke, set_env
 

@@ -9,8 +9,8 @@ import re
 
 from hypothesis import given, settings, strategies as st
 
-from posthog_compose.manifest import SERVICES
-from posthog_compose.stack import Progress, ServiceState
+from posthog_compose.configuration.manifest import SERVICES
+from posthog_compose.operations.stack import Progress, ServiceState
 
 
 class Terminal(io.StringIO):

@@ -13,8 +13,9 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from posthog_compose import bootstrap, checks, compose, manifest, proxy
-from posthog_compose.envfile import EnvFile
+from posthog_compose.configuration import bootstrap, checks, manifest
+from posthog_compose.operations import compose, proxy
+from posthog_compose.configuration.envfile import EnvFile
 from tests.conftest import run_invoke, set_env
 
 ON = {"DOMAIN": "posthog.example.com", "PROXY_TLS": "acme", "SITE_URL": "https://posthog.example.com",
@@ -272,8 +273,8 @@ def test_a_failure_while_switching_a_running_deployment_puts_everything_back(dep
     fails); the previous .env is written back and the deployment recreated from it."""
     import os
 
-    from posthog_compose import stack
-    from posthog_compose.engine import Runner
+    from posthog_compose.operations import stack
+    from posthog_compose.operations.engine import Runner
     from posthog_compose.errors import OperatorError
 
     monkeypatch.setattr(stack, "service_states", lambda root, runner: [stack.ServiceState("web", "running", "healthy")])

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from posthog_compose import images, upgrade
-from posthog_compose.engine import Runner
+from posthog_compose.operations import images, upgrade
+from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from tests.conftest import run_invoke
 
@@ -92,7 +92,7 @@ def _line(text: str) -> int:
 
 
 def bootstrap_values(root):
-    from posthog_compose.envfile import EnvFile
+    from posthog_compose.configuration.envfile import EnvFile
 
     return EnvFile.load(root / ".env").values()
 
@@ -237,7 +237,7 @@ def engine_steps(monkeypatch):
     """Replace the engine steps; record the order and the image .env holds at each recreate."""
     events = []
     monkeypatch.setattr(upgrade, "check_gates", lambda root, runner, gates: events.append("gates"))
-    monkeypatch.setattr("posthog_compose.checks.require_clean", lambda root: events.append("config-check"))
+    monkeypatch.setattr("posthog_compose.configuration.checks.require_clean", lambda root: events.append("config-check"))
     monkeypatch.setattr(upgrade, "check_free_disk", lambda root, runner, gib: events.append("disk"))
 
     def backup(root, runner):
@@ -350,7 +350,7 @@ def test_a_second_upgrade_waits_for_the_first(deployed):
 
 # ----------------------------------------------------------------------------- the version behind a digest
 def _set_image(root, value):
-    from posthog_compose.envfile import EnvFile
+    from posthog_compose.configuration.envfile import EnvFile
 
     env = EnvFile.load(root / ".env")
     env.set("POSTHOG_IMAGE", value)

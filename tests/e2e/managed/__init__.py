@@ -91,7 +91,7 @@ class ManagedDatastores:
 
     def compose(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 300) -> subprocess.CompletedProcess:
-        from posthog_compose import compose
+        from posthog_compose.operations import compose
 
         command = [*compose.compose_binary(), "--project-name", PROJECT, "--project-directory", str(HERE),
                    "--file", str(HERE / "docker-compose.yml"), *args]
@@ -146,7 +146,7 @@ def _issue_certificates(workdir: Path, postgres_ip: str, redis_ip: str) -> None:
     """The CA and the two server certificates, made by the kit's own certificate code."""
     from cryptography import x509
 
-    from posthog_compose import certs
+    from posthog_compose.configuration import certs
 
     directory = workdir / "certs"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)

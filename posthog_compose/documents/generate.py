@@ -8,10 +8,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from .envfile import format_assignment
-from .fileops import atomic_write
-from .formats import FORMATS, markdown_code, markdown_inline
-from .manifest import Manifest
+from posthog_compose.configuration.envfile import format_assignment
+from posthog_compose.fileops import atomic_write
+from posthog_compose.configuration.formats import FORMATS, markdown_code, markdown_inline
+from posthog_compose.configuration.manifest import Manifest
 
 ENV_EXAMPLE = ".env.example"
 README = "README.md"
@@ -32,7 +32,7 @@ def _environment():
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("posthog_compose", "templates"),
+        loader=jinja2.PackageLoader("posthog_compose.documents", "templates"),
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -66,7 +66,7 @@ def render_readme_section(manifest: Manifest) -> str:
 
 def splice_readme(readme_text: str, section: str, readme_name: str = README) -> str:
     """Replace the text between the README markers with ``section``."""
-    from .errors import OperatorError
+    from posthog_compose.errors import OperatorError
 
     start = readme_text.find(README_BEGIN)
     end = readme_text.find(README_END, start + 1) if start >= 0 else -1

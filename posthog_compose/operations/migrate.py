@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
-from . import compose
-from .engine import Runner
-from .errors import OperatorError
+from posthog_compose.operations import compose
+from posthog_compose.operations.engine import Runner
+from posthog_compose.errors import OperatorError
 
 DATASTORES = ("postgres", "redis", "clickhouse", "kafka")
 ALIASES = {"postgresql": "postgres", "pg": "postgres"}
@@ -123,7 +123,7 @@ class Target:
 
 def secrets_of_url(url: str) -> list[str]:
     """The pieces of ``url`` that must never be printed (password, user:password), raw and decoded."""
-    from .masking import url_passwords
+    from posthog_compose.masking import url_passwords
 
     found = []
     for piece in url_passwords(url):
@@ -215,7 +215,7 @@ def _check_escapes(text: str, what: str) -> None:
 def target_problems(root: Path, target: Target, values: dict[str, str]) -> list[str]:
     """What is wrong with the target before anything runs: a local host, TLS without verification (unless
     ALLOW_PLAINTEXT_DATASTORES is true), a CA bundle outside datastore-ca/ or missing there. One line each."""
-    from .manifest import SERVICES
+    from posthog_compose.configuration.manifest import SERVICES
 
     problems = []
     if target.host in LOCAL_HOSTS or target.host in SERVICES:
@@ -244,7 +244,7 @@ def target_problems(root: Path, target: Target, values: dict[str, str]) -> list[
 def host_path(root: Path, container_path: str) -> Path | None:
     """The file in datastore-ca/ an absolute container path under /etc/posthog/datastore-ca/ refers to (the
     client tools run in `db`, whose working directory is not PostHog's, so a relative path is refused)."""
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     if not container_path.startswith("/"):
         return None
@@ -253,7 +253,7 @@ def host_path(root: Path, container_path: str) -> Path | None:
 
 def ca_file_problem(root: Path, name: str, value: str) -> str | None:
     """What config-check would say about the file behind ``value`` (datastores.ca_problem), as one line."""
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     path = host_path(root, value)
     if path is None:
@@ -300,13 +300,13 @@ def read_url_file(path: str) -> str:
 
 # ----------------------------------------------------------------------------- the deployment's state
 def mode(values: dict[str, str]) -> str:
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     return datastores.mode(values, "postgres")
 
 
 def running_services(root: Path, runner: Runner) -> dict[str, bool]:
-    from . import stack
+    from posthog_compose.operations import stack
 
     return {s.service: s.ready for s in stack.service_states(root, runner)}
 
@@ -434,13 +434,13 @@ class Facts:
 
 def accepted_range(root: Path, values: dict[str, str]):
     """The PostgreSQL range the pinned PostHog version accepts (compatibility.yml), or None when unknown."""
-    from . import compatibility
+    from posthog_compose.configuration import compatibility
 
     try:
         matrix = compatibility.load(root)
     except OperatorError:
         return None, None
-    from .images import with_known_tags
+    from posthog_compose.operations.images import with_known_tags
 
     image = with_known_tags(root, values).get("POSTHOG_IMAGE", "")
     row = matrix.row_for(compatibility.posthog_version(image, matrix.aliases))
@@ -452,7 +452,7 @@ def accepted_range(root: Path, values: dict[str, str]):
 def preflight(root: Path, runner: Runner, values: dict[str, str], target: Target, servers: Servers,
               problems: list[str]) -> Facts:
     """Everything that can be known before a change, appended to ``problems`` (one line each)."""
-    from .journal import disks
+    from posthog_compose.operations.journal import disks
 
     facts = Facts()
     states = running_services(root, runner)
@@ -462,7 +462,7 @@ def preflight(root: Path, runner: Runner, values: dict[str, str], target: Target
             problems.append("the local db is not running, so the target cannot be checked from it; start it with "
                             "`invoke up -s db` and run the dry run again")
             return facts
-        from . import stack
+        from posthog_compose.operations import stack
 
         print("Starting the local db for the checks ...", flush=True)
         stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "db"), ["db"], 300)
@@ -595,7 +595,7 @@ def run(root: Path, runner: Runner, request: Request) -> int:
 
 
 def _run(root: Path, runner: Runner, request: Request) -> tuple[Result, int]:
-    from . import masking
+    from posthog_compose import masking
 
     out = sys.stdout
     result = Result()
@@ -620,12 +620,12 @@ def _run(root: Path, runner: Runner, request: Request) -> tuple[Result, int]:
 
 
 def _locked(root: Path, runner: Runner, request: Request, target: Target, result: Result, out) -> int:
-    from . import journal
-    from .envfile import EnvFile, env_path
+    from posthog_compose.operations import journal
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     with journal.deployment_lock(root, "migrate-datastore"):
         if not runner.dry_run:
-            from .lifecycle import recover
+            from posthog_compose.operations.lifecycle import recover
 
             recover(root, runner)
         values = EnvFile.load(env_path(root)).resolved()
@@ -640,7 +640,7 @@ def _locked(root: Path, runner: Runner, request: Request, target: Target, result
         problems = target_problems(root, target, values)
         if problems:
             return _refused(problems, result, out)
-        from . import engine
+        from posthog_compose.operations import engine
 
         engine.preflight("migrate-datastore", runner.env)
         servers = Servers(root, runner, values, target)
@@ -671,15 +671,15 @@ def _refused(problems: list[str], result: Result, out) -> int:
 
 
 def _stamp() -> str:
-    from .fileops import timestamp
+    from posthog_compose.fileops import timestamp
 
     return timestamp()
 
 
 def _migrate(root: Path, runner: Runner, request: Request, target: Target, servers: Servers, facts: Facts,
              values: dict[str, str], dump: Path, result: Result, out) -> int:
-    from . import journal
-    from .envfile import EnvFile, env_path
+    from posthog_compose.operations import journal
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     # The journal is 0600 next to .env (as a rotation's): "previous" holds the values the switch replaces.
     raw = EnvFile.load(env_path(root)).values()
@@ -708,7 +708,7 @@ def _migrate(root: Path, runner: Runner, request: Request, target: Target, serve
         return _back_before_switch(root, runner, request, values, facts, exc, result, out,
                                    restored=journal.read(root, "migration") or entry)
     # ---- the switch
-    from .fileops import Transaction
+    from posthog_compose.fileops import Transaction
 
     env = EnvFile.load(env_path(root))
     env.set("POSTGRES_MODE", "external")
@@ -730,7 +730,7 @@ def _migrate(root: Path, runner: Runner, request: Request, target: Target, serve
         return _back_before_switch(root, runner, request, values, facts, exc, result, out, restored=entry)
     print(f"Switched .env: POSTGRES_MODE=external, DATABASE_URL -> {target.where}.", file=out, flush=True)
     try:
-        from . import checks
+        from posthog_compose.configuration import checks
 
         checks.require_clean(root)
         journal.fault_point("migrate-checked")
@@ -867,8 +867,8 @@ def verify(servers: Servers, result: Result, out) -> None:
 
 def start_on_target(root: Path, runner: Runner, timeout: float, out) -> str:
     """Start the stack as .env now says (without the local db) and wait for PostHog's readiness."""
-    from . import stack
-    from .envfile import EnvFile, env_path
+    from posthog_compose.operations import stack
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     values = EnvFile.load(env_path(root)).resolved()
     services = active_services(values)
@@ -883,14 +883,14 @@ def start_on_target(root: Path, runner: Runner, timeout: float, out) -> str:
 
 def active_services(values: dict[str, str]) -> list[str]:
     """The services that run with these values: the local datastores and web, worker, plugins."""
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     return datastores.local_services(values)
 
 
 def finish(root: Path, runner: Runner, out) -> None:
     """The switch holds: stop the local db (its volume stays) and close the journal."""
-    from . import journal
+    from posthog_compose.operations import journal
 
     print("Stopping the local db (its volume is kept) ...", file=out, flush=True)
     runner.run(compose.command(root, "stop", "--timeout", "60", "db"), capture=True, timeout=300)
@@ -900,7 +900,7 @@ def finish(root: Path, runner: Runner, out) -> None:
 
 # ----------------------------------------------------------------------------- the ways back
 def _reason(exc: BaseException) -> str:
-    from . import journal
+    from posthog_compose.operations import journal
 
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
@@ -910,7 +910,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _restart(root: Path, runner: Runner, services: list[str], timeout: float, values: dict[str, str]) -> None:
-    from . import stack
+    from posthog_compose.operations import stack
 
     if not services:
         return
@@ -921,7 +921,7 @@ def _restart(root: Path, runner: Runner, services: list[str], timeout: float, va
 def _back_before_switch(root: Path, runner: Runner, request: Request, values: dict[str, str], facts: Facts,
                         exc: BaseException, result: Result, out, restored: dict) -> int:
     """.env was never changed: start what was stopped, and say what the target may hold."""
-    from . import journal
+    from posthog_compose.operations import journal
 
     reason = _reason(exc)
     interrupted = isinstance(exc, KeyboardInterrupt)
@@ -948,8 +948,8 @@ def _back_after_switch(root: Path, runner: Runner, request: Request, entry: dict
                        exc: BaseException, result: Result, out) -> int:
     """The stack did not come up on the target: .env goes back, PostHog restarts on the local db (nothing wrote
     to it since the dump). Ctrl-C waits until this has finished."""
-    from . import journal
-    from .envfile import EnvFile, env_path
+    from posthog_compose.operations import journal
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     reason = _reason(exc)
     with journal.critical("going back to the local db", reraise=False):
@@ -974,7 +974,7 @@ def _back_after_switch(root: Path, runner: Runner, request: Request, entry: dict
 
 def set_values(root: Path, values: dict) -> None:
     """Put .env's values back (None: the line was absent), atomically and 0600."""
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     env = EnvFile.load(env_path(root))
     for name, value in values.items():
@@ -989,8 +989,8 @@ def recover(root: Path, runner: Runner) -> None:
     """Finish or undo a migration a killed task left behind (the caller holds the deployment lock).
     Before the switch (.env still local): start web, worker and plugins again. After it: finish (start on the
     target, stop the local db)."""
-    from . import journal
-    from .envfile import EnvFile, env_path
+    from posthog_compose.operations import journal
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     entry = journal.read(root, "migration")
     if not entry:

@@ -16,10 +16,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import compose
-from .engine import Runner
-from .errors import OperatorError
-from .manifest import SERVICES
+from posthog_compose.operations import compose
+from posthog_compose.operations.engine import Runner
+from posthog_compose.errors import OperatorError
+from posthog_compose.configuration.manifest import SERVICES
 
 #: How the operator names each datastore (datastores.DATASTORES).
 DATASTORE_LABELS = {"postgres": "PostgreSQL", "redis": "Redis", "clickhouse": "ClickHouse", "kafka": "Kafka"}
@@ -34,7 +34,7 @@ READYZ_DATASTORES = {"postgres": "postgres", "postgres_migrations_uptodate": "po
 def services_here(values: dict[str, str] | None) -> list[str]:
     """The compose services that run on this host, in the canonical order: every service but the
     datastores .env declares external (ZooKeeper goes when both ClickHouse and Kafka are external)."""
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     values = values or {}
     outside = {datastores.SERVICE[name] for name in datastores.external(values)}
@@ -46,7 +46,7 @@ def services_here(values: dict[str, str] | None) -> list[str]:
 def external_services(values: dict[str, str] | None) -> dict[str, object]:
     """compose service -> the datastores.Endpoint it stands for, for each datastore that is external
     (None when its endpoint cannot be read); ``zookeeper`` -> None when it does not run here."""
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     values = values or {}
     outside = datastores.external(values)
@@ -61,7 +61,7 @@ def external_services(values: dict[str, str] | None) -> dict[str, object]:
 
 def endpoints(values: dict[str, str]) -> list:
     """datastores.endpoints, or none when .env holds a URL it cannot read (config-check's finding)."""
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     try:
         return list(datastores.endpoints(values))
@@ -87,7 +87,7 @@ def endpoint_text(endpoint) -> str:
 
 def external_note(values: dict[str, str], failing: list[str]) -> str:
     """For /_readyz checks that fail: which of them reach an external datastore, said plainly."""
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     outside = set(datastores.external(values or {}))
     named = []
@@ -173,7 +173,7 @@ def service_states(root: Path, runner: Runner) -> list[ServiceState]:
 
 def _values(root: Path) -> dict[str, str]:
     """The .env values ({} before the first run)."""
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     path = env_path(root)
     return EnvFile.load(path).resolved() if path.exists() else {}
@@ -466,7 +466,7 @@ def start_and_wait(root: Path, runner: Runner, command: list[str], services: lis
     """
     import tempfile
 
-    from . import journal
+    from posthog_compose.operations import journal
 
     if runner.verbose:
         runner.show(command)
@@ -497,7 +497,7 @@ def start_and_wait(root: Path, runner: Runner, command: list[str], services: lis
 
 def _start_failed(runner: Runner, process: subprocess.Popen) -> str:
     """`compose up` failed: one line in the words of the task that ran it."""
-    from .engine import explain
+    from posthog_compose.operations.engine import explain
 
     path = getattr(process, "error_log", None)
     known = explain(Path(path).read_text(errors="replace") if path and Path(path).exists() else "", runner.task)
@@ -516,7 +516,7 @@ def readiness(values: dict[str, str], timeout: float = 3.0) -> tuple[bool, bool,
     Kafka, Redis, the Celery broker; 503 naming the failing ones). Returns (ready, answered, detail).
     A server without /_readyz (404, older releases) is asked /_health instead. The header keeps
     Django's SSL redirect (IS_BEHIND_PROXY=true) from answering 301, as the web healthcheck does."""
-    from . import proxy
+    from posthog_compose.operations import proxy
 
     if proxy.enabled(values):  # WEB_PORT is not published: ask through the proxy
         return _readiness_through_proxy(values, timeout)
@@ -541,7 +541,7 @@ def readiness(values: dict[str, str], timeout: float = 3.0) -> tuple[bool, bool,
 def _readiness_through_proxy(values: dict[str, str], timeout: float) -> tuple[bool, bool, str]:
     import http.client
 
-    from . import proxy
+    from posthog_compose.operations import proxy
 
     try:
         status, _, body = proxy.request(values, "/_readyz", timeout=timeout)
@@ -587,7 +587,7 @@ def _process_error(process: subprocess.Popen) -> str:
 def raise_failure(root: Path, runner: Runner, failing: list[str], states: dict[str, ServiceState],
                   reason: str = "") -> None:
     """Print each failing service's last log lines and matched hints, then raise one line."""
-    from . import hints
+    from posthog_compose import hints
 
     matched = []
     for name in failing:
@@ -624,7 +624,7 @@ def _external_hint(root: Path, failing: list[str], reason: str) -> str:
 
 def check_url(values: dict[str, str], timeout: float = 30.0) -> tuple[bool, str]:
     """A fresh install's promise: `/` answers 302 to /preflight on a fresh install, or /_health 200."""
-    from . import proxy
+    from posthog_compose.operations import proxy
 
     if proxy.enabled(values):  # WEB_PORT is not published: ask through the proxy, over verified HTTPS
         return proxy.check_url(values, timeout=timeout)

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fileops import atomic_write
+from posthog_compose.fileops import atomic_write
 
 CERT_DIR = "certs"
 CA_NAME = "ca"

@@ -35,7 +35,7 @@ GENERATORS = {
 
 def generate(method: str) -> str:
     """A fresh secret, registered with the masking layer before anyone can print it."""
-    from . import masking
+    from posthog_compose import masking
 
     value = GENERATORS[method]()
     masking.register(value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import OperatorError
+from posthog_compose.errors import OperatorError
 
 
 def _newline(text: str) -> str:

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 
-from .errors import OperatorError
+from posthog_compose.errors import OperatorError
 
 #: Tags that registries re-point as new builds appear: a deployment on one of them can change
 #: version on the next pull without anyone deciding it.
@@ -94,7 +94,7 @@ def _looks_like_host(component: str) -> bool:
 
 def is_moving(reference: str) -> bool:
     """True when the reference can change under the deployment: no digest and no tag or a moving tag."""
-    from .formats import floating_tag
+    from posthog_compose.configuration.formats import floating_tag
 
     ref = parse(reference)
     return ref.digest is None and (ref.tag is None or ref.tag.lower() in MOVING_TAGS
@@ -172,7 +172,7 @@ def record_digest_version(root, tagged: str, pinned: str) -> None:
     Nothing is recorded when ``tagged`` has no tag or ``pinned`` no digest."""
     from pathlib import Path
 
-    from .fileops import atomic_write
+    from posthog_compose.fileops import atomic_write
 
     tag, ref = parse(tagged).tag, parse(pinned)
     if not tag or not ref.digest:

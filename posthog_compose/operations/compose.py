@@ -11,8 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine import which
-from .errors import OperatorError
+from posthog_compose.operations.engine import which
+from posthog_compose.errors import OperatorError
 
 COMPOSE_FILE = "docker-compose.yml"
 #: The default deployment name (COMPOSE_PROJECT_NAME in .env); see project_name().
@@ -83,7 +83,7 @@ def command(root: Path, *args: str) -> list[str]:
 
 def version(root: Path) -> str:
     """Compose's version string, e.g. '2.24.5' or '5.6.1'."""
-    from .engine import explain, last_line
+    from posthog_compose.operations.engine import explain, last_line
 
     result = subprocess.run(command(root, "version", "--short"), capture_output=True, text=True, cwd=root)
     if result.returncode != 0:
@@ -163,7 +163,7 @@ def recorded_project_name(root: Path) -> str | None:
 
 def record_project_name(root: Path) -> None:
     """Remember the name `up` starts the deployment under (first start, or after a deliberate rename)."""
-    from .fileops import atomic_write
+    from posthog_compose.fileops import atomic_write
 
     name = project_name(root)
     if recorded_project_name(root) != name:
@@ -220,7 +220,7 @@ class ConfigValidation:
             except ValueError:
                 self.model = None
         if self.returncode == 0 and self.key and self.model is not None:
-            from .fileops import atomic_write
+            from posthog_compose.fileops import atomic_write
 
             try:
                 (self.root / VALIDATED_CACHE).parent.mkdir(exist_ok=True)
@@ -319,7 +319,7 @@ class ComposeDocument:
 
 
 def load_document(root: Path, filename: str = COMPOSE_FILE) -> ComposeDocument:
-    from .manifest import load_yaml
+    from posthog_compose.configuration.manifest import load_yaml
 
     path = Path(root) / filename
     data = load_yaml(path)

@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import compose
-from .engine import Runner
-from .errors import OperatorError
-from .fileops import _fsync_dir, atomic_write, timestamp
+from posthog_compose.operations import compose
+from posthog_compose.operations.engine import Runner
+from posthog_compose.errors import OperatorError
+from posthog_compose.fileops import _fsync_dir, atomic_write, timestamp
 
 BACKUP_DIR = "backups"
 PASSPHRASE_ENV = "POSTHOG_BACKUP_PASSPHRASE"
@@ -87,7 +87,7 @@ class Result:
 # ----------------------------------------------------------------------------- passphrase
 def read_passphrase(passphrase_file: str | None, required: bool) -> bytes | None:
     """The passphrase from --passphrase-file or POSTHOG_BACKUP_PASSPHRASE; never from a command-line value."""
-    from .archive import MIN_PASSPHRASE
+    from posthog_compose.operations.archive import MIN_PASSPHRASE
 
     if passphrase_file:
         path = Path(passphrase_file).expanduser()
@@ -160,7 +160,7 @@ def backup_dir(root: Path) -> Path:
 
 
 def _values(root: Path) -> dict[str, str]:
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     path = env_path(root)
     if not path.exists():
@@ -179,7 +179,8 @@ EXTERNAL_LINES = {
 
 def external_datastores(values: dict[str, str]) -> dict[str, dict]:
     """datastore -> {"endpoint": "host:port", "line": why it is not in the archive} for each external one."""
-    from . import datastores, stack
+    from posthog_compose.configuration import datastores
+    from posthog_compose.operations import stack
 
     found = stack.first_endpoints(values)
     result = {}
@@ -192,7 +193,7 @@ def external_datastores(values: dict[str, str]) -> dict[str, dict]:
 def local_volume_members(values: dict[str, str]) -> dict:
     """The VOLUMES members whose service runs here. ZooKeeper is copied with ClickHouse (it holds its
     replication metadata); with ClickHouse external it serves only Kafka, whose log is not backed up."""
-    from . import stack
+    from posthog_compose.operations import stack
 
     here = set(stack.services_here(values))
     if "clickhouse" not in here:
@@ -226,7 +227,7 @@ def config_files(root: Path) -> list[Path]:
 
 
 def _running(root: Path, runner: Runner) -> dict[str, bool]:
-    from . import stack
+    from posthog_compose.operations import stack
 
     return {s.service: s.state == "running" for s in stack.service_states(root, runner)}
 
@@ -346,7 +347,7 @@ def pg_restore_entries(listing: str) -> int:
 
 def posthog_version(image: str) -> str:
     """'1.43.0' for a release tag; the tag or digest otherwise (commit-SHA builds came after 1.43.x)."""
-    from . import images
+    from posthog_compose.operations import images
 
     try:
         ref = images.parse(image)
@@ -363,7 +364,7 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     """Write one archive into backups/ and return it. ``encrypt``: True needs a passphrase, False
     writes a plain archive (only into a 0700 folder), None encrypts when a passphrase is configured
     (the pre-upgrade backup). A failure at any step leaves no archive under its final name."""
-    from . import archive
+    from posthog_compose.operations import archive
 
     root = Path(root)
     out = out or sys.stdout
@@ -528,7 +529,7 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     atomic_write(sidecar_path(final), json.dumps(sidecar, indent=2) + "\n", 0o600)
     restarted = [VOLUMES[m][0] for m in volumes if running.get(VOLUMES[m][0])]
     if restarted:  # only what this backup stopped; a stopped deployment stays stopped
-        from . import stack
+        from posthog_compose.operations import stack
 
         stack.wait_until_healthy(root, runner, restarted, timeout=600, progress=False)
     result = Result(final, manifest, time.monotonic() - started, hashed.size, pause)
@@ -601,7 +602,7 @@ def list_archives(root: Path, as_json: bool = False) -> None:
     if not entries:
         print(f"No archives in {BACKUP_DIR}/ yet; `invoke backup` writes one.")
         return
-    from .cli import table
+    from posthog_compose.cli import table
 
     print(table([("ARCHIVE", "CREATED", "SIZE", "CONTENT", "ENCRYPTED", "POSTHOG"), *rows]))
     print(f"{len(entries)} archive(s); check one with `invoke backup --verify ARCHIVE`.")
@@ -618,7 +619,7 @@ def resolve(root: Path, value: str) -> Path:
 
 def verify_archive(root: Path, value: str, passphrase_file: str | None = None, as_json: bool = False) -> dict:
     """Read the whole archive: every chunk authenticated, every member's sha256 checked."""
-    from . import archive
+    from posthog_compose.operations import archive
 
     path = resolve(root, value)
     passphrase = _passphrase_for(path, passphrase_file)
@@ -644,7 +645,7 @@ def verify_archive(root: Path, value: str, passphrase_file: str | None = None, a
 
 
 def _passphrase_for(path: Path, passphrase_file: str | None) -> bytes | None:
-    from . import archive
+    from posthog_compose.operations import archive
 
     try:
         encrypted = archive.is_encrypted(path)
@@ -656,7 +657,7 @@ def _passphrase_for(path: Path, passphrase_file: str | None) -> bytes | None:
 
 
 def describe(path: Path, exc: Exception) -> str:
-    from . import archive
+    from posthog_compose.operations import archive
 
     if isinstance(exc, archive.WrongPassphrase):
         return (f"{path.name}: wrong passphrase ({PASSPHRASE_ENV} or --passphrase-file does not open this archive); "

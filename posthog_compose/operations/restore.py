@@ -25,12 +25,12 @@ import threading
 import time
 from pathlib import Path, PurePosixPath
 
-from . import compose
-from .backup import (BACKUP_DIR, CONFIG_DIRS, CONFIG_FILES, MIB, VOLUMES, Meter, _Counting, _passphrase_for,
+from posthog_compose.operations import compose
+from posthog_compose.operations.backup import (BACKUP_DIR, CONFIG_DIRS, CONFIG_FILES, MIB, VOLUMES, Meter, _Counting, _passphrase_for,
                      describe, existing_volumes, resolve, volume_name)
-from .engine import Runner
-from .errors import OperatorError
-from .fileops import atomic_write, timestamp
+from posthog_compose.operations.engine import Runner
+from posthog_compose.errors import OperatorError
+from posthog_compose.fileops import atomic_write, timestamp
 
 MAX_CONFIG_BYTES = 64 * MIB
 
@@ -49,7 +49,8 @@ def _config_target(name: str) -> PurePosixPath | None:
 
 def pinned_version(root: Path) -> tuple[int, int, int] | None:
     """The PostHog release this checkout of the kit pins (variables.yml's default POSTHOG_IMAGE)."""
-    from . import images, manifest
+    from posthog_compose.operations import images
+    from posthog_compose.configuration import manifest
 
     default = manifest.load(root)["POSTHOG_IMAGE"].default or ""
     try:
@@ -61,7 +62,7 @@ def pinned_version(root: Path) -> tuple[int, int, int] | None:
 def archive_version(manifest: dict) -> tuple[int, int, int] | None:
     """The release an archive was made with; None for a commit-SHA tag, a digest or a local tag, which
     cannot be ordered against a release (the kit itself can upgrade to those)."""
-    from . import images
+    from posthog_compose.operations import images
 
     try:
         return images.release_version(images.parse(manifest.get("posthog_image", "")).tag)
@@ -81,7 +82,7 @@ def check_version(root: Path, manifest: dict, name: str) -> None:
 
 def _verify(path: Path, passphrase: bytes | None, out) -> tuple[dict, dict[str, tuple[bytes, int]]]:
     """First pass: the manifest and the configuration files (kept in memory until everything checks)."""
-    from . import archive
+    from posthog_compose.operations import archive
 
     config: dict[str, tuple[bytes, int]] = {}
     total = 0
@@ -113,7 +114,8 @@ def _verify(path: Path, passphrase: bytes | None, out) -> tuple[dict, dict[str, 
 
 def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passphrase_file: str | None = None,
             timeout: float = 600.0, out=None) -> dict:
-    from . import checks, stack
+    from posthog_compose.configuration import checks
+    from posthog_compose.operations import stack
 
     root = Path(root)
     out = out or sys.stdout
@@ -131,7 +133,7 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
     replaced = [vol for member in members if member in VOLUMES for vol in VOLUMES[member][2]]
     if dumps:
         replaced.append("postgres-data")
-    from .stack import services_here
+    from posthog_compose.operations.stack import services_here
 
     if manifest.get("subset") == "all" and "kafka" in services_here(target_values):
         replaced.append("kafka-data")  # events in flight belong to the old ZooKeeper state: start Kafka empty
@@ -198,7 +200,7 @@ _MEMBER_SERVICES = {"volumes/clickhouse.tar": ("clickhouse", "clickhouse", "CLIC
 
 
 def _archive_values(config: dict[str, tuple[bytes, int]]) -> dict[str, str]:
-    from .envfile import EnvFile
+    from posthog_compose.configuration.envfile import EnvFile
 
     try:
         return EnvFile.parse(config[".env"][0].decode("utf-8", errors="replace")).resolved()
@@ -209,8 +211,9 @@ def _archive_values(config: dict[str, tuple[bytes, int]]) -> dict[str, str]:
 def refuse_external(root: Path, members: dict, archive_values: dict[str, str]) -> None:
     """Refuse, before anything changes, to load a member into a datastore that is external now (in this
     deployment's .env) or in the archive's own .env: restore writes into local services only."""
-    from . import datastores, stack
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration import datastores
+    from posthog_compose.operations import stack
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     path = env_path(root)
     current = {}
@@ -240,7 +243,7 @@ def refuse_external(root: Path, members: dict, archive_values: dict[str, str]) -
 def _up(root: Path, runner: Runner, services: list[str], timeout: float, out) -> None:
     """`compose up --detach --wait` (Compose shows each container's progress on stderr); a service that
     does not become healthy ends with its last log lines."""
-    from . import stack
+    from posthog_compose.operations import stack
 
     command = compose.command(root, "up", "--detach", "--wait", "--wait-timeout", str(int(timeout)), *services)
     result = runner.run(command, check=False, timeout=timeout + 120)
@@ -254,7 +257,7 @@ def _up(root: Path, runner: Runner, services: list[str], timeout: float, out) ->
 
 
 def _values(root: Path) -> dict[str, str]:
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     return EnvFile.load(env_path(root)).resolved()
 
@@ -297,7 +300,7 @@ def _write_config(root: Path, config: dict[str, tuple[bytes, int]]) -> Path | No
 
 def _load_data(root: Path, runner: Runner, path: Path, passphrase: bytes | None, values: dict[str, str], out) -> None:
     """Second pass: stream each data member into its consumer; the sha256 is checked again at the end."""
-    from . import archive
+    from posthog_compose.operations import archive
 
     result = archive.ReadResult({})
     with open(path, "rb") as handle:

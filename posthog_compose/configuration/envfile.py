@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import OperatorError
-from .fileops import atomic_write
+from posthog_compose.errors import OperatorError
+from posthog_compose.fileops import atomic_write
 
 ENV_FILE = ".env"
 ENV_MODE = 0o600

@@ -21,10 +21,11 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import certs, compose, images, rotation
-from .engine import Runner
-from .errors import OperatorError
-from .fileops import KEEP_SECRET_COPIES, atomic_write, retain, timestamp
+from posthog_compose.configuration import certs
+from posthog_compose.operations import compose, images, rotation
+from posthog_compose.operations.engine import Runner
+from posthog_compose.errors import OperatorError
+from posthog_compose.fileops import KEEP_SECRET_COPIES, atomic_write, retain, timestamp
 
 OVERRIDE_FILE = "docker-compose.override.yml"
 TLS_TEMPLATE = "docker-compose.tls.yml"
@@ -115,8 +116,8 @@ class State:
 
 # ----------------------------------------------------------------------------- reading the state
 def read_state(root: Path, runner: Runner | None = None, without_engine: bool = False) -> State:
-    from . import checks
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration import checks
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     values = EnvFile.load(env_path(root)).resolved()
     override_path = root / OVERRIDE_FILE
@@ -129,7 +130,7 @@ def read_state(root: Path, runner: Runner | None = None, without_engine: bool = 
                   (root / TLS_TEMPLATE).read_text(encoding="utf-8") if (root / TLS_TEMPLATE).exists() else "",
                   published)
     if runner is not None:
-        from . import stack
+        from posthog_compose.operations import stack
 
         try:
             state.containers = {s.service: s.state for s in stack.service_states(root, runner)}
@@ -150,7 +151,7 @@ def _container_image(runner: Runner, service: str) -> str | None:
 def evaluate(state: State) -> list[Result]:
     """Every checklist item, in order, with pass / warn / fail / manual and the reason. The TLS item
     of an external datastore is checked against the provider's settings and is the operator's to fix."""
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     outside = set(datastores.external(state.values))
     results = []
@@ -179,14 +180,14 @@ def _external_redis_password(state: State):
 
 
 def _endpoint(state: State, datastore: str):
-    from . import stack
+    from posthog_compose.operations import stack
 
     return stack.first_endpoints(state.values).get(datastore)
 
 
 def _external_tls(state: State, datastore: str):
     """TLS on and verified towards an external datastore, through the settings PostHog reads."""
-    from . import stack
+    from posthog_compose.operations import stack
 
     label = stack.DATASTORE_LABELS[datastore]
     endpoint = _endpoint(state, datastore)
@@ -246,9 +247,9 @@ def _override_kit_ca(state: State, datastore: str) -> str:
 
 def _ca_bundles(state: State) -> list[tuple[str, Path | None, str]]:
     """(datastore, host path of its CA bundle or None, container path) for each external datastore with TLS."""
-    from . import stack
+    from posthog_compose.operations import stack
 
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     found = []
     for endpoint in stack.endpoints(state.values):
@@ -264,7 +265,7 @@ def _ca_bundles(state: State) -> list[tuple[str, Path | None, str]]:
 def _datastore_ca(state: State):
     from cryptography import x509
 
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     if not datastores.external(state.values):
         return "pass", "no external datastore", ""
@@ -311,7 +312,7 @@ def _is_ca(certificate) -> bool:
 
 
 def _plaintext_datastores(state: State):
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     allowed = state.values.get("ALLOW_PLAINTEXT_DATASTORES", "").strip().lower() == "true"
     if not allowed:
@@ -327,7 +328,7 @@ def render_override(template: str, values: dict[str, str]) -> str:
     """The override harden writes: the TLS template as it is when every datastore runs here; else the
     template without the internal-TLS parts of the external ones (their service's entry, CLICKHOUSE_CA
     for an external ClickHouse, the plugin server's NODE_EXTRA_CA_CERTS for an external Redis)."""
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     outside = set(datastores.external(values))
     if not outside & {"postgres", "redis", "clickhouse"} or not template:
@@ -480,7 +481,7 @@ def _https(state: State):
 
 
 def _public_https(state: State):
-    from . import proxy  # the edge proxy's own verdict (invoke proxy)
+    from posthog_compose.operations import proxy  # the edge proxy's own verdict (invoke proxy)
 
     return proxy.harden_item(state.values, state.findings)
 
@@ -490,7 +491,7 @@ def _kafka_tls(state: State):
 
 
 def _managed(state: State):
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     outside = datastores.external(state.values)
     if outside:
@@ -513,7 +514,7 @@ CHECKS = {
 # ----------------------------------------------------------------------------- --check
 def check(root: Path, runner: Runner, as_json: bool = False) -> int:
     """Report every item; exit 1 when an item that can be checked fails."""
-    from . import journal
+    from posthog_compose.operations import journal
 
     results = evaluate(read_state(Path(root)))
     for kind in journal.pending(Path(root)):
@@ -564,7 +565,7 @@ class Change:
 
 
 def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple[Change, list[Result]]:
-    from . import manifest as manifest_module
+    from posthog_compose.configuration import manifest as manifest_module
 
     unknown = [item for item in only if item not in ITEMS]
     if unknown:
@@ -593,7 +594,7 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
     if "redis-password" in selected and results["redis-password"].status == "fail" and \
             results["redis-password"].kind == "apply" and "REDIS_PASSWORD" not in to_rotate:
         to_rotate.append("REDIS_PASSWORD")
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     for name in [n for n in to_rotate if n in EXTERNAL_SECRETS and datastores.is_external(values, EXTERNAL_SECRETS[n])]:
         # The provider owns that password: rotating it here would only break PostHog's connection.
@@ -685,7 +686,7 @@ def plan(root: Path, runner: Runner, only: list[str], rotate_all: bool) -> tuple
 
 
 def _without_external(state: State) -> str:
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     outside = [name for name in datastores.external(state.values) if name in ("postgres", "redis", "clickhouse")]
     return f" without the parts for the external {', '.join(outside)}" if outside else ""
@@ -706,14 +707,14 @@ def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate
     Everything, from reading the state to the verification, runs under the deployment lock and
     after an interrupted operation in the journal was finished or undone: a plan is never made
     from a .env that a killed rotation left behind."""
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     EnvFile.load(env_path(root)).refuse_duplicates()  # before any backup or plan
     root = Path(root)
     if runner.dry_run:
         return _apply_planned(root, runner, only, yes, rotate_all)
-    from . import journal
-    from .lifecycle import recover
+    from posthog_compose.operations import journal
+    from posthog_compose.operations.lifecycle import recover
 
     with journal.deployment_lock(root, "harden"):
         recover(root, runner)
@@ -772,8 +773,8 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
             raise OperatorError("interrupted after the new configuration was written: run `invoke up` to recreate "
                                 "the services on it", code=130)
     if running:
-        from . import stack
-        from .envfile import EnvFile, env_path
+        from posthog_compose.operations import stack
+        from posthog_compose.configuration.envfile import EnvFile, env_path
 
         ok, detail = stack.check_url(EnvFile.load(env_path(root)).resolved())
         if not ok:
@@ -791,7 +792,7 @@ def services_mounting(root: Path, names: list[str]) -> list[str]:
     """The services whose containers mount one of the certificates ``names`` (ca, db, ...) through the
     override file. A renewed certificate is a new file (written by rename), which a running container
     does not see, and Compose does not recreate a service whose configuration did not change."""
-    from .manifest import load_yaml
+    from posthog_compose.configuration.manifest import load_yaml
 
     path = root / OVERRIDE_FILE
     if not names or not path.exists():
@@ -811,8 +812,8 @@ def services_mounting(root: Path, names: list[str]) -> list[str]:
 
 
 def _recreate_all(root: Path, runner: Runner, force: list[str] | None = None) -> None:
-    from . import stack
-    from .envfile import EnvFile, env_path
+    from posthog_compose.operations import stack
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     here = stack.services_here(EnvFile.load(env_path(root)).resolved())
     force = [service for service in force or [] if service in here]  # never start an external datastore's service
@@ -828,13 +829,13 @@ def _recreate_all(root: Path, runner: Runner, force: list[str] | None = None) ->
 
 
 def _all_services() -> tuple[str, ...]:
-    from .manifest import SERVICES
+    from posthog_compose.configuration.manifest import SERVICES
 
     return SERVICES
 
 
 def _services_running(root: Path, runner: Runner) -> list[str]:
-    from . import stack
+    from posthog_compose.operations import stack
 
     return [s.service for s in stack.service_states(root, runner) if s.state == "running"]
 
@@ -868,13 +869,13 @@ def _apply(root: Path, runner: Runner, change: Change) -> None:
         change.certs_written = list(written)
         print(f"Certificates written: {', '.join(written) or 'none needed'}.")
     if change.override:
-        from .envfile import EnvFile, env_path
+        from posthog_compose.configuration.envfile import EnvFile, env_path
 
         values = EnvFile.load(env_path(root)).resolved()
         values.update(change.env)
         text = render_override((root / TLS_TEMPLATE).read_text(encoding="utf-8"), values)
         atomic_write(root / OVERRIDE_FILE, text, 0o644)
-        from . import proxy  # with the edge proxy on, COMPOSE_FILE must list the override too
+        from posthog_compose.operations import proxy  # with the edge proxy on, COMPOSE_FILE must list the override too
 
         proxy.include_override(root)
     for pinned, reference in change.pinned.items():  # the version each digest stands for (upgrade gates)
@@ -886,7 +887,7 @@ def _apply(root: Path, runner: Runner, change: Change) -> None:
 
 
 def _ensure_db_running(root: Path, runner: Runner) -> None:
-    from . import stack
+    from posthog_compose.operations import stack
 
     if "db" not in _services_running(root, runner):
         print("Starting db to change its password ...")

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import compose
+from posthog_compose.operations import compose
 
 # PostHog's hobby deployment asks for about 4 vCPUs, 16 GB RAM and 30 GB of disk; below the
 # minimums the stack is known to fall over (ClickHouse and Kafka are memory-hungry).
@@ -31,7 +31,7 @@ class Check:
 
 
 def _engine(env) -> Check:
-    from .engine import NO_PERMISSION, engine_fix, engine_reason, last_line
+    from posthog_compose.operations.engine import NO_PERMISSION, engine_fix, engine_reason, last_line
 
     try:
         result = subprocess.run(["docker", "version", "--format", "{{json .}}"], capture_output=True, text=True,
@@ -58,8 +58,8 @@ def _engine(env) -> Check:
 
 
 def _compose(root: Path, env) -> Check:
-    from .engine import HOW_TO_GET_COMPOSE, last_line
-    from .errors import OperatorError
+    from posthog_compose.operations.engine import HOW_TO_GET_COMPOSE, last_line
+    from posthog_compose.errors import OperatorError
 
     try:
         binary = compose.compose_binary()
@@ -110,7 +110,7 @@ def _cpus() -> Check:
 
 def _disk(root: Path, env: dict | None = None) -> Check:
     """Free space where it matters: Docker's data root (volumes, images) and backups/ (dumps)."""
-    from .journal import disks
+    from posthog_compose.operations.journal import disks
 
     worst, notes, fix = "ok", [], ""
     for label, path, free_gb in disks(root, env):
@@ -134,14 +134,14 @@ def _disk(root: Path, env: dict | None = None) -> Check:
 
 def _web_port(root: Path, runner) -> tuple[Check, bool]:
     """The WEB_PORT check, and whether this deployment's web service is the one running there."""
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     path = env_path(root)
     port = EnvFile.load(path).resolved().get("WEB_PORT", "8080") if path.exists() else "8080"
     if not port.isdigit():
         return Check("web port", "error", f"WEB_PORT {port!r} is not a number", "run `invoke config-check`"), False
     try:
-        from . import stack
+        from posthog_compose.operations import stack
 
         ours = any(s.service == "web" and s.state == "running" for s in stack.service_states(root, runner))
     except Exception:
@@ -165,7 +165,7 @@ def _one_line(text: str) -> str:
 
 def run(root: Path, runner, as_json: bool = False) -> int:
     env = runner.env
-    from . import diskusage
+    from posthog_compose.operations import diskusage
 
     port, running = _web_port(root, runner)
     checks = [_engine(env), _compose(root, env), _ram(), _cpus(), _disk(root), port]
@@ -218,10 +218,10 @@ class _ProbeFailed(Exception):
 
 def external_checks(root: Path, values: dict[str, str] | None = None, timeout: float = PROBE_TIMEOUT) -> list[Check]:
     """One line per external datastore (none when .env makes none external)."""
-    from . import stack
+    from posthog_compose.operations import stack
 
     if values is None:
-        from .envfile import EnvFile, env_path
+        from posthog_compose.configuration.envfile import EnvFile, env_path
 
         path = env_path(root)
         if not path.exists():
@@ -235,7 +235,7 @@ def external_checks(root: Path, values: dict[str, str] | None = None, timeout: f
 
 def probe(root: Path, values: dict[str, str], endpoint, timeout: float = PROBE_TIMEOUT) -> Check:
     """DNS, TCP, TLS (verified), and the version where it can be read, for one external endpoint."""
-    from . import stack
+    from posthog_compose.operations import stack
 
     label = stack.DATASTORE_LABELS.get(endpoint.datastore, endpoint.datastore)
     name = f"{endpoint.datastore} (ext)"
@@ -451,7 +451,7 @@ def _postgres_version(tls, values: dict[str, str], timeout: float) -> str | None
     server_version PostgreSQL reports at startup; nothing is queried."""
     from urllib.parse import unquote
 
-    from .formats import urlsplit
+    from posthog_compose.configuration.formats import urlsplit
 
     url = urlsplit(values.get("DATABASE_URL", ""))
     user, password = unquote(url.username or ""), unquote(url.password or "")
@@ -628,10 +628,10 @@ def _clickhouse_version(host: str, port: int, context, values: dict[str, str], t
 
 def _against_matrix(root: Path, values: dict[str, str], datastore: str, version: str) -> tuple[str, bool | None]:
     """("inside >=5.0.0,<=6.3.0 (release-1.43.0)", True), or why it cannot be judged (None)."""
-    from . import compatibility
-    from .errors import OperatorError
+    from posthog_compose.configuration import compatibility
+    from posthog_compose.errors import OperatorError
 
-    from .images import with_known_tag
+    from posthog_compose.operations.images import with_known_tag
 
     service = MATRIX_NAMES.get(datastore)
     try:

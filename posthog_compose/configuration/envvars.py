@@ -10,10 +10,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import compose, manifest as manifest_module
-from .envfile import EnvFile, env_path
-from .errors import OperatorError
-from .fileops import Transaction
+from posthog_compose.operations import compose
+from posthog_compose.configuration import manifest as manifest_module
+from posthog_compose.configuration.envfile import EnvFile, env_path
+from posthog_compose.errors import OperatorError
+from posthog_compose.fileops import Transaction
 
 # Formats whose values are secrets, and how --generate makes them.
 SECRET_FORMATS = {"password": "password", "xml-safe-password": "password", "secret-key": "secret-key",
@@ -62,7 +63,7 @@ def add(root: Path, request: Request, dry_run: bool = False) -> int:
 
 
 def _validate(root: Path, manifest, request: Request) -> None:
-    from .formats import FORMATS, problem, reserved_name, text_problem
+    from posthog_compose.configuration.formats import FORMATS, problem, reserved_name, text_problem
 
     name = request.name
     if not manifest_module.NAME_RE.match(name):
@@ -171,7 +172,8 @@ def _yaml_string(value: str) -> str:
 
 
 def _compute_add(root: Path, manifest, request: Request) -> Change:
-    from . import credentials, generate, yamledit
+    from posthog_compose.configuration import credentials, yamledit
+    from posthog_compose.documents import generate
 
     change = Change()
     if request.secret:
@@ -221,7 +223,8 @@ def _parse_manifest(text: str, path: Path):
 
 # ----------------------------------------------------------------------------- remove
 def remove(root: Path, name: str, dry_run: bool = False) -> int:
-    from . import generate, yamledit
+    from posthog_compose.documents import generate
+    from posthog_compose.configuration import yamledit
 
     root = Path(root)
     manifest = manifest_module.load(root)
@@ -268,7 +271,7 @@ def _without_entry(text: str, name: str) -> str:
 def _diff(path: Path, old: str, new: str, secrets: list[str]) -> list[str]:
     """A unified diff for people. In .env every secret's value shows as *** and no context line is
     shown (a neighbouring line may be a secret the change does not touch)."""
-    from . import masking
+    from posthog_compose import masking
 
     is_env = path.name == ".env"
 
@@ -284,7 +287,7 @@ def _diff(path: Path, old: str, new: str, secrets: list[str]) -> list[str]:
 
 
 def _mask_env_line(line: str) -> str:
-    from . import masking
+    from posthog_compose import masking
 
     match = re.match(r"^(\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=)(.*?)(\r?\n?)$", line)
     if match and masking.is_secret_name(match.group(2), _SECRET_NAMES) and match.group(3):
@@ -296,14 +299,14 @@ _SECRET_NAMES: set[str] = set()
 
 
 def _apply(root: Path, change: Change, what: str, dry_run: bool) -> int:
-    from . import checks
+    from posthog_compose.configuration import checks
 
     try:
         _SECRET_NAMES.update(v.name for v in manifest_module.load(root).secrets)
     except OperatorError:
         pass
     for value in change.secret_values:
-        from . import masking
+        from posthog_compose import masking
 
         masking.register(value)
 

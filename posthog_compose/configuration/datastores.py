@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, unquote
 
-from .formats import urlsplit
+from posthog_compose.configuration.formats import urlsplit
 
 DATASTORES = ("postgres", "redis", "clickhouse", "kafka")
 #: The Compose service of each datastore when it runs here.

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import OperatorError
-from .formats import is_ascii_number
+from posthog_compose.errors import OperatorError
+from posthog_compose.configuration.formats import is_ascii_number
 
 BASE_FILE = "docker-compose.yml"
 OVERRIDE_FILE = "docker-compose.override.yml"
@@ -272,7 +272,7 @@ def certificate_problem(root: Path, domain: str) -> str:
     expiring, key mismatch), or ''."""
     from cryptography import x509
 
-    from . import certs
+    from posthog_compose.configuration import certs
 
     status = certs.inspect(Path(root), CERT_NAME)
     if status.problem and "does not name the host" not in status.problem:
@@ -288,7 +288,7 @@ def certificate_problem(root: Path, domain: str) -> str:
 
 def ensure_certificate(root: Path, domain: str) -> bool:
     """certs/proxy.crt for ``domain`` from the deployment's CA (created when missing); True when written."""
-    from . import certs
+    from posthog_compose.configuration import certs
 
     root = Path(root)
     if (certs.paths(root, CERT_NAME)[0]).exists() and not certificate_problem(root, domain):
@@ -312,7 +312,7 @@ def _make_certificate(root: Path, domain: str, ca_certificate, ca_key) -> None:
 
     from cryptography import x509
 
-    from . import certs
+    from posthog_compose.configuration import certs
 
     try:
         names = [x509.IPAddress(ipaddress.ip_address(domain))]
@@ -389,7 +389,7 @@ def _read_state(root: Path) -> dict[str, str]:
 
 
 def _write_env(root: Path, changes: dict[str, str]) -> None:
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     env = EnvFile.load(env_path(root))
     for name, value in changes.items():
@@ -404,9 +404,10 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
            timeout: float = 600.0) -> int:
     """`invoke proxy --enable` and `invoke proxy --disable`: plan, write .env (and the certificate), check the whole
     configuration (rolling .env back when it fails), then recreate what changed when it runs."""
-    from . import checks, compose, stack
-    from .envfile import EnvFile, env_path
-    from .fileops import atomic_write
+    from posthog_compose.configuration import checks
+    from posthog_compose.operations import compose, stack
+    from posthog_compose.configuration.envfile import EnvFile, env_path
+    from posthog_compose.fileops import atomic_write
 
     root = Path(root)
     if not env_path(root).exists():
@@ -452,7 +453,7 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
         print(f"Edge proxy {'on' if enable else 'off'} in .env. Start the deployment with `invoke up`.")
         return 0
     print("Recreating what changed ...")
-    from .manifest import SERVICES
+    from posthog_compose.configuration.manifest import SERVICES
 
     services = list(SERVICES) + ([SERVICE] if enable else [])
     up = compose.command(root, "up", "--detach", "--remove-orphans")
@@ -492,7 +493,7 @@ def request(values: dict[str, str], path: str, root: Path | None = None, timeout
     import socket
     import ssl
 
-    from . import ROOT
+    from posthog_compose import ROOT
 
     root = Path(root or ROOT)
     domain = values.get("DOMAIN", "")
@@ -554,7 +555,7 @@ def status_line(values: dict[str, str]) -> str:
 
 def show(root: Path) -> None:
     """`invoke proxy` without --enable/--disable: whether the proxy is on, and with what."""
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     root = Path(root)
     if not env_path(root).exists():
@@ -598,7 +599,7 @@ def include_override(root: Path) -> bool:
     """After `invoke harden` wrote docker-compose.override.yml: when COMPOSE_FILE (the proxy's) is
     set, list the override right after the base file, or Compose would ignore it. True when .env
     changed."""
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     root = Path(root)
     path = env_path(root)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import OperatorError
+from posthog_compose.errors import OperatorError
 
 MANIFEST_FILE = "variables.yml"
 SERVICES = ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")
@@ -129,7 +129,7 @@ def load_yaml(path: Path):
     if json.loads(encoded)["data"] != data:
         return data  # e.g. integer keys that JSON would turn into strings
     try:
-        from .fileops import atomic_write
+        from posthog_compose.fileops import atomic_write
 
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, encoded)
@@ -158,7 +158,7 @@ def load(root: Path) -> Manifest:
 
 
 def parse(data, path: Path) -> Manifest:
-    from .formats import FORMATS, problem
+    from posthog_compose.configuration.formats import FORMATS, problem
 
     where = Path(path).name
 

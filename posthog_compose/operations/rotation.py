@@ -24,10 +24,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import compose, credentials
-from .engine import Runner
-from .errors import OperatorError
-from .manifest import Manifest
+from posthog_compose.operations import compose
+from posthog_compose.configuration import credentials
+from posthog_compose.operations.engine import Runner
+from posthog_compose.errors import OperatorError
+from posthog_compose.configuration.manifest import Manifest
 
 POSTGRES_VOLUME = "postgres-data"
 SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
@@ -215,7 +216,7 @@ def commit(root: Path, runner: Runner | None, env_changes: dict[str, str], postg
     journal next to .env) is written first, then PostgreSQL's password is changed (ALTER ROLE),
     then .env; the journal goes only when .env holds the new values. A task killed in between
     leaves the journal, and the next task replays it (``recover``): ALTER ROLE again, .env again."""
-    from . import journal
+    from posthog_compose.operations import journal
 
     journal.write(root, "rotation", {"env": env_changes, "remove": list(env_remove or []),
                                      "postgres": bool(postgres_password)})
@@ -225,8 +226,8 @@ def commit(root: Path, runner: Runner | None, env_changes: dict[str, str], postg
 
 def _replay(root: Path, runner: Runner | None, env_changes: dict[str, str], postgres_password: str | None,
             env_remove: list[str]) -> None:
-    from . import journal
-    from .envfile import EnvFile, env_path
+    from posthog_compose.operations import journal
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     with journal.critical("a secret rotation is changing PostgreSQL and .env"):
         if postgres_password:
@@ -251,7 +252,7 @@ def _replay(root: Path, runner: Runner | None, env_changes: dict[str, str], post
 def recover(root: Path, runner: Runner) -> None:
     """Finish a rotation a killed task left in the journal (the caller holds the deployment lock).
     Rolling forward is always possible: ALTER ROLE to the journal's password is idempotent."""
-    from . import journal
+    from posthog_compose.operations import journal
 
     entry = journal.read(root, "rotation")
     if not entry:
@@ -269,7 +270,7 @@ def recover(root: Path, runner: Runner) -> None:
 
 
 def _ensure_db(root: Path, runner: Runner) -> None:
-    from . import stack
+    from posthog_compose.operations import stack
 
     states = {s.service: s for s in stack.service_states(root, runner)}
     if "db" in states and states["db"].ready:

@@ -28,7 +28,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OperatorError
+from posthog_compose.errors import OperatorError
 
 LOCK_FILE = ".deploy/upgrade.lock"  # the name predates the other operations that now take it
 JOURNAL_DIR = ".deploy/journal"
@@ -78,7 +78,7 @@ def journal_path(root: Path, kind: str) -> Path:
 
 def write(root: Path, kind: str, entry: dict) -> None:
     """Record an intent (atomically, 0600, fsynced) before the step it protects."""
-    from .fileops import atomic_write
+    from posthog_compose.fileops import atomic_write
 
     path = journal_path(root, kind)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

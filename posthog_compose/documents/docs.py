@@ -10,7 +10,7 @@ import importlib.util
 import inspect
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 DIAGRAM_MARKER = "<!-- architecture-diagram -->"
 COMPATIBILITY_MARKER = "<!-- compatibility-matrix -->"
 GENERATED_PAGES = {"reference/environment.md": "environment_reference", "reference/tasks.md": "task_reference"}
@@ -55,7 +55,7 @@ def on_serve(server, config, builder):
 # ----------------------------------------------------------------------------- compatibility matrix
 def compatibility_matrix(root: Path) -> str:
     """The tables of docs/compatibility.md, from compatibility.yml."""
-    from posthog_compose.compatibility import SERVICE_LABELS, load
+    from posthog_compose.configuration.compatibility import SERVICE_LABELS, load
 
     matrix = load(root)
     lines = [f"Generated from `compatibility.yml` at build time ({len(matrix.rows)} PostHog version ranges).", ""]
@@ -87,8 +87,8 @@ def compatibility_matrix(root: Path) -> str:
 # ----------------------------------------------------------------------------- environment reference
 def environment_reference(root: Path) -> str:
     # Absolute imports: mkdocs loads this file as a standalone hooks module.
-    from posthog_compose.formats import FORMATS, markdown_code as code, markdown_inline as md
-    from posthog_compose.manifest import load
+    from posthog_compose.configuration.formats import FORMATS, markdown_code as code, markdown_inline as md
+    from posthog_compose.configuration.manifest import load
 
     manifest = load(root)
     lines = [

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from .formats import is_ascii_number, urlsplit
+from posthog_compose.configuration.formats import is_ascii_number, urlsplit
 
-from .errors import OperatorError
+from posthog_compose.errors import OperatorError
 
 ENV = ".env"
 COMPOSE = "docker-compose.yml"
@@ -89,7 +89,7 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
     report = _Report()
     compose_process = _start_compose(root, report)
 
-    from . import manifest as manifest_module
+    from posthog_compose.configuration import manifest as manifest_module
 
     try:
         manifest = manifest_module.load(root)
@@ -159,7 +159,7 @@ def main(root: Path, strict: bool = False, as_json: bool = False) -> int:
 
 # ----------------------------------------------------------------------------- Compose itself
 def _start_compose(root: Path, report: _Report):
-    from . import compose
+    from posthog_compose.operations import compose
 
     try:
         return compose.start_config_check(root)
@@ -207,7 +207,7 @@ def _secret_values(manifest, values) -> list[str]:
 
 # ----------------------------------------------------------------------------- .env
 def _check_env_file(root: Path, manifest, environ, report: _Report):
-    from .envfile import EnvFile
+    from posthog_compose.configuration.envfile import EnvFile
 
     path = root / ENV
     if not path.exists() and not path.is_symlink():
@@ -253,14 +253,14 @@ def _check_env_file(root: Path, manifest, environ, report: _Report):
 
 
 def _format_description(name: str) -> str:
-    from .formats import FORMATS
+    from posthog_compose.configuration.formats import FORMATS
 
     return FORMATS[name].description
 
 
 def _check_values(manifest, env, values: dict[str, str], report: _Report) -> None:
-    from .credentials import KNOWN_WEAK_VALUES
-    from .formats import low_variety, problem
+    from posthog_compose.configuration.credentials import KNOWN_WEAK_VALUES
+    from posthog_compose.configuration.formats import low_variety, problem
 
     for variable in manifest.variables:
         value = values.get(variable.name)
@@ -301,7 +301,7 @@ def _check_values(manifest, env, values: dict[str, str], report: _Report) -> Non
 
 
 def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
-    from .datastores import is_external
+    from posthog_compose.configuration.datastores import is_external
 
     get = values.get
     database_url = get("DATABASE_URL")
@@ -360,7 +360,7 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
                          "matches none of KAFKA_ADVERTISED_LISTENERS; clients would be redirected elsewhere",
                          "use the host:port the broker advertises (kafka:9092)")
     site_url = get("SITE_URL", "")
-    from .formats import site_url_problem
+    from posthog_compose.configuration.formats import site_url_problem
 
     if site_url and site_url_problem(site_url):
         report.error("format", ENV, env.line_of("SITE_URL"), "SITE_URL", site_url_problem(site_url),
@@ -400,8 +400,8 @@ def _port(parts):
 
 
 def _check_compatibility(root: Path, env, values: dict[str, str], report: _Report) -> None:
-    """The PostHog contract (compatibility.yml): datastore versions and KAFKA_URL (posthog_compose/compatibility.py)."""
-    from . import compatibility
+    """The PostHog contract (compatibility.yml): datastore versions and KAFKA_URL (posthog_compose/configuration/compatibility.py)."""
+    from posthog_compose.configuration import compatibility
 
     for problem in compatibility.problems(values, root):
         getattr(report, problem.severity)(problem.rule, ENV, env.line_of(problem.name), problem.name, problem.message,
@@ -419,7 +419,7 @@ def _check_shell_overrides(manifest, env, environ, report: _Report) -> None:
 
 # ----------------------------------------------------------------------------- docker-compose.yml
 def _check_compose_file(root: Path, manifest, report: _Report):
-    from . import compose
+    from posthog_compose.operations import compose
 
     try:
         document = compose.load_document(root)
@@ -475,7 +475,7 @@ def _check_compose_file(root: Path, manifest, report: _Report):
 
 def _check_edge_and_disk(root: Path, env, values, document, report: _Report, environ) -> None:
     """The rules of the edge proxy (HTTPS, cookies, COMPOSE_FILE) and of log rotation, kept in their modules."""
-    from . import diskusage, proxy
+    from posthog_compose.operations import diskusage, proxy
 
     proxy.check(root, env, values, report, environ)
     diskusage.check(root, document, values, report)
@@ -484,7 +484,8 @@ def _check_edge_and_disk(root: Path, env, values, document, report: _Report, env
 
 def _check_external(root: Path, env, values, report: _Report, environ) -> None:
     """External datastores (rules in datastores.py), and a local volume left behind by one."""
-    from . import compose, datastores
+    from posthog_compose.operations import compose
+    from posthog_compose.configuration import datastores
 
     datastores.check(root, env, values, report)
     gone = [name for name in datastores.external(values) if datastores.VOLUMES[name]]
@@ -509,7 +510,7 @@ DEFAULTED_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-+]([^}]*)\}")
 def _check_compose_sources(root: Path, manifest, values, report: _Report) -> None:
     """Rules on the text of every file Compose selects (docker-compose.yml, its override,
     COMPOSE_FILE's list): which files, references nobody documents, literal secrets."""
-    from . import compose
+    from posthog_compose.operations import compose
 
     try:
         files = compose.selected_files(root)
@@ -560,7 +561,7 @@ def _relative(root: Path, path: Path) -> str:
 
 def _check_effective(root: Path, model: dict, report: _Report, environ: dict[str, str]) -> None:
     """Rules on the deployment as Compose will run it (every file merged, values interpolated)."""
-    from . import compose
+    from posthog_compose.operations import compose
 
     services = model.get("services") or {}
     name = model.get("name")
@@ -686,7 +687,7 @@ def _check_clickhouse_xml(root: Path, manifest, document, report: _Report) -> No
 
 # ----------------------------------------------------------------------------- drift and .env protection
 def _check_drift(root: Path, manifest, report: _Report) -> None:
-    from . import generate
+    from posthog_compose.documents import generate
 
     try:
         stale = generate.drift(root, manifest)
@@ -703,7 +704,7 @@ def _check_certificate_expiry(root: Path, report: _Report) -> None:
     TLS connections inside the deployment fail on that day."""
     import datetime as dt
 
-    from . import certs
+    from posthog_compose.configuration import certs
 
     found = sorted(certs.cert_dir(root).glob("*.crt")) if certs.cert_dir(root).is_dir() else []
     if not found:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import OperatorError
+from posthog_compose.errors import OperatorError
 
 COMPATIBILITY_FILE = "compatibility.yml"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 SERVICE_LABELS = {"postgresql": "PostgreSQL", "redis": "Redis", "clickhouse": "ClickHouse"}
 INFINITY = math.inf
 
@@ -201,7 +201,7 @@ def _from_data(data, path: Path) -> Matrix:
 def _load_cached(path: Path, mtime: float) -> Matrix:
     # Parsed once and remembered as JSON while the file is unchanged (manifest.load_yaml), so that
     # config-check does not import PyYAML for it.
-    from .manifest import load_yaml
+    from posthog_compose.configuration.manifest import load_yaml
 
     return _from_data(load_yaml(path), path)
 
@@ -306,7 +306,7 @@ def problems(values: dict[str, str], root: Path | None = None) -> list[Problem]:
     except OperatorError as exc:
         return [Problem("error", "compatibility", COMPATIBILITY_FILE, str(exc).split(": ", 1)[-1],
                         f"restore it: git checkout -- {COMPATIBILITY_FILE}")]
-    from .images import with_known_tags  # a digest the kit pinned stands for the tag it was pinned from
+    from posthog_compose.operations.images import with_known_tags  # a digest the kit pinned stands for the tag it was pinned from
 
     return datastore_problems(with_known_tags(root, values), matrix) + kafka_url_problems(values)
 
@@ -317,7 +317,7 @@ def upgrade_problems(current_values: dict[str, str], target_values: dict[str, st
     target PostHog version refuses, or a datastore image the pinned PostHog version refuses. One line each,
     naming the range and the fix. Warnings (a digest) do not stop an upgrade."""
     changed = {name for name in target_values if target_values.get(name) != current_values.get(name)}
-    from .images import with_known_tags
+    from posthog_compose.operations.images import with_known_tags
 
     found = [p for p in datastore_problems(with_known_tags(root, target_values), load(root)) if p.severity == "error"]
     lines = []

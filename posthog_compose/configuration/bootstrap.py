@@ -7,11 +7,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import credentials, rotation
-from .envfile import ENV_MODE, EnvFile, env_path
-from .errors import OperatorError
-from .fileops import KEEP_SECRET_COPIES, atomic_write, backup, retain
-from .manifest import Manifest
+from posthog_compose.configuration import credentials
+from posthog_compose.operations import rotation
+from posthog_compose.configuration.envfile import ENV_MODE, EnvFile, env_path
+from posthog_compose.errors import OperatorError
+from posthog_compose.fileops import KEEP_SECRET_COPIES, atomic_write, backup, retain
+from posthog_compose.configuration.manifest import Manifest
 
 
 @dataclass
@@ -73,7 +74,7 @@ def env_header() -> list[str]:
 
 def init(root: Path, manifest: Manifest, force: bool = False, rotate: list[str] | None = None) -> InitResult:
     """Create .env, or complete an existing one; ``force`` regenerates it (keeping a backup)."""
-    from .generate import render_env
+    from posthog_compose.documents.generate import render_env
 
     path = env_path(root)
     rotate = list(rotate or [])
@@ -119,12 +120,12 @@ def _rotate(root: Path, manifest: Manifest, rotate: list[str], result: InitResul
     """`init --rotate`: journaled like harden's rotation (rotation.commit), under the deployment
     lock, after finishing whatever a killed task left. On a deployment whose PostgreSQL volume
     exists, POSTGRES_PASSWORD is changed inside the database first, so PostHog keeps its database."""
-    from . import journal
-    from .engine import Runner, docker_env
+    from posthog_compose.operations import journal
+    from posthog_compose.operations.engine import Runner, docker_env
 
     runner = Runner(Path(root), env=docker_env())
     with journal.deployment_lock(root, "init"):
-        from .lifecycle import recover
+        from posthog_compose.operations.lifecycle import recover
 
         if journal.pending(root):
             recover(root, runner)

@@ -31,11 +31,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import compose, images
-from .engine import Runner
-from .errors import OperatorError
-from . import formats
-from .fileops import atomic_write, timestamp
+from posthog_compose.operations import compose, images
+from posthog_compose.operations.engine import Runner
+from posthog_compose.errors import OperatorError
+from posthog_compose.configuration import formats
+from posthog_compose.fileops import atomic_write, timestamp
 
 BACKUP_DIR = "backups"
 HISTORY_FILE = "upgrade-history.jsonl"  # in backups/, next to the dumps it names
@@ -159,7 +159,7 @@ def version_of(reference: str) -> tuple[int, int, int]:
 
 
 def load_gates(root: Path) -> list[Gate]:
-    from .manifest import load_yaml
+    from posthog_compose.configuration.manifest import load_yaml
 
     path = Path(root) / GATES_FILE
     if not path.exists():
@@ -187,7 +187,7 @@ def applicable_gates(gates: list[Gate], current: str, target: str) -> list[Gate]
 
 
 def make_plan(root: Path, request: Request) -> Plan:
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     if request.service not in TARGETS:
         raise OperatorError(f"--service {request.service!r} is not one of {', '.join(TARGETS)}")
@@ -233,7 +233,7 @@ def make_plan(root: Path, request: Request) -> Plan:
             raise OperatorError(f"POSTGRES_IMAGE {current} -> {target} changes PostgreSQL's major version ({old} -> "
                                 f"{new}): the data files are incompatible. Follow the dump-and-restore procedure in "
                                 f"{POSTGRES_MAJOR_DOC}")
-    from . import compatibility  # a datastore outside the range the target accepts (compatibility.yml)
+    from posthog_compose.configuration import compatibility  # a datastore outside the range the target accepts (compatibility.yml)
     refused = compatibility.upgrade_problems(values, {**values, variable: target}, root)
     if refused:
         raise OperatorError("; ".join(refused))
@@ -245,13 +245,13 @@ LABELS = {"postgres": "PostgreSQL", "redis": "Redis", "clickhouse": "ClickHouse"
 
 def _external(values: dict[str, str]) -> dict:
     """compose service -> endpoint (or None) for what .env makes external (stack.external_services)."""
-    from . import stack
+    from posthog_compose.operations import stack
 
     return stack.external_services(values)
 
 
 def _where(endpoint) -> str:
-    from . import stack
+    from posthog_compose.operations import stack
 
     return stack.endpoint_text(endpoint)
 
@@ -293,7 +293,7 @@ def print_plan(plan: Plan, request: Request, dry_run: bool) -> None:
 def run(root: Path, runner: Runner, request: Request) -> int:
     """The upgrade task. Returns the exit code: 0 upgraded (or nothing to do), 1 failed and rolled
     back or aborted before the switch, 2 when even the rollback did not come back healthy."""
-    from . import journal
+    from posthog_compose.operations import journal
 
     root = Path(root)
     if runner.dry_run:
@@ -307,7 +307,7 @@ def run(root: Path, runner: Runner, request: Request) -> int:
     # Every decision below is taken under the lock: a second upgrade to the same target waits
     # for nothing and decides nothing until the first one has finished (or been undone).
     with journal.deployment_lock(root, "upgrade"):
-        from .lifecycle import recover
+        from posthog_compose.operations.lifecycle import recover
 
         recover(root, runner)
         plan = make_plan(root, request)
@@ -321,7 +321,7 @@ def run(root: Path, runner: Runner, request: Request) -> int:
 
 def _require_running_on(root: Path, runner: Runner, plan: Plan) -> None:
     """"Already at the target" holds only when the containers that exist were created from it."""
-    from . import stack
+    from posthog_compose.operations import stack
 
     details = stack.inspect_containers(root, runner)
     stale = [f"{name} runs {details[name].image}" for name in plan.services
@@ -332,7 +332,8 @@ def _require_running_on(root: Path, runner: Runner, plan: Plan) -> None:
 
 
 def _run(root: Path, runner: Runner, request: Request, plan: Plan) -> int:
-    from . import checks, journal
+    from posthog_compose.configuration import checks
+    from posthog_compose.operations import journal
 
     started = time.monotonic()
     backup: Path | None = None
@@ -398,7 +399,7 @@ def _run(root: Path, runner: Runner, request: Request, plan: Plan) -> int:
 
 
 def _reason(exc: BaseException) -> str:
-    from . import journal
+    from posthog_compose.operations import journal
 
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
@@ -409,7 +410,7 @@ def _reason(exc: BaseException) -> str:
 
 def _new_version_ran(runner: Runner, root: Path, plan: Plan) -> bool:
     """Whether a container of the new version exists (only then can it have migrated data)."""
-    from . import stack
+    from posthog_compose.operations import stack
 
     try:
         details = stack.inspect_containers(root, runner)
@@ -422,7 +423,7 @@ def _roll_back(root: Path, runner: Runner, request: Request, plan: Plan, reason:
                backup: Path | None, entry: dict, interrupted: bool = False) -> int:
     """Put the previous version back. Runs with Ctrl-C deferred, and survives its own I/O errors
     (a full backups/ only loses the saved logs): the deployment comes first, the paperwork second."""
-    from . import journal
+    from posthog_compose.operations import journal
 
     with journal.critical("the rollback is running and will finish first", reraise=False):
         print(f"Upgrade failed: {reason}", flush=True)
@@ -473,7 +474,7 @@ def _roll_back(root: Path, runner: Runner, request: Request, plan: Plan, reason:
 def recover(root: Path, runner: Runner) -> None:
     """Undo an upgrade that a killed task left half done: .env goes back to the previous image (the
     caller then recreates the services on it), and the history says it was interrupted."""
-    from . import journal
+    from posthog_compose.operations import journal
 
     entry = journal.read(root, "upgrade")
     if not entry:
@@ -494,7 +495,7 @@ def recover(root: Path, runner: Runner) -> None:
         journal.clear(root, "upgrade")
     # Containers already made from the interrupted version go back to the previous one now; the
     # others are left to the task that called (`up` starts what is missing).
-    from . import stack
+    from posthog_compose.operations import stack
 
     details = stack.inspect_containers(root, runner)
     stale = [name for name in entry.get("services") or [] if name in details and details[name].image != previous]
@@ -505,7 +506,7 @@ def recover(root: Path, runner: Runner) -> None:
 
 def check_running_images(root: Path, runner: Runner, services: list[str], reference: str) -> None:
     """Success is reported only when the containers of ``services`` were created from ``reference``."""
-    from . import stack
+    from posthog_compose.operations import stack
 
     details = stack.inspect_containers(root, runner)
     wrong = [f"{name} runs {details[name].image if name in details else 'nothing'}" for name in services
@@ -515,7 +516,7 @@ def check_running_images(root: Path, runner: Runner, services: list[str], refere
 
 
 def _set_image(root: Path, variable: str, value: str) -> None:
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     env = EnvFile.load(env_path(root))
     env.set(variable, value)
@@ -523,8 +524,8 @@ def _set_image(root: Path, variable: str, value: str) -> None:
 
 
 def _recreate(root: Path, runner: Runner, services: list[str], timeout: float) -> None:
-    from . import stack
-    from .envfile import EnvFile, env_path
+    from posthog_compose.operations import stack
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     # One service at a time, web first, without touching the others (--no-deps): web runs the new
     # version's migrations before new workers start, and the URL is down only while web restarts.
@@ -558,7 +559,7 @@ def check_gates(root: Path, runner: Runner, gates: list[Gate]) -> None:
 
 def check_free_disk(root: Path, runner: Runner, needed_gib: float) -> None:
     """Enough room for the new image on Docker's data root, and for the dump and logs in backups/."""
-    from .journal import disks
+    from posthog_compose.operations.journal import disks
 
     for label, path, free in disks(root, runner.env):
         if free is None:
@@ -584,7 +585,7 @@ def take_backup(root: Path, runner: Runner) -> Path:
 def backup_postgres(root: Path, runner: Runner) -> Path:
     """The pre-upgrade backup: `invoke backup --only postgres` (configuration and a pg_dump verified with
     pg_restore --list, in one archive under backups/; encrypted when a backup passphrase is configured)."""
-    from .backup import create
+    from posthog_compose.operations.backup import create
 
     return create(root, runner, subset="postgres").path
 
@@ -663,7 +664,7 @@ def _record(root: Path, plan: Plan, target: str, result: str, started: float, ba
 def _record_safely(root: Path, plan: Plan, target: str, result: str, started: float, backup: Path | None,
                    reason: str = "", logs: Path | None = None) -> None:
     """_record, but a full or broken disk only costs the history line (said so), never the caller's work."""
-    from . import journal
+    from posthog_compose.operations import journal
 
     try:
         _record(root, plan, target, result, started, backup, reason, logs)
@@ -700,7 +701,7 @@ def print_history(root: Path, as_json: bool = False) -> None:
         rows.append((entry.get("time", ""), entry.get("variable", ""), _short(entry.get("from", "")),
                      _short(entry.get("to", "")), entry.get("result", ""), str(entry.get("seconds", "")),
                      entry.get("backup") or "-"))
-    from .cli import table
+    from posthog_compose.cli import table
 
     print(table(rows))
     failed = [e for e in entries if e.get("result") != "upgraded"]
@@ -717,6 +718,6 @@ def _short(reference: str) -> str:
 
 def _lock(root: Path):
     """One changing task at a time per deployment (kept for callers of the old name)."""
-    from .journal import deployment_lock
+    from posthog_compose.operations.journal import deployment_lock
 
     return deployment_lock(root, "upgrade")

@@ -117,14 +117,14 @@ def judge(report: DiskReport) -> DiskReport:
 def not_here(values: dict[str, str] | None) -> set[str]:
     """The volumes of datastores .env declares external: they are not this deployment's data any
     more (a volume left from before a migration is the operator's to remove), so they are not listed."""
-    from . import datastores
+    from posthog_compose.configuration import datastores
 
     values = values or {}
     return set(datastores.local_volumes({})) - set(datastores.local_volumes(values))
 
 
 def _env_values(root: Path) -> dict[str, str]:
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     path = env_path(root)
     try:
@@ -136,7 +136,7 @@ def _env_values(root: Path) -> dict[str, str]:
 def measure(root: Path, runner, project: str | None = None, values: dict[str, str] | None = None) -> DiskReport:
     """Volume sizes and free space of the engine's data disk. Never raises: what cannot be
     measured is said in ``error``. Only the volumes of services that run here are listed."""
-    from . import compose
+    from posthog_compose.operations import compose
 
     project = project or compose.project_name(root)
     values = _env_values(root) if values is None else values
@@ -160,7 +160,7 @@ def measure(root: Path, runner, project: str | None = None, values: dict[str, st
         usage = shutil.disk_usage(report.data_root)
         report.total_bytes, report.free_bytes, report.measured_by = usage.total, usage.free, "local"
     else:
-        from .stack import services_here
+        from posthog_compose.operations.stack import services_here
 
         here = services_here(values)
         for service, path in [(service, path) for service, path in DF_PROBES if service in here]:
@@ -202,7 +202,7 @@ def for_status(root: Path, runner) -> DiskReport:
 
 def doctor_check(root: Path, runner):
     """`invoke doctor`'s line about the engine's data disk."""
-    from .doctor import Check
+    from posthog_compose.operations.doctor import Check
 
     report = measure(root, runner)
     if report.free_bytes is None:
@@ -232,11 +232,11 @@ def check(root: Path, document, values: dict[str, str] | None, report, overlays:
         return
     values = values or {}
     services = [(document.path.name, document.services)]
-    from . import proxy
+    from posthog_compose.operations import proxy
 
     if overlays is None and proxy.enabled(values) and (Path(root) / proxy.OVERLAY).exists():
         try:
-            from . import compose
+            from posthog_compose.operations import compose
 
             overlay = compose.load_document(root, proxy.OVERLAY)
             services.append((proxy.OVERLAY, {proxy.SERVICE: overlay.services.get(proxy.SERVICE)}))

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import compose
-from .engine import Runner
-from .errors import OperatorError
-from .manifest import SERVICES
+from posthog_compose.operations import compose
+from posthog_compose.operations.engine import Runner
+from posthog_compose.errors import OperatorError
+from posthog_compose.configuration.manifest import SERVICES
 
 
 def _services(names: list[str]) -> list[str]:
@@ -24,15 +24,16 @@ def _services(names: list[str]) -> list[str]:
 
 
 def _values(root: Path) -> dict[str, str]:
-    from .envfile import EnvFile, env_path
+    from posthog_compose.configuration.envfile import EnvFile, env_path
 
     return EnvFile.load(env_path(root)).resolved()
 
 
 # ----------------------------------------------------------------------------- up
 def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeout: float = 600.0) -> None:
-    from . import bootstrap, checks, journal, manifest, stack
-    from .envfile import env_path
+    from posthog_compose.configuration import bootstrap, checks, manifest
+    from posthog_compose.operations import journal, stack
+    from posthog_compose.configuration.envfile import env_path
 
     services = _services(services)
     present = _values(root) if env_path(root).exists() else {}
@@ -42,7 +43,7 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
           f"{', '.join(targets)}{', wait until PostHog is ready' if wait else ''}.")
     for name, endpoint in outside.items():
         if name != "zookeeper":
-            from .datastores import datastore_of_service
+            from posthog_compose.configuration.datastores import datastore_of_service
 
             print(f"  {name}: external {stack.DATASTORE_LABELS[datastore_of_service(name)]} at "
                   f"{stack.endpoint_text(endpoint)}{' (started here as asked)' if name in services else ''}")
@@ -85,7 +86,7 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
 
 def recover(root: Path, runner: Runner) -> None:
     """Finish or undo what a killed task left in the journal (the caller holds the deployment lock)."""
-    from . import journal, rotation, upgrade
+    from posthog_compose.operations import journal, rotation, upgrade
 
     for kind in journal.pending(root):
         if kind == "rotation":
@@ -93,15 +94,15 @@ def recover(root: Path, runner: Runner) -> None:
         elif kind == "upgrade":
             upgrade.recover(root, runner)
         elif kind == "migration":
-            from . import migrate
+            from posthog_compose.operations import migrate
 
             migrate.recover(root, runner)
 
 
 def check_images_match(root: Path, runner: Runner, services: list[str]) -> None:
     """Success only when the running containers were created from the images .env names."""
-    from . import stack
-    from .manifest import SERVICES as ALL
+    from posthog_compose.operations import stack
+    from posthog_compose.configuration.manifest import SERVICES as ALL
 
     document = compose.load_document(root)
     values = _values(root)
@@ -148,7 +149,7 @@ def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool,
     PostHog's readiness fails even though Docker calls it healthy, and any service whose dependency is
     not ready is degraded (web "healthy" while db has exited cannot serve). A datastore in ``external``
     (service -> endpoint) is not a container here: PostHog's readiness speaks for it."""
-    from .stack import endpoint_text
+    from posthog_compose.operations.stack import endpoint_text
 
     external = external or {}
     verdicts: dict[str, str] = {}
@@ -176,8 +177,9 @@ def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool,
 
 
 def status(root: Path, runner: Runner, as_json: bool = False) -> None:
-    from . import datastores, diskusage, journal, stack
-    from .envfile import env_path
+    from posthog_compose.configuration import datastores
+    from posthog_compose.operations import diskusage, journal, stack
+    from posthog_compose.configuration.envfile import env_path
 
     values = _values(root) if env_path(root).exists() else {}
     external = stack.external_services(values)
@@ -229,7 +231,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         uptime = state.status.split("(")[0].replace("Up ", "") if state.state == "running" else "-"
         rows.append((name, state.state, state.health or "-", verdicts[name].split(":")[0], uptime.strip() or "-",
                      ",".join(state.ports) or "-", state.image.rsplit("/", 1)[-1]))
-    from .cli import table
+    from posthog_compose.cli import table
 
     print(table(rows))
     for name in SERVICES:
@@ -261,7 +263,7 @@ def logs(root: Path, runner: Runner, services: list[str], follow: bool = False, 
         runner.run(compose.command(root, "logs", *(["--follow"] if follow else []), *options, *services),
                    mutating=False)
         return 0
-    from . import hints
+    from posthog_compose import hints
 
     if follow:
         raise OperatorError("--errors reads the logs once; drop --follow")
@@ -285,12 +287,12 @@ def logs(root: Path, runner: Runner, services: list[str], follow: bool = False, 
 
 def _say_external(root: Path, services: list[str]) -> None:
     """A named service that is an external datastore has no logs here: say where they are."""
-    from . import stack
-    from .envfile import env_path
+    from posthog_compose.operations import stack
+    from posthog_compose.configuration.envfile import env_path
 
     if not services or not env_path(root).exists():
         return
-    from .datastores import datastore_of_service
+    from posthog_compose.configuration.datastores import datastore_of_service
 
     for name, endpoint in stack.external_services(_values(root)).items():
         if name in services and name != "zookeeper":
