@@ -195,6 +195,16 @@ def disk_full_message(exc: OSError, what: str) -> str:
     return f"no space left on the disk while {what}{where}: free space there (`df -h`), then run the task again"
 
 
+def failure_reason(exc: BaseException, doing: str) -> str:
+    """Why an operation stopped, in one clause for its last line: Ctrl-C, a full disk while
+    ``doing``, or the error's own words."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if is_disk_full(exc):
+        return disk_full_message(exc, doing)
+    return str(exc) or type(exc).__name__
+
+
 def docker_root(env: dict | None = None) -> str | None:
     """Docker's data root (`docker info` DockerRootDir), where images and volumes live; None when the
     engine does not answer."""

@@ -902,11 +902,7 @@ def finish(root: Path, runner: Runner, out) -> None:
 def _reason(exc: BaseException) -> str:
     from posthog_compose.operations import journal
 
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
-    if journal.is_disk_full(exc):
-        return journal.disk_full_message(exc, "migrating")
-    return str(exc) or type(exc).__name__
+    return journal.failure_reason(exc, "migrating")
 
 
 def _restart(root: Path, runner: Runner, services: list[str], timeout: float, values: dict[str, str]) -> None:

@@ -401,11 +401,7 @@ def _run(root: Path, runner: Runner, request: Request, plan: Plan) -> int:
 def _reason(exc: BaseException) -> str:
     from posthog_compose.operations import journal
 
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
-    if journal.is_disk_full(exc):
-        return journal.disk_full_message(exc, "switching")
-    return str(exc) or type(exc).__name__
+    return journal.failure_reason(exc, "switching")
 
 
 def _new_version_ran(runner: Runner, root: Path, plan: Plan) -> bool:

@@ -283,9 +283,9 @@ def test_a_backup_holds_config_postgres_and_the_volumes(deployed, engine):
     assert sidecar["archive_size"] == result.path.stat().st_size
 
 
-@pytest.mark.parametrize("step", ["pg_dump", "pg_restore --list", "tar /var/lib/clickhouse", "tar /var/lib/zookeeper",
-                                  "write", "fsync", "rename", "interrupt"])
-def test_a_failure_at_any_step_leaves_no_archive_and_clickhouse_running(deployed, engine, monkeypatch, step):
+def inject_backup_fault(engine, monkeypatch, step: str) -> None:
+    """Make backup step ``step`` fail: a command of the fake engine, a full disk while writing, Ctrl-C,
+    a failing fsync or rename (shared with the external-datastore fault table)."""
     engine.fail = step
     if step == "write":
         original = archive.ArchiveWriter.add_stream
@@ -302,14 +302,24 @@ def test_a_failure_at_any_step_leaves_no_archive_and_clickhouse_running(deployed
         monkeypatch.setattr(backup.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error")))
     if step == "rename":
         monkeypatch.setattr(backup.os, "replace", lambda a, b: (_ for _ in ()).throw(OSError(18, "cross-device")))
+
+
+def assert_every_stopped_service_started(runner) -> None:
+    stopped = {c[-1] for c in runner.commands if "stop" in c}
+    started = {s for c in runner.commands if "start" in c for s in c[c.index("start") + 1:]}
+    assert stopped <= started, f"{stopped - started} left stopped"
+
+
+@pytest.mark.parametrize("step", ["pg_dump", "pg_restore --list", "tar /var/lib/clickhouse", "tar /var/lib/zookeeper",
+                                  "write", "fsync", "rename", "interrupt"])
+def test_a_failure_at_any_step_leaves_no_archive_and_clickhouse_running(deployed, engine, monkeypatch, step):
+    inject_backup_fault(engine, monkeypatch, step)
     runner = FakeRunner(deployed)
     with pytest.raises((OperatorError, KeyboardInterrupt)) as caught:
         backup.create(deployed, runner, encrypt=True)
     assert step == "interrupt" or "\n" not in str(caught.value)
     assert not [f for f in _files(deployed) if f.endswith(".backup") or f.endswith(".partial") or f.endswith(".json")]
-    stopped = {c[-1] for c in runner.commands if "stop" in c}
-    started = {s for c in runner.commands if "start" in c for s in c[c.index("start") + 1:]}
-    assert stopped <= started, f"{stopped - started} left stopped"
+    assert_every_stopped_service_started(runner)
 
 
 def test_unencrypted_only_with_no_encrypt_and_into_a_private_folder(deployed, engine, monkeypatch):

@@ -1003,31 +1003,16 @@ def test_a_failing_posthog_service_points_at_the_external_datastores(deployed, m
 def test_a_failure_at_any_step_with_external_postgres_leaves_no_archive(deployed, engine, monkeypatch, step):
     """Without the dump (PostgreSQL external) the other steps still fail cleanly: no archive, no
     partial file, every stopped service started again."""
-    from posthog_compose.operations import archive
+    from tests.unit.test_backup import assert_every_stopped_service_started, inject_backup_fault
 
     _external_postgres(deployed)
-    engine.fail = step
-    if step == "write":
-        original = archive.ArchiveWriter.add_stream
-
-        def full_disk(self, name, *args, **kwargs):
-            if name == "volumes/zookeeper.tar":
-                raise OSError(28, "No space left on device")
-            return original(self, name, *args, **kwargs)
-
-        monkeypatch.setattr(archive.ArchiveWriter, "add_stream", full_disk)
-    if step == "interrupt":
-        monkeypatch.setattr(backup.Meter, "__call__", lambda self, done: (_ for _ in ()).throw(KeyboardInterrupt()))
-    if step == "rename":
-        monkeypatch.setattr(backup.os, "replace", lambda a, b: (_ for _ in ()).throw(OSError(18, "cross-device")))
+    inject_backup_fault(engine, monkeypatch, step)
     runner = FakeRunner(deployed)
     with pytest.raises((OperatorError, KeyboardInterrupt)):
         backup.create(deployed, runner, encrypt=True)
     left = sorted(p.name for p in (deployed / "backups").iterdir()) if (deployed / "backups").exists() else []
     assert not [name for name in left if name.endswith((".backup", ".partial", ".json"))], left
-    stopped = {c[-1] for c in runner.commands if "stop" in c}
-    started = {s for c in runner.commands if "start" in c for s in c[c.index("start") + 1:]}
-    assert stopped <= started, f"{stopped - started} left stopped"
+    assert_every_stopped_service_started(runner)
     assert not [c for c in engine.popens if "pg_dump" in c]
 
 
