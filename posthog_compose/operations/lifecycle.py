@@ -304,10 +304,11 @@ def _say_external(root: Path, services: list[str]) -> None:
 
 # ----------------------------------------------------------------------------- down
 def down(root: Path, runner: Runner, volumes: bool = False, yes: bool = False) -> None:
-    # The profile `external` names the services of external datastores too: a local db kept stopped
-    # after `invoke migrate-datastore` is part of the deployment, and `down` removes its container
-    # (and, with --volumes, the volume listed in the plan) like every other.
-    command = compose.command(root, "--profile", "external", "down", *(["--volumes"] if volumes else []))
+    # Every profile ("*"): a local db kept stopped after `invoke migrate-datastore` belongs to the
+    # deployment, and `down` removes its container (and, with --volumes, the volume listed in the
+    # plan) like every other. A --profile flag replaces COMPOSE_PROFILES instead of adding to it, so
+    # naming only `external` would leave every local datastore running.
+    command = compose.command(root, "--profile", "*", "down", *(["--volumes"] if volumes else []))
     if not volumes:
         print("Plan: stop and remove the containers and the network; data volumes are kept.")
         runner.run(command)

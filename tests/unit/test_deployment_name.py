@@ -68,7 +68,7 @@ def test_down_dry_run_does_not_claim_it_stopped(deployed, tmp_path):
     fake.chmod(0o755)
     result = run_invoke(deployed, "down", "--dry-run", env={**os.environ, "POSTHOG_COMPOSE_BINARY": str(fake)})
     assert result.returncode == 0, result.stderr
-    # --profile external: a local db kept stopped after a datastore migration goes too.
+    # Every profile: a local db kept stopped after a datastore migration goes too.
     assert "Stopped" not in result.stdout
-    assert f"$ {fake} --project-directory {deployed} --profile external down" in result.stdout
+    assert f"$ {fake} --project-directory {deployed} --profile '*' down" in result.stdout
     assert not (tmp_path / "fake-compose.calls").exists()

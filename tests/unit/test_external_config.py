@@ -100,12 +100,15 @@ def test_external_postgres_acceptance(external_pg):
     assert not [f for f in checks.collect(external_pg, environ=_environ()) if f.severity == "error"]
 
 
-def test_the_external_profile_reaches_a_switched_off_datastore(external_pg):
-    """A task that must act on the local db after the switch (stop it, keep its volume) names the
-    profile `external`: the service is still defined, only left out of the default run."""
-    result = compose(external_pg, "--profile", "external", "config", "--services")
-    assert result.returncode == 0, result.stderr
-    assert "db" in result.stdout.split()
+def test_down_names_every_service_of_the_deployment(external_pg):
+    """`invoke down` passes --profile '*': a --profile flag REPLACES COMPOSE_PROFILES (Compose does not
+    add it), so `--profile external` alone would leave out every local datastore, while '*' also
+    reaches a local db kept stopped after a migration."""
+    only_external = compose(external_pg, "--profile", "external", "config", "--services")
+    assert only_external.returncode == 0, only_external.stderr
+    assert sorted(only_external.stdout.split()) == ["db", "plugins", "web", "worker"]
+    everything = compose(external_pg, "--profile", "*", "config", "--services")
+    assert sorted(everything.stdout.split()) == sorted(datastores.ALL_SERVICES)
 
 
 def test_plain_text_is_refused_unless_allowed(external_pg):
