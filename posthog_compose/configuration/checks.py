@@ -492,7 +492,7 @@ def _check_external(root: Path, env, values, report: _Report, environ) -> None:
     if not gone:
         return
     project = compose.recorded_project_name(root) or values.get("COMPOSE_PROJECT_NAME") or "posthog"
-    left = _project_volumes(project, environ)
+    left = _project_volumes(project, environ) or set()
     for name in gone:
         for volume in datastores.VOLUMES[name]:
             if f"{project}_{volume}" in left:
@@ -615,26 +615,20 @@ def _check_effective(root: Path, model: dict, report: _Report, environ: dict[str
                              f"restore the healthcheck of {dependency} from git")
 
 
-def _project_volumes(project: str, environ: dict[str, str]) -> set[str]:
-    """The volumes the engine holds for ``project`` (empty when the engine cannot be asked)."""
+def _project_volumes(project: str, environ: dict[str, str]) -> set[str] | None:
+    """The volumes the engine holds for ``project`` (None when the engine cannot be asked)."""
     try:
         result = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
                                 capture_output=True, text=True, timeout=10, env={**os.environ, **environ})
     except (OSError, subprocess.TimeoutExpired):
-        return set()
-    return set(result.stdout.split()) if result.returncode == 0 else set()
+        return None
+    return set(result.stdout.split()) if result.returncode == 0 else None
 
 
 def _project_has_data(project: str, environ: dict[str, str]) -> bool | None:
     """Whether the engine holds volumes of ``project`` (None when the engine cannot be asked)."""
-    try:
-        result = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
-                                capture_output=True, text=True, timeout=10, env={**os.environ, **environ})
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if result.returncode != 0:
-        return None
-    return bool(result.stdout.strip())
+    volumes = _project_volumes(project, environ)
+    return None if volumes is None else bool(volumes)
 
 
 # ----------------------------------------------------------------------------- clickhouse/*.xml
