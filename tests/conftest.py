@@ -1,7 +1,9 @@
-"""Shared fixtures: a disposable copy of the deployment repository for each test."""
+"""Shared fixtures: a disposable copy of the deployment repository for each test, the Compose the
+kit itself finds, and the removal of pytest's temporary folder at the end of a run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -46,6 +48,15 @@ def manifest():
     return manifest_module.load(REPO)
 
 
+def compose_command(root: Path, *args: str) -> list[str]:
+    """A Compose command for the deployment in ``root``, with the Compose the kit itself finds: the
+    pinned binary installed into the kit's virtual environment by the README's steps. Never a bare
+    `docker-compose` from PATH, which a host set up the README's way does not have."""
+    from posthog_compose.operations import compose
+
+    return compose.command(root, *args)
+
+
 def run_invoke(root: Path, *args: str, env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
     """Run the real `invoke` CLI against the deployment copy at ``root``.
 
@@ -78,3 +89,20 @@ def set_env(repo: Path, **values) -> None:
         else:
             env.set(key, value)
     env.write()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove pytest's base temporary folder at the end of every run, failed ones too: it holds
+    generated secrets, certificates and backup archives (what a failure needs is in the report).
+    A folder given with --basetemp is the caller's and stays."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    basetemp = getattr(factory, "_basetemp", None)
+    if basetemp is None or getattr(factory, "_given_basetemp", None) is not None:
+        return
+    shutil.rmtree(basetemp, ignore_errors=True)
+    parent = Path(basetemp).parent  # pytest-of-<user>: empty now but for its link to the current run
+    link = parent / "pytest-current"
+    if link.is_symlink() and not link.exists():
+        link.unlink()
+    with contextlib.suppress(OSError):
+        parent.rmdir()

@@ -336,7 +336,9 @@ class Watch:
 
     A container that had already exited or was restarting when the operation began is the state
     the operation is about to repair, not a failure; it counts as failed once it was (re)started
-    after the operation began, its restart count rose, or Compose has finished.
+    after the operation began, its restart count rose, or Compose has finished. A container that was
+    in a restart loop when the operation began (Docker's restart policy starts it again and again by
+    itself) is judged only once Compose replaced it or has finished: its restarts are not Compose's.
     """
 
     def __init__(self, before: dict[str, ContainerDetail], began: float):
@@ -352,6 +354,8 @@ class Watch:
         old = self.before.get(name)
         if old is None or old.id != detail.id:
             return True  # created by this operation
+        if old.status == "restarting" or old.restart_count > 0:
+            return False  # the restart policy's loop, not Compose: wait for the replacement
         return detail.started_at >= self.began - 1 or detail.restart_count > old.restart_count
 
 
@@ -470,13 +474,15 @@ def start_and_wait(root: Path, runner: Runner, command: list[str], services: lis
 
     if runner.verbose:
         runner.show(command)
-    error_log = tempfile.NamedTemporaryFile(prefix="compose-up-", suffix=".log", delete=False)
+    # Compose's stderr goes to a file (a pipe could fill up) without a name: nothing is left behind,
+    # even by a task that is killed.
+    error_log = tempfile.TemporaryFile(mode="w+", errors="replace", prefix="compose-up-", suffix=".log")
     process = None
     try:
         with journal.critical("Compose is starting"):
             process = subprocess.Popen(command, cwd=root, env=runner.env, stdout=subprocess.DEVNULL, stderr=error_log,
                                        text=True, **journal.popen_kwargs())
-            process.error_log = error_log.name
+            process.error_log = error_log
         journal.fault_point("compose-up-started")
         return wait_until_healthy(root, runner, services, timeout=timeout, process=process,
                                   readiness_values=readiness_values)
@@ -492,15 +498,13 @@ def start_and_wait(root: Path, runner: Runner, command: list[str], services: lis
                     except subprocess.TimeoutExpired:
                         process.kill()
         error_log.close()
-        Path(error_log.name).unlink(missing_ok=True)
 
 
 def _start_failed(runner: Runner, process: subprocess.Popen) -> str:
     """`compose up` failed: one line in the words of the task that ran it."""
     from posthog_compose.operations.engine import explain
 
-    path = getattr(process, "error_log", None)
-    known = explain(Path(path).read_text(errors="replace") if path and Path(path).exists() else "", runner.task)
+    known = explain(_error_output(process), runner.task)
     if known:
         return known
     what = f"`invoke {runner.task}`" if runner.task else "`docker compose up`"
@@ -575,10 +579,19 @@ def _failing_body(body: str) -> tuple[str, list[str]]:
     return "", []
 
 
+def _error_output(process: subprocess.Popen) -> str:
+    """What `compose up` has written to its error log so far ("" when it has none or it is closed)."""
+    log = getattr(process, "error_log", None)
+    if log is None or log.closed:
+        return ""
+    log.flush()
+    log.seek(0)
+    return log.read()
+
+
 def _process_error(process: subprocess.Popen) -> str:
-    """The last error line `compose up` wrote (its stderr goes to a file: a pipe could fill up)."""
-    path = getattr(process, "error_log", None)
-    output = Path(path).read_text(errors="replace") if path and Path(path).exists() else ""
+    """The last error line `compose up` wrote."""
+    output = _error_output(process)
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if "rror" in line]
     return (errors or lines or ["no output"])[-1][:300]

@@ -40,7 +40,8 @@ def _with_passphrase(deployment: Deployment) -> Deployment:
 @pytest.fixture(scope="module")
 def second_engine(tmp_path_factory):
     """A second private engine with its own state: the "new host" (the same scripts as the harness)."""
-    state = Path(tempfile.mkdtemp(prefix="pcbk-host2-"))
+    # Under E2E_STATE_ROOT like the harness's own engine, so .ci/run's cleanup finds it after an interrupted run.
+    state = Path(tempfile.mkdtemp(prefix="pcbk-host2-", dir=os.environ.get("E2E_STATE_ROOT") or None))
     previous = os.environ.get("E2E_STATE_DIR")
     os.environ["E2E_STATE_DIR"] = str(state)
     saved_host = os.environ.pop("E2E_DOCKER_HOST", None)

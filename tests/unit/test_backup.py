@@ -5,10 +5,12 @@ engine is tests/e2e/test_backup.py."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,16 +59,17 @@ def test_every_archive_reads_back_exactly(members, chunk, encrypted):
     manifest, contents = _read(blob, PASSPHRASE if encrypted else None)
     assert contents == dict(members)
     assert [m["name"] for m in manifest["members"]] == [name for name, _ in members]
-    assert archive.is_encrypted(_tmpfile(blob)) is encrypted
+    with _tmpfile(blob) as path:
+        assert archive.is_encrypted(path) is encrypted
 
 
-def _tmpfile(blob: bytes, _counter=[0]) -> Path:
-    import tempfile
-
-    path = Path(tempfile.gettempdir()) / f"pcbk-unit-{os.getpid()}-{_counter[0]}"
-    _counter[0] += 1
-    path.write_bytes(blob)
-    return path
+@contextlib.contextmanager
+def _tmpfile(blob: bytes):
+    """``blob`` as a file for as long as the block runs (hypothesis examples cannot use tmp_path)."""
+    with tempfile.TemporaryDirectory(prefix="archive-") as folder:
+        path = Path(folder) / "archive.pcbk"
+        path.write_bytes(blob)
+        yield path
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,7 +14,7 @@ from hypothesis import given, strategies as st
 
 from posthog_compose.configuration import bootstrap, checks, manifest
 from posthog_compose.operations import diskusage
-from tests.conftest import set_env
+from tests.conftest import compose_command, set_env
 
 
 @given(st.integers(min_value=0, max_value=10 ** 15))
@@ -105,7 +105,7 @@ def deployment(repo):
 
 
 def test_every_service_rotates_its_logs_in_compose_config(deployment):
-    result = subprocess.run(["docker-compose", "--project-directory", str(deployment), "config", "--format", "json"],
+    result = subprocess.run(compose_command(deployment, "config", "--format", "json"),
                             capture_output=True, text=True, cwd=deployment)
     assert result.returncode == 0, result.stderr
     services = json.loads(result.stdout)["services"]

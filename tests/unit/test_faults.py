@@ -289,6 +289,17 @@ def test_a_container_down_before_the_operation_is_not_judged_until_compose_acted
     assert watch.acted("plugins", {"plugins": detail(100.0)}, compose_done=True)
 
 
+def test_a_container_in_a_restart_loop_is_judged_only_once_compose_replaced_it():
+    """Docker's restart policy restarts a crashing container by itself: a newer start or a higher
+    restart count of the container Compose is about to replace says nothing of the operation."""
+    for before in (detail(100.0, restarts=3, status="restarting"), detail(100.0, restarts=3, status="running")):
+        watch = stack.Watch({"plugins": before}, began=200.0)
+        assert not watch.acted("plugins", {"plugins": detail(201.0, restarts=4, status="restarting")}, compose_done=False)
+        assert not watch.acted("plugins", {"plugins": detail(205.0, restarts=5, status="exited")}, compose_done=False)
+        assert watch.acted("plugins", {"plugins": detail(206.0, id="b")}, compose_done=False)  # Compose replaced it
+        assert watch.acted("plugins", {"plugins": detail(207.0, restarts=6)}, compose_done=True)
+
+
 def test_docker_times_parse_with_nanoseconds():
     assert stack._epoch("2026-11-26T06:30:01.500000000Z") == pytest.approx(1795674601.5)
     assert stack._epoch("0001-01-01T00:00:00Z") == 0.0

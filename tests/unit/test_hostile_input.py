@@ -20,7 +20,7 @@ from posthog_compose import fileops, masking
 from posthog_compose.documents import generate
 from posthog_compose.configuration.envfile import EnvFile
 from posthog_compose.errors import OperatorError
-from tests.conftest import REPO, run_invoke, set_env
+from tests.conftest import REPO, compose_command, run_invoke, set_env
 
 ADD = ["add-env-var", "X_FLAG", "--description", "x", "--category", "PostHog App", "--services", "web,worker",
        "--value", "1"]
@@ -416,7 +416,8 @@ def test_4_renaming_the_project_of_a_deployment_with_data_is_an_error(deployed, 
     docker.write_text("#!/bin/sh\necho posthog_postgres-data\n")
     docker.chmod(0o755)
     environ = {"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
-    found = rules(deployed, environ={**environ, "POSTHOG_COMPOSE_BINARY": "docker-compose"})
+    kit_compose = " ".join(compose.compose_binary())  # the real Compose; the fake docker answers for the volumes
+    found = rules(deployed, environ={**environ, "POSTHOG_COMPOSE_BINARY": kit_compose})
     assert found["project-name"][0].severity == "error", found.get("project-name")
     assert "'other'" in found["project-name"][0].message
     docker.write_text("#!/bin/sh\nexit 0\n")
@@ -637,7 +638,7 @@ def test_8_a_bare_key_is_read_as_compose_reads_it(tmp_path):
     (tmp_path / ".env").write_text(text)
     for environ in ({}, {"X": "from-shell", "Z": "z-shell"}):
         full = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **environ}
-        result = subprocess.run(["docker-compose", "--project-directory", str(tmp_path), "config", "--format", "json"],
+        result = subprocess.run(compose_command(tmp_path, "config", "--format", "json"),
                                 capture_output=True, text=True, env=full, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         composes = json.loads(result.stdout)["services"]["a"]["environment"]

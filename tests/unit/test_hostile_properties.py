@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, assume, event, given, settings, strategies a
 import posthog_compose
 from posthog_compose import masking
 from posthog_compose.configuration.envfile import EnvFile
-from tests.conftest import REPO, copy_repository
+from tests.conftest import REPO, compose_command, copy_repository
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
                 derandomize=False)
@@ -212,7 +212,7 @@ def test_env_is_read_as_compose_reads_it(tmp_path_factory, lines, shell):
     text = "\n".join(lines) + "\n"
     (root / ".env").write_text(text)
     environ = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **shell}
-    result = subprocess.run(["docker-compose", "--project-directory", str(root), "config", "--format", "json"],
+    result = subprocess.run(compose_command(root, "config", "--format", "json"),
                             capture_output=True, text=True, env=environ, cwd=root)
     env = EnvFile.parse(text)
     assume(not any(e.error for e in env.entries))

@@ -23,6 +23,15 @@ VERIFYING = ("prefer", "require", "verify-ca", "verify-full")
 hosts = st.sampled_from(["db.example.internal", "10.1.2.3", "pg-1.provider.test"])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _bundles_in_tmp_path(tmp_path_factory):
+    """The stand-in writes Node's CA bundle to a temporary file (inside its container, /tmp): here it
+    goes under pytest's own folder, which is removed, instead of the machine's temporary folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tls.tempfile, "tempdir", str(tmp_path_factory.mktemp("node-ca")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _no_pgsslmode(monkeypatch):
     monkeypatch.delenv("PGSSLMODE", raising=False)
