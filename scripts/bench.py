@@ -9,6 +9,9 @@ Cases (name: measured vs baseline, goal):
   list:         `invoke --list` here       vs `invoke --list` in an empty Invoke project        (<= 1.3x)
   up:           `invoke up` from scratch   vs `docker compose up -d --wait` from scratch          (<= 1.1x)
                 (only when named: it starts a private Docker Engine with the e2e test images)
+  proxy:        a request through the edge proxy (HTTPS) vs the same request straight to web, p50 of
+                200 requests each, a new connection each and on one kept-alive connection (<= +5 ms)
+                (only when named: a private engine, the e2e images, the pinned Caddy release)
 Measured and baseline runs alternate, so a change in the machine's load touches both; the
 medians and their ratio are printed. This is a measurement, not a test: it never fails on a
 slow machine, it reports.
@@ -115,8 +118,100 @@ def case_up(workdir: Path, env: dict, runs: int):
     return "invoke up", measured, "docker compose up -d --wait", baseline, 1.1
 
 
+def _latencies(connect, path: str, count: int, keep_alive: bool) -> list[float]:
+    """Seconds per request of ``count`` GETs of ``path``: one every 20 ms on a new connection each,
+    or back to back on one kept-alive connection. Bounded in count and time."""
+    samples = []
+    connection = connect() if keep_alive else None
+    for _ in range(count):
+        started = time.perf_counter()
+        conn = connection or connect()
+        conn.request("GET", path, headers={"X-Forwarded-Proto": "https"})
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"bench: {path} answered {response.status}")
+        samples.append(time.perf_counter() - started)
+        if not keep_alive:
+            conn.close()
+            time.sleep(0.02)
+    if connection:
+        connection.close()
+    return samples
+
+
+def case_proxy(workdir: Path, env: dict, runs: int):
+    """The edge proxy's cost per request: PostHog's /_livez (no datastore behind it) through Caddy over
+    HTTPS against the same request straight to web's address on the proxy's network, in one run."""
+    import http.client
+    import json
+    import random
+    import socket
+    import ssl
+
+    from tests.e2e.harness import free_port, make_deployment, start_engine, stop_engine
+
+    engine = start_engine()
+    details = []
+    try:
+        deployment = make_deployment(workdir / "deployment", engine)
+        https_port, third = free_port(), random.randint(1, 250)
+        deployment.set_env(PROXY_HTTP_PORT=str(free_port()), PROXY_HTTPS_PORT=str(https_port),
+                           PROXY_SUBNET=f"10.254.{third}.0/29", PROXY_ADDRESS=f"10.254.{third}.6")
+        for args in (("up",), ("proxy", "--enable", "--domain", "posthog.test")):
+            result = deployment.invoke(*args)
+            if result.returncode != 0:
+                raise SystemExit(f"bench: invoke {' '.join(args)} failed: {(result.stdout + result.stderr)[-400:]}")
+        container = deployment.compose("ps", "-q", "web").stdout.strip()
+        networks = json.loads(engine.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", container).stdout)
+        web = next(value["IPAddress"] for name, value in networks.items() if name.endswith("_edge"))
+        context = ssl.create_default_context(cafile=str(deployment.root / "certs" / "ca.crt"))
+
+        # Both clients set TCP_NODELAY, as browsers, curl and HTTP libraries do. Without it, the client's
+        # own Nagle algorithm holds the request behind the last TLS handshake message until the server's
+        # delayed ACK (about 40 ms): a new HTTPS connection then looks 40-50 ms slower through any proxy.
+        def nodelay(address, timeout):
+            sock = socket.create_connection(address, timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+
+        class ToLoopback(http.client.HTTPSConnection):
+            """HTTPS to the proxy's published port on loopback, for the name posthog.test (SNI and Host)."""
+
+            def connect(self):
+                self.sock = self._context.wrap_socket(nodelay(("127.0.0.1", self.port), self.timeout),
+                                                      server_hostname=self.host)
+
+        class Direct(http.client.HTTPConnection):
+            def connect(self):
+                self.sock = nodelay((self.host, self.port), self.timeout)
+
+        def through_proxy():
+            return ToLoopback("posthog.test", https_port, context=context, timeout=10)
+
+        def direct():
+            return Direct(web, 8000, timeout=10)
+
+        count = max(50, min(200, runs * 20))
+        results = {}
+        for keep_alive in (False, True):
+            for name, connect in (("direct", direct), ("proxy", through_proxy)):
+                samples = sorted(_latencies(connect, "/_livez", count, keep_alive))
+                results[name, keep_alive] = samples
+            mode = "kept-alive connection" if keep_alive else "new connection each"
+            (d50, d99), (p50, p99) = ((statistics.median(s), s[int(len(s) * 0.99) - 1])
+                                      for s in (results["direct", keep_alive], results["proxy", keep_alive]))
+            details.append(f"  proxy, {mode}: direct p50 {d50 * 1000:.2f} ms p99 {d99 * 1000:.2f} ms; through the "
+                           f"proxy p50 {p50 * 1000:.2f} ms p99 {p99 * 1000:.2f} ms; p50 +{(p50 - d50) * 1000:.2f} ms")
+        measured = statistics.median(results["proxy", False])
+        baseline = statistics.median(results["direct", False])
+    finally:
+        stop_engine(engine)
+    return "/_livez via proxy, new conn.", measured, "/_livez straight to web", baseline, 0.005, details
+
+
 CASES = {"config-check": case_config_check, "config-floor": case_config_check_floor, "list": case_list,
-         "up": case_up}
+         "up": case_up, "proxy": case_proxy}
 DEFAULT_CASES = ("config-check", "config-floor", "list")  # `up` needs an engine: run it by name
 
 
@@ -136,8 +231,14 @@ def main() -> int:
             if name not in CASES:
                 parser.error(f"unknown case {name!r}; known: {', '.join(CASES)}")
             (workdir / name).mkdir()
-            label, measured, base_label, baseline, goal = CASES[name](workdir / name, env, args.runs)
+            label, measured, base_label, baseline, goal, *details = CASES[name](workdir / name, env, args.runs)
             ratio = measured / baseline
+            if details:  # a latency case: its goal is a difference in seconds, not a ratio
+                verdict = "ok" if measured - baseline <= goal else "OVER"
+                print(f"{name:<14} {label:<30} {measured * 1000:>6.2f}ms   {base_label:<32} {baseline * 1000:>6.2f}ms"
+                      f"   {ratio:4.2f}x +{(measured - baseline) * 1000:.2f}ms <=+{goal * 1000:.0f}ms {verdict}")
+                print("\n".join(details[0]))
+                continue
             verdict = "ok" if ratio <= goal else "OVER"
             print(f"{name:<14} {label:<30} {measured * 1000:>6.0f}ms   {base_label:<32} {baseline * 1000:>6.0f}ms"
                   f"   {ratio:4.2f}x <={goal}x {verdict}")

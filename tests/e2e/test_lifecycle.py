@@ -3,6 +3,8 @@ logs --errors, down, up again, down --volumes --yes; and a broken encryption key
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -42,6 +44,16 @@ def test_up_status_logs_down_keeps_data_and_down_volumes_deletes_it(deployment):
     again = deployment.invoke("up", "--timeout", "300")
     assert again.returncode == 0, again.stdout + again.stderr
     assert deployment.psql("SELECT note FROM e2e_probe;").stdout.strip() == "survives down/up"
+
+    # db stops as the official postgres image does (STOPSIGNAL SIGINT, a fast shutdown), with web, worker
+    # and plugins connected: exit 0 well inside Docker's 10 s grace period, not killed (137) after it.
+    began = time.monotonic()
+    deployment.compose("stop", "db")
+    took = time.monotonic() - began
+    container = deployment.compose("ps", "--all", "-q", "db").stdout.strip()
+    exit_code = deployment.engine.docker("inspect", "-f", "{{.State.ExitCode}}", container).stdout.strip()
+    assert exit_code == "0" and took < 8, (exit_code, took)
+    deployment.compose("up", "--detach", "--wait", "--wait-timeout", "120", "db")
 
     refused = deployment.invoke("down", "--volumes", input="wrong\n")
     assert refused.returncode == 1 and "nothing was deleted" in refused.stderr

@@ -1,4 +1,4 @@
-"""The edge proxy on a real engine, with Caddy from Debian's package: `invoke proxy --enable` on a
+"""The edge proxy on a real engine, with the Caddy release the kit pins: `invoke proxy --enable` on a
 running deployment that holds data, then HTTPS verified with the deployment's CA, HTTP redirected,
 WEB_PORT closed, PostHog (the stand-in) seeing the forwarded scheme, host and client address and
 no spoofed X-Forwarded-For; `invoke proxy --disable` and everything is as before, data intact.
@@ -13,6 +13,8 @@ import subprocess
 
 import pytest
 
+from posthog_compose.configuration import manifest
+from tests.conftest import REPO
 from tests.e2e.harness import free_port
 
 pytestmark = pytest.mark.e2e
@@ -56,6 +58,10 @@ def test_proxy_on_and_off_on_a_live_deployment(deployment):
     assert enabled.returncode == 0, enabled.stdout + enabled.stderr
     assert "through the proxy (certificate verified)" in enabled.stdout
     values = deployment.values()
+    # The tested Caddy is the shipped one: the release PROXY_IMAGE's default pins (caddy:X.Y.Z).
+    shipped = manifest.load(REPO).by_name["PROXY_IMAGE"].default.split("@")[0].split(":")[1]
+    running = deployment.compose("exec", "-T", "proxy", "caddy", "version").stdout
+    assert running.startswith(f"v{shipped} "), (shipped, running)
     site = f"https://{DOMAIN}:{https_port}"
     assert (values["SITE_URL"], values["IS_BEHIND_PROXY"], values["TRUSTED_PROXIES"], values["PROXY_TLS"]) == \
         (site, "true", address, "private")
