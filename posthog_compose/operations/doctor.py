@@ -110,7 +110,7 @@ def _cpus() -> Check:
 
 def _disk(root: Path, env: dict | None = None) -> Check:
     """Free space where it matters: Docker's data root (volumes, images) and backups/ (dumps)."""
-    from posthog_compose.operations.journal import disks
+    from posthog_compose.operations.engine import disks
 
     worst, notes, fix = "ok", [], ""
     for label, path, free_gb in disks(root, env):

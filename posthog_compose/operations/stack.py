@@ -466,7 +466,7 @@ def start_and_wait(root: Path, runner: Runner, command: list[str], services: lis
     """
     import tempfile
 
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     if runner.verbose:
         runner.show(command)
