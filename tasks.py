@@ -56,7 +56,8 @@ JSON = "print machine-readable JSON instead of text"
 @friendly
 def init(c, force=False, rotate=None):
     """Write .env from the manifest with fresh secrets (mode 0600); never overwrites without --force."""
-    from posthog_compose.configuration import bootstrap, manifest
+    from posthog_compose.operations import bootstrap
+    from posthog_compose.configuration import manifest
 
     result = bootstrap.init(ROOT, manifest.load(ROOT), force=force, rotate=split_list(rotate))
     print(result.summary())

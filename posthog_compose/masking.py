@@ -148,7 +148,7 @@ def secrets_of(root: Path) -> tuple[list[str], list[str]]:
     public: list[str] = []
     try:
         from posthog_compose.configuration import manifest as manifest_module
-        from posthog_compose.configuration.credentials import KNOWN_WEAK_VALUES
+        from posthog_compose.configuration.formats import KNOWN_WEAK_VALUES
 
         manifest = manifest_module.load(root)
         secret_names = {v.name for v in manifest.secrets}

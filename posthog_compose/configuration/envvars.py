@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.configuration import manifest as manifest_module
 from posthog_compose.configuration.envfile import EnvFile, env_path
 from posthog_compose.errors import OperatorError

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.operations.engine import Runner, Streaming
 from posthog_compose.errors import OperatorError
 from posthog_compose.fileops import _fsync_dir, atomic_write, timestamp
@@ -334,7 +334,7 @@ def pg_restore_entries(listing: str) -> int:
 
 def posthog_version(image: str) -> str:
     """'1.43.0' for a release tag; the tag or digest otherwise (commit-SHA builds came after 1.43.x)."""
-    from posthog_compose.operations import images
+    from posthog_compose.configuration import images
 
     try:
         ref = images.parse(image)

@@ -146,7 +146,7 @@ def explain(stderr: str | None, task: str = "") -> str | None:
 def preflight(task: str, env: dict[str, str] | None = None, engine: bool = True) -> None:
     """Before a task changes anything: Compose v2 is there and (with ``engine``) the engine
     answers. Each failure is one line with the next step, in the words of ``task``."""
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     try:
         compose.compose_binary()

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from posthog_compose.configuration import certs
-from posthog_compose.operations import compose, images, rotation
+from posthog_compose.configuration import compose, images
+from posthog_compose.operations import rotation
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from posthog_compose.fileops import KEEP_SECRET_COPIES, atomic_write, retain, timestamp

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from posthog_compose.configuration.manifest import SERVICES
@@ -31,7 +31,8 @@ def _values(root: Path) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- up
 def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeout: float = 600.0) -> None:
-    from posthog_compose.configuration import bootstrap, checks, manifest
+    from posthog_compose.operations import bootstrap
+    from posthog_compose.configuration import checks, manifest
     from posthog_compose import journal
     from posthog_compose.operations import stack
     from posthog_compose.configuration.envfile import env_path

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.operations.engine import Runner
 from posthog_compose import journal
 from posthog_compose.errors import OperatorError
@@ -441,7 +441,7 @@ def accepted_range(root: Path, values: dict[str, str]):
         matrix = compatibility.load(root)
     except OperatorError:
         return None, None
-    from posthog_compose.operations.images import with_known_tags
+    from posthog_compose.configuration.images import with_known_tags
 
     image = with_known_tags(root, values).get("POSTHOG_IMAGE", "")
     row = matrix.row_for(compatibility.posthog_version(image, matrix.aliases))

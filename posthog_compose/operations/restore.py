@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path, PurePosixPath
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.operations.backup import (BACKUP_DIR, CONFIG_DIRS, CONFIG_FILES, MIB, VOLUMES, Meter, _Counting, _passphrase_for,
                      describe, existing_volumes, resolve, volume_name)
 from posthog_compose.operations.engine import Runner, Streaming
@@ -48,7 +48,7 @@ def _config_target(name: str) -> PurePosixPath | None:
 
 def pinned_version(root: Path) -> tuple[int, int, int] | None:
     """The PostHog release this checkout of the kit pins (variables.yml's default POSTHOG_IMAGE)."""
-    from posthog_compose.operations import images
+    from posthog_compose.configuration import images
     from posthog_compose.configuration import manifest
 
     default = manifest.load(root)["POSTHOG_IMAGE"].default or ""
@@ -61,7 +61,7 @@ def pinned_version(root: Path) -> tuple[int, int, int] | None:
 def archive_version(manifest: dict) -> tuple[int, int, int] | None:
     """The release an archive was made with; None for a commit-SHA tag, a digest or a local tag, which
     cannot be ordered against a release (the kit itself can upgrade to those)."""
-    from posthog_compose.operations import images
+    from posthog_compose.configuration import images
 
     try:
         return images.release_version(images.parse(manifest.get("posthog_image", "")).tag)

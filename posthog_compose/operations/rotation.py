@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.configuration import credentials
 from posthog_compose.operations.engine import Runner
 from posthog_compose import journal

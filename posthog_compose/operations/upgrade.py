@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from posthog_compose.operations import compose, images
+from posthog_compose.configuration import compose, images
 from posthog_compose.operations.engine import Runner
 from posthog_compose import journal
 from posthog_compose.errors import OperatorError

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from posthog_compose.configuration import checks, envvars, formats, manifest as manifest_module
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose import fileops, masking
 import posthog_compose.journal as journaling
 from posthog_compose.documents import generate
@@ -573,7 +573,7 @@ def test_7_names_the_environment_reserves_are_refused(deployed, name):
     ("localhost:5000/redis", True), ("localhost:5000/redis:7.2.4", False),
 ])
 def test_7_floating_image_tags_are_moving(reference, floating):
-    from posthog_compose.operations import images
+    from posthog_compose.configuration import images
 
     assert (formats.floating_tag(reference) is not None) == floating
     assert images.is_moving(reference) == floating

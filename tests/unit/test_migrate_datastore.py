@@ -189,7 +189,8 @@ def install(engine: FakeEngine, patch=setattr, setenv=os.environ.__setitem__) ->
     """Replace the engine-facing steps (also in a child process, where ``patch`` is plain setattr; a test
     passes monkeypatch's setattr and setenv, so that nothing outlives it)."""
     from posthog_compose.configuration import checks
-    from posthog_compose.operations import compose, engine as engine_module, stack
+    from posthog_compose.configuration import compose
+    from posthog_compose.operations import engine as engine_module, stack
 
     setenv("POSTHOG_COMPOSE_BINARY", FAKE_COMPOSE)
     patch(engine_module, "preflight", lambda *a, **k: None)
