@@ -121,7 +121,7 @@ def up(c, service=None, wait=True, timeout=600, dry_run=False, verbose=False):
 @task(aliases=["ps"], help={"json": JSON, "verbose": VERBOSE})
 @friendly
 def status(c, json=False, verbose=False):
-    """Show each service's state, health, uptime, ports and image."""
+    """Show each service's state, health, uptime, ports and image, and the disk (free space, volume sizes)."""
     from posthog_compose.operations import lifecycle
 
     lifecycle.status(ROOT, _runner("status", verbose=verbose), as_json=json)

@@ -61,10 +61,11 @@ def check(root: Path, document, values: dict[str, str] | None, report, overlays:
         for name, service in (entries or {}).items():
             if not isinstance(service, dict):
                 continue
-            line = document.line_of("services", name) if filename == document.path.name else None
+            # The line is looked up only for a finding: finding it parses the YAML again, with positions.
+            line = (lambda name=name: document.line_of("services", name) if filename == document.path.name else None)
             logging = service.get("logging")
             if not isinstance(logging, dict):
-                report.error("log-rotation", filename, line, name,
+                report.error("log-rotation", filename, line(), name,
                              "has no `logging:` section: Docker's default json-file driver never rotates, so its "
                              "logs grow until the disk is full", "add `logging: *default-logging` to the service")
                 continue
@@ -72,11 +73,11 @@ def check(root: Path, document, values: dict[str, str] | None, report, overlays:
             options = logging.get("options") or {}
             missing = [key for key in ("max-size", "max-file") if not _resolve(options.get(key), values)]
             if driver not in ROTATING_DRIVERS:
-                report.error("log-rotation", filename, line, name,
+                report.error("log-rotation", filename, line(), name,
                              f"logs with the {driver!r} driver, which this deployment cannot bound",
                              "use LOG_DRIVER=json-file or local")
             elif missing:
-                report.error("log-rotation", filename, line, name,
+                report.error("log-rotation", filename, line(), name,
                              f"logging sets no {' and no '.join(missing)}: its logs are not rotated",
                              "use `logging: *default-logging` (LOG_MAX_SIZE and LOG_MAX_FILE in .env)")
     count = values.get("LOG_MAX_FILE", "")
