@@ -56,7 +56,8 @@ JSON = "print machine-readable JSON instead of text"
 @friendly
 def init(c, force=False, rotate=None):
     """Write .env from the manifest with fresh secrets (mode 0600); never overwrites without --force."""
-    from posthog_compose.configuration import bootstrap, manifest
+    from posthog_compose.operations import bootstrap
+    from posthog_compose.configuration import manifest
 
     result = bootstrap.init(ROOT, manifest.load(ROOT), force=force, rotate=split_list(rotate))
     print(result.summary())
@@ -120,7 +121,7 @@ def up(c, service=None, wait=True, timeout=600, dry_run=False, verbose=False):
 @task(aliases=["ps"], help={"json": JSON, "verbose": VERBOSE})
 @friendly
 def status(c, json=False, verbose=False):
-    """Show each service's state, health, uptime, ports and image."""
+    """Show each service's state, health, uptime, ports and image, and the disk (free space, volume sizes)."""
     from posthog_compose.operations import lifecycle
 
     lifecycle.status(ROOT, _runner("status", verbose=verbose), as_json=json)

@@ -20,11 +20,11 @@ def friendly(body):
 
     @functools.wraps(body)
     def wrapper(c, *args, **kwargs):
-        from posthog_compose import ROOT, fileops, masking
+        from posthog_compose import ROOT, journal, masking
 
         with masking.shield(ROOT):
             try:
-                fileops.recover(ROOT)
+                journal.recover_files(ROOT)
                 return body(c, *args, **kwargs)
             except OperatorError as exc:
                 raise Exit(masking.mask(f"error: {exc.message}"), code=exc.code)

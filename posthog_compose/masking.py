@@ -47,6 +47,24 @@ class Masker:
         self._windows: set[str] = set()
         self._public: set[str] = set()
         self._lock = threading.Lock()
+        self._source = None  # a deployment whose secrets are learnt when the first text is masked
+        self._learning = threading.Lock()
+
+    def defer(self, root: Path) -> None:
+        """Learn the secrets of the deployment at ``root`` (``secrets_of``) just before the first
+        text is masked, not now: a task that prints nothing never reads them, and one that does
+        reads them after its own work has parsed .env and the manifest (cached by their text)."""
+        self._source = Path(root)
+
+    def _learn(self) -> None:
+        with self._learning:  # another thread masking meanwhile waits here, never masks without them
+            root = self._source
+            if root is None:
+                return
+            secrets, public = secrets_of(root)
+            self.public(public)
+            self.add_all(secrets)
+            self._source = None
 
     def public(self, values) -> None:
         """Values known to everyone (placeholders, well-known defaults): never treated as secrets."""
@@ -69,9 +87,13 @@ class Masker:
             self.add(value)
 
     def __bool__(self) -> bool:
+        if self._source is not None:
+            self._learn()
         return bool(self._whole)
 
     def mask(self, text: str) -> str:
+        if self._source is not None and text:
+            self._learn()
         if not self._whole or not text:
             return text
         with self._lock:
@@ -148,7 +170,7 @@ def secrets_of(root: Path) -> tuple[list[str], list[str]]:
     public: list[str] = []
     try:
         from posthog_compose.configuration import manifest as manifest_module
-        from posthog_compose.configuration.credentials import KNOWN_WEAK_VALUES
+        from posthog_compose.configuration.formats import KNOWN_WEAK_VALUES
 
         manifest = manifest_module.load(root)
         secret_names = {v.name for v in manifest.secrets}
@@ -318,8 +340,9 @@ def _copy_winsize(source: int, target: int) -> None:
 
 @contextlib.contextmanager
 def shield(root: Path):
-    """Mask everything printed while the block runs (by this process and the processes it starts)."""
-    prime(root)
+    """Mask everything printed while the block runs (by this process and the processes it starts).
+    The deployment's secrets are read when the first line is printed (Masker.defer)."""
+    MASKER.defer(root)
     old_out, old_err = sys.stdout, sys.stderr
     pumps = []
     if os.environ.get("POSTHOG_COMPOSE_NO_FD_MASK") != "1":

@@ -53,7 +53,8 @@ def timed_pair(measured: tuple[list[str], Path], baseline: tuple[list[str], Path
 
 
 def deployment_copy(workdir: Path) -> Path:
-    from posthog_compose.configuration import bootstrap, manifest
+    from posthog_compose.operations import bootstrap
+    from posthog_compose.configuration import manifest
     from tests.conftest import copy_repository
 
     root = workdir / "deployment"
@@ -64,7 +65,7 @@ def deployment_copy(workdir: Path) -> Path:
 
 
 def case_config_check(workdir: Path, env: dict, runs: int):
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     root = deployment_copy(workdir)
     env = {**env, "POSTHOG_COMPOSE_ROOT": str(root)}
@@ -96,7 +97,7 @@ def case_config_check_floor(workdir: Path, env: dict, runs: int):
 
 def case_up(workdir: Path, env: dict, runs: int):
     """The whole stack from nothing (fresh volumes each run) on a private engine with the test images."""
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
     from tests.e2e.harness import make_deployment, start_engine, stop_engine
 
     engine = start_engine()

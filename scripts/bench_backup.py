@@ -63,7 +63,7 @@ def fill(deployment, gib: float) -> None:
             line = f"{number}\t{base64.b64encode(os.urandom(750)).decode()}\n"
             lines.append(line)
             size += len(line)
-        subprocess.run(__import__("posthog_compose.operations.compose", fromlist=["command"]).command(
+        subprocess.run(__import__("posthog_compose.configuration.compose", fromlist=["command"]).command(
             deployment.root, "exec", "-T", "clickhouse", "clickhouse-client", "--query",
             "INSERT INTO default.bench_events FORMAT TSV"), input="".join(lines).encode(), cwd=deployment.root,
             env=deployment.env, check=True, capture_output=True)
@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
     from tests.e2e.harness import make_deployment, start_engine, stop_engine
 
     engine = start_engine()

@@ -72,7 +72,8 @@ def run_invoke(root: Path, *args: str, env: dict | None = None, input: str | Non
 @pytest.fixture
 def deployed(repo: Path) -> Path:
     """A copy with a fresh .env from `invoke init`."""
-    from posthog_compose.configuration import bootstrap, manifest as manifest_module
+    from posthog_compose.operations import bootstrap
+    from posthog_compose.configuration import manifest as manifest_module
 
     bootstrap.init(repo, manifest_module.load(repo))
     return repo

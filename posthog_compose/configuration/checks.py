@@ -159,7 +159,7 @@ def main(root: Path, strict: bool = False, as_json: bool = False) -> int:
 
 # ----------------------------------------------------------------------------- Compose itself
 def _start_compose(root: Path, report: _Report):
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     try:
         return compose.start_config_check(root)
@@ -259,7 +259,7 @@ def _format_description(name: str) -> str:
 
 
 def _check_values(manifest, env, values: dict[str, str], report: _Report) -> None:
-    from posthog_compose.configuration.credentials import KNOWN_WEAK_VALUES
+    from posthog_compose.configuration.formats import KNOWN_WEAK_VALUES
     from posthog_compose.configuration.formats import low_variety, problem
 
     for variable in manifest.variables:
@@ -419,7 +419,7 @@ def _check_shell_overrides(manifest, env, environ, report: _Report) -> None:
 
 # ----------------------------------------------------------------------------- docker-compose.yml
 def _check_compose_file(root: Path, manifest, report: _Report):
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     try:
         document = compose.load_document(root)
@@ -475,16 +475,16 @@ def _check_compose_file(root: Path, manifest, report: _Report):
 
 def _check_edge_and_disk(root: Path, env, values, document, report: _Report, environ) -> None:
     """The rules of the edge proxy (HTTPS, cookies, COMPOSE_FILE) and of log rotation, kept in their modules."""
-    from posthog_compose.operations import diskusage, proxy
+    from posthog_compose.configuration import edge, logrotation
 
-    proxy.check(root, env, values, report, environ)
-    diskusage.check(root, document, values, report)
+    edge.check(root, env, values, report, environ)
+    logrotation.check(root, document, values, report)
     _check_external(root, env, values, report, environ)
 
 
 def _check_external(root: Path, env, values, report: _Report, environ) -> None:
     """External datastores (rules in datastores.py), and a local volume left behind by one."""
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
     from posthog_compose.configuration import datastores
 
     datastores.check(root, env, values, report)
@@ -510,7 +510,7 @@ DEFAULTED_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-+]([^}]*)\}")
 def _check_compose_sources(root: Path, manifest, values, report: _Report) -> None:
     """Rules on the text of every file Compose selects (docker-compose.yml, its override,
     COMPOSE_FILE's list): which files, references nobody documents, literal secrets."""
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     try:
         files = compose.selected_files(root)
@@ -561,7 +561,7 @@ def _relative(root: Path, path: Path) -> str:
 
 def _check_effective(root: Path, model: dict, report: _Report, environ: dict[str, str]) -> None:
     """Rules on the deployment as Compose will run it (every file merged, values interpolated)."""
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     services = model.get("services") or {}
     name = model.get("name")

@@ -306,7 +306,7 @@ def problems(values: dict[str, str], root: Path | None = None) -> list[Problem]:
     except OperatorError as exc:
         return [Problem("error", "compatibility", COMPATIBILITY_FILE, str(exc).split(": ", 1)[-1],
                         f"restore it: git checkout -- {COMPATIBILITY_FILE}")]
-    from posthog_compose.operations.images import with_known_tags  # a digest the kit pinned stands for the tag it was pinned from
+    from posthog_compose.configuration.images import with_known_tags  # a digest the kit pinned stands for the tag it was pinned from
 
     return datastore_problems(with_known_tags(root, values), matrix) + kafka_url_problems(values)
 
@@ -317,7 +317,7 @@ def upgrade_problems(current_values: dict[str, str], target_values: dict[str, st
     target PostHog version refuses, or a datastore image the pinned PostHog version refuses. One line each,
     naming the range and the fix. Warnings (a digest) do not stop an upgrade."""
     changed = {name for name in target_values if target_values.get(name) != current_values.get(name)}
-    from posthog_compose.operations.images import with_known_tags
+    from posthog_compose.configuration.images import with_known_tags
 
     found = [p for p in datastore_problems(with_known_tags(root, target_values), load(root)) if p.severity == "error"]
     lines = []

@@ -41,10 +41,3 @@ def generate(method: str) -> str:
     masking.register(value)
     return value
 
-
-# Values that must never protect a production deployment.
-KNOWN_WEAK_VALUES = frozenset({
-    "00beef0000beef0000beef0000beef00",  # PostHog's built-in ENCRYPTION_SALT_KEYS default
-    "<randomly generated secret key>",  # PostHog's hobby compose placeholder
-    "posthog", "changeme", "change-me", "password", "secret", "admin", "default", "",
-})

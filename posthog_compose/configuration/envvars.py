@@ -10,11 +10,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.configuration import manifest as manifest_module
 from posthog_compose.configuration.envfile import EnvFile, env_path
 from posthog_compose.errors import OperatorError
-from posthog_compose.fileops import Transaction
+from posthog_compose.journal import Transaction
 
 # Formats whose values are secrets, and how --generate makes them.
 SECRET_FORMATS = {"password": "password", "xml-safe-password": "password", "secret-key": "secret-key",

@@ -462,3 +462,11 @@ def is_downgrade(current: str, target: str) -> bool:
     """True when ``target`` is an older version than ``current`` (both version tags)."""
     old, new = version_key(current), version_key(target)
     return old is not None and new is not None and new < old
+
+
+# Values that must never protect a production deployment.
+KNOWN_WEAK_VALUES = frozenset({
+    "00beef0000beef0000beef0000beef00",  # PostHog's built-in ENCRYPTION_SALT_KEYS default
+    "<randomly generated secret key>",  # PostHog's hobby compose placeholder
+    "posthog", "changeme", "change-me", "password", "secret", "admin", "default", "",
+})

@@ -23,13 +23,12 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from posthog_compose.operations import compose
-from posthog_compose.operations.engine import Runner
+from posthog_compose.configuration import compose
+from posthog_compose.operations.engine import Runner, Streaming
 from posthog_compose.errors import OperatorError
 from posthog_compose.fileops import _fsync_dir, atomic_write, timestamp
 
@@ -275,23 +274,11 @@ def _tar_command(image: str, volumes: dict[str, str], mount: str) -> list[str]:
 
 def _stream_member(writer, name: str, command: list[str], runner: Runner, meter: Meter, cwd: Path | None = None):
     """Run ``command`` and store its stdout as member ``name``."""
-    if runner.verbose:
-        runner.show(command)
-    producer = subprocess.Popen(command, cwd=cwd, env=runner.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    errors: list[bytes] = []
-    reader = threading.Thread(target=lambda: errors.append(producer.stderr.read()), daemon=True)
-    reader.start()
-    try:
+    stream = Streaming(command, runner, cwd, stdout=subprocess.PIPE)
+    with stream as producer:
         info = writer.add_stream(name, producer.stdout, 0o600, meter)
-    except BaseException:
-        producer.kill()
-        raise
-    finally:
-        producer.wait()
-        reader.join(timeout=10)
-    if producer.returncode != 0:
-        detail = b"".join(errors).decode(errors="replace").strip().splitlines()[-1:] or [f"exit {producer.returncode}"]
-        raise OperatorError(f"`{' '.join(command[:2])} ...` for {name} failed: {detail[0][:300]}")
+    if stream.returncode != 0:
+        raise OperatorError(f"`{' '.join(command[:2])} ...` for {name} failed: {stream.last_error()}")
     return info
 
 
@@ -347,7 +334,7 @@ def pg_restore_entries(listing: str) -> int:
 
 def posthog_version(image: str) -> str:
     """'1.43.0' for a release tag; the tag or digest otherwise (commit-SHA builds came after 1.43.x)."""
-    from posthog_compose.operations import images
+    from posthog_compose.configuration import images
 
     try:
         ref = images.parse(image)

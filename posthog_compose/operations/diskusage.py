@@ -1,6 +1,6 @@
 """Disk safety: how much each data volume holds, how much the engine's data disk has left
-(`invoke status`, `invoke doctor`, `status --json` for monitoring), and config-check's rule that
-every service rotates its logs.
+(`invoke status`, `invoke doctor`, `status --json` for monitoring). config-check's rule that every
+service rotates its logs, and the size units, are configuration/logrotation.py.
 
 Volume sizes come from the engine (`docker system df -v`, which measures every volume); the free
 space from the engine's data root (`docker info`): measured directly when that directory is on
@@ -18,16 +18,13 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from posthog_compose.configuration.logrotation import GB, human, parse_size  # noqa: F401 - also callers' names
+
 WARN_FREE_GB = 10.0  # below this, status and doctor warn: a day of growth plus a PostgreSQL dump
 WARN_FREE_PERCENT = 10.0
 CRITICAL_FREE_GB = 3.0  # below this, doctor errors: Kafka and ClickHouse stop writing soon
-GB = 1000 ** 3
-ROTATING_DRIVERS = ("json-file", "local")
 # Where a data volume is mounted, to ask `df` from inside a running container (remote engines).
 DF_PROBES = (("db", "/var/lib/postgresql/data"), ("clickhouse", "/var/lib/clickhouse"), ("kafka", "/var/lib/kafka/data"))
-_HUMAN_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKMGTP]?i?B)?\s*$")
-_UNITS = {"": 1, "B": 1, "kB": 1000, "KB": 1000, "MB": 1000 ** 2, "GB": 1000 ** 3, "TB": 1000 ** 4, "PB": 1000 ** 5,
-          "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3, "TiB": 1024 ** 4}
 
 
 @dataclass
@@ -68,26 +65,6 @@ class DiskReport:
         if self.warning:
             out.append(f"warning: {self.warning}")
         return out
-
-
-def human(size: int | None) -> str:
-    if size is None:
-        return "?"
-    for unit, factor in (("TB", 1000 ** 4), ("GB", GB), ("MB", 1000 ** 2), ("kB", 1000)):
-        if size >= factor:
-            return f"{size / factor:.1f} {unit}"
-    return f"{size} B"
-
-
-def parse_size(text: str) -> int | None:
-    """Docker's human sizes ("0B", "12.5MB", "1.234GB", "3.2kB") as bytes; None when unreadable."""
-    match = _HUMAN_RE.match(text or "")
-    if not match:
-        return None
-    unit = match.group(2) or ""
-    if unit not in _UNITS:
-        return None
-    return int(round(float(match.group(1)) * _UNITS[unit]))
 
 
 def project_volumes(df_volumes: list[dict], project: str) -> dict[str, int | None]:
@@ -136,7 +113,7 @@ def _env_values(root: Path) -> dict[str, str]:
 def measure(root: Path, runner, project: str | None = None, values: dict[str, str] | None = None) -> DiskReport:
     """Volume sizes and free space of the engine's data disk. Never raises: what cannot be
     measured is said in ``error``. Only the volumes of services that run here are listed."""
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     project = project or compose.project_name(root)
     values = _env_values(root) if values is None else values
@@ -198,78 +175,3 @@ def parse_df(output: str) -> tuple[int, int] | None:
 def for_status(root: Path, runner) -> DiskReport:
     """What `invoke status` shows under its table (and carries in --json as "disk")."""
     return measure(root, runner)
-
-
-def doctor_check(root: Path, runner):
-    """`invoke doctor`'s line about the engine's data disk."""
-    from posthog_compose.operations.doctor import Check
-
-    report = measure(root, runner)
-    if report.free_bytes is None:
-        return Check("data disk", "warning", f"free space unknown ({report.error})", "run `docker info` and `df -h`")
-    volumes = sum(v for v in report.volumes.values() if v)
-    detail = (f"{human(report.free_bytes)} free on the engine's data disk ({report.data_root or report.measured_by}); "
-              f"the deployment's volumes hold {human(volumes)}")
-    if report.free_bytes / GB < CRITICAL_FREE_GB:
-        return Check("data disk", "error", detail, "free space now: `docker system prune`, lower Kafka retention")
-    if report.warning:
-        return Check("data disk", "warning", detail, "see the handbook's Disk and logs page")
-    return Check("data disk", "ok", detail)
-
-
-# ----------------------------------------------------------------------------- config-check: log rotation
-_REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?+][^}]*)?\}")
-
-
-def _resolve(value, values: dict[str, str]) -> str:
-    return _REF_RE.sub(lambda m: values.get(m.group(1), ""), str(value if value is not None else ""))
-
-
-def check(root: Path, document, values: dict[str, str] | None, report, overlays: list | None = None) -> None:
-    """Every service (the eight, and the proxy when it is on) must rotate its logs: a driver that
-    rotates and both max-size and max-file, as Docker's default json-file driver never rotates."""
-    if document is None:
-        return
-    values = values or {}
-    services = [(document.path.name, document.services)]
-    from posthog_compose.operations import proxy
-
-    if overlays is None and proxy.enabled(values) and (Path(root) / proxy.OVERLAY).exists():
-        try:
-            from posthog_compose.operations import compose
-
-            overlay = compose.load_document(root, proxy.OVERLAY)
-            services.append((proxy.OVERLAY, {proxy.SERVICE: overlay.services.get(proxy.SERVICE)}))
-        except Exception:  # a broken overlay is Compose's own finding
-            pass
-    for filename, entries in services:
-        for name, service in (entries or {}).items():
-            if not isinstance(service, dict):
-                continue
-            line = document.line_of("services", name) if filename == document.path.name else None
-            logging = service.get("logging")
-            if not isinstance(logging, dict):
-                report.error("log-rotation", filename, line, name,
-                             "has no `logging:` section: Docker's default json-file driver never rotates, so its "
-                             "logs grow until the disk is full", "add `logging: *default-logging` to the service")
-                continue
-            driver = _resolve(logging.get("driver", "json-file"), values) or "json-file"
-            options = logging.get("options") or {}
-            missing = [key for key in ("max-size", "max-file") if not _resolve(options.get(key), values)]
-            if driver not in ROTATING_DRIVERS:
-                report.error("log-rotation", filename, line, name,
-                             f"logs with the {driver!r} driver, which this deployment cannot bound",
-                             "use LOG_DRIVER=json-file or local")
-            elif missing:
-                report.error("log-rotation", filename, line, name,
-                             f"logging sets no {' and no '.join(missing)}: its logs are not rotated",
-                             "use `logging: *default-logging` (LOG_MAX_SIZE and LOG_MAX_FILE in .env)")
-    count = values.get("LOG_MAX_FILE", "")
-    if (count.isascii() and count.isdigit()) and int(count) < 1:
-        report.error("log-rotation", ".env", None, "LOG_MAX_FILE", "must be at least 1", "set LOG_MAX_FILE=5")
-    size = parse_size((values.get("LOG_MAX_SIZE", "") or "").upper().replace("K", "k").rstrip("B") + "B"
-                      if values.get("LOG_MAX_SIZE") else "")
-    if values.get("LOG_MAX_SIZE") and size is not None and (count.isascii() and count.isdigit()) and size * int(count) > 2 * GB:
-        report.warning("log-rotation", ".env", None, "LOG_MAX_SIZE",
-                       f"with LOG_MAX_FILE={count} lets each service keep {human(size * int(count))} of logs",
-                       "20m and 5 keep 100 MB per service")

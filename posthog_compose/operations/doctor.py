@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 
 # PostHog's hobby deployment asks for about 4 vCPUs, 16 GB RAM and 30 GB of disk; below the
 # minimums the stack is known to fall over (ClickHouse and Kafka are memory-hungry).
@@ -110,7 +110,7 @@ def _cpus() -> Check:
 
 def _disk(root: Path, env: dict | None = None) -> Check:
     """Free space where it matters: Docker's data root (volumes, images) and backups/ (dumps)."""
-    from posthog_compose.operations.journal import disks
+    from posthog_compose.operations.engine import disks
 
     worst, notes, fix = "ok", [], ""
     for label, path, free_gb in disks(root, env):
@@ -163,14 +163,29 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _data_disk(root: Path, runner) -> Check:
+    """`invoke doctor`'s line about the engine's data disk."""
+    from posthog_compose.operations.diskusage import CRITICAL_FREE_GB, GB, human, measure
+
+    report = measure(root, runner)
+    if report.free_bytes is None:
+        return Check("data disk", "warning", f"free space unknown ({report.error})", "run `docker info` and `df -h`")
+    volumes = sum(v for v in report.volumes.values() if v)
+    detail = (f"{human(report.free_bytes)} free on the engine's data disk ({report.data_root or report.measured_by}); "
+              f"the deployment's volumes hold {human(volumes)}")
+    if report.free_bytes / GB < CRITICAL_FREE_GB:
+        return Check("data disk", "error", detail, "free space now: `docker system prune`, lower Kafka retention")
+    if report.warning:
+        return Check("data disk", "warning", detail, "see the handbook's Disk and logs page")
+    return Check("data disk", "ok", detail)
+
+
 def run(root: Path, runner, as_json: bool = False) -> int:
     env = runner.env
-    from posthog_compose.operations import diskusage
-
     port, running = _web_port(root, runner)
     checks = [_engine(env), _compose(root, env), _ram(), _cpus(), _disk(root), port]
     if checks[0].status == "ok":
-        checks.append(diskusage.doctor_check(root, runner))
+        checks.append(_data_disk(root, runner))
     checks.extend(external_checks(root))
     for check in checks:
         check.detail, check.fix = _one_line(check.detail), _one_line(check.fix)
@@ -631,7 +646,7 @@ def _against_matrix(root: Path, values: dict[str, str], datastore: str, version:
     from posthog_compose.configuration import compatibility
     from posthog_compose.errors import OperatorError
 
-    from posthog_compose.operations.images import with_known_tag
+    from posthog_compose.configuration.images import with_known_tag
 
     service = MATRIX_NAMES.get(datastore)
     try:

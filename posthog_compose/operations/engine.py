@@ -146,7 +146,7 @@ def explain(stderr: str | None, task: str = "") -> str | None:
 def preflight(task: str, env: dict[str, str] | None = None, engine: bool = True) -> None:
     """Before a task changes anything: Compose v2 is there and (with ``engine``) the engine
     answers. Each failure is one line with the next step, in the words of ``task``."""
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     try:
         compose.compose_binary()
@@ -188,3 +188,78 @@ def docker_env() -> dict[str, str]:
     if not sys.stderr.isatty():
         env.setdefault("COMPOSE_PROGRESS", "quiet")
     return env
+
+
+# ----------------------------------------------------------------------------- streams
+class Streaming:
+    """A command whose stderr is read in the background while the caller streams its stdout (or
+    feeds its stdin), so neither pipe can fill up and stall it (backup's members, restore's loads)::
+
+        stream = Streaming(command, runner, cwd, stdout=subprocess.PIPE)
+        with stream as process:
+            consume(process.stdout)
+        if stream.returncode != 0:
+            raise OperatorError(stream.last_error())
+
+    On leaving the block the command has ended; an exception inside the block kills it first."""
+
+    def __init__(self, command: list[str], runner: Runner, cwd: Path | None = None, **popen) -> None:
+        import threading
+
+        if runner.verbose:
+            runner.show(command)
+        self.process = subprocess.Popen(command, cwd=cwd, env=runner.env, stderr=subprocess.PIPE, **popen)
+        self._errors: list[bytes] = []
+        self._reader = threading.Thread(target=lambda: self._errors.append(self.process.stderr.read()), daemon=True)
+        self._reader.start()
+
+    def __enter__(self) -> subprocess.Popen:
+        return self.process
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        try:
+            if exc_type is not None:
+                self.process.kill()
+        finally:
+            self.process.wait()
+            self._reader.join(timeout=10)
+        return False
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def last_error(self) -> str:
+        """The last line the command wrote to stderr (at most 300 characters), or its exit code."""
+        lines = b"".join(self._errors).decode(errors="replace").strip().splitlines()[-1:]
+        return (lines or [f"exit {self.process.returncode}"])[0][:300]
+
+
+# ----------------------------------------------------------------------------- disks
+def docker_root(env: dict | None = None) -> str | None:
+    """Docker's data root (`docker info` DockerRootDir), where images and volumes live; None when the
+    engine does not answer."""
+    try:
+        result = subprocess.run(["docker", "info", "--format", "{{.DockerRootDir}}"], capture_output=True, text=True,
+                                env=env, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (result.stdout or "").strip() or None if result.returncode == 0 else None
+
+
+def disks(root: Path, env: dict | None = None) -> list[tuple[str, str | None, float | None]]:
+    """(label, path, free GiB) for the filesystems that matter: Docker's data root (the volumes and
+    images) and the deployment's backups/ (dumps, logs, history). Free is None when the path cannot
+    be measured from this host (a remote engine, a data root this user cannot read)."""
+    found = []
+    docker_dir = docker_root(env)
+    backups = Path(root) / "backups"
+    for label, path in (("Docker's data root", docker_dir), ("backups/", str(backups if backups.exists() else root))):
+        free = None
+        if path:
+            try:
+                free = shutil.disk_usage(path).free / 1024 ** 3
+            except OSError:
+                free = None
+        found.append((label, path, free))
+    return found

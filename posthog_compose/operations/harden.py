@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from posthog_compose.configuration import certs
-from posthog_compose.operations import compose, images, rotation
+from posthog_compose.configuration import compose, images
+from posthog_compose.operations import rotation
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from posthog_compose.fileops import KEEP_SECRET_COPIES, atomic_write, retain, timestamp
@@ -514,7 +515,7 @@ CHECKS = {
 # ----------------------------------------------------------------------------- --check
 def check(root: Path, runner: Runner, as_json: bool = False) -> int:
     """Report every item; exit 1 when an item that can be checked fails."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     results = evaluate(read_state(Path(root)))
     for kind in journal.pending(Path(root)):
@@ -713,8 +714,8 @@ def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate
     root = Path(root)
     if runner.dry_run:
         return _apply_planned(root, runner, only, yes, rotate_all)
-    from posthog_compose.operations import journal
-    from posthog_compose.operations.lifecycle import recover
+    from posthog_compose import journal
+    from posthog_compose.journal import replay as recover
 
     with journal.deployment_lock(root, "harden"):
         recover(root, runner)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from posthog_compose.configuration.manifest import SERVICES
@@ -31,8 +31,10 @@ def _values(root: Path) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- up
 def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeout: float = 600.0) -> None:
-    from posthog_compose.configuration import bootstrap, checks, manifest
-    from posthog_compose.operations import journal, stack
+    from posthog_compose.operations import bootstrap
+    from posthog_compose.configuration import checks, manifest
+    from posthog_compose import journal
+    from posthog_compose.operations import stack
     from posthog_compose.configuration.envfile import env_path
 
     services = _services(services)
@@ -85,18 +87,11 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
 
 
 def recover(root: Path, runner: Runner) -> None:
-    """Finish or undo what a killed task left in the journal (the caller holds the deployment lock)."""
-    from posthog_compose.operations import journal, rotation, upgrade
+    """Finish or undo what a killed task left in the journal (the caller holds the deployment lock):
+    each operation registered its replay with the journal (journal.recovers)."""
+    from posthog_compose import journal
 
-    for kind in journal.pending(root):
-        if kind == "rotation":
-            rotation.recover(root, runner)
-        elif kind == "upgrade":
-            upgrade.recover(root, runner)
-        elif kind == "migration":
-            from posthog_compose.operations import migrate
-
-            migrate.recover(root, runner)
+    journal.replay(root, runner)
 
 
 def check_images_match(root: Path, runner: Runner, services: list[str]) -> None:
@@ -178,7 +173,8 @@ def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool,
 
 def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     from posthog_compose.configuration import datastores
-    from posthog_compose.operations import diskusage, journal, stack
+    from posthog_compose import journal
+    from posthog_compose.operations import diskusage, stack
     from posthog_compose.configuration.envfile import env_path
 
     values = _values(root) if env_path(root).exists() else {}

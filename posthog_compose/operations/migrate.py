@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.operations.engine import Runner
+from posthog_compose import journal
 from posthog_compose.errors import OperatorError
 
 DATASTORES = ("postgres", "redis", "clickhouse", "kafka")
@@ -440,7 +441,7 @@ def accepted_range(root: Path, values: dict[str, str]):
         matrix = compatibility.load(root)
     except OperatorError:
         return None, None
-    from posthog_compose.operations.images import with_known_tags
+    from posthog_compose.configuration.images import with_known_tags
 
     image = with_known_tags(root, values).get("POSTHOG_IMAGE", "")
     row = matrix.row_for(compatibility.posthog_version(image, matrix.aliases))
@@ -452,7 +453,7 @@ def accepted_range(root: Path, values: dict[str, str]):
 def preflight(root: Path, runner: Runner, values: dict[str, str], target: Target, servers: Servers,
               problems: list[str]) -> Facts:
     """Everything that can be known before a change, appended to ``problems`` (one line each)."""
-    from posthog_compose.operations.journal import disks
+    from posthog_compose.operations.engine import disks
 
     facts = Facts()
     states = running_services(root, runner)
@@ -620,12 +621,12 @@ def _run(root: Path, runner: Runner, request: Request) -> tuple[Result, int]:
 
 
 def _locked(root: Path, runner: Runner, request: Request, target: Target, result: Result, out) -> int:
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
     from posthog_compose.configuration.envfile import EnvFile, env_path
 
     with journal.deployment_lock(root, "migrate-datastore"):
         if not runner.dry_run:
-            from posthog_compose.operations.lifecycle import recover
+            from posthog_compose.journal import replay as recover
 
             recover(root, runner)
         values = EnvFile.load(env_path(root)).resolved()
@@ -678,7 +679,7 @@ def _stamp() -> str:
 
 def _migrate(root: Path, runner: Runner, request: Request, target: Target, servers: Servers, facts: Facts,
              values: dict[str, str], dump: Path, result: Result, out) -> int:
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
     from posthog_compose.configuration.envfile import EnvFile, env_path
 
     # The journal is 0600 next to .env (as a rotation's): "previous" holds the values the switch replaces.
@@ -708,7 +709,7 @@ def _migrate(root: Path, runner: Runner, request: Request, target: Target, serve
         return _back_before_switch(root, runner, request, values, facts, exc, result, out,
                                    restored=journal.read(root, "migration") or entry)
     # ---- the switch
-    from posthog_compose.fileops import Transaction
+    from posthog_compose.journal import Transaction
 
     env = EnvFile.load(env_path(root))
     env.set("POSTGRES_MODE", "external")
@@ -890,7 +891,7 @@ def active_services(values: dict[str, str]) -> list[str]:
 
 def finish(root: Path, runner: Runner, out) -> None:
     """The switch holds: stop the local db (its volume stays) and close the journal."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     print("Stopping the local db (its volume is kept) ...", file=out, flush=True)
     runner.run(compose.command(root, "stop", "--timeout", "60", "db"), capture=True, timeout=300)
@@ -900,7 +901,7 @@ def finish(root: Path, runner: Runner, out) -> None:
 
 # ----------------------------------------------------------------------------- the ways back
 def _reason(exc: BaseException) -> str:
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     return journal.failure_reason(exc, "migrating")
 
@@ -917,7 +918,7 @@ def _restart(root: Path, runner: Runner, services: list[str], timeout: float, va
 def _back_before_switch(root: Path, runner: Runner, request: Request, values: dict[str, str], facts: Facts,
                         exc: BaseException, result: Result, out, restored: dict) -> int:
     """.env was never changed: start what was stopped, and say what the target may hold."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     reason = _reason(exc)
     interrupted = isinstance(exc, KeyboardInterrupt)
@@ -944,7 +945,7 @@ def _back_after_switch(root: Path, runner: Runner, request: Request, entry: dict
                        exc: BaseException, result: Result, out) -> int:
     """The stack did not come up on the target: .env goes back, PostHog restarts on the local db (nothing wrote
     to it since the dump). Ctrl-C waits until this has finished."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
     from posthog_compose.configuration.envfile import EnvFile, env_path
 
     reason = _reason(exc)
@@ -981,11 +982,12 @@ def set_values(root: Path, values: dict) -> None:
     env.write()
 
 
+@journal.recovers("migration")
 def recover(root: Path, runner: Runner) -> None:
     """Finish or undo a migration a killed task left behind (the caller holds the deployment lock).
     Before the switch (.env still local): start web, worker and plugins again. After it: finish (start on the
     target, stop the local db)."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
     from posthog_compose.configuration.envfile import EnvFile, env_path
 
     entry = journal.read(root, "migration")

@@ -21,14 +21,13 @@ import contextlib
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path, PurePosixPath
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.operations.backup import (BACKUP_DIR, CONFIG_DIRS, CONFIG_FILES, MIB, VOLUMES, Meter, _Counting, _passphrase_for,
                      describe, existing_volumes, resolve, volume_name)
-from posthog_compose.operations.engine import Runner
+from posthog_compose.operations.engine import Runner, Streaming
 from posthog_compose.errors import OperatorError
 from posthog_compose.fileops import atomic_write, timestamp
 
@@ -49,7 +48,7 @@ def _config_target(name: str) -> PurePosixPath | None:
 
 def pinned_version(root: Path) -> tuple[int, int, int] | None:
     """The PostHog release this checkout of the kit pins (variables.yml's default POSTHOG_IMAGE)."""
-    from posthog_compose.operations import images
+    from posthog_compose.configuration import images
     from posthog_compose.configuration import manifest
 
     default = manifest.load(root)["POSTHOG_IMAGE"].default or ""
@@ -62,7 +61,7 @@ def pinned_version(root: Path) -> tuple[int, int, int] | None:
 def archive_version(manifest: dict) -> tuple[int, int, int] | None:
     """The release an archive was made with; None for a commit-SHA tag, a digest or a local tag, which
     cannot be ordered against a release (the kit itself can upgrade to those)."""
-    from posthog_compose.operations import images
+    from posthog_compose.configuration import images
 
     try:
         return images.release_version(images.parse(manifest.get("posthog_image", "")).tag)
@@ -322,35 +321,23 @@ def _load_data(root: Path, runner: Runner, path: Path, passphrase: bytes | None,
 
 
 def _feed(member, command: list[str], runner: Runner, root: Path, meter: Meter) -> None:
-    if runner.verbose:
-        runner.show(command)
-    process = subprocess.Popen(command, cwd=root, env=runner.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    errors: list[bytes] = []
-    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
-    reader.start()
+    stream = Streaming(command, runner, root, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     done = 0
-    try:
-        while True:
-            data = member.stream.read(1024 * 1024)
-            if not data:
-                break
-            process.stdin.write(data)
-            done += len(data)
-            meter(done)
-        process.stdin.close()
-    except BrokenPipeError:
-        pass
-    except BaseException:
-        process.kill()
-        raise
-    finally:
-        process.wait()
-        reader.join(timeout=10)
+    with stream as process:
+        try:
+            while True:
+                data = member.stream.read(1024 * 1024)
+                if not data:
+                    break
+                process.stdin.write(data)
+                done += len(data)
+                meter(done)
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
     meter.finish()
-    if process.returncode != 0:
-        detail = b"".join(errors).decode(errors="replace").strip().splitlines()[-1:] or [f"exit {process.returncode}"]
-        raise OperatorError(f"loading {member.name} failed ({detail[0][:300]}); the deployment is half restored: "
+    if stream.returncode != 0:
+        raise OperatorError(f"loading {member.name} failed ({stream.last_error()}); the deployment is half restored: "
                             "fix the cause and restore again with --yes")
 
 

@@ -24,9 +24,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.configuration import credentials
 from posthog_compose.operations.engine import Runner
+from posthog_compose import journal
 from posthog_compose.errors import OperatorError
 from posthog_compose.configuration.manifest import Manifest
 
@@ -216,7 +217,7 @@ def commit(root: Path, runner: Runner | None, env_changes: dict[str, str], postg
     journal next to .env) is written first, then PostgreSQL's password is changed (ALTER ROLE),
     then .env; the journal goes only when .env holds the new values. A task killed in between
     leaves the journal, and the next task replays it (``recover``): ALTER ROLE again, .env again."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     journal.write(root, "rotation", {"env": env_changes, "remove": list(env_remove or []),
                                      "postgres": bool(postgres_password)})
@@ -226,7 +227,7 @@ def commit(root: Path, runner: Runner | None, env_changes: dict[str, str], postg
 
 def _replay(root: Path, runner: Runner | None, env_changes: dict[str, str], postgres_password: str | None,
             env_remove: list[str]) -> None:
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
     from posthog_compose.configuration.envfile import EnvFile, env_path
 
     with journal.critical("a secret rotation is changing PostgreSQL and .env"):
@@ -249,10 +250,11 @@ def _replay(root: Path, runner: Runner | None, env_changes: dict[str, str], post
         journal.clear(root, "rotation")
 
 
+@journal.recovers("rotation")
 def recover(root: Path, runner: Runner) -> None:
     """Finish a rotation a killed task left in the journal (the caller holds the deployment lock).
     Rolling forward is always possible: ALTER ROLE to the journal's password is idempotent."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     entry = journal.read(root, "rotation")
     if not entry:

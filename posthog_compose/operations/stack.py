@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from posthog_compose.configuration.manifest import SERVICES
@@ -470,7 +470,7 @@ def start_and_wait(root: Path, runner: Runner, command: list[str], services: lis
     """
     import tempfile
 
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     if runner.verbose:
         runner.show(command)
@@ -520,9 +520,9 @@ def readiness(values: dict[str, str], timeout: float = 3.0) -> tuple[bool, bool,
     Kafka, Redis, the Celery broker; 503 naming the failing ones). Returns (ready, answered, detail).
     A server without /_readyz (404, older releases) is asked /_health instead. The header keeps
     Django's SSL redirect (IS_BEHIND_PROXY=true) from answering 301, as the web healthcheck does."""
-    from posthog_compose.operations import proxy
+    from posthog_compose.configuration import edge
 
-    if proxy.enabled(values):  # WEB_PORT is not published: ask through the proxy
+    if edge.enabled(values):  # WEB_PORT is not published: ask through the proxy
         return _readiness_through_proxy(values, timeout)
     base = f"http://127.0.0.1:{values.get('WEB_PORT', '8080')}"
     detail = ""
@@ -545,10 +545,10 @@ def readiness(values: dict[str, str], timeout: float = 3.0) -> tuple[bool, bool,
 def _readiness_through_proxy(values: dict[str, str], timeout: float) -> tuple[bool, bool, str]:
     import http.client
 
-    from posthog_compose.operations import proxy
+    from posthog_compose.operations import probes
 
     try:
-        status, _, body = proxy.request(values, "/_readyz", timeout=timeout)
+        status, _, body = probes.request(values, "/_readyz", timeout=timeout)
     except (OSError, http.client.HTTPException) as exc:
         return False, False, f"the proxy is unreachable or its certificate does not verify ({exc})"
     if status == 200:
@@ -637,10 +637,11 @@ def _external_hint(root: Path, failing: list[str], reason: str) -> str:
 
 def check_url(values: dict[str, str], timeout: float = 30.0) -> tuple[bool, str]:
     """A fresh install's promise: `/` answers 302 to /preflight on a fresh install, or /_health 200."""
-    from posthog_compose.operations import proxy
+    from posthog_compose.configuration import edge
+    from posthog_compose.operations import probes
 
-    if proxy.enabled(values):  # WEB_PORT is not published: ask through the proxy, over verified HTTPS
-        return proxy.check_url(values, timeout=timeout)
+    if edge.enabled(values):  # WEB_PORT is not published: ask through the proxy, over verified HTTPS
+        return probes.check_url(values, timeout=timeout)
     base = f"http://127.0.0.1:{values.get('WEB_PORT', '8080')}"
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):

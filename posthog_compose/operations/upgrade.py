@@ -31,8 +31,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from posthog_compose.operations import compose, images
+from posthog_compose.configuration import compose, images
 from posthog_compose.operations.engine import Runner
+from posthog_compose import journal
 from posthog_compose.errors import OperatorError
 from posthog_compose.configuration import formats
 from posthog_compose.fileops import atomic_write, timestamp
@@ -293,7 +294,7 @@ def print_plan(plan: Plan, request: Request, dry_run: bool) -> None:
 def run(root: Path, runner: Runner, request: Request) -> int:
     """The upgrade task. Returns the exit code: 0 upgraded (or nothing to do), 1 failed and rolled
     back or aborted before the switch, 2 when even the rollback did not come back healthy."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     root = Path(root)
     if runner.dry_run:
@@ -307,7 +308,7 @@ def run(root: Path, runner: Runner, request: Request) -> int:
     # Every decision below is taken under the lock: a second upgrade to the same target waits
     # for nothing and decides nothing until the first one has finished (or been undone).
     with journal.deployment_lock(root, "upgrade"):
-        from posthog_compose.operations.lifecycle import recover
+        from posthog_compose.journal import replay as recover
 
         recover(root, runner)
         plan = make_plan(root, request)
@@ -333,7 +334,7 @@ def _require_running_on(root: Path, runner: Runner, plan: Plan) -> None:
 
 def _run(root: Path, runner: Runner, request: Request, plan: Plan) -> int:
     from posthog_compose.configuration import checks
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     started = time.monotonic()
     backup: Path | None = None
@@ -399,7 +400,7 @@ def _run(root: Path, runner: Runner, request: Request, plan: Plan) -> int:
 
 
 def _reason(exc: BaseException) -> str:
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     return journal.failure_reason(exc, "switching")
 
@@ -419,7 +420,7 @@ def _roll_back(root: Path, runner: Runner, request: Request, plan: Plan, reason:
                backup: Path | None, entry: dict, interrupted: bool = False) -> int:
     """Put the previous version back. Runs with Ctrl-C deferred, and survives its own I/O errors
     (a full backups/ only loses the saved logs): the deployment comes first, the paperwork second."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     with journal.critical("the rollback is running and will finish first", reraise=False):
         print(f"Upgrade failed: {reason}", flush=True)
@@ -467,10 +468,11 @@ def _roll_back(root: Path, runner: Runner, request: Request, plan: Plan, reason:
     return 130 if interrupted else 1
 
 
+@journal.recovers("upgrade")
 def recover(root: Path, runner: Runner) -> None:
     """Undo an upgrade that a killed task left half done: .env goes back to the previous image (the
     caller then recreates the services on it), and the history says it was interrupted."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     entry = journal.read(root, "upgrade")
     if not entry:
@@ -555,7 +557,7 @@ def check_gates(root: Path, runner: Runner, gates: list[Gate]) -> None:
 
 def check_free_disk(root: Path, runner: Runner, needed_gib: float) -> None:
     """Enough room for the new image on Docker's data root, and for the dump and logs in backups/."""
-    from posthog_compose.operations.journal import disks
+    from posthog_compose.operations.engine import disks
 
     for label, path, free in disks(root, runner.env):
         if free is None:
@@ -660,7 +662,7 @@ def _record(root: Path, plan: Plan, target: str, result: str, started: float, ba
 def _record_safely(root: Path, plan: Plan, target: str, result: str, started: float, backup: Path | None,
                    reason: str = "", logs: Path | None = None) -> None:
     """_record, but a full or broken disk only costs the history line (said so), never the caller's work."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
 
     try:
         _record(root, plan, target, result, started, backup, reason, logs)
@@ -714,6 +716,6 @@ def _short(reference: str) -> str:
 
 def _lock(root: Path):
     """One changing task at a time per deployment (kept for callers of the old name)."""
-    from posthog_compose.operations.journal import deployment_lock
+    from posthog_compose.journal import deployment_lock
 
     return deployment_lock(root, "upgrade")

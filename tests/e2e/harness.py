@@ -199,7 +199,7 @@ class Deployment:
         return result
 
     def compose(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        from posthog_compose.operations import compose
+        from posthog_compose.configuration import compose
 
         return subprocess.run(compose.command(self.root, *args), cwd=self.root, env=self.env, capture_output=True,
                               text=True, check=check, input=input, timeout=900)
@@ -246,7 +246,8 @@ class Deployment:
 
 
 def make_deployment(target: Path, engine: Engine) -> Deployment:
-    from posthog_compose.configuration import bootstrap, manifest
+    from posthog_compose.operations import bootstrap
+    from posthog_compose.configuration import manifest
 
     target.mkdir(parents=True, exist_ok=True)
     copy_repository(target)

@@ -185,7 +185,7 @@ def test_readme_run_it_on_a_stock_debian_12(tmp_path, e2e_engine):
 
 def _down(engine, kit: Path, project: str) -> None:
     """Remove the project's containers, network and volumes with the host's Compose."""
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     subprocess.run([*compose.compose_binary(), "--project-name", project, "--project-directory", str(kit), "down",
                     "--volumes", "--remove-orphans", "--timeout", "5"], cwd=kit, env=engine.env, capture_output=True,

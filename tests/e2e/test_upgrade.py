@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from tests.conftest import REPO
 from tests.e2e.harness import DowntimeProbe, start_registry
 

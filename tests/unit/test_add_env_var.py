@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from posthog_compose.errors import OperatorError
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.configuration import envvars, manifest as manifest_module, yamledit
 from posthog_compose import fileops
 from posthog_compose.configuration.envfile import EnvFile

@@ -196,7 +196,7 @@ def test_parse_version_pads_and_truncates():
 
 
 def test_a_digest_the_kit_pinned_is_checked_as_the_version_it_was_pinned_from(deployed):
-    from posthog_compose.operations import images
+    from posthog_compose.configuration import images
 
     digest = "postgres@sha256:" + "c" * 64
     values = _values(POSTGRES_IMAGE=digest)

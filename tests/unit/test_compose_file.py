@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose.configuration.manifest import SERVICES
 from tests.conftest import REPO, run_invoke
 

@@ -9,7 +9,9 @@ import subprocess
 
 import pytest
 
-from posthog_compose.configuration import bootstrap, checks, manifest as manifest_module
+from posthog_compose.operations import bootstrap
+
+from posthog_compose.configuration import checks, manifest as manifest_module
 from posthog_compose.configuration.envfile import EnvFile
 from tests.conftest import run_invoke, set_env
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from tests.conftest import REPO, run_invoke, set_env
 
 

@@ -12,7 +12,9 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, strategies as st
 
-from posthog_compose.configuration import bootstrap, checks, manifest
+from posthog_compose.operations import bootstrap
+
+from posthog_compose.configuration import checks, manifest
 from posthog_compose.operations import diskusage
 from tests.conftest import compose_command, set_env
 

@@ -78,7 +78,8 @@ def page_settings(text: str) -> dict[str, str]:
 def test_the_settings_the_external_page_shows_pass_config_check(repo, manifest):
     """An operator who copies every block of the page (all four datastores external) and puts the
     provider's CA in datastore-ca/ gets no config-check error; the same settings with TLS weakened do."""
-    from posthog_compose.configuration import bootstrap, checks
+    from posthog_compose.operations import bootstrap
+    from posthog_compose.configuration import checks
     from tests.unit.test_external_config import _environ, write_ca
 
     bootstrap.init(repo, manifest)

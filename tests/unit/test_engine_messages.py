@@ -132,7 +132,8 @@ def test_up_without_daemon_says_one_line_in_its_own_words(tmp_path):
 @pytest.mark.parametrize("task", ["status", "logs", "down"])
 def test_other_tasks_without_daemon_speak_in_their_own_words(tmp_path, task):
     root, env = _host(tmp_path, DOCKER_WITHOUT_DAEMON, COMPOSE_WITHOUT_DAEMON)
-    from posthog_compose.configuration import bootstrap, manifest
+    from posthog_compose.operations import bootstrap
+    from posthog_compose.configuration import manifest
 
     bootstrap.init(root, manifest.load(root))
     result = _invoke(root, env, task)
@@ -201,7 +202,7 @@ def test_runner_failure_of_an_unknown_cause_names_the_command_without_the_direct
 
 
 def test_compose_is_found_in_the_kits_environment_first(tmp_path, monkeypatch):
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     monkeypatch.delenv("POSTHOG_COMPOSE_BINARY", raising=False)
     bundled = tmp_path / "venv" / "bin"

@@ -14,7 +14,9 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from posthog_compose.configuration import bootstrap, certs, checks, datastores, manifest as manifest_module
+from posthog_compose.operations import bootstrap
+
+from posthog_compose.configuration import certs, checks, datastores, manifest as manifest_module
 from posthog_compose.configuration.envfile import EnvFile
 from tests.conftest import compose_command, run_invoke, set_env
 

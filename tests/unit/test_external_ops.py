@@ -797,7 +797,7 @@ def _effective(root, monkeypatch) -> dict:
     """The services as the real Compose binary merges them (docker-compose.yml and the override)."""
     import subprocess
 
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     monkeypatch.delenv("POSTHOG_COMPOSE_BINARY")
     env = dict(os.environ)

@@ -15,7 +15,8 @@ import textwrap
 
 import pytest
 
-from posthog_compose.operations import journal, lifecycle, rotation, stack, upgrade
+from posthog_compose import journal
+from posthog_compose.operations import engine, lifecycle, rotation, stack, upgrade
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from posthog_compose.operations.stack import ContainerDetail, ServiceState
@@ -87,7 +88,7 @@ def test_the_lock_is_exclusive_and_released_by_a_killed_holder(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from posthog_compose.operations import journal
+        from posthog_compose import journal
         with journal.deployment_lock({str(tmp_path)!r}):
             print("held", flush=True)
             time.sleep(60)
@@ -179,7 +180,8 @@ UPGRADE_CHILD = """
 import sys
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from posthog_compose.operations import journal, upgrade
+from posthog_compose import journal
+from posthog_compose.operations import upgrade
 from posthog_compose.operations.engine import Runner
 root = Path({root!r})
 upgrade.check_gates = lambda *a: None
@@ -338,23 +340,23 @@ def test_status_marks_services_whose_dependencies_are_down():
 
 
 def test_the_disk_checks_name_docker_root_and_backups(tmp_path, monkeypatch):
-    monkeypatch.setattr(journal, "docker_root", lambda env=None: str(tmp_path))
-    labels = [label for label, path, free in journal.disks(tmp_path)]
+    monkeypatch.setattr(engine, "docker_root", lambda env=None: str(tmp_path))
+    labels = [label for label, path, free in engine.disks(tmp_path)]
     assert labels == ["Docker's data root", "backups/"]
-    monkeypatch.setattr(journal, "docker_root", lambda env=None: None)
-    found = journal.disks(tmp_path)
+    monkeypatch.setattr(engine, "docker_root", lambda env=None: None)
+    found = engine.disks(tmp_path)
     assert found[0] == ("Docker's data root", None, None)
 
 
 def test_doctor_measures_docker_root_and_backups_and_says_when_it_cannot(tmp_path, monkeypatch):
     from posthog_compose.operations import doctor
 
-    monkeypatch.setattr(journal, "disks", lambda root, env=None: [("Docker's data root", "/var/lib/docker", None),
+    monkeypatch.setattr(engine, "disks", lambda root, env=None: [("Docker's data root", "/var/lib/docker", None),
                                                                   ("backups/", str(tmp_path), 50.0)])
     check = doctor._disk(tmp_path)
     assert check.status == "warning"
     assert "Docker's data root: cannot be measured from this host (/var/lib/docker is not readable here)" in check.detail
-    monkeypatch.setattr(journal, "disks", lambda root, env=None: [("Docker's data root", "/d", 5.0),
+    monkeypatch.setattr(engine, "disks", lambda root, env=None: [("Docker's data root", "/d", 5.0),
                                                                   ("backups/", str(tmp_path), 0.5)])
     check = doctor._disk(tmp_path)
     assert check.status == "error" and "5 GB free on Docker's data root (/d)" in check.detail

@@ -245,13 +245,14 @@ def test_a_moving_tag_is_pinned_to_the_digest_of_the_running_image(deployed, mon
     # `--only images` also tries the exact tags; a locally built one keeps its tag (this fake has no digests).
     assert all("keeps its exact tag" in line for line in change.skipped if line not in kafka)
     harden._apply(deployed, runner, change)  # records which tag the digest was pinned from (upgrade gates)
-    from posthog_compose.operations import images
+    from posthog_compose.configuration import images
 
     assert images.with_known_tag(deployed, f"posthog/posthog@{DIGEST}") == f"posthog/posthog:latest@{DIGEST}"
 
 
 def test_posthog_image_by_digest_passes_and_only_images_pins_an_exact_tag(deployed, fake_compose, monkeypatch):
-    from posthog_compose.operations import harden, images
+    from posthog_compose.operations import harden
+    from posthog_compose.configuration import images
     from tests.unit.test_upgrade import FakeRunner
 
     set_env(deployed, POSTHOG_IMAGE=f"posthog/posthog@{DIGEST}")

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from posthog_compose.configuration import checks, envvars, formats, manifest as manifest_module
-from posthog_compose.operations import compose
+from posthog_compose.configuration import compose
 from posthog_compose import fileops, masking
+import posthog_compose.journal as journaling
 from posthog_compose.documents import generate
 from posthog_compose.configuration.envfile import EnvFile
 from posthog_compose.errors import OperatorError
@@ -73,7 +74,7 @@ def test_1_one_unwritable_file_restores_every_other_file_and_a_retry_works(deplo
     assert "README.md" in error.value.message and "every file was restored" in error.value.message
     assert "\n" not in error.value.message
     assert snapshot(deployed) == before
-    assert not list((deployed / fileops.JOURNAL_DIR).glob("*"))
+    assert not list((deployed / journaling.JOURNAL_DIR).glob("*"))
     monkeypatch.setattr(os, "replace", real_replace)
     assert envvars.add(deployed, request) == 0  # the retry is not "already exists"
     assert "X_FLAG" in manifest_module.load(deployed)
@@ -119,15 +120,15 @@ envvars.add(Path({str(deployed)!r}), envvars.Request(name="X_FLAG", description=
     no_traceback(result)
     assert "An interrupted change (add X_FLAG) was undone" in result.stdout
     assert snapshot(deployed) == before
-    assert not list((deployed / fileops.JOURNAL_DIR).glob("*"))
+    assert not list((deployed / journaling.JOURNAL_DIR).glob("*"))
 
 
 def test_1_a_journal_that_was_never_completed_is_dropped_without_touching_files(deployed):
-    journal = deployed / fileops.JOURNAL_DIR / "20260101-000000-x"
+    journal = deployed / journaling.JOURNAL_DIR / "20260101-000000-x"
     journal.mkdir(parents=True)
     (journal / "0").write_bytes(b"half")
     before = snapshot(deployed)
-    assert fileops.recover(deployed) == []
+    assert journaling.recover_files(deployed) == []
     assert snapshot(deployed) == before and not journal.exists()
 
 
@@ -151,7 +152,7 @@ def _count_calls(root: Path, monkeypatch, module, name) -> int:
 
     monkeypatch.setattr(module, name, counting)
     try:
-        fileops.Transaction(root, "count")._staged  # noqa: B018
+        journaling.Transaction(root, "count")._staged  # noqa: B018
         tx = _transaction(root)
         tx.commit()
     finally:
@@ -161,11 +162,11 @@ def _count_calls(root: Path, monkeypatch, module, name) -> int:
 
 def complete_journals(root: Path) -> list[Path]:
     """Journals the next task would act on (one without its index is void and simply dropped)."""
-    return list((root / fileops.JOURNAL_DIR).glob("*/index.json"))
+    return list((root / journaling.JOURNAL_DIR).glob("*/index.json"))
 
 
-def _transaction(root: Path) -> fileops.Transaction:
-    tx = fileops.Transaction(root, "fault test")
+def _transaction(root: Path) -> journaling.Transaction:
+    tx = journaling.Transaction(root, "fault test")
     tx.stage(root / "variables.yml", (root / "variables.yml").read_text() + "\n# changed\n")
     tx.stage(root / ".env", (root / ".env").read_text() + "X_NEW=1\n", 0o600)
     tx.stage(root / "README.md", (root / "README.md").read_text() + "\nchanged\n")
@@ -224,7 +225,7 @@ def test_1_fault_injection_fails_each_step_of_the_transaction_in_turn(deployed, 
         assert "\n" not in error.message
         if "restoring failed" in error.message:  # the restore itself hit the fault: the next task finishes it
             assert complete_journals(work)
-            fileops.recover(work)
+            journaling.recover_files(work)
         assert ("every file was restored" in error.message or "nothing was changed" in error.message), error.message
         assert snapshot(work) == before, f"{fault} call {step + 1}"
         assert {p: (work / p).stat().st_mode for p in before} == modes
@@ -245,7 +246,7 @@ def test_1_a_failing_restore_keeps_the_journal_and_the_next_task_finishes_it(dep
             raise OSError(28, "No space left on device", str(dst))
         return real_replace(src, dst, *a, **k)
 
-    tx = fileops.Transaction(deployed, "flaky")
+    tx = journaling.Transaction(deployed, "flaky")
     tx.stage(deployed / ".env", (deployed / ".env").read_text() + "X=1\n", 0o600)
     tx.stage(deployed / "new-file.txt", "x")
     monkeypatch.setattr(os, "replace", flaky)
@@ -254,7 +255,7 @@ def test_1_a_failing_restore_keeps_the_journal_and_the_next_task_finishes_it(dep
         tx.commit()
     assert "restored" in error.value.message or "restoring failed" in error.value.message
     monkeypatch.setattr(os, "replace", real_replace)
-    fileops.recover(deployed)
+    journaling.recover_files(deployed)
     assert snapshot(deployed) == before
 
 
@@ -573,7 +574,7 @@ def test_7_names_the_environment_reserves_are_refused(deployed, name):
     ("localhost:5000/redis", True), ("localhost:5000/redis:7.2.4", False),
 ])
 def test_7_floating_image_tags_are_moving(reference, floating):
-    from posthog_compose.operations import images
+    from posthog_compose.configuration import images
 
     assert (formats.floating_tag(reference) is not None) == floating
     assert images.is_moving(reference) == floating

@@ -34,7 +34,8 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scope
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
     """One deployment with a fresh .env, copied for each example (init is the slow part)."""
-    from posthog_compose.configuration import bootstrap, manifest
+    from posthog_compose.operations import bootstrap
+    from posthog_compose.configuration import manifest
 
     root = tmp_path_factory.mktemp("template") / "deployment"
     root.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import stat
 
-from posthog_compose.configuration import bootstrap
+from posthog_compose.operations import bootstrap
 from posthog_compose.configuration.envfile import EnvFile
 from tests.conftest import run_invoke
 

@@ -23,7 +23,9 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from posthog_compose.operations import journal, migrate
+from posthog_compose import journal
+from posthog_compose.operations import migrate
+from posthog_compose.operations import engine as engine_module
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from tests.conftest import REPO, run_invoke
@@ -187,12 +189,13 @@ def install(engine: FakeEngine, patch=setattr, setenv=os.environ.__setitem__) ->
     """Replace the engine-facing steps (also in a child process, where ``patch`` is plain setattr; a test
     passes monkeypatch's setattr and setenv, so that nothing outlives it)."""
     from posthog_compose.configuration import checks
-    from posthog_compose.operations import compose, engine as engine_module, stack
+    from posthog_compose.configuration import compose
+    from posthog_compose.operations import engine as engine_module, stack
 
     setenv("POSTHOG_COMPOSE_BINARY", FAKE_COMPOSE)
     patch(engine_module, "preflight", lambda *a, **k: None)
     patch(checks, "require_clean", lambda root: [])
-    patch(journal, "disks", lambda root, env=None: [("Docker's data root", "/", 50.0), ("backups/", str(root), 50.0)])
+    patch(engine_module, "disks", lambda root, env=None: [("Docker's data root", "/", 50.0), ("backups/", str(root), 50.0)])
     patch(migrate, "running_services", lambda root, runner: dict(engine.running))
 
     def start_and_wait(root, runner, command, services, timeout, readiness_values=None):
@@ -470,7 +473,7 @@ def test_preflight_problems_stop_before_any_change(deployment, fake, capsys, cha
 
 
 def test_too_little_disk_for_the_dump_is_a_problem(deployment, fake, capsys, monkeypatch):
-    monkeypatch.setattr(journal, "disks", lambda root, env=None: [("backups/", str(root), 0.001)])
+    monkeypatch.setattr(engine_module, "disks", lambda root, env=None: [("backups/", str(root), 0.001)])
     with pytest.raises(OperatorError, match="refused"):
         migrate_now(deployment, fake)
     assert "free in backups/" in capsys.readouterr().out
@@ -610,10 +613,9 @@ def test_sigkill_at_each_step_then_the_next_task_finishes_or_undoes_it(deploymen
     if not switched and failure == "":
         assert (deployment / ".env").read_bytes() == original
     # The next task: a fresh engine where web, worker and plugins are stopped (the child stopped them).
-    from posthog_compose import fileops
     from posthog_compose.operations import lifecycle
 
-    fileops.recover(deployment)  # what every task does first (cli.friendly)
+    journal.recover_files(deployment)  # what every task does first (cli.friendly)
     engine = FakeEngine(deployment)
     engine.running.update(web=False, worker=False, plugins=False)
     install(engine, monkeypatch.setattr, monkeypatch.setenv)

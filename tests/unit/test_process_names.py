@@ -60,7 +60,7 @@ def test_real_compose_config_gives_django_kafka_url_consistent_with_kafka_hosts(
     import json
     import subprocess
 
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     from ..conftest import run_invoke, set_env
 

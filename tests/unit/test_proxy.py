@@ -13,8 +13,11 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from posthog_compose.configuration import bootstrap, checks, manifest
-from posthog_compose.operations import compose, proxy
+from posthog_compose.operations import bootstrap
+
+from posthog_compose.configuration import checks, manifest
+from posthog_compose.configuration import compose
+from posthog_compose.operations import proxy
 from posthog_compose.configuration.envfile import EnvFile
 from tests.conftest import run_invoke, set_env
 

@@ -9,7 +9,9 @@ import subprocess
 
 import pytest
 
-from posthog_compose.operations import images, upgrade
+from posthog_compose.configuration import images
+
+from posthog_compose.operations import upgrade
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from tests.conftest import run_invoke

@@ -91,7 +91,7 @@ class ManagedDatastores:
 
     def compose(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 300) -> subprocess.CompletedProcess:
-        from posthog_compose.operations import compose
+        from posthog_compose.configuration import compose
 
         command = [*compose.compose_binary(), "--project-name", PROJECT, "--project-directory", str(HERE),
                    "--file", str(HERE / "docker-compose.yml"), *args]

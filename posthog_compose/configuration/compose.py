@@ -10,8 +10,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from shutil import which
 
-from posthog_compose.operations.engine import which
 from posthog_compose.errors import OperatorError
 
 COMPOSE_FILE = "docker-compose.yml"
@@ -79,17 +79,6 @@ def command(root: Path, *args: str) -> list[str]:
     """A full Compose command for the deployment in ``root``."""
     root = Path(root)
     return [*compose_binary(), "--project-directory", str(root), *args]
-
-
-def version(root: Path) -> str:
-    """Compose's version string, e.g. '2.24.5' or '5.6.1'."""
-    from posthog_compose.operations.engine import explain, last_line
-
-    result = subprocess.run(command(root, "version", "--short"), capture_output=True, text=True, cwd=root)
-    if result.returncode != 0:
-        raise OperatorError(explain(result.stderr) or
-                            f"`{' '.join(compose_binary())} version` failed: {last_line(result.stderr)}")
-    return result.stdout.strip().lstrip("v")
 
 
 VALIDATED_CACHE = ".deploy/compose-config.ok"

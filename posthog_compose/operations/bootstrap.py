@@ -120,12 +120,12 @@ def _rotate(root: Path, manifest: Manifest, rotate: list[str], result: InitResul
     """`init --rotate`: journaled like harden's rotation (rotation.commit), under the deployment
     lock, after finishing whatever a killed task left. On a deployment whose PostgreSQL volume
     exists, POSTGRES_PASSWORD is changed inside the database first, so PostHog keeps its database."""
-    from posthog_compose.operations import journal
+    from posthog_compose import journal
     from posthog_compose.operations.engine import Runner, docker_env
 
     runner = Runner(Path(root), env=docker_env())
     with journal.deployment_lock(root, "init"):
-        from posthog_compose.operations.lifecycle import recover
+        from posthog_compose.journal import replay as recover
 
         if journal.pending(root):
             recover(root, runner)

@@ -1,0 +1,83 @@
+"""The package's architecture, measured from its own imports (lazy imports inside functions count):
+the import contracts of pyproject.toml ([tool.importlinter]: operations build on configuration,
+never the reverse, the shared modules below both), and no import cycle at all between the
+package's modules, also inside a layer."""
+
+from __future__ import annotations
+
+import os
+
+import grimp
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGE = "posthog_compose"
+
+
+def test_the_import_contracts_hold(capsys):
+    from importlinter.cli import lint_imports
+
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        code = lint_imports(config_filename=str(REPO / "pyproject.toml"), no_cache=True, no_logo=True)
+    finally:
+        os.chdir(cwd)
+    assert code == 0, capsys.readouterr().out
+
+
+def _cycles(graph) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    edges = {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for imported in edges[module]:
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in on_stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return grimp.build_graph(PACKAGE, cache_dir=None)
+
+
+def test_no_module_of_the_package_is_part_of_an_import_cycle(graph):
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    class Graph:
+        modules = {"a", "b", "c"}
+
+        @staticmethod
+        def find_modules_directly_imported_by(module):
+            return {"a": {"b"}, "b": {"a"}, "c": {"a"}}[module]
+
+    assert _cycles(Graph) == [["a", "b"]]
