@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.e2e import harness
-from tests.e2e.harness import HarnessError, make_deployment, start_engine, stop_engine
+from tests.e2e.harness import HarnessError, RealLaneUnavailable, image_lane, make_deployment, start_engine, stop_engine
 
 
 def _terminal_writer(config):
@@ -44,6 +44,16 @@ def pytest_configure(config):
     harness.progress = _terminal_writer(config)
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test runs in the lanes its `lanes` marker names; in the other lane it is skipped with its reason
+    (reported as skipped, never as passed)."""
+    lane = image_lane()
+    for item in items:
+        marker = item.get_closest_marker("lanes")
+        if marker is not None and lane not in marker.args:
+            item.add_marker(pytest.mark.skip(reason=f"not in the {lane} lane: {marker.kwargs.get('reason', '')}"))
+
+
 def pytest_runtest_logstart(nodeid, location):
     if "/e2e/" in nodeid or nodeid.startswith("tests/e2e") or nodeid.startswith("e2e/"):
         harness.progress(f"e2e: {nodeid} ...")
@@ -62,6 +72,8 @@ _started: dict[str, float] = {}
 def e2e_engine():
     try:
         engine = start_engine()
+    except RealLaneUnavailable as exc:
+        pytest.exit(str(exc), returncode=1)  # asked for real images and none can be had: stop, in one line
     except (HarnessError, OSError) as exc:
         message = f"e2e harness could not start: {exc}"
         if os.environ.get("CI") == "true":

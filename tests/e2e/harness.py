@@ -1,5 +1,13 @@
-"""The end-to-end harness: a private Docker Engine (scripts/e2e-engine) with the locally built
-test images, and a deployment copy wired to it."""
+"""The end-to-end harness: a private Docker Engine (scripts/e2e-engine) with the test images of the
+chosen lane, and a deployment copy wired to it.
+
+Two image lanes (E2E_IMAGES): `local`, the default, builds every image here (real PostgreSQL, Redis,
+ZooKeeper and Caddy; stand-ins for PostHog, Kafka and ClickHouse); `real` runs the kit's own pins
+from .env.example, pulled from their registries, wherever a registry can be reached. Each test says
+which lanes it runs in (`@pytest.mark.lanes(...)`; tests/unit/test_e2e_lanes.py keeps them honest).
+
+    python -m tests.e2e.harness pulls    the real lane's dry run: the pulls it would make
+"""
 
 from __future__ import annotations
 
@@ -21,6 +29,52 @@ SCRIPT = REPO / "scripts" / "e2e-engine"
 
 class HarnessError(Exception):
     """The engine could not be started or the images could not be built."""
+
+
+class RealLaneUnavailable(HarnessError):
+    """The real lane was asked for and an image could not be pulled: the suite stops at once."""
+
+
+LANES = ("local", "real")
+#: The variables that name the deployment's images; the local lane sets them to its own builds.
+IMAGE_VARIABLES = ("POSTHOG_IMAGE", "POSTGRES_IMAGE", "REDIS_IMAGE", "CLICKHOUSE_IMAGE", "ZOOKEEPER_IMAGE",
+                   "KAFKA_IMAGE", "PROXY_IMAGE")
+#: The real lane's upgrade starts from the last numbered release before the kit's pin (release-1.43.0).
+REAL_UPGRADE_FROM = "posthog/posthog:release-1.42.0"
+
+
+def image_lane() -> str:
+    """E2E_IMAGES: `local` (the default) or `real`."""
+    lane = os.environ.get("E2E_IMAGES") or "local"
+    if lane not in LANES:
+        raise HarnessError(f"E2E_IMAGES={lane!r} is not a lane: use local (the default) or real")
+    return lane
+
+
+def real_lane_images() -> dict[str, str]:
+    """The real lane's images: the kit's own defaults, as .env.example (generated from the manifest) has them."""
+    from dotenv import dotenv_values
+
+    values = dotenv_values(REPO / ".env.example")
+    return {name: values[name] for name in IMAGE_VARIABLES}
+
+
+def real_lane_pulls() -> list[str]:
+    """Every image the real lane pulls, once each."""
+    return sorted({*real_lane_images().values(), REAL_UPGRADE_FROM})
+
+
+def pull_real_images(engine: "Engine") -> None:
+    """Pull the real lane's images into ``engine``; the first that cannot be pulled ends the run with one line."""
+    for image in real_lane_pulls():
+        progress(f"e2e harness: pulling {image} (real lane)")
+        try:
+            pulled = engine.docker("pull", "--quiet", image, check=False, timeout=1800)
+        except subprocess.TimeoutExpired:
+            raise RealLaneUnavailable(f"real lane: could not pull {image}: no answer within 30 minutes") from None
+        if pulled.returncode != 0:
+            reason = (pulled.stderr.strip().splitlines() or [f"exit {pulled.returncode}"])[-1]
+            raise RealLaneUnavailable(f"real lane: could not pull {image}: {reason}")
 
 
 #: Where progress lines go: stderr by default; the e2e conftest points it at pytest's terminal, so a
@@ -81,8 +135,10 @@ class Engine:
     def env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": self.docker_host, **self.extra_env}
 
-    def docker(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(["docker", *args], capture_output=True, text=True, env=self.env, check=check, input=input)
+    def docker(self, *args: str, check: bool = True, input: str | None = None,
+               timeout: float | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", *args], capture_output=True, text=True, env=self.env, check=check, input=input,
+                              timeout=timeout)
 
 
 def start_engine() -> Engine:
@@ -104,6 +160,15 @@ def start_engine() -> Engine:
             raise
         engine.docker_host = next(line.split("=", 1)[1] for line in output.splitlines() if line.startswith("DOCKER_HOST="))
     started = time.monotonic()
+    if image_lane() == "real":
+        try:
+            pull_real_images(engine)
+        except BaseException:
+            stop_engine(engine)
+            raise
+        engine.image_env = real_lane_images()
+        progress(f"e2e harness: real images ready in {time.monotonic() - started:.0f}s")
+        return engine
     progress("e2e harness: building the test images (cached ones are reused)")
     try:
         if engine.state_dir:
@@ -348,3 +413,10 @@ class DowntimeProbe:
         if down_since is not None and self.samples:
             longest = max(longest, self.samples[-1][0] - down_since)
         return longest
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["pulls"]:
+        sys.exit("usage: python -m tests.e2e.harness pulls")
+    for image in real_lane_pulls():
+        print(f"docker pull {image}")

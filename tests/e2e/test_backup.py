@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import REPO, copy_repository
 from tests.e2e.harness import Deployment, Engine, HarnessError, free_port, start_engine, stop_engine
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", "real")]
 
 PASSPHRASE = "correct horse battery staple e2e"
 EVENTS = [f"{n}\t$pageview\tuser-{n % 7}" for n in range(1, 501)]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", reason="the stand-in's release tag and a PostgreSQL 15 built here provoke PostHog's version check")]
 
 OUT_OF_RANGE_POSTGRES = "posthog-compose-e2e/postgres-out-of-range:15-bookworm"
 POSTHOG_MESSAGE = "Service postgresql is in version 15."

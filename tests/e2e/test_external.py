@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.managed import CONTAINER_CA
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", reason="writes through the stand-in's /_standin/notes endpoint; managed servers are built here")]
 
 DATABASE = "posthog_external"
 REDIS_DB = 1

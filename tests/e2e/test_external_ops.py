@@ -21,6 +21,8 @@ import pytest
 from posthog_compose.configuration import certs
 from tests.e2e.harness import free_port
 
+pytestmark = pytest.mark.lanes("local", reason="the managed PostgreSQL and Redis are images built here")
+
 
 def _pki(base):
     from cryptography import x509

@@ -35,7 +35,7 @@ from tests.conftest import REPO
 from tests.e2e import harness
 from tests.e2e.harness import free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", reason="the stock Debian host is an image built here from the debootstrap base")]
 
 BASE_IMAGE = "posthog-compose-e2e/debian-base:bookworm"
 DOCKERFILE = f"""FROM {BASE_IMAGE}

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", reason="re-tags the test images whose tags look floating (posthog-standin:v1)")]
 
 
 def _exec(deployment, service: str, *command: str, env: dict | None = None, check: bool = False):

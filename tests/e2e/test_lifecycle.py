@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", "real")]
 
 SERVICES = {"db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins"}
 
@@ -28,7 +28,7 @@ def test_up_status_logs_down_keeps_data_and_down_volumes_deletes_it(deployment):
     status_output = deployment.invoke("status")
     assert status_output.returncode == 0
     assert "8 of 8 services running and healthy." in status_output.stdout
-    assert "posthog-standin:v1" in status_output.stdout
+    assert deployment.values()["POSTHOG_IMAGE"].rsplit("/", 1)[-1] in status_output.stdout  # the image of either lane
 
     plain = deployment.invoke("logs", "-s", "plugins")
     assert "Skipping async migrations setup" in plain.stdout  # the benign warning is there...

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", reason="writes through the stand-in's /_standin/notes endpoint; managed servers are built here")]
 
 DATABASE = "posthog_migrated"
 PROBE_ROWS = 5000

@@ -17,7 +17,7 @@ from posthog_compose.configuration import manifest
 from tests.conftest import REPO
 from tests.e2e.harness import free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", reason="reads what PostHog saw from the stand-in's /_standin/request endpoint")]
 
 DOMAIN = "posthog.test"
 

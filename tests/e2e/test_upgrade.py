@@ -14,9 +14,9 @@ import pytest
 
 from posthog_compose.configuration import compose
 from tests.conftest import REPO
-from tests.e2e.harness import DowntimeProbe, start_registry
+from tests.e2e.harness import REAL_UPGRADE_FROM, DowntimeProbe, start_registry
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", reason="upgrades between stand-in tags pushed to a registry built here (v1, v2 with a migration, broken)")]
 
 SHA_V2 = hashlib.sha1(b"stand-in v2").hexdigest()
 SHA_BROKEN = hashlib.sha1(b"stand-in broken").hexdigest()
@@ -132,3 +132,22 @@ def test_upgrade_to_a_new_tag_then_a_broken_one_rolls_back(deployment, registry)
     artifacts.mkdir(exist_ok=True)
     (artifacts / "e2e-upgrade.json").write_text(json.dumps(measurements, indent=2) + "\n")
     print(f"\nupgrade measurements: {measurements}")
+
+
+@pytest.mark.lanes("real", reason="upgrades between two real PostHog releases pulled from their registry; "
+                           "the local lane proves the same flow between stand-in tags above")
+def test_upgrade_between_two_real_releases_keeps_data(deployment):
+    """The real lane's upgrade: from the last numbered release before the kit's pin to the pin itself,
+    with a row written first; PostHog's own readiness decides, and the row survives."""
+    pinned = deployment.values()["POSTHOG_IMAGE"]  # the kit's default, release-1.43.0
+    deployment.set_env(POSTHOG_IMAGE=REAL_UPGRADE_FROM)
+    started = deployment.invoke("up", "--timeout", "900")
+    assert started.returncode == 0, started.stdout + started.stderr
+    deployment.psql("CREATE TABLE e2e_upgrade_probe (note text); INSERT INTO e2e_upgrade_probe VALUES ('kept');")
+
+    upgraded = deployment.invoke("upgrade", "--to", pinned.split(":", 1)[1], "--timeout", "900")
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert deployment.values()["POSTHOG_IMAGE"].startswith(pinned)
+    assert _all_healthy(deployment), deployment.states()
+    assert deployment.psql("SELECT note FROM e2e_upgrade_probe;").stdout.strip() == "kept"
+    assert _history(deployment)[-1]["result"] == "upgraded"

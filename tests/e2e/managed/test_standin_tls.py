@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.lanes("local", reason="tests the PostHog stand-in's own code, without an engine")
+
 _spec = importlib.util.spec_from_file_location(
     "standin_datastores_tls", REPO / "tests" / "e2e" / "images" / "posthog-standin" / "datastores_tls.py")
 tls = importlib.util.module_from_spec(_spec)
