@@ -1,8 +1,19 @@
 #!/usr/bin/env python3
-"""./bin/plugin-server (STAND-IN): reads the plugin server's names (KAFKA_HOSTS, not KAFKA_URL), validates ENCRYPTION_SALT_KEYS like PostHog's plugin server,
-decrypts every stored value with all the keys, and serves /_health on 6738."""
+"""The plugin server's Node process (STAND-IN for plugin-server/dist/index.js, started by bin/plugin-server).
+Its start follows createHub (plugin-server/src/utils/db/hub.ts) and startPluginsServer
+(plugin-server/src/main/pluginsServer.ts) at the 1.43.0 tag:
+
+1. ClickHouse: `SELECT 1` over HTTP(S) (hub.ts:141-160; 8443/https when CLICKHOUSE_SECURE, whose default is
+   false: config.ts:31). A failure is a "Launchpad failure" and exit 1 (pluginsServer.ts:387-392).
+2. Kafka: a producer connects to KAFKA_HOSTS (hub.ts:162-176; host:port entries, default kafka:9092:
+   config.ts:33; kafkajs retries 10 times, then the same exit 1).
+3. PostgreSQL pool (lazy: hub.ts:181-183), then Redis, waited for with retries (ioredis).
+4. The Kafka consumer starts; /_ready answers 200 once it is ready (http-server.ts:17-31).
+5. Only then the HTTP server on 6738 (pluginsServer.ts:380-383): /_health answers once the hub is up.
+It does not read ENCRYPTION_SALT_KEYS: no 1.43 code does."""
 import json
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -10,13 +21,25 @@ sys.path.insert(0, "/code")
 import standin  # noqa: E402
 from datastores_tls import node_redis_client  # noqa: E402
 
-# Noise the real image prints at start (its Django migration check), which `invoke logs --errors` filters.
-standin.log("Skipping async migrations setup. This is unsafe in production!")
-standin.log("DeprecationWarning: pkg_resources is deprecated as an API")
-standin.log("GeoLite2 MMDB file not found")
 settings = standin.plugin_server_setup()
-cipher = standin.fernet()
+standin.log("🤔 Connecting to ClickHouse...")
+try:
+    standin.clickhouse_http_query("SELECT 1", timeout=0, settings=settings, verify=True)
+except SystemExit:
+    standin.log("💥 Launchpad failure! Error: cannot query ClickHouse")
+    raise
+standin.log("👍 ClickHouse ready")
+standin.log("🤔 Connecting to Kafka...")
+for attempt in range(11):  # hub.ts:171-173: retries 10
+    if standin.kafka_connects(settings["KAFKA_HOSTS_LIST"]):
+        break
+    time.sleep(0.5)
+else:
+    standin.log(f"💥 Launchpad failure! KafkaJSNumberOfRetriesExceeded: cannot connect to {','.join(settings['KAFKA_HOSTS_LIST'])}")
+    sys.exit(1)
+standin.log("👍 Kafka ready")
 connection = standin.connect_db(node=True)  # node-postgres's reading of DATABASE_URL (datastores_tls.py)
+connection.close()
 # The hub's Redis client (ioredis, maxRetriesPerRequest: -1): the plugin server waits for it, retrying
 # and logging each error, and serves nothing until Redis answers (plugin-server/src/utils/utils.ts).
 redis = node_redis_client()
@@ -28,16 +51,18 @@ while True:
         standin.log(f"🔴 Redis error encountered! Trying to reconnect... {exc}")
         time.sleep(2)
 standin.log("✅ Connected to Redis!")
-with connection, connection.cursor() as cursor:
-    cursor.execute("SELECT id, ciphertext FROM posthog_standin_encrypted")
-    rows = cursor.fetchall()
-for row_id, ciphertext in rows:
-    try:
-        cipher.decrypt(ciphertext.encode())
-    except Exception:
-        standin.log(f"Error: cannot decrypt plugin config {row_id}: no key in ENCRYPTION_SALT_KEYS matches")
-        sys.exit(1)
-standin.log(f"Decrypted {len(rows)} plugin secret(s) with ENCRYPTION_SALT_KEYS")
+
+consumer = {"ready": False}
+
+
+def consume():
+    """The ingestion queue's Kafka consumer: ready once it reaches a broker; not ready while it cannot."""
+    while True:
+        consumer["ready"] = standin.kafka_connects(settings["KAFKA_HOSTS_LIST"])
+        time.sleep(5)
+
+
+threading.Thread(target=consume, daemon=True).start()
 
 
 class Health(BaseHTTPRequestHandler):
@@ -51,8 +76,7 @@ class Health(BaseHTTPRequestHandler):
         if path == "/_health":
             code, body = 200, {"status": "ok"}
         elif path == "/_ready":
-            ready = standin.kafka_reachable(settings["KAFKA_HOSTS_LIST"])
-            code, body = (200, {"status": "ok"}) if ready else (503, {"status": "error"})
+            code, body = (200, {"status": "ok"}) if consumer["ready"] else (503, {"status": "error"})
         else:
             code, body = 404, {"status": "not found"}
         data = json.dumps(body).encode()
