@@ -71,6 +71,9 @@ CASES = [
      ".env", "ENCRYPTION_SALT_KEYS", "containing + / or =: that is standard base64"),
     ("format-key-list-entry", lambda r: set_env(r, ENCRYPTION_SALT_KEYS="A" * 32 + ",short"), "error", "format", ".env",
      "ENCRYPTION_SALT_KEYS", "has an entry of 5 characters"),
+    # PostHog 1.43 reads TRUST_ALL_PROXIES with os.getenv (posthog/settings/access.py:32): "false" is true.
+    ("format-trust-all-proxies-false", lambda r: set_env(r, TRUST_ALL_PROXIES="false"), "error", "format", ".env",
+     "TRUST_ALL_PROXIES", "PostHog reads any non-empty value, 'false' included, as true"),
     ("format-url", lambda r: set_env(r, SITE_URL="localhost:8080"), "error", "format", ".env", "SITE_URL",
      "must be an http:// or https:// URL"),
     ("format-port", lambda r: set_env(r, WEB_PORT="80800"), "error", "format", ".env", "WEB_PORT", "must be a port number"),

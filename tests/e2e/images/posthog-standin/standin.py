@@ -14,7 +14,7 @@ import urllib.request
 
 VERSION = os.environ.get("STANDIN_VERSION", "v1")
 BROKEN = bool(os.environ.get("STANDIN_BROKEN"))
-# PostHog's DEFAULT_SECRET_KEY; in production Django refuses to start with it (posthog/settings/base_variables.py).
+# PostHog's DEFAULT_SECRET_KEY; in production Django refuses to start with it (posthog/settings/access.py:56-62).
 DEFAULT_SECRET_KEYS = ("", "<randomly generated secret key>")
 
 # The versions PostHog release-1.43.0 accepts (posthog/settings/service_requirements.py; the same data is
