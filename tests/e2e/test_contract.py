@@ -101,7 +101,10 @@ def test_in_range_datastores_boot_and_each_process_gets_its_names(release_tagged
     web, plugins = env_of("web"), env_of("plugins")
     assert web["KAFKA_URL"] == "kafka://" + values["KAFKA_HOSTS"] and "KAFKA_HOSTS" not in web
     assert plugins["KAFKA_HOSTS"] == values["KAFKA_HOSTS"] and "KAFKA_URL" not in plugins
-    assert "SECRET_KEY" not in plugins and "ENCRYPTION_KEYS" not in web
+    assert "ENCRYPTION_KEYS" not in web
+    # SECRET_KEY reaches the plugins container for bin/plugin-server's Django migrate-check, which now passes.
+    assert plugins["SECRET_KEY"] == values["SECRET_KEY"]
+    assert "default SECRET_KEY" not in deployment.compose("logs", "--no-log-prefix", "plugins").stdout
 
     # Readiness follows the migrations: without this version's migration row, web is not ready.
     deployment.psql("UPDATE posthog_standin_migration SET version = 'hidden' WHERE version = 'v1';")
