@@ -23,7 +23,9 @@ from posthog_compose.errors import OperatorError
 ENV = ".env"
 COMPOSE = "docker-compose.yml"
 FIXED_SERVICES = ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")
-WEB_DEPENDENCIES = ("db", "redis", "clickhouse", "kafka", "worker")
+WEB_DEPENDENCIES = ("db", "redis", "clickhouse", "kafka")
+#: Never a dependency of web: they wait for web's migrations (the worker's launcher exits while one is pending).
+WEB_MUST_NOT_WAIT_FOR = ("worker", "plugins")
 DATA_VOLUMES = {  # volume -> (service, mount path)
     "postgres-data": ("db", "/var/lib/postgresql/data"),
     "clickhouse-data": ("clickhouse", "/var/lib/clickhouse"),
@@ -454,6 +456,13 @@ def _check_compose_file(root: Path, manifest, report: _Report):
                              or document.line_of("services", "web"), f"web -> {dependency}",
                              "depends_on edge is missing (web would start before its dependency)",
                              f"add `{dependency}: {{condition: service_healthy}}` under web.depends_on")
+        for dependency in WEB_MUST_NOT_WAIT_FOR:
+            if dependency in depends:
+                report.error("compose-depends", COMPOSE, document.line_of("services", "web", "depends_on", dependency)
+                             or document.line_of("services", "web"), f"web -> {dependency}",
+                             f"web waits for {dependency}, which waits for web's migrations: a first start or an "
+                             "upgrade with a migration never comes up",
+                             f"remove {dependency} from web.depends_on")
     volumes = document.data.get("volumes") or {}
     for volume, (service, target) in DATA_VOLUMES.items():
         mounts = (services.get(service) or {}).get("volumes") or [] if isinstance(services.get(service), dict) else []

@@ -152,6 +152,14 @@ def _boolean(value: str) -> str | None:
     return None
 
 
+def _set_means_true(value: str) -> str | None:
+    # A name PostHog reads with os.getenv (TRUST_ALL_PROXIES at 1.43): any non-empty value is true.
+    if value in ("", "true"):
+        return None
+    return (f"must be empty (off) or true: PostHog reads any non-empty value, {value!r} included, as true"
+            if value else None)
+
+
 def is_ascii_number(value: str) -> bool:
     """Digits 0-9 only: str.isdigit() also accepts other scripts' digits (and superscripts), which
     Compose hands on verbatim and no server parses."""
@@ -304,6 +312,7 @@ FORMATS: dict[str, Format] = {
         Format("redis-url", "redis://[:PASSWORD@]HOST:PORT/", _redis_url),
         Format("port", "TCP port, 1 to 65535", _port),
         Format("boolean", "true or false", _boolean),
+        Format("set-means-true", "empty (off) or true: any non-empty value counts as true", _set_means_true),
         Format("integer", "whole number", _integer),
         Format("memory-size", "size such as 200mb or 1gb", _memory_size),
         Format("image", "container image reference: name:tag or name@sha256:digest", _image),

@@ -216,10 +216,13 @@ def _rows(services: dict, edges) -> list[list[str]]:
 
         linked = [n for n in row if any(n in pair for pair in inside)]
         alone = [n for n in row if n not in linked]
-        # Dependents first: web depends on worker and plugins on web, so worker, web, plugins reads
-        # right to left as the start order; unlinked services keep the compose file's order.
+        # The services the others wait for in the middle, their dependents on both sides: worker and
+        # plugins both wait for web, so worker, web, plugins keeps every arrow between neighbours.
         if app and row is app:
-            return sorted(row, key=level)
+            ranked = sorted(row, key=level)
+            roots = [n for n in ranked if level(n) == 0]
+            others = [n for n in ranked if level(n) != 0]
+            return others[:len(others) // 2] + roots + others[len(others) // 2:]
         return alone + sorted(linked, key=lambda n: -level(n))
 
     return [r for r in (order(app), order(used), order(rest)) if r]

@@ -1,7 +1,7 @@
 """`invoke harden` on a running stack that holds data, on a real engine: every secret rotated
 live, TLS for ClickHouse (stand-in), PostgreSQL and Redis (both real), then everything healthy,
 the old Postgres password refused, the new one reading the row over TLS, plain connections
-refused, and the plugin server stand-in still decrypting what the old encryption key encrypted."""
+refused, and the rotated encryption key list keeping the old keys after the new one."""
 
 from __future__ import annotations
 
@@ -46,7 +46,6 @@ def test_harden_a_live_stack_rotates_secrets_and_turns_on_tls(deployment):
     assert started.returncode == 0, started.stdout + started.stderr
     deployment.psql("CREATE TABLE e2e_harden_probe (note text); INSERT INTO e2e_harden_probe VALUES ('still here');")
     before = deployment.values()
-    assert "Decrypted 1 plugin secret(s)" in deployment.compose("logs", "plugins").stdout
 
     checked = deployment.invoke("harden", "--check", "--json")
     assert checked.returncode == 1
@@ -68,9 +67,7 @@ def test_harden_a_live_stack_rotates_secrets_and_turns_on_tls(deployment):
     old_keys = before["ENCRYPTION_SALT_KEYS"].split(",")
     assert after["ENCRYPTION_SALT_KEYS"].split(",")[1:] == old_keys  # new key first, old ones kept
 
-    # The plugin server (recreated with the new key list) still decrypts what the old key encrypted.
-    plugins = deployment.compose("logs", "--no-log-prefix", "plugins").stdout
-    assert plugins.count("Decrypted 1 plugin secret(s)") >= 1 and "cannot decrypt" not in plugins
+    # PostHog 1.43 reads no ENCRYPTION_SALT_KEYS: the rotated list is the kit's, checked above.
 
     # PostgreSQL: the new password reads the row over verified TLS; the old one is refused; plain TCP too.
     new = _psql_over_tcp(deployment, after["POSTGRES_PASSWORD"], "verify-full")

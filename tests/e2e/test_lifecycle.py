@@ -76,10 +76,11 @@ def test_broken_encryption_key_fails_up_with_the_hint(deployment):
     assert deployment.states() == {}
 
 
-def test_key_from_the_shell_crashes_posthog_and_up_names_the_fix(deployment):
-    # ... and when a shell variable overrides .env (Compose prefers it), PostHog itself crashes
-    # on start: up fails fast, shows the logs and the matching troubleshooting hint.
-    deployment.engine.extra_env = {"ENCRYPTION_SALT_KEYS": "k" * 43}
+def test_a_default_secret_key_from_the_shell_crashes_posthog_and_up_names_the_fix(deployment):
+    # ... and when a shell variable overrides .env (Compose prefers it), PostHog itself crashes on start:
+    # up fails fast, shows the logs and the matching troubleshooting hint. PostHog 1.43 refuses its own
+    # default SECRET_KEY (posthog/settings/access.py:56-62); it reads no ENCRYPTION_SALT_KEYS at all.
+    deployment.engine.extra_env = {"SECRET_KEY": "<randomly generated secret key>"}
     try:
         result = deployment.invoke("up", "--timeout", "180")
     finally:
@@ -87,6 +88,6 @@ def test_key_from_the_shell_crashes_posthog_and_up_names_the_fix(deployment):
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "shell-override" in output or "is also set in your shell" in output
-    assert "Key must be 32-byte long base64url encoded string" in output
-    assert "hint: ENCRYPTION_SALT_KEYS entries must be exactly 32 characters" in output
+    assert "You are using the default SECRET_KEY in a production environment" in output
+    assert "hint: SECRET_KEY is PostHog's default: run `invoke init --rotate SECRET_KEY`" in output
     assert "error: services failed: web" in result.stderr

@@ -91,6 +91,14 @@ def test_upgrade_to_a_new_tag_then_a_broken_one_rolls_back(deployment, registry)
     digests = deployment.engine.docker("image", "inspect", "--format", "{{json .RepoDigests}}", pinned).stdout
     assert pinned in json.loads(digests)
     assert _version(deployment) == "v2" and _all_healthy(deployment)
+    # v2 brought a migration that v1 had not applied: web ran it, and the v2 worker, whose launcher exits
+    # while a migration is pending, started after it without a single restart.
+    applied = deployment.psql("SELECT version FROM posthog_standin_migration ORDER BY applied_at;").stdout.split()
+    assert applied == ["v1", "v2"], applied
+    for service in ("web", "worker", "plugins"):
+        container = deployment.compose("ps", "--all", "-q", service).stdout.strip()
+        restarts = deployment.engine.docker("inspect", "-f", "{{.RestartCount}}", container).stdout.strip()
+        assert restarts == "0", (service, restarts)
 
     entry = _history(deployment)[-1]
     assert entry["result"] == "upgraded" and entry["to"] == pinned and entry["from"].endswith(":release-1.41.0")

@@ -207,3 +207,31 @@ def test_a_digest_the_kit_pinned_is_checked_as_the_version_it_was_pinned_from(de
     assert compatibility.upgrade_problems(_values(), values, deployed)[0].startswith(f"POSTGRES_IMAGE {digest} ")
     images.record_digest_version(deployed, "postgres:13.10", digest)
     assert compatibility.problems(values, deployed) == []
+
+
+@pytest.mark.parametrize("release, clickhouse, accepted", [
+    # release-1.43.0: >=21.6.0,<22.9.0 (posthog/settings/service_requirements.py:20 at the tag, PR #13330)
+    ("release-1.43.0", "22.8.21.38", True), ("release-1.43.0", "22.9.1.2603", False),
+    # 1.36.0 to 1.42.x: <22.4.0 (PR #9743, 2022-05-16, first in 1.36.0)
+    ("release-1.42.0", "22.3.13.80", True), ("release-1.36.0", "22.3.13.80", True),
+    ("release-1.36.0", "22.4.5.9", False),
+    # 1.34.0 and 1.35.x: <21.12.0 (PR #8862, 2022-03-04)
+    ("release-1.35.0", "21.11.11.1", True), ("release-1.35.0", "21.12.4.1", False),
+    ("release-1.34.0", "22.3.13.80", False),
+])
+def test_the_clickhouse_ceiling_follows_posthogs_history(release, clickhouse, accepted):
+    values = _values(POSTHOG_IMAGE=f"posthog/posthog:{release}",
+                     CLICKHOUSE_IMAGE=f"clickhouse/clickhouse-server:{clickhouse}")
+    found = [p for p in compatibility.problems(values, REPO) if p.severity == "error"]
+    assert (not found) == accepted, [p.message for p in found]
+    target = _values(CLICKHOUSE_IMAGE=f"clickhouse/clickhouse-server:{clickhouse}")
+    target["POSTHOG_IMAGE"] = f"posthog/posthog:{release}"
+    assert (not compatibility.upgrade_problems(_values(CLICKHOUSE_IMAGE=target["CLICKHOUSE_IMAGE"]), target)) == accepted
+
+
+def test_the_1_43_row_was_read_at_the_tag():
+    row = compatibility.load(REPO).row_for((1, 43, 0))
+    assert row.accepts["clickhouse"].confidence == "high"
+    assert "service_requirements.py:20" in row.accepts["clickhouse"].source
+    django = row.read_sources["django"]
+    assert "access.py" in django and "web.py" not in django

@@ -74,8 +74,54 @@ def test_every_service_has_a_healthcheck_and_web_waits_for_its_dependencies():
     for name, service in data["services"].items():
         assert service.get("healthcheck", {}).get("test"), name
     web = data["services"]["web"]["depends_on"]
-    for dependency in ("db", "redis", "clickhouse", "kafka", "worker"):
+    for dependency in ("db", "redis", "clickhouse", "kafka"):
         assert web[dependency]["condition"] == "service_healthy"
+
+
+def test_boot_order_runs_migrations_before_the_processes_that_check_them():
+    """Only web runs ./bin/migrate; the worker's launcher exits while a migration is pending
+    (bin/docker-worker-celery:84 at 1.43.0) and the plugin server needs the schema. So worker and plugins
+    wait for a healthy web, and web waits for neither (that would wait for a process waiting for web)."""
+    services = _compose()["services"]
+    assert not {"worker", "plugins"} & set(services["web"]["depends_on"])
+    for name in ("worker", "plugins"):
+        assert services[name]["depends_on"]["web"] == {"condition": "service_healthy"}, name
+        for datastore in ("db", "redis", "clickhouse", "kafka"):
+            assert services[name]["depends_on"][datastore]["condition"] == "service_healthy", (name, datastore)
+    assert "./bin/migrate" in services["web"]["command"][-1]
+    assert "migrate" not in " ".join(services["worker"]["command"] + services["plugins"]["command"])
+
+
+def _resolved_environment(repo, service):
+    import json
+
+    result = subprocess.run(compose.command(repo, "config", "--format", "json"), cwd=repo, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["services"][service]
+
+
+def test_real_compose_passes_no_trust_all_proxies_that_posthog_reads_as_true(repo):
+    """PostHog 1.43 reads TRUST_ALL_PROXIES with os.getenv (posthog/settings/access.py:32): any non-empty
+    value is true. With the defaults the web and worker containers get an empty one (off)."""
+    assert run_invoke(repo, "init").returncode == 0
+    for service in ("web", "worker"):
+        environment = _resolved_environment(repo, service)["environment"]
+        assert not environment.get("TRUST_ALL_PROXIES"), (service, environment.get("TRUST_ALL_PROXIES"))
+
+
+def test_an_empty_clickhouse_ca_never_reaches_posthog(repo):
+    """posthog/settings/data_stores.py:93 reads CLICKHOUSE_CA with os.getenv: empty is not unset. The
+    services' entrypoint, run by a real sh, drops an empty value and keeps a set one."""
+    assert run_invoke(repo, "init").returncode == 0
+    for service in ("web", "worker", "plugins"):
+        resolved = _resolved_environment(repo, service)
+        entrypoint = [part.replace("$$", "$") for part in resolved["entrypoint"]]
+        probe = ["sh", "-c", 'echo "${CLICKHOUSE_CA-UNSET}"']
+        for value, seen in (("", "UNSET"), ("../etc/posthog/datastore-ca/ca.crt", "../etc/posthog/datastore-ca/ca.crt")):
+            env = {"PATH": "/usr/bin:/bin", "CLICKHOUSE_CA": value}
+            out = subprocess.run(entrypoint + probe, env=env, capture_output=True, text=True)
+            assert out.stdout.strip() == seen, (service, value, out.stdout, out.stderr)
 
 
 def test_posthog_services_use_production_entrypoints():

@@ -73,6 +73,9 @@ CASES = [
      ".env", "ENCRYPTION_SALT_KEYS", "containing + / or =: that is standard base64"),
     ("format-key-list-entry", lambda r: set_env(r, ENCRYPTION_SALT_KEYS="A" * 32 + ",short"), "error", "format", ".env",
      "ENCRYPTION_SALT_KEYS", "has an entry of 5 characters"),
+    # PostHog 1.43 reads TRUST_ALL_PROXIES with os.getenv (posthog/settings/access.py:32): "false" is true.
+    ("format-trust-all-proxies-false", lambda r: set_env(r, TRUST_ALL_PROXIES="false"), "error", "format", ".env",
+     "TRUST_ALL_PROXIES", "PostHog reads any non-empty value, 'false' included, as true"),
     ("format-url", lambda r: set_env(r, SITE_URL="localhost:8080"), "error", "format", ".env", "SITE_URL",
      "must be an http:// or https:// URL"),
     ("format-port", lambda r: set_env(r, WEB_PORT="80800"), "error", "format", ".env", "WEB_PORT", "must be a port number"),
@@ -121,8 +124,16 @@ CASES = [
     ("compose-missing-service", lambda r: edit(r, "docker-compose.yml", "\n  redis:\n    profiles:", "\n  cache:\n    profiles:"), "error",
      "compose-services", "docker-compose.yml", "redis", "service is missing"),
     ("compose-depends", lambda r: edit(r, "docker-compose.yml",
-                                       "      worker:\n        condition: service_healthy\n    healthcheck:", "    healthcheck:"),
-     "error", "compose-depends", "docker-compose.yml", "web -> worker", "depends_on edge is missing"),
+                                       "    depends_on: *datastore-dependencies\n    healthcheck:\n      # Readiness of the web role",
+                                       "    depends_on:\n      db:\n        condition: service_healthy\n      redis:\n        condition: service_healthy\n"
+                                       "      clickhouse:\n        condition: service_healthy\n    healthcheck:\n      # Readiness of the web role"),
+     "error", "compose-depends", "docker-compose.yml", "web -> kafka", "depends_on edge is missing"),
+    # The seed's order: web waiting for the worker, which waits for web's migrations.
+    ("compose-depends-deadlock", lambda r: edit(r, "docker-compose.yml",
+                                                "    depends_on: *datastore-dependencies\n    healthcheck:\n      # Readiness of the web role",
+                                                "    depends_on:\n      <<: *datastore-dependencies\n      worker:\n        condition: service_healthy\n"
+                                                "    healthcheck:\n      # Readiness of the web role"),
+     "error", "compose-depends", "docker-compose.yml", "web -> worker", "which waits for web's migrations"),
     ("compose-volume-renamed", lambda r: [edit(r, "docker-compose.yml", "postgres-data", "pg-data", 2)], "error",
      "compose-volumes", "docker-compose.yml", "postgres-data", "data volume is missing or renamed"),
     ("compose-unknown-variable", lambda r: edit(r, "docker-compose.yml", "restart: unless-stopped\n    environment:\n      POSTGRES_USER",

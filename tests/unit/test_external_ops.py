@@ -545,10 +545,11 @@ def test_status_shows_external_rows_with_the_endpoint_and_no_password(deployed, 
     db = next(line for line in lines if line.startswith("db "))
     assert db.split()[:2] == ["db", "external"] and "pg.managed.example:5432" in db and "PostgreSQL" in db
     assert "pg-secret-not-shown-42" not in result.stdout
-    # web is not created here, so plugins (which depends on it) is degraded; nothing blames db.
+    # web is not created here, so worker and plugins (which wait for it) are degraded; nothing blames db.
     assert "plugins: degraded: depends on web (not running)" in lines
+    assert "worker: degraded: depends on web (not running)" in lines
     assert not [line for line in lines if "depends on" in line and "db" in line]
-    assert lines[-1] == "5 of 7 services running and healthy (see above); external: db (PostHog readiness speaks for them)."
+    assert lines[-1] == "4 of 7 services running and healthy (see above); external: db (PostHog readiness speaks for them)."
     _external_analytics(deployed)
     set_env(deployed, KAFKA_HOSTS="kafka1.managed.example:9093,kafka2.managed.example:9093")
     lines = run_invoke(deployed, "status", env=fake_compose).stdout.splitlines()

@@ -5,7 +5,8 @@ What it models: resolves from_env in /etc/clickhouse-server/{config.d,users.d} l
 unset variable is logged and becomes empty); waits for ZooKeeper and the Kafka brokers of the named
 collections; serves HTTP 8123 (/ping, queries authenticated with the users.xml password, wrong
 credentials answered with Code 516 like ClickHouse), HTTPS on <https_port> when <openSSL><server> is
-configured, TCP 9000 / <tcp_port_secure> (accept only). `SELECT version()` answers the version of
+configured, TCP 9000 / <tcp_port_secure> (a one-line JSON exchange standing in for the native
+protocol, authenticated like HTTP: see native_session). `SELECT version()` answers the version of
 the build argument CLICKHOUSE_VERSION (a real 22.3 LTS number by default).
 
 Data: a small SQL subset, enough for the backup tests, stored in files under /var/lib/clickhouse like
@@ -17,7 +18,7 @@ Tables and parts are read from disk, so a copied volume brings them back; at sta
 detached/broken_<part> and logged, as ClickHouse does with a broken part. Anything else is refused
 with Code 62 (SYNTAX_ERROR); an unknown table or database with Code 60 / 81.
 
-What it does not model: the native protocol, the Atomic database engine's store/<uuid> layout (the
+What it does not model: the native protocol's wire format, the Atomic database engine's store/<uuid> layout (the
 parts live under data/<db>/<table>/ as with the Ordinary engine), merges, replication and its
 ZooKeeper metadata, Kafka-engine tables and materialized views, ALTER TABLE ... FREEZE. The backup
 copies the volume while the server is stopped, which works the same for the real server's files.
@@ -272,6 +273,42 @@ def serve_http(port, context=None):
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
+def native_session(connection, context):
+    """One client of the native port (9000, or <tcp_port_secure> with TLS). The real wire protocol is not
+    modelled: the PostHog stand-in's Django client sends one JSON line {user, password, database, query}
+    and gets one JSON line back, {"data": ...} or {"error": ...}. What is real: the port, TLS on the
+    secure port, and the password check against users.xml (Code 516 on a wrong one)."""
+    import json
+
+    try:
+        if context is not None:
+            connection = context.wrap_socket(connection, server_side=True)
+        connection.settimeout(10)
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                return
+            line += chunk
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return  # not our client: hang up, as ClickHouse does on an unexpected packet
+        if request.get("user") != "default" or request.get("password") != PASSWORD:
+            reply = {"error": f"Code: 516. DB::Exception: {request.get('user')}: Authentication failed: password is "
+                              "incorrect, or there is no user with such name. (AUTHENTICATION_FAILED)"}
+        else:
+            try:
+                reply = {"data": run_query(request.get("query") or "SELECT 1", b"")}
+            except QueryError as exc:
+                reply = {"error": str(exc)}
+        connection.sendall(json.dumps(reply).encode() + b"\n")
+    except (ssl.SSLError, OSError):
+        pass
+    finally:
+        connection.close()
+
+
 def serve_tcp(port, context=None):
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -281,12 +318,7 @@ def serve_tcp(port, context=None):
     def loop():
         while True:
             connection, _ = listener.accept()
-            try:
-                if context is not None:
-                    connection = context.wrap_socket(connection, server_side=True)
-            except (ssl.SSLError, OSError):
-                pass
-            connection.close()
+            threading.Thread(target=native_session, args=(connection, context), daemon=True).start()
 
     threading.Thread(target=loop, daemon=True).start()
 
