@@ -52,7 +52,7 @@ def compose_command(root: Path, *args: str) -> list[str]:
     """A Compose command for the deployment in ``root``, with the Compose the kit itself finds: the
     pinned binary installed into the kit's virtual environment by the README's steps. Never a bare
     `docker-compose` from PATH, which a host set up the README's way does not have."""
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     return compose.command(root, *args)
 

@@ -194,7 +194,7 @@ def test_the_checker_refuses_broken_commands(argv, reason):
 @functools.lru_cache(maxsize=None)
 def compose_help(*subcommand: str) -> str:
     """Compose's own help, from the Compose the kit finds (the pinned one the README installs)."""
-    from posthog_compose.operations import compose
+    from posthog_compose.configuration import compose
 
     result = subprocess.run([*compose.compose_binary(), *subcommand, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
