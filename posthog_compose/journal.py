@@ -42,7 +42,7 @@ from posthog_compose.errors import OperatorError
 
 LOCK_FILE = ".deploy/upgrade.lock"  # the name predates the other operations that now take it
 JOURNAL_DIR = ".deploy/journal"
-KINDS = ("upgrade", "rotation", "migration")  # migration: `invoke migrate-datastore` (migrate.py)
+KINDS = ("upgrade", "rotation", "migration")  # migration: `invoke migrate-datastore` (operations/migrate/)
 #: Test-only fault injection: a step name from this variable (set by the end-to-end fault table)
 #: makes the task pause there, or kill itself, so a signal lands at an exact step. It is read only
 #: when POSTHOG_COMPOSE_FAULT_TEST=1 is also set, so an operator cannot trigger it by accident.

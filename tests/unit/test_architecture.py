@@ -1,7 +1,8 @@
 """The package's architecture, measured from its own imports (lazy imports inside functions count):
 the import contracts of pyproject.toml ([tool.importlinter]: operations build on configuration,
 never the reverse, the shared modules below both), and no import cycle at all between the
-package's modules, also inside a layer."""
+package's modules, also inside a layer; and no module longer than MAX_LINES (a long operation is a
+package of steps, one module per step)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 from tests.conftest import REPO
 
 PACKAGE = "posthog_compose"
+#: The longest a module of the package may be; past it, split it by what its parts do.
+MAX_LINES = 600
 
 
 def test_the_import_contracts_hold(capsys):
@@ -81,3 +84,23 @@ def test_the_cycle_check_finds_a_cycle():
             return {"a": {"b"}, "b": {"a"}, "c": {"a"}}[module]
 
     assert _cycles(Graph) == [["a", "b"]]
+
+
+def _too_long(directory, limit: int) -> list[str]:
+    """The modules under ``directory`` longer than ``limit`` lines, with their length, longest first."""
+    lengths = {path.relative_to(directory.parent).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+               for path in directory.rglob("*.py")}
+    return [f"{name}: {count} lines" for name, count in sorted(lengths.items(), key=lambda item: -item[1])
+            if count > limit]
+
+
+def test_no_module_of_the_package_is_longer_than_the_limit():
+    assert _too_long(REPO / PACKAGE, MAX_LINES) == []
+
+
+def test_the_length_check_finds_a_long_module(tmp_path):
+    package = tmp_path / "package"
+    (package / "steps").mkdir(parents=True)
+    (package / "short.py").write_text("x = 1\n" * 3)
+    (package / "steps" / "long.py").write_text("x = 1\n" * 4)
+    assert _too_long(package, 3) == ["package/steps/long.py: 4 lines"]

@@ -196,7 +196,7 @@ def install(engine: FakeEngine, patch=setattr, setenv=os.environ.__setitem__) ->
     patch(engine_module, "preflight", lambda *a, **k: None)
     patch(checks, "require_clean", lambda root: [])
     patch(engine_module, "disks", lambda root, env=None: [("Docker's data root", "/", 50.0), ("backups/", str(root), 50.0)])
-    patch(migrate, "running_services", lambda root, runner: dict(engine.running))
+    patch(migrate.state, "running_services", lambda root, runner: dict(engine.running))
 
     def start_and_wait(root, runner, command, services, timeout, readiness_values=None):
         journal.fault_point("compose-up-started")

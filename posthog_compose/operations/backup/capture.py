@@ -1,0 +1,153 @@
+"""Taking each part from the engine: which volumes exist and which services run, the sizes the
+free-space preflight needs, the tar stream of a volume, the pg_dump stream from `db` (checked by
+pg_restore --list), and stopping and starting the services whose volumes are copied.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from posthog_compose.configuration import compose
+from posthog_compose.operations.engine import Runner, Streaming
+from posthog_compose.errors import OperatorError
+from posthog_compose.operations.backup.contents import volume_name
+from posthog_compose.operations.backup.progress import Meter
+
+
+def existing_volumes(runner: Runner) -> set[str]:
+    result = runner.run(["docker", "volume", "ls", "--quiet", "--filter",
+                         f"label=com.docker.compose.project={compose.PROJECT_NAME}"], capture=True, check=False,
+                        mutating=False, timeout=60)
+    if result.returncode != 0:
+        detail = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+        raise OperatorError(f"cannot list Docker volumes ({detail[0][:200]}); is the engine running? (`invoke doctor`)")
+    return set((result.stdout or "").split())
+
+
+def _running(root: Path, runner: Runner) -> dict[str, bool]:
+    from posthog_compose.operations import stack
+
+    return {s.service: s.state == "running" for s in stack.service_states(root, runner)}
+
+
+def _exec_text(root: Path, runner: Runner, service: str, *command: str) -> str | None:
+    result = runner.run(compose.command(root, "exec", "-T", service, *command), capture=True, check=False,
+                        mutating=False, timeout=120)
+    return result.stdout.strip() if result.returncode == 0 and result.stdout else None
+
+
+def _psql(root: Path, runner: Runner, values: dict[str, str], sql: str) -> str | None:
+    return _exec_text(root, runner, "db", "psql", "-At", "-U", values.get("POSTGRES_USER", "posthog"), "-d",
+                      values.get("POSTGRES_DB", "posthog"), "-c", sql)
+
+
+def _volume_sizes(runner: Runner, image: str, volumes: dict) -> dict[str, int]:
+    """Bytes used by each member's volumes, measured in one throwaway container (read-only mounts)."""
+    command = ["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "du"]
+    paths = {}
+    for member, (_service, _mount, vols) in volumes.items():
+        for volume in vols:
+            paths[f"/measure/{volume}"] = member
+            command += ["--volume", f"{volume_name(volume)}:/measure/{volume}:ro"]
+    result = runner.run([*command, image, "-sk", *paths], capture=True, check=False, mutating=False, timeout=600)
+    sizes = dict.fromkeys(volumes, 0)
+    try:
+        for line in (result.stdout or "").splitlines():
+            kib, path = line.split(None, 1)
+            sizes[paths[path.strip()]] += int(kib) * 1024
+    except (KeyError, ValueError):
+        pass
+    if result.returncode != 0 or not (result.stdout or "").strip():
+        detail = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+        raise OperatorError(f"cannot measure the volumes to back up ({detail[0][:200]})")
+    return sizes
+
+
+def _tar_command(image: str, volumes: dict[str, str], mount: str) -> list[str]:
+    command = ["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "tar"]
+    for volume, sub in volumes.items():
+        command += ["--volume", f"{volume_name(volume)}:{os.path.normpath(os.path.join(mount, sub))}:ro"]
+    # --sparse: ZooKeeper pads its transaction logs to 64 MiB with a hole at the end.
+    return [*command, image, "--numeric-owner", "--sparse", "-C", mount, "-cf", "-", "."]
+
+
+def _stream_member(writer, name: str, command: list[str], runner: Runner, meter: Meter, cwd: Path | None = None):
+    """Run ``command`` and store its stdout as member ``name``."""
+    stream = Streaming(command, runner, cwd, stdout=subprocess.PIPE)
+    with stream as producer:
+        info = writer.add_stream(name, producer.stdout, 0o600, meter)
+    if stream.returncode != 0:
+        raise OperatorError(f"`{' '.join(command[:2])} ...` for {name} failed: {stream.last_error()}")
+    return info
+
+
+class _PgDump:
+    """pg_dump inside `db`, streamed straight into a 0600 file next to the archive while the volumes are
+    copied (it runs in parallel: its compression is the slowest part of a backup); then
+    `pg_restore --list` must read it."""
+
+    def __init__(self, root: Path, runner: Runner, user: str, database: str, path: Path):
+        import tempfile
+
+        self.root, self.runner, self.path = root, runner, path
+        self.errors = tempfile.TemporaryFile()
+        command = compose.command(root, "exec", "-T", "db", "pg_dump", "-U", user, "-d", database, "--format=custom")
+        if runner.verbose:
+            runner.show(command)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            self.process = subprocess.Popen(command, cwd=root, env=runner.env, stdout=fd, stderr=self.errors)
+        finally:
+            os.close(fd)
+
+    def finish(self) -> int:
+        """Wait for pg_dump and check the dump; the number of entries pg_restore lists."""
+        code = self.process.wait()
+        if code != 0:
+            self.errors.seek(0)
+            lines = self.errors.read().decode(errors="replace").strip().splitlines()[-1:] or [f"exit {code}"]
+            raise OperatorError(f"pg_dump inside `db` failed ({lines[0][:300]}); no archive was written")
+        command = compose.command(self.root, "exec", "-T", "db", "pg_restore", "--list")
+        with open(self.path, "rb") as handle:
+            checker = subprocess.Popen(command, cwd=self.root, env=self.runner.env, stdin=handle,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            listing, error = checker.communicate(timeout=600)
+        entries = pg_restore_entries(listing.decode(errors="replace"))
+        if checker.returncode != 0 or not entries or self.path.stat().st_size == 0:
+            raise OperatorError(f"the PostgreSQL dump cannot be read by pg_restore "
+                                f"({error.decode(errors='replace').strip()[:200] or 'no entries'}); no archive was "
+                                "written")
+        return entries
+
+    def abort(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.errors.close()
+        self.path.unlink(missing_ok=True)
+
+
+def pg_restore_entries(listing: str) -> int:
+    return sum(1 for line in listing.splitlines() if line.strip() and not line.startswith(";"))
+
+
+def posthog_version(image: str) -> str:
+    """'1.43.0' for a release tag; the tag or digest otherwise (commit-SHA builds came after 1.43.x)."""
+    from posthog_compose.configuration import images
+
+    try:
+        ref = images.parse(image)
+    except OperatorError:
+        return image
+    version = images.release_version(ref.tag)
+    return ".".join(map(str, version)) if version else (ref.tag or ref.digest or image)
+
+
+def _stop(root: Path, runner: Runner, service: str) -> None:
+    runner.run(compose.command(root, "stop", "--timeout", "60", service), capture=True, timeout=300)
+
+
+def _start(root: Path, runner: Runner, services: list[str]) -> None:
+    runner.run(compose.command(root, "start", *services), capture=True, timeout=300)

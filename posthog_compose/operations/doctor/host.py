@@ -1,0 +1,179 @@
+"""The host's checks, one Check line each: the Docker engine, Compose v2+, RAM, CPUs and free disk
+against PostHog's needs, the data disk, and WEB_PORT free (or held by this deployment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from posthog_compose.configuration import compose
+
+
+# PostHog's hobby deployment asks for about 4 vCPUs, 16 GB RAM and 30 GB of disk; below the
+# minimums the stack is known to fall over (ClickHouse and Kafka are memory-hungry).
+MIN_CPUS, GOOD_CPUS = 2, 4
+MIN_RAM_GB, GOOD_RAM_GB = 8, 16
+MIN_DISK_GB, GOOD_DISK_GB = 20, 30
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok, warning, error
+    detail: str
+    fix: str = ""
+
+
+def _engine(env) -> Check:
+    from posthog_compose.operations.engine import NO_PERMISSION, engine_fix, engine_reason, last_line
+
+    try:
+        result = subprocess.run(["docker", "version", "--format", "{{json .}}"], capture_output=True, text=True,
+                                env=env, timeout=20)
+    except FileNotFoundError:
+        return Check("docker engine", "error", "the docker client is not installed",
+                     "install Docker Engine (Debian/Ubuntu: `sudo apt-get install docker.io`) or Docker Desktop")
+    except subprocess.TimeoutExpired:
+        return Check("docker engine", "error", "the engine did not answer within 20 s",
+                     "check it with `sudo systemctl status docker`")
+    try:
+        info = json.loads(result.stdout or "{}")
+    except ValueError:
+        info = {}
+    server = (info or {}).get("Server") or {}
+    if result.returncode != 0 or not server:
+        reason = last_line(result.stderr) or "no answer"
+        if NO_PERMISSION.search(result.stderr or ""):
+            return Check("docker engine", "error", "permission denied on the engine's socket",
+                         "add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in again)")
+        return Check("docker engine", "error", f"not reachable ({engine_reason(reason)})",
+                     engine_fix().replace("; `invoke doctor` checks the host", ""))
+    return Check("docker engine", "ok", f"reachable, version {server.get('Version', '?')}")
+
+
+def _compose(root: Path, env) -> Check:
+    from posthog_compose.operations.engine import HOW_TO_GET_COMPOSE, last_line
+    from posthog_compose.errors import OperatorError
+
+    try:
+        binary = compose.compose_binary()
+    except OperatorError:
+        return Check("docker compose", "error", "Docker Compose v2 is not installed", HOW_TO_GET_COMPOSE)
+    shown = " ".join(binary)
+    try:
+        result = subprocess.run([*binary, "version", "--short"], capture_output=True, text=True, env=env, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("docker compose", "error", f"`{shown} version` could not run ({type(exc).__name__})",
+                     HOW_TO_GET_COMPOSE)
+    version = result.stdout.strip().lstrip("v")
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        # e.g. `docker compose` without the plugin prints Docker's usage text: name it, never echo it
+        return Check("docker compose", "error", f"`{shown} version` did not answer with a version"
+                     f"{' (' + last_line(result.stderr)[:120] + ')' if last_line(result.stderr) else ''}",
+                     HOW_TO_GET_COMPOSE)
+    if major < 2:
+        return Check("docker compose", "error", f"version {version} is Compose v1, which lacks --wait and `ps --format json`",
+                     HOW_TO_GET_COMPOSE)
+    return Check("docker compose", "ok", f"version {version} ({shown})")
+
+
+def _ram() -> Check:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            total_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+    except (OSError, StopIteration):
+        return Check("memory", "warning", "cannot read /proc/meminfo")
+    gb = total_kb / 1024 / 1024
+    if gb < MIN_RAM_GB:
+        return Check("memory", "error", f"{gb:.1f} GB; PostHog needs at least {MIN_RAM_GB} GB", "use a larger host")
+    if gb < GOOD_RAM_GB:
+        return Check("memory", "warning", f"{gb:.1f} GB; {GOOD_RAM_GB} GB recommended", "expect slow queries under load")
+    return Check("memory", "ok", f"{gb:.1f} GB")
+
+
+def _cpus() -> Check:
+    count = os.cpu_count() or 1
+    if count < MIN_CPUS:
+        return Check("cpus", "error", f"{count}; PostHog needs at least {MIN_CPUS}", "use a larger host")
+    if count < GOOD_CPUS:
+        return Check("cpus", "warning", f"{count}; {GOOD_CPUS} recommended", "expect slow ingestion under load")
+    return Check("cpus", "ok", str(count))
+
+
+def _disk(root: Path, env: dict | None = None) -> Check:
+    """Free space where it matters: Docker's data root (volumes, images) and backups/ (dumps)."""
+    from posthog_compose.operations.engine import disks
+
+    worst, notes, fix = "ok", [], ""
+    for label, path, free_gb in disks(root, env):
+        if free_gb is None:
+            notes.append(f"{label}: cannot be measured from this host"
+                         + (f" ({path} is not readable here)" if path else " (the engine does not say where it is)"))
+            worst = "warning" if worst == "ok" else worst
+            continue
+        if label == "backups/":
+            notes.append(f"{free_gb:.0f} GB free for backups/")
+            if free_gb < 1:
+                worst, fix = "error", "free space under backups/: an upgrade's dump and logs need room"
+            continue
+        notes.append(f"{free_gb:.0f} GB free on Docker's data root ({path})")
+        if free_gb < MIN_DISK_GB:
+            worst, fix = "error", "free space or move Docker's data root to a larger disk"
+        elif free_gb < GOOD_DISK_GB and worst == "ok":
+            worst, fix = "warning", f"{GOOD_DISK_GB} GB recommended; watch volume growth"
+    return Check("disk", worst, "; ".join(notes), fix)
+
+
+def _web_port(root: Path, runner) -> tuple[Check, bool]:
+    """The WEB_PORT check, and whether this deployment's web service is the one running there."""
+    from posthog_compose.configuration.envfile import EnvFile, env_path
+
+    path = env_path(root)
+    port = EnvFile.load(path).resolved().get("WEB_PORT", "8080") if path.exists() else "8080"
+    if not port.isdigit():
+        return Check("web port", "error", f"WEB_PORT {port!r} is not a number", "run `invoke config-check`"), False
+    try:
+        from posthog_compose.operations import stack
+
+        ours = any(s.service == "web" and s.state == "running" for s in stack.service_states(root, runner))
+    except Exception:
+        ours = False
+    if ours:
+        return Check("web port", "ok", f"{port} is held by this deployment's web service"), True
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", int(port)))
+        except OSError:
+            return Check("web port", "error", f"{port} is already in use by another program",
+                         "stop it, or set another WEB_PORT in .env (and SITE_URL to match)"), False
+    return Check("web port", "ok", f"{port} is free"), False
+
+
+def _one_line(text: str) -> str:
+    """Tool output can hold newlines; a doctor line never does."""
+    return " ".join(text.split())
+
+
+def _data_disk(root: Path, runner) -> Check:
+    """`invoke doctor`'s line about the engine's data disk."""
+    from posthog_compose.operations.diskusage import CRITICAL_FREE_GB, GB, human, measure
+
+    report = measure(root, runner)
+    if report.free_bytes is None:
+        return Check("data disk", "warning", f"free space unknown ({report.error})", "run `docker info` and `df -h`")
+    volumes = sum(v for v in report.volumes.values() if v)
+    detail = (f"{human(report.free_bytes)} free on the engine's data disk ({report.data_root or report.measured_by}); "
+              f"the deployment's volumes hold {human(volumes)}")
+    if report.free_bytes / GB < CRITICAL_FREE_GB:
+        return Check("data disk", "error", detail, "free space now: `docker system prune`, lower Kafka retention")
+    if report.warning:
+        return Check("data disk", "warning", detail, "see the handbook's Disk and logs page")
+    return Check("data disk", "ok", detail)
