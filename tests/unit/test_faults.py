@@ -302,6 +302,65 @@ def test_a_container_in_a_restart_loop_is_judged_only_once_compose_replaced_it()
         assert watch.acted("plugins", {"plugins": detail(207.0, restarts=6)}, compose_done=True)
 
 
+def test_a_service_is_judged_only_by_a_start_made_with_its_dependencies_ready():
+    """After an engine restart every container starts at once: PostHog's worker exits while web or
+    ClickHouse is not ready and Docker restarts it. Those crashes say nothing; one after its
+    dependencies were ready does."""
+    running, starting = ServiceState("web", "running", "healthy"), ServiceState("web", "running", "starting")
+    deps = stack.Dependencies({"worker": ["web", "redis"], "web": ["db"]})
+    expected = ["web", "worker", "db"]  # redis is external here: not waited for
+    deps.update({"web": starting, "db": ServiceState("db", "running", "healthy")}, expected, at=100.0)
+    assert deps.judgeable("web", detail(50.0)) is False  # started before its dependencies were seen ready
+    assert deps.judgeable("web", detail(100.5)) is True
+    assert deps.judgeable("worker", detail(150.0)) is False  # web is not ready yet
+    deps.update({"web": running}, expected, at=200.0)
+    assert deps.judgeable("worker", detail(150.0)) is False  # its last start was before web was ready
+    assert deps.judgeable("worker", detail(201.0)) is True   # restarted with web ready, and failed again
+    deps.update({"web": starting}, expected, at=300.0)       # web replaced: the worker waits again
+    assert deps.judgeable("worker", detail(301.0)) is False
+    assert stack.Dependencies({}).judgeable("worker", None) is False  # never updated: nothing known yet
+
+
+def _compose_that_gives_up(tmp_path, succeed_on: int | None):
+    """A `compose up` stand-in: exits 1 with Compose's 'dependency failed to start' until run
+    ``succeed_on`` times (never when None); each run is counted in a file."""
+    runs = tmp_path / "runs"
+    script = tmp_path / "compose-up"
+    succeed = f'[ "$(wc -l < {runs})" -ge {succeed_on} ] && exit 0\n' if succeed_on else ""
+    script.write_text(f"#!/bin/sh\necho run >> {runs}\n{succeed}"
+                      "echo 'dependency failed to start: container posthog-clickhouse-1 is restarting' >&2\nexit 1\n")
+    script.chmod(0o755)
+    return runs, [str(script)]
+
+
+def test_compose_that_gave_up_on_a_dependency_still_coming_back_is_started_again(tmp_path, monkeypatch, capsys):
+    """After an engine or host restart Docker brings containers back in no order, and Compose gives up on
+    a dependency that is still restarting: up starts Compose again instead of failing."""
+    runs, command = _compose_that_gives_up(tmp_path, succeed_on=3)
+    coming_back = [ServiceState("clickhouse", "restarting"), ServiceState("web", "restarting")]
+    healthy = [ServiceState("clickhouse", "running", "healthy"), ServiceState("web", "running", "healthy")]
+    monkeypatch.setattr(stack, "service_states",
+                        lambda root, runner: healthy if runs.exists() and len(runs.read_text().split()) >= 3
+                        else coming_back)
+    monkeypatch.setattr(stack, "inspect_containers", lambda root, runner: {})
+    monkeypatch.setattr(stack.time, "sleep", lambda seconds: None)
+    stack.start_and_wait(tmp_path, Runner(tmp_path), command, ["clickhouse", "web"], timeout=60)
+    assert len(runs.read_text().split()) == 3
+    assert capsys.readouterr().out.count("Compose gave up on a dependency that is still coming back") == 2
+
+
+def test_compose_that_keeps_giving_up_fails_with_the_logs_after_its_retries(tmp_path, monkeypatch, capsys):
+    runs, command = _compose_that_gives_up(tmp_path, succeed_on=None)
+    monkeypatch.setattr(stack, "DEPENDENCY_RETRIES", 2)
+    monkeypatch.setattr(stack, "service_states", lambda root, runner: [ServiceState("web", "restarting")])
+    monkeypatch.setattr(stack, "inspect_containers", lambda root, runner: {})
+    monkeypatch.setattr(stack, "recent_logs", lambda root, runner, name, lines: "web-1  | Connection refused")
+    monkeypatch.setattr(stack.time, "sleep", lambda seconds: None)
+    with pytest.raises(OperatorError, match="services failed: web .*dependency failed to start"):
+        stack.start_and_wait(tmp_path, Runner(tmp_path), command, ["web"], timeout=60)
+    assert len(runs.read_text().split()) == 3  # the first run and two more
+
+
 def test_docker_times_parse_with_nanoseconds():
     assert stack._epoch("2026-11-26T06:30:01.500000000Z") == pytest.approx(1795674601.5)
     assert stack._epoch("0001-01-01T00:00:00Z") == 0.0

@@ -44,7 +44,7 @@ from posthog_compose.operations.stack.states import (
     inspect_containers,
     _epoch,
 )
-from posthog_compose.operations.stack.progress import Progress, Watch
+from posthog_compose.operations.stack.progress import Dependencies, Progress, Watch, depends_on
 from posthog_compose.operations.stack.http_checks import (
     READINESS_FAIL_AFTER,
     readiness,
@@ -89,34 +89,48 @@ class Readiness:
         return False, None
 
 
+class DependencyNotReady(Exception):
+    """Compose gave up on a dependency that Docker's restart policy is still bringing back."""
+
+
+#: How often `compose up` is started again after it gave up on a dependency that was still coming back.
+DEPENDENCY_RETRIES = 5
+
+
 def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = None, timeout: float = 600.0,
                        progress: bool = True, process: subprocess.Popen | None = None,
-                       readiness_values: dict[str, str] | None = None) -> float:
+                       readiness_values: dict[str, str] | None = None, retry_dependencies: bool = False) -> float:
     """Poll until every service is running and healthy; return the seconds it took.
 
     ``process`` is an optional `compose up` running in the background: its exit ends the wait
     (success when every service is ready). A service fails the wait, at once and with its last
     log lines and hints, when it exits, restarts or turns unhealthy AFTER Compose acted on it (see
-    Watch). With ``readiness_values`` (the .env values), web counts as ready when PostHog's
-    readiness answers 200, and as failed when its server answers without becoming ready.
+    Watch) and after it was started with its dependencies ready (see Dependencies). With
+    ``readiness_values`` (the .env values), web counts as ready when PostHog's readiness answers 200,
+    and as failed when its server answers without becoming ready. With ``retry_dependencies``, a
+    `compose up` that gave up because a dependency "failed to start" raises DependencyNotReady, so
+    that the caller starts it again, instead of failing.
     """
     expected = list(services or services_here(readiness_values if readiness_values is not None else _values(root)))
     display = Progress(expected, progress)
     began = time.time()
     watch = Watch(inspect_containers(root, runner), began)
+    dependencies = Dependencies(depends_on(root))
     ready_probe = Readiness(readiness_values) if readiness_values is not None and "web" in expected else None
     while True:
         # Whether Compose had finished BEFORE the states were read: a state read earlier may
         # predate what Compose did last, and must not be judged as final.
         compose_done = process is None or process.poll() is not None
+        listed_at = time.time()
         states = {s.service: s for s in service_states(root, runner)}
         display.update(states)
+        dependencies.update(states, expected, listed_at)
         suspects = [name for name in expected if name in states and states[name].failed]
         now = inspect_containers(root, runner) if suspects else {}
         # Judged on the inspect, which is newer than the listing: Compose may have started the
         # container in between.
         failed = [name for name in suspects if watch.acted(name, now, compose_done)
-                  and (name not in now or now[name].failed)]
+                  and (name not in now or now[name].failed) and dependencies.judgeable(name, now.get(name))]
         if failed:
             display.finish()
             if process is not None and process.poll() is None:
@@ -145,6 +159,9 @@ def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = 
             display.finish()
             stuck = [name for name in expected if not ready[name]]
             message = _process_error(process)
+            if retry_dependencies and "dependency failed to start" in _error_output(process) \
+                    and display.elapsed() < timeout:
+                raise DependencyNotReady(message)
             if any(name in states for name in stuck):  # containers exist: their logs say why
                 raise_failure(root, runner, stuck, states, message)
             raise OperatorError(_start_failed(runner, process))  # none was created (e.g. an image could not be pulled)
@@ -180,14 +197,28 @@ def start_and_wait(root: Path, runner: Runner, command: list[str], services: lis
     # even by a task that is killed.
     error_log = tempfile.TemporaryFile(mode="w+", errors="replace", prefix="compose-up-", suffix=".log")
     process = None
+    started = time.monotonic()
     try:
-        with journal.critical("Compose is starting"):
-            process = subprocess.Popen(command, cwd=root, env=runner.env, stdout=subprocess.DEVNULL, stderr=error_log,
-                                       text=True, **journal.popen_kwargs())
-            process.error_log = error_log
-        journal.fault_point("compose-up-started")
-        return wait_until_healthy(root, runner, services, timeout=timeout, process=process,
-                                  readiness_values=readiness_values)
+        attempt = 0
+        while True:
+            error_log.seek(0)
+            error_log.truncate()
+            with journal.critical("Compose is starting"):
+                process = subprocess.Popen(command, cwd=root, env=runner.env, stdout=subprocess.DEVNULL,
+                                           stderr=error_log, text=True, **journal.popen_kwargs())
+                process.error_log = error_log
+            journal.fault_point("compose-up-started")
+            try:
+                return wait_until_healthy(root, runner, services, timeout=timeout - (time.monotonic() - started),
+                                          process=process, readiness_values=readiness_values,
+                                          retry_dependencies=attempt < DEPENDENCY_RETRIES)
+            except DependencyNotReady:
+                # After a host or engine restart, Docker brings the containers back in no order and
+                # Compose refuses to act on a dependency that is still restarting: start it again.
+                attempt += 1
+                print(f"Compose gave up on a dependency that is still coming back; starting it again "
+                      f"(attempt {attempt + 1} of {DEPENDENCY_RETRIES + 1}).", flush=True)
+                time.sleep(2)
     finally:
         if process is not None and process.poll() is None:
             with journal.critical("letting Compose finish replacing containers"):

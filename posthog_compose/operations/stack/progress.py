@@ -7,6 +7,10 @@ from __future__ import annotations
 import sys
 import time
 
+from pathlib import Path
+
+from posthog_compose.configuration import compose
+from posthog_compose.errors import OperatorError
 from posthog_compose.operations.stack.states import ContainerDetail, ServiceState
 
 
@@ -114,3 +118,39 @@ class Watch:
         if old.status == "restarting" or old.restart_count > 0:
             return False  # the restart policy's loop, not Compose: wait for the replacement
         return detail.started_at >= self.began - 1 or detail.restart_count > old.restart_count
+
+
+class Dependencies:
+    """Since when each service's dependencies (docker-compose.yml's depends_on) have all been ready.
+
+    PostHog's processes exit while what they need is not there yet (web and the worker's launcher while
+    ClickHouse is starting, the worker while web has not migrated), and Docker's restart policy brings
+    them back: after a host or engine restart every container starts at once, in no order. Such a
+    service is judged only by a start made once its dependencies were ready, not by its crashes before."""
+
+    def __init__(self, depends: dict[str, list[str]]):
+        self.depends = depends
+        self.ready_since: dict[str, float] = {}
+
+    def update(self, states: dict[str, ServiceState], expected: list[str], at: float) -> None:
+        for name in expected:
+            needed = [dep for dep in self.depends.get(name, []) if dep in expected]
+            if all(dep in states and states[dep].ready for dep in needed):
+                self.ready_since.setdefault(name, at)
+            else:
+                self.ready_since.pop(name, None)
+
+    def judgeable(self, name: str, detail: ContainerDetail | None) -> bool:
+        since = self.ready_since.get(name)
+        return since is not None and (detail is None or detail.started_at >= since - 1)
+
+
+def depends_on(root: Path) -> dict[str, list[str]]:
+    """service -> the services it waits for, from docker-compose.yml ({} when it cannot be read: every
+    service is then judged as soon as Compose acted on it)."""
+    try:
+        services = compose.load_document(root).data.get("services") or {}
+    except (OperatorError, OSError, ValueError, AttributeError):
+        return {}
+    return {name: list((body or {}).get("depends_on") or []) for name, body in services.items()
+            if isinstance(body, dict) and isinstance(body.get("depends_on") or [], (list, dict))}
