@@ -7,7 +7,7 @@ posthog_compose package, imported inside each task so `invoke --list` stays inst
 import invoke
 
 from posthog_compose import ROOT
-from posthog_compose.cli import friendly, split_list
+from posthog_compose.cli import friendly, split_list, whole_number
 
 # One CLI grammar: a short flag means the same option on every task, and only these options have
 # one. Destructive options (--volumes, --yes, --force, --rotate, --skip-backup, ...) have none, so a
@@ -310,7 +310,7 @@ def backup(c, list=False, verify=None, only="all", no_encrypt=False, passphrase_
         backups.verify_archive(ROOT, verify, passphrase_file=passphrase_file, as_json=json)
         return
     result = backups.create(ROOT, _runner("backup", verbose=verbose), subset=only, encrypt=not no_encrypt,
-                            passphrase_file=passphrase_file, keep=int(keep) if keep is not None else None,
+                            passphrase_file=passphrase_file, keep=whole_number("--keep", keep) if keep is not None else None,
                             out=sys.stderr if json else sys.stdout)
     if json:
         print(json_module.dumps(result.summary(), indent=2))

@@ -61,6 +61,41 @@ def os_error_line(exc: OSError) -> str:
     return f"{name}: {fixes.get(exc.errno, exc.strerror or str(exc))}; nothing more was done"
 
 
+def whole_number(option: str, value) -> int:
+    """An option's value as a whole number: ASCII digits only (Python's int() also takes other scripts'
+    digits), or one line naming the option. The value itself is not repeated: it may be anything."""
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()):
+        raise OperatorError(f"{option} takes a whole number (digits 0-9), e.g. {option} 5")
+    return int(text)
+
+
+def _numbers_as_one_line() -> None:
+    """Invoke casts an option to the type of its default (int for --timeout) while it parses the command
+    line, before any task runs: a word there ended in a traceback. A ParseError is what Invoke prints as
+    one line (and exits 1); the value is checked as whole_number does."""
+    from invoke.exceptions import ParseError
+    from invoke.parser.argument import Argument
+
+    original = Argument.set_value
+    if getattr(original, "numbers_as_one_line", False):
+        return
+
+    def set_value(self, value, cast=True):
+        if cast and self.kind is int and not isinstance(value, int):
+            try:
+                value = whole_number(f"--{self.name.replace('_', '-')}", value)
+            except OperatorError as exc:
+                raise ParseError(f"error: {exc.message}") from None
+        return original(self, value, cast)
+
+    set_value.numbers_as_one_line = True
+    Argument.set_value = set_value
+
+
+_numbers_as_one_line()
+
+
 def split_list(values) -> list[str]:
     """Options given as repeated flags and/or comma-separated lists, flattened."""
     if not values:

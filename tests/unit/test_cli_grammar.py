@@ -9,6 +9,7 @@ import re
 import shlex
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from invoke import Collection, ParserContext, Program
 from invoke.parser import ParseError, Parser
 
@@ -169,3 +170,44 @@ def test_every_documented_command_parses(where, command):
 def test_the_documented_scan_finds_the_readme_commands():
     found = {(where, command) for where, command in _documented_commands()}
     assert ("README.md", "up") in found and len(found) > 40
+
+
+# ----------------------------------------------------------------------------- numbers on the command line
+NUMBER_OPTIONS = [("up", "--timeout"), ("upgrade", "--timeout"), ("restore", "--timeout"), ("proxy", "--timeout"),
+                  ("migrate-datastore", "--timeout"), ("backup", "--keep")]
+
+
+@pytest.mark.parametrize("task, option", NUMBER_OPTIONS)
+def test_a_number_option_given_a_word_is_one_line_and_nothing_runs(deployed, task, option):
+    """Invoke casts --timeout to an int while it parses, before any task runs; --keep is parsed by the
+    task. Either way: one line naming the option, exit 1, no traceback, .env untouched."""
+    env_before = (deployed / ".env").read_bytes()
+    extra = {"restore": ["some.backup"], "migrate-datastore": ["postgres"]}.get(task, [])
+    result = run_invoke(deployed, task, *extra, option, "soon")
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 1, output
+    assert output == f"error: {option} takes a whole number (digits 0-9), e.g. {option} 5", output
+    assert (deployed / ".env").read_bytes() == env_before
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(min_size=1, max_size=12).filter(lambda text: not (text.isascii() and text.strip().isdigit())))
+def test_whole_numbers_are_ascii_digits_and_anything_else_is_refused_without_being_repeated(text):
+    from posthog_compose.cli import whole_number
+    from posthog_compose.errors import OperatorError
+
+    with pytest.raises(OperatorError) as refused:
+        whole_number("--keep", text)
+    assert refused.value.message == "--keep takes a whole number (digits 0-9), e.g. --keep 5"
+
+
+def test_digits_of_other_scripts_are_not_numbers_here():
+    """Python's int() reads '٣' as 3 and '³' fails later; the kit reads ASCII digits only, as Compose and
+    the servers do."""
+    from posthog_compose.cli import whole_number
+    from posthog_compose.errors import OperatorError
+
+    assert whole_number("--keep", "12") == 12 and whole_number("--keep", " 7 ") == 7
+    for text in ("٣", "３", "1e3", "-1", "0x10", "1_000"):
+        with pytest.raises(OperatorError):
+            whole_number("--keep", text)
