@@ -333,11 +333,19 @@ def _compose_that_gives_up(tmp_path, succeed_on: int | None):
     return runs, [str(script)]
 
 
+def _web_waits_for_clickhouse(root):
+    (root / "docker-compose.yml").write_text(
+        "services:\n  clickhouse:\n    image: c\n  web:\n    image: w\n"
+        "    depends_on:\n      clickhouse:\n        condition: service_healthy\n")
+
+
 def test_compose_that_gave_up_on_a_dependency_still_coming_back_is_started_again(tmp_path, monkeypatch, capsys):
     """After an engine or host restart Docker brings containers back in no order, and Compose gives up on
-    a dependency that is still restarting: up starts Compose again instead of failing."""
+    a dependency that is still coming back (web crashes until ClickHouse answers): up starts Compose
+    again instead of failing, and judges web only once ClickHouse is ready."""
     runs, command = _compose_that_gives_up(tmp_path, succeed_on=3)
-    coming_back = [ServiceState("clickhouse", "restarting"), ServiceState("web", "restarting")]
+    _web_waits_for_clickhouse(tmp_path)
+    coming_back = [ServiceState("clickhouse", "running", "starting"), ServiceState("web", "restarting")]
     healthy = [ServiceState("clickhouse", "running", "healthy"), ServiceState("web", "running", "healthy")]
     monkeypatch.setattr(stack, "service_states",
                         lambda root, runner: healthy if runs.exists() and len(runs.read_text().split()) >= 3
@@ -351,13 +359,16 @@ def test_compose_that_gave_up_on_a_dependency_still_coming_back_is_started_again
 
 def test_compose_that_keeps_giving_up_fails_with_the_logs_after_its_retries(tmp_path, monkeypatch, capsys):
     runs, command = _compose_that_gives_up(tmp_path, succeed_on=None)
+    _web_waits_for_clickhouse(tmp_path)
     monkeypatch.setattr(stack, "DEPENDENCY_RETRIES", 2)
-    monkeypatch.setattr(stack, "service_states", lambda root, runner: [ServiceState("web", "restarting")])
+    monkeypatch.setattr(stack, "service_states", lambda root, runner: [ServiceState("clickhouse", "running", "starting"),
+                                                                       ServiceState("web", "restarting")])
     monkeypatch.setattr(stack, "inspect_containers", lambda root, runner: {})
-    monkeypatch.setattr(stack, "recent_logs", lambda root, runner, name, lines: "web-1  | Connection refused")
+    monkeypatch.setattr(stack, "recent_logs", lambda root, runner, name, lines: f"{name}-1  | Connection refused")
     monkeypatch.setattr(stack.time, "sleep", lambda seconds: None)
-    with pytest.raises(OperatorError, match="services failed: web .*dependency failed to start"):
-        stack.start_and_wait(tmp_path, Runner(tmp_path), command, ["web"], timeout=60)
+    with pytest.raises(OperatorError, match=r"services failed: clickhouse \(starting\), web \(restarting\); "
+                                            "dependency failed to start"):
+        stack.start_and_wait(tmp_path, Runner(tmp_path), command, ["clickhouse", "web"], timeout=60)
     assert len(runs.read_text().split()) == 3  # the first run and two more
 
 
