@@ -182,7 +182,7 @@ def test_every_invoke_command_parses(command):
     (("invoke", "logs", "-s", "webb"), "not a service"),
     (("invoke", "--help", "no-such-task"), "names no task"),
     (("invoke", "add-env-var", "--value", "x"), "positional"),
-    (("invoke", "up", "--timeout", "soon"), "wrong type"),
+    (("invoke", "up", "--timeout", "soon"), "takes a whole number"),
 ])
 def test_the_checker_refuses_broken_commands(argv, reason):
     """The check itself can fail: each of these is a mistake a page could make."""
