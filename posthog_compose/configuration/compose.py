@@ -138,6 +138,12 @@ def project_name(root: Path, model: dict | None = None) -> str:
     return _dotenv_setting(root, "COMPOSE_PROJECT_NAME") or PROJECT_NAME
 
 
+def project_name_of(values: dict[str, str]) -> str:
+    """The name a deployment configured by ``values`` (a .env's assignments, e.g. an archive's) runs
+    under: the shell's COMPOSE_PROJECT_NAME wins over the file, as it does for Compose."""
+    return os.environ.get("COMPOSE_PROJECT_NAME") or values.get("COMPOSE_PROJECT_NAME") or PROJECT_NAME
+
+
 #: Where `invoke up` records the name the deployment was started under, so that a later rename
 #: (which would start a second, empty deployment beside the data) is caught before it happens.
 RECORDED_NAME = Path(".deploy") / "project-name"

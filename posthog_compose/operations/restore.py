@@ -4,7 +4,7 @@ a new host.
 Order, so that a bad archive changes nothing: find the archive -> passphrase (checked against the
 archive's key check) -> read the WHOLE archive once, authenticating every chunk and checking every
 member's sha256 against the manifest -> refuse an archive from a newer PostHog than this kit pins ->
-check the disk -> ask before replacing existing data (type the project name, or --yes) -> only then:
+check the disk -> ask before replacing existing data (type the deployment's name, or --yes) -> only then:
 stop the deployment, remove the volumes the archive replaces, write the configuration (.env first:
 its encryption keys belong to the data), load the volumes (tar inside a throwaway container of the
 service's own image), start `db` and pg_restore the dump in one transaction, start everything and
@@ -143,20 +143,22 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
             print(f"  {_LABELS.get(name, name)} was external ({entry.get('endpoint', '?')}) when the archive was "
                   "made: its data is not in the archive and stays as the provider keeps it.", file=out)
 
-    present = existing_volumes(runner)
-    existing = [volume_name(v) for v in replaced if volume_name(v) in present]
+    # The deployment restored into is the one the archive's configuration names (the shell's
+    # COMPOSE_PROJECT_NAME first, as Compose reads it): its volumes, and only its, are replaced.
+    project = compose.project_name_of(target_values)
+    present = existing_volumes(runner, project)
+    existing = [volume_name(project, v) for v in replaced if volume_name(project, v) in present]
     if existing:
-        print(f"This deployment already holds data: {', '.join(existing)}. Restoring DELETES it and puts the "
-              "archive's data in its place.", file=out)
+        print(f"The deployment {project!r} already holds data: {', '.join(existing)}. Restoring DELETES it and "
+              "puts the archive's data in its place.", file=out)
         if not yes:
-            out.write(f"Type the project name ({compose.PROJECT_NAME}) to replace the data: ")
+            out.write(f"Type the deployment's name ({project}) to replace the data: ")
             out.flush()
             answer = sys.stdin.readline()
             if not answer:
                 raise OperatorError("no confirmation (no input): nothing was changed; pass --yes for automation")
-            if answer.strip() != compose.PROJECT_NAME:
-                raise OperatorError(f"confirmation {answer.strip()!r} is not {compose.PROJECT_NAME!r}: nothing was "
-                                    "changed")
+            if answer.strip() != project:
+                raise OperatorError(f"confirmation {answer.strip()!r} is not {project!r}: nothing was changed")
     _check_disk(runner, sum(m["size"] for n, m in members.items() if not n.startswith("config/")))
 
     # From here on the deployment changes.

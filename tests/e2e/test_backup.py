@@ -168,3 +168,47 @@ def test_backup_down_volumes_restore_and_a_new_host(deployment, second_engine, t
     (artifacts / "e2e-backup.json").write_text(json.dumps({
         "backup_seconds": summary["seconds"], "clickhouse_pause_seconds": summary["clickhouse_pause_seconds"],
         "archive_bytes": summary["size"], "restore_seconds": round(restore_seconds, 1)}, indent=2) + "\n")
+
+
+def _volume_created(engine: Engine, name: str) -> str:
+    return engine.docker("volume", "inspect", "--format", "{{.CreatedAt}}", name).stdout.strip()
+
+
+def test_a_named_deployment_backs_up_and_restores_only_its_own_volumes(deployment, tmp_path):
+    """Two deployments on one engine: the default `posthog` (its db running, a row in it) and one named
+    `analytics` by COMPOSE_PROJECT_NAME. Backup and restore of `analytics` find its volumes, ask for its
+    name, and leave every volume and container of `posthog` as they were."""
+    from tests.e2e.harness import make_deployment
+
+    engine = deployment.engine
+    neighbour = deployment
+    neighbour.compose("up", "--detach", "--wait", "db")
+    neighbour.psql("CREATE TABLE neighbour_probe (note text); INSERT INTO neighbour_probe VALUES ('untouched');")
+    neighbour_volume = _volume_created(engine, "posthog_postgres-data")
+    named = _with_passphrase(make_deployment(tmp_path / "analytics", engine))
+    named.set_env(COMPOSE_PROJECT_NAME="analytics")
+    try:
+        started = named.invoke("up", "--timeout", "300")
+        assert started.returncode == 0, started.stdout + started.stderr
+        named.psql("CREATE TABLE named_probe (note text); INSERT INTO named_probe VALUES ('before the backup');")
+        made = named.invoke("backup", "--json")
+        assert made.returncode == 0, made.stdout + made.stderr
+        archive = json.loads(made.stdout)["archive"]
+        assert {"volumes/clickhouse.tar", "volumes/zookeeper.tar"} <= {m["name"] for m in json.loads(made.stdout)["members"]}
+        named.psql("DELETE FROM named_probe;")
+
+        wrong = named.invoke("restore", archive, input="posthog\n")
+        assert wrong.returncode == 1 and "nothing was changed" in wrong.stderr, wrong.stdout + wrong.stderr
+        assert "analytics_postgres-data" in wrong.stdout and "(analytics)" in wrong.stdout
+        assert "posthog_" not in wrong.stdout
+        restored = named.invoke("restore", archive, input="analytics\n")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert named.psql("SELECT note FROM named_probe").stdout.strip() == "before the backup"
+
+        assert _volume_created(engine, "posthog_postgres-data") == neighbour_volume
+        assert neighbour.states()["db"]["State"] == "running"
+        assert neighbour.psql("SELECT note FROM neighbour_probe").stdout.strip() == "untouched"
+        assert set(neighbour.states()) == {"db"}  # nothing of `posthog` was started or recreated
+    finally:
+        named.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+        neighbour.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)

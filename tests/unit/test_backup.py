@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from posthog_compose.operations import archive, backup, restore
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
+from tests.conftest import set_env
 
 PASSPHRASE = b"a passphrase of some length"
 FAST_N = 2 ** 10  # the smallest work factor a reader accepts: property tests derive many keys
@@ -214,12 +215,12 @@ def engine(deployed, monkeypatch):
     state.fed = {}
     state.popens = []
     monkeypatch.setattr(backup, "_running", lambda root, runner: {s: True for s in ("db", "clickhouse", "zookeeper")})
-    monkeypatch.setattr(backup, "existing_volumes", lambda runner: {backup.volume_name(v) for v in (
+    monkeypatch.setattr(backup, "existing_volumes", lambda runner, project: {backup.volume_name(project, v) for v in (
         "postgres-data", "clickhouse-data", "zookeeper-data", "zookeeper-logs", "kafka-data")})
-    monkeypatch.setattr(restore, "existing_volumes", lambda runner: set())
+    monkeypatch.setattr(restore, "existing_volumes", lambda runner, project: set())
     monkeypatch.setattr(backup, "_psql", lambda root, runner, values, sql: "123456 15.5")
     monkeypatch.setattr(backup, "_exec_text", lambda *args: "22.3.13.80")
-    monkeypatch.setattr(backup, "_volume_sizes", lambda runner, image, volumes: dict.fromkeys(volumes, 10_000))
+    monkeypatch.setattr(backup, "_volume_sizes", lambda runner, image, volumes, project: dict.fromkeys(volumes, 10_000))
     monkeypatch.setattr("posthog_compose.operations.stack.wait_until_healthy", lambda *a, **k: 0.0)
     monkeypatch.setattr("posthog_compose.operations.stack.check_url", lambda values, timeout=30.0: (True, "302 to /preflight"))
     monkeypatch.setattr("posthog_compose.configuration.checks.require_clean", lambda root: None)
@@ -447,7 +448,7 @@ def test_an_archive_from_a_newer_posthog_is_refused_with_the_fix(deployed, engin
 
 
 def test_existing_data_needs_the_typed_project_name(deployed, engine, made, monkeypatch):
-    monkeypatch.setattr(restore, "existing_volumes", lambda runner: {"posthog_postgres-data"})
+    monkeypatch.setattr(restore, "existing_volumes", lambda runner, project: {f"{project}_postgres-data"})
     before = (deployed / ".env").read_bytes()
     for answer in ("", "yes\n"):
         monkeypatch.setattr("sys.stdin", io.StringIO(answer))
@@ -493,9 +494,10 @@ def test_volume_sizes_come_from_one_read_only_du(tmp_path):
                                                        "1000\t/measure/clickhouse-data\n", "")
 
     runner = DuRunner(tmp_path)
-    sizes = backup._volume_sizes(runner, "postgres:15", backup.VOLUMES)
+    sizes = backup._volume_sizes(runner, "postgres:15", backup.VOLUMES, "analytics")
     assert sizes == {"volumes/zookeeper.tar": 12 * 1024, "volumes/clickhouse.tar": 1000 * 1024}
-    assert len(runner.commands) == 1 and all(v.endswith(":ro") for v in runner.commands[0] if v.startswith("posthog_"))
+    mounts = [v for v in runner.commands[0] if v.startswith("analytics_")]
+    assert len(runner.commands) == 1 and len(mounts) == 3 and all(v.endswith(":ro") for v in mounts)
 
 
 def test_a_failure_while_writing_the_configuration_leaves_whole_files(deployed, engine, made, monkeypatch):
@@ -535,3 +537,47 @@ def test_a_service_that_stays_unhealthy_after_the_restore_is_named_with_its_logs
         ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")])
     with pytest.raises(OperatorError, match=r"services failed: web \(unhealthy\); not healthy after the restore"):
         restore.restore(deployed, Unhealthy(deployed), str(made), yes=True)
+
+
+def test_a_named_deployment_is_backed_up_and_restored_under_its_own_name(deployed, engine, monkeypatch):
+    """COMPOSE_PROJECT_NAME names the deployment: backup reads, and restore asks for and replaces, the
+    volumes of that name (before, both looked for `posthog_*` and restore skipped its confirmation)."""
+    set_env(deployed, COMPOSE_PROJECT_NAME="analytics")
+    asked: list[str] = []
+
+    def volumes_of(runner, project):
+        asked.append(project)
+        return {backup.volume_name(project, v) for v in (
+            "postgres-data", "clickhouse-data", "zookeeper-data", "zookeeper-logs", "kafka-data")}
+
+    monkeypatch.setattr(backup, "existing_volumes", volumes_of)
+    monkeypatch.setattr(backup, "_volume_sizes", lambda runner, image, volumes, project: (
+        asked.append(project), dict.fromkeys(volumes, 10_000))[1])
+    made = backup.create(deployed, FakeRunner(deployed), encrypt=True).path
+    assert set(asked) == {"analytics"}
+    tars = [c for c in engine.popens if "tar" in c and "-cf" in c]
+    mounts = [c[i + 1] for c in tars for i, arg in enumerate(c) if arg == "--volume"]
+    assert mounts and all(m.startswith("analytics_") for m in mounts), mounts
+
+    monkeypatch.setattr(restore, "existing_volumes", volumes_of)
+    before = (deployed / ".env").read_bytes()
+    monkeypatch.setattr("sys.stdin", io.StringIO("posthog\n"))
+    runner = FakeRunner(deployed)
+    with pytest.raises(OperatorError, match="is not 'analytics': nothing was changed"):
+        restore.restore(deployed, runner, str(made))
+    _no_change(deployed, runner, engine, before)
+    monkeypatch.setattr("sys.stdin", io.StringIO("analytics\n"))
+    runner = FakeRunner(deployed)
+    restore.restore(deployed, runner, str(made))
+    removed = [c[-1] for c in runner.commands if c[:3] == ["docker", "volume", "rm"]]
+    assert removed and all(name.startswith("analytics_") for name in removed), removed
+
+
+def test_the_shell_names_the_deployment_before_the_archive_does(monkeypatch):
+    from posthog_compose.configuration import compose
+
+    monkeypatch.delenv("COMPOSE_PROJECT_NAME", raising=False)
+    assert compose.project_name_of({}) == "posthog"
+    assert compose.project_name_of({"COMPOSE_PROJECT_NAME": "analytics"}) == "analytics"
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", "staging")
+    assert compose.project_name_of({"COMPOSE_PROJECT_NAME": "analytics"}) == "staging"

@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from posthog_compose.configuration import compose
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from posthog_compose.fileops import _fsync_dir, atomic_write, timestamp
@@ -114,12 +115,13 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
         raise OperatorError("`db` is not running, so PostgreSQL cannot be dumped: start it with `invoke up` "
                             "(or `invoke up -s db`) and back up again")
     volumes = local_volume_members(values) if subset == "all" else {}
-    present = existing_volumes(runner) if volumes else set()
+    project = compose.project_name(root)
+    present = existing_volumes(runner, project) if volumes else set()
     for member, (service, _mount, vols) in list(volumes.items()):
-        missing = [v for v in vols if volume_name(v) not in present]
+        missing = [v for v in vols if volume_name(project, v) not in present]
         if missing:
-            raise OperatorError(f"volume {volume_name(missing[0])} does not exist: the deployment has never run "
-                                f"{service}; start it once with `invoke up`")
+            raise OperatorError(f"volume {volume_name(project, missing[0])} does not exist: the deployment "
+                                f"{project!r} has never run {service}; start it once with `invoke up`")
 
     # Estimate and preflight.
     user, database = values.get("POSTGRES_USER", "posthog"), values.get("POSTGRES_DB", "posthog")
@@ -129,7 +131,7 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     with ThreadPoolExecutor(3) as pool:
         pg_future = pool.submit(_psql, root, runner, values, "SELECT pg_database_size(current_database()) || ' ' || "
                                                               "current_setting('server_version')") if pg_local else None
-        sizes_future = pool.submit(_volume_sizes, runner, values["POSTGRES_IMAGE"], volumes) if volumes else None
+        sizes_future = pool.submit(_volume_sizes, runner, values["POSTGRES_IMAGE"], volumes, project) if volumes else None
         ch_future = pool.submit(_exec_text, root, runner, "clickhouse", "clickhouse-client", "--query",
                                 "SELECT version()") if running.get("clickhouse") else None
         answer = ((pg_future.result() if pg_future else None) or "0 ?").split(" ", 1)
@@ -190,7 +192,7 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
                     _stop(root, runner, service)
                     stopped.append(service)
                 meter = Meter(f"{member} ({sizes[member] / MIB:,.0f} MiB on disk)", out)
-                _stream_member(writer, member, _tar_command(values[f"{service.upper()}_IMAGE"], vols, mount), runner,
+                _stream_member(writer, member, _tar_command(values[f"{service.upper()}_IMAGE"], vols, mount, project), runner,
                                meter, cwd=root)
                 meter.finish()
                 if service != "clickhouse" and service in stopped:

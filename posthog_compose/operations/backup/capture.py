@@ -16,9 +16,10 @@ from posthog_compose.operations.backup.contents import volume_name
 from posthog_compose.operations.backup.progress import Meter
 
 
-def existing_volumes(runner: Runner) -> set[str]:
+def existing_volumes(runner: Runner, project: str) -> set[str]:
+    """The engine's volumes of the deployment named ``project`` (by Compose's label, never by prefix)."""
     result = runner.run(["docker", "volume", "ls", "--quiet", "--filter",
-                         f"label=com.docker.compose.project={compose.PROJECT_NAME}"], capture=True, check=False,
+                         f"label=com.docker.compose.project={project}"], capture=True, check=False,
                         mutating=False, timeout=60)
     if result.returncode != 0:
         detail = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
@@ -43,14 +44,14 @@ def _psql(root: Path, runner: Runner, values: dict[str, str], sql: str) -> str |
                       values.get("POSTGRES_DB", "posthog"), "-c", sql)
 
 
-def _volume_sizes(runner: Runner, image: str, volumes: dict) -> dict[str, int]:
+def _volume_sizes(runner: Runner, image: str, volumes: dict, project: str) -> dict[str, int]:
     """Bytes used by each member's volumes, measured in one throwaway container (read-only mounts)."""
     command = ["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "du"]
     paths = {}
     for member, (_service, _mount, vols) in volumes.items():
         for volume in vols:
             paths[f"/measure/{volume}"] = member
-            command += ["--volume", f"{volume_name(volume)}:/measure/{volume}:ro"]
+            command += ["--volume", f"{volume_name(project, volume)}:/measure/{volume}:ro"]
     result = runner.run([*command, image, "-sk", *paths], capture=True, check=False, mutating=False, timeout=600)
     sizes = dict.fromkeys(volumes, 0)
     try:
@@ -65,10 +66,10 @@ def _volume_sizes(runner: Runner, image: str, volumes: dict) -> dict[str, int]:
     return sizes
 
 
-def _tar_command(image: str, volumes: dict[str, str], mount: str) -> list[str]:
+def _tar_command(image: str, volumes: dict[str, str], mount: str, project: str) -> list[str]:
     command = ["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "tar"]
     for volume, sub in volumes.items():
-        command += ["--volume", f"{volume_name(volume)}:{os.path.normpath(os.path.join(mount, sub))}:ro"]
+        command += ["--volume", f"{volume_name(project, volume)}:{os.path.normpath(os.path.join(mount, sub))}:ro"]
     # --sparse: ZooKeeper pads its transaction logs to 64 MiB with a hole at the end.
     return [*command, image, "--numeric-owner", "--sparse", "-C", mount, "-cf", "-", "."]
 

@@ -109,8 +109,9 @@ def local_volume_members(values: dict[str, str]) -> dict:
     return {member: spec for member, spec in VOLUMES.items() if spec[0] in here}
 
 
-def volume_name(volume: str) -> str:
-    return f"{compose.PROJECT_NAME}_{volume}"
+def volume_name(project: str, volume: str) -> str:
+    """The engine's name of a volume of the deployment named ``project`` (Compose prefixes it)."""
+    return f"{project}_{volume}"
 
 
 def config_files(root: Path) -> list[Path]:
