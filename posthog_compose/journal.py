@@ -90,7 +90,7 @@ def write(root: Path, kind: str, entry: dict) -> None:
     """Record an intent (atomically, 0600, fsynced) before the step it protects."""
     path = journal_path(root, kind)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data = {"kind": kind, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pid": os.getpid(), **entry}
+    data = {"kind": kind, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **process_identity(), **entry}
     if kind in _REPLAYS:
         data.setdefault(REPLAYED_BY, _REPLAYS[kind].__module__)
     fileops.atomic_write(path, json.dumps(data, indent=1) + "\n", 0o600)
@@ -435,7 +435,8 @@ def _fill_journal(journal: Path, originals, what: str) -> None:
                 handle.flush()
                 os.fsync(handle.fileno())
         entries.append(record)
-    fileops.atomic_write(journal / "index.json", json.dumps({"what": what, "pid": os.getpid(), "files": entries}), 0o600)
+    fileops.atomic_write(journal / "index.json", json.dumps({"what": what, **process_identity(), "files": entries}),
+                         0o600)
 
 
 def recover_files(root: Path) -> list[str]:
@@ -453,7 +454,7 @@ def recover_files(root: Path) -> list[str]:
         except (OSError, ValueError):
             shutil.rmtree(journal, ignore_errors=True)  # incomplete: nothing had been written
             continue
-        if _alive(index.get("pid")):
+        if _alive(index):
             continue  # another task is in the middle of it
         originals = []
         try:
@@ -476,13 +477,56 @@ def recover_files(root: Path) -> list[str]:
     return restored
 
 
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid == os.getpid():
+#: Linux's PID_MAX_LIMIT: no process has a larger pid (and os.kill overflows past a C int).
+PID_MAX = 4 * 1024 * 1024
+
+
+def process_identity(pid: int | None = None) -> dict:
+    """What names a process across reboots and pid reuse: its pid, the boot it runs in and its
+    start time in that boot (clock ticks since boot, /proc/PID/stat field 22). A pid alone is not
+    enough: after a reboot or a pid wrap an unrelated process can hold it."""
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "boot": _boot_id(), "started": _start_ticks(pid)}
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        return start_ticks_of(Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+
+
+def start_ticks_of(stat: str) -> int | None:
+    """Field 22 of a /proc/PID/stat line. The command name (field 2) is in parentheses and may hold
+    spaces and parentheses itself, so the fields are counted from its last closing parenthesis."""
+    try:
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def _alive(record) -> bool:
+    """Whether the task that wrote ``record`` (a journal's index) still runs: its pid is alive AND,
+    where the record names them, in the same boot with the same start time."""
+    pid = record.get("pid") if isinstance(record, dict) else None
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    boot, started = record.get("boot"), record.get("started")
+    if boot is not None and _boot_id() is not None and boot != _boot_id():
+        return False  # written before a reboot: whatever holds that pid now is another process
+    if started is not None and _start_ticks(pid) is not None and started != _start_ticks(pid):
+        return False  # the pid was reused by a process started later
     return True
