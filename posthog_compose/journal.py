@@ -214,6 +214,19 @@ def popen_kwargs() -> dict:
     return {"start_new_session": True}
 
 
+def dies_with_task(command: list[str]) -> list[str]:
+    """``command`` made to receive SIGTERM when the task that starts it dies, SIGKILL included
+    (the kernel's parent-death signal, set by util-linux's setpriv before it executes the command).
+    A child in its own session outlives a killed task otherwise: a `compose up` left running
+    raced the next task's and left a second container beside the real one. Start such a child
+    from the main thread: the signal follows the thread that started it. Where setpriv is missing
+    the command runs as it is (and the next changing task's journal replay still applies)."""
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else list(command)
+
+
 # ----------------------------------------------------------------------------- faults
 def fault_point(step: str) -> None:
     """Test-only: act at a named step when the fault table asks for it (see FAULT_VARIABLE)."""

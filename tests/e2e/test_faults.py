@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -193,10 +194,29 @@ def up_stopped_datastore(d):
     recover_with_up(d)
 
 
+def _compose_processes(d) -> list[int]:
+    """Compose processes still working on this deployment (by their command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(d.root).encode() in words and b"up" in words and any(w.endswith(b"docker-compose") for w in words):
+            found.append(int(entry.name))
+    return found
+
+
 def up_sigkill_while_compose_runs(d):
+    """Also: the killed task's `compose up` (in its own session) ends with it (harden, upgrade and
+    restore start Compose the same way), instead of racing the next task's."""
     d.engine.docker("stop", "posthog-plugins-1")
     code, output = run(d, "up", fault="kill:compose-up-started")
     assert code == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while _compose_processes(d) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _compose_processes(d), "the killed task's compose up is still running"
     recover_with_up(d)
 
 

@@ -5,6 +5,7 @@ the next task's replay."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -430,3 +432,81 @@ def test_doctor_measures_docker_root_and_backups_and_says_when_it_cannot(tmp_pat
                                                                   ("backups/", str(tmp_path), 0.5)])
     check = doctor._disk(tmp_path)
     assert check.status == "error" and "5 GB free on Docker's data root (/d)" in check.detail
+
+
+_TASK_THAT_STARTS_COMPOSE = """
+import sys, time
+from pathlib import Path
+from posthog_compose.operations import stack
+from posthog_compose.operations.engine import Runner
+
+def wait(root, runner, services, timeout, process=None, **kw):
+    print(process.pid, flush=True)
+    time.sleep(60)
+
+stack.wait_until_healthy = wait
+root = Path(sys.argv[1])
+stack.start_and_wait(root, Runner(root), [sys.executable, "-c", "import time; time.sleep(60)"], ["web"], timeout=60)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return state[state.rindex(")") + 2] in "ZX"  # exited, waiting to be reaped by whoever adopted it
+
+
+def test_a_killed_task_takes_its_compose_up_with_it(tmp_path):
+    """SIGKILL on a task while its `compose up` runs (in its own session, so Ctrl-C does not reach it):
+    the Compose process ends too, instead of racing the next task's `compose up`."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    task = subprocess.Popen([sys.executable, "-c", _TASK_THAT_STARTS_COMPOSE, str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        compose_pid = int(task.stdout.readline())
+        assert not _gone(compose_pid)
+        task.send_signal(signal.SIGKILL)
+        task.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while not _gone(compose_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(compose_pid), "the task's compose up outlived it"
+    finally:
+        task.kill()
+        task.wait()
+        with contextlib.suppress(NameError, ProcessLookupError):
+            os.kill(compose_pid, signal.SIGKILL)
+
+
+def test_ctrl_c_while_waiting_for_health_is_acknowledged_at_once(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during `up`'s wait for health ends the wait; Compose may still be replacing containers,
+    so the task lets it finish, and says so at once (before, nothing was printed for up to 30 s)."""
+    import time
+
+    from posthog_compose.operations.engine import Runner
+
+    said = {}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_wait = subprocess.Popen.wait
+
+    def watching_wait(self, timeout=None):
+        said.setdefault("before the wait", capsys.readouterr().out)
+        return real_wait(self, timeout)
+
+    monkeypatch.setattr(stack, "wait_until_healthy", interrupted)
+    monkeypatch.setattr(subprocess.Popen, "wait", watching_wait)
+    clock = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        stack.start_and_wait(tmp_path, Runner(tmp_path), [sys.executable, "-c", "import time; time.sleep(1)"],
+                             ["web"], timeout=60)
+    assert "Interrupted: stopping once Compose has finished replacing containers" in said["before the wait"]
+    assert time.monotonic() - clock < 10

@@ -15,6 +15,7 @@ test can replace a step here.
 
 from __future__ import annotations
 
+import sys
 import json
 import subprocess
 import time
@@ -204,7 +205,8 @@ def start_and_wait(root: Path, runner: Runner, command: list[str], services: lis
             error_log.seek(0)
             error_log.truncate()
             with journal.critical("Compose is starting"):
-                process = subprocess.Popen(command, cwd=root, env=runner.env, stdout=subprocess.DEVNULL,
+                process = subprocess.Popen(journal.dies_with_task(command), cwd=root, env=runner.env,
+                                           stdout=subprocess.DEVNULL,
                                            stderr=error_log, text=True, **journal.popen_kwargs())
                 process.error_log = error_log
             journal.fault_point("compose-up-started")
@@ -221,6 +223,9 @@ def start_and_wait(root: Path, runner: Runner, command: list[str], services: lis
                 time.sleep(2)
     finally:
         if process is not None and process.poll() is None:
+            if isinstance(sys.exc_info()[1], KeyboardInterrupt):  # say at once what the wait is for
+                print(f"\nInterrupted: stopping once Compose has finished replacing containers (at most "
+                      f"{COMPOSE_FINISH_SECONDS:.0f} s) ...", flush=True)
             with journal.critical("letting Compose finish replacing containers"):
                 try:
                     process.wait(timeout=COMPOSE_FINISH_SECONDS)
