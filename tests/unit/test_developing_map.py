@@ -15,8 +15,13 @@ def _named() -> list[str]:
     return sorted({name for name in re.findall(r"`([\w./-]+(?:\.py|/))`", PAGE.read_text())})
 
 
+def _made_by_runs() -> set[str]:
+    """Folders that runs create (test and build output), named in .gitignore: a fresh clone lacks them."""
+    return {line.strip() for line in (REPO / ".gitignore").read_text().splitlines() if line.strip().endswith("/")}
+
+
 def _exists(name: str) -> bool:
-    if (REPO / name).exists() or (PACKAGE / name).exists():
+    if (REPO / name).exists() or (PACKAGE / name).exists() or name in _made_by_runs():
         return True
     return any(path.relative_to(PACKAGE).as_posix().endswith(name.rstrip("/"))
                for path in PACKAGE.rglob("*") if "__pycache__" not in path.parts)
