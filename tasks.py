@@ -181,6 +181,17 @@ def doctor(c, json=False):
     raise SystemExit(preflight.run(ROOT, _runner("doctor"), as_json=json))
 
 
+def _secret_value(arguments):
+    """add-env-var's --value is a secret when the variable is one: --secret, a secret format, or a
+    name that says so (PASSWORD, TOKEN, ...; the masking layer treats those as secrets in .env too)."""
+    from posthog_compose.configuration.envvars import SECRET_FORMATS
+    from posthog_compose.masking import is_secret_name
+
+    if arguments.get("secret") or arguments.get("format") in SECRET_FORMATS or is_secret_name(str(arguments.get("name"))):
+        return ["value"]
+    return []
+
+
 @task(positional=["name"], help={
     "name": "the variable, UPPER_SNAKE_CASE",
     "description": "one sentence for operators (shown in .env.example, the README and the handbook)",
@@ -195,7 +206,7 @@ def doctor(c, json=False):
     "production": "what production demands of it (shown in the handbook)",
     "dry_run": "print the plan and the diff of every file; change nothing",
 })
-@friendly
+@friendly(secret=_secret_value)
 def add_env_var(c, name, description="", category="", services="", value=None, generate=False, example=None,
                 secret=False, format="string", required=False, production="", dry_run=False):
     """Add a variable everywhere it belongs (manifest, .env, .env.example, README, compose), all or nothing."""
@@ -368,7 +379,7 @@ def restore(c, archive, yes=False, passphrase_file=None, timeout=600, json=False
     "dry_run": "run every check and print the plan; change nothing",
     "verbose": VERBOSE,
 })
-@friendly
+@friendly(secret=["to"])  # its URL's password; --to-file, like every *_file option, is one too
 def migrate_datastore(c, datastore, to=None, to_file=None, yes=False, timeout=600, json=False, dry_run=False,
                       verbose=False):
     """Move PostgreSQL's data to an external server: checks, dump, restore, verify, switch; the local volume is kept."""
