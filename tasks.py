@@ -49,6 +49,17 @@ VERBOSE = "print every command as it runs"
 JSON = "print machine-readable JSON instead of text"
 
 
+# Every task that edits a file of the deployment or changes what runs holds the deployment lock
+# for its whole read-modify-write (journal.deployment_lock): init, add-env-var, remove-env-var,
+# up, upgrade, harden and migrate-datastore take it in their operation; the others below through
+# _editing. Read-only tasks and dry runs never take it.
+def _editing(task_name, dry_run=False):
+    """The deployment lock for a task that changes the deployment (nothing for a dry run)."""
+    from posthog_compose import journal
+
+    return journal.editing(ROOT, task_name, dry_run)
+
+
 @task(iterable=["rotate"], help={
     "force": "regenerate .env from scratch with new secrets (the old file is kept as a backup)",
     "rotate": "regenerate one secret, e.g. --rotate SECRET_KEY (repeatable); encryption keys get the new key first and keep the old ones",
@@ -57,10 +68,9 @@ JSON = "print machine-readable JSON instead of text"
 def init(c, force=False, rotate=None):
     """Write .env from the manifest with fresh secrets (mode 0600); never overwrites without --force."""
     from posthog_compose.operations import bootstrap
-    from posthog_compose.configuration import manifest
 
-    result = bootstrap.init(ROOT, manifest.load(ROOT), force=force, rotate=split_list(rotate))
-    print(result.summary())
+    # variables.yml is read once init holds the deployment lock
+    print(bootstrap.init(ROOT, force=force, rotate=split_list(rotate)).summary())
 
 
 @task(help={"check": "only report whether generated files are out of date (exit 1 if so); write nothing"})
@@ -71,14 +81,14 @@ def generate(c, check=False):
     from posthog_compose.configuration import manifest
     from posthog_compose.errors import OperatorError
 
-    loaded = manifest.load(ROOT)
     if check:
-        stale = gen.drift(ROOT, loaded)
+        stale = gen.drift(ROOT, manifest.load(ROOT))
         if stale:
             raise OperatorError(f"out of date: {', '.join(p.name for p in stale)}; run `invoke generate`")
         print("Generated files are up to date.")
         return
-    changed = gen.write_all(ROOT, loaded)
+    with _editing("generate"):
+        changed = gen.write_all(ROOT, manifest.load(ROOT))
     print(f"Regenerated {', '.join(p.name for p in changed)}." if changed else "Generated files were already up to date.")
 
 
@@ -158,7 +168,8 @@ def down(c, volumes=False, yes=False, dry_run=False, verbose=False):
     """Stop PostHog and keep its data; --volumes deletes the data after confirmation."""
     from posthog_compose.operations import lifecycle
 
-    lifecycle.down(ROOT, _runner("down", dry_run, verbose), volumes=volumes, yes=yes)
+    with _editing("down", dry_run):
+        lifecycle.down(ROOT, _runner("down", dry_run, verbose), volumes=volumes, yes=yes)
 
 
 @task(help={"json": JSON})
@@ -168,6 +179,17 @@ def doctor(c, json=False):
     from posthog_compose.operations import doctor as preflight
 
     raise SystemExit(preflight.run(ROOT, _runner("doctor"), as_json=json))
+
+
+def _secret_value(arguments):
+    """add-env-var's --value is a secret when the variable is one: --secret, a secret format, or a
+    name that says so (PASSWORD, TOKEN, ...; the masking layer treats those as secrets in .env too)."""
+    from posthog_compose.configuration.envvars import SECRET_FORMATS
+    from posthog_compose.masking import is_secret_name
+
+    if arguments.get("secret") or arguments.get("format") in SECRET_FORMATS or is_secret_name(str(arguments.get("name"))):
+        return ["value"]
+    return []
 
 
 @task(positional=["name"], help={
@@ -184,7 +206,7 @@ def doctor(c, json=False):
     "production": "what production demands of it (shown in the handbook)",
     "dry_run": "print the plan and the diff of every file; change nothing",
 })
-@friendly
+@friendly(secret=_secret_value)
 def add_env_var(c, name, description="", category="", services="", value=None, generate=False, example=None,
                 secret=False, format="string", required=False, production="", dry_run=False):
     """Add a variable everywhere it belongs (manifest, .env, .env.example, README, compose), all or nothing."""
@@ -278,8 +300,10 @@ def proxy(c, enable=False, disable=False, domain=None, private_ca=False, timeout
             raise OperatorError("--enable and --disable together: choose one")
         edge.show(ROOT)
         return
-    raise SystemExit(edge.switch(ROOT, _runner("proxy", dry_run, verbose), enable, domain=domain,
-                                 private_ca=True if private_ca else None, timeout=float(timeout)))
+    with _editing("proxy", dry_run):
+        code = edge.switch(ROOT, _runner("proxy", dry_run, verbose), enable, domain=domain,
+                           private_ca=True if private_ca else None, timeout=float(timeout))
+    raise SystemExit(code)
 PASSPHRASE_FILE = "read the passphrase from this file (mode 0600) instead of POSTHOG_BACKUP_PASSPHRASE"
 
 
@@ -309,9 +333,10 @@ def backup(c, list=False, verify=None, only="all", no_encrypt=False, passphrase_
     if verify:
         backups.verify_archive(ROOT, verify, passphrase_file=passphrase_file, as_json=json)
         return
-    result = backups.create(ROOT, _runner("backup", verbose=verbose), subset=only, encrypt=not no_encrypt,
-                            passphrase_file=passphrase_file, keep=whole_number("--keep", keep) if keep is not None else None,
-                            out=sys.stderr if json else sys.stdout)
+    keep = whole_number("--keep", keep) if keep is not None else None
+    with _editing("backup"):  # it stops ClickHouse and ZooKeeper meanwhile, and --keep deletes archives
+        result = backups.create(ROOT, _runner("backup", verbose=verbose), subset=only, encrypt=not no_encrypt,
+                                passphrase_file=passphrase_file, keep=keep, out=sys.stderr if json else sys.stdout)
     if json:
         print(json_module.dumps(result.summary(), indent=2))
     else:
@@ -336,8 +361,10 @@ def restore(c, archive, yes=False, passphrase_file=None, timeout=600, json=False
 
     if _help_instead(archive, "restore"):
         return
-    summary = restoring.restore(ROOT, _runner("restore", verbose=verbose), archive, yes=yes, passphrase_file=passphrase_file,
-                                timeout=float(timeout), out=sys.stderr if json else sys.stdout)
+    with _editing("restore"):
+        summary = restoring.restore(ROOT, _runner("restore", verbose=verbose), archive, yes=yes,
+                                    passphrase_file=passphrase_file, timeout=float(timeout),
+                                    out=sys.stderr if json else sys.stdout)
     if json:
         print(json_module.dumps(summary, indent=2))
 
@@ -352,7 +379,7 @@ def restore(c, archive, yes=False, passphrase_file=None, timeout=600, json=False
     "dry_run": "run every check and print the plan; change nothing",
     "verbose": VERBOSE,
 })
-@friendly
+@friendly(secret=["to"])  # its URL's password; --to-file, like every *_file option, is one too
 def migrate_datastore(c, datastore, to=None, to_file=None, yes=False, timeout=600, json=False, dry_run=False,
                       verbose=False):
     """Move PostgreSQL's data to an external server: checks, dump, restore, verify, switch; the local volume is kept."""

@@ -11,12 +11,19 @@ from invoke import Exit
 from posthog_compose.errors import OperatorError
 
 
-def friendly(body):
+def friendly(body=None, *, secret=()):
     """Run a task body behind the masking layer (no secret reaches the terminal, also from the
     processes it starts), after finishing any file transaction an earlier task left interrupted.
 
+    ``secret`` names the options whose value may be a secret (``to``), or is a function of the
+    task's arguments naming them (``--value`` only for a secret variable); every ``*_file`` option
+    is one as well: a passphrase or a URL typed where a file name belongs. Their values are known
+    to the masking layer before the body runs, so no error about them can print them.
+
     An OperatorError, a file the task cannot read or write, or Ctrl-C ends the task with one clear
     line; a bug ends it with its traceback, masked like everything else."""
+    if body is None:
+        return functools.partial(friendly, secret=secret)
 
     @functools.wraps(body)
     def wrapper(c, *args, **kwargs):
@@ -24,6 +31,7 @@ def friendly(body):
 
         with masking.shield(ROOT):
             try:
+                _mask_secret_options(body, secret, (c, *args), kwargs)  # first: before anything reads them
                 journal.recover_files(ROOT)
                 return body(c, *args, **kwargs)
             except OperatorError as exc:
@@ -41,6 +49,29 @@ def friendly(body):
                 raise Exit("error: internal error (the traceback above is masked); please report it", code=2)
 
     return wrapper
+
+
+def _mask_secret_options(body, secret, args: tuple, kwargs: dict) -> None:
+    """Register what the command line gave the task's secret-bearing options (see ``friendly``)."""
+    import inspect
+
+    from posthog_compose import masking
+
+    try:
+        bound = inspect.signature(body).bind(*args, **kwargs)
+    except TypeError:
+        return  # Invoke reports a wrong call itself
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    names = set(secret(arguments) if callable(secret) else secret)
+    for name, value in arguments.items():
+        if not isinstance(value, str) or not value:
+            continue
+        if name.endswith("_file"):
+            masking.register_file_option(value)
+        elif name in names:
+            masking.register_option(value)
+    masking.register_environment()
 
 
 def os_error_line(exc: OSError) -> str:

@@ -14,8 +14,9 @@ directory (``.deploy/journal/``), two records:
   imported that operation still finds it. A rotation's entry holds the new secrets: that is why
   it is 0600 and lives next to .env, never in backups/.
 - ``deployment_lock``: one changing task at a time per deployment (an flock, so a killed task
-  never leaves it held). Every decision ("already at the target", "a journal is pending") is
-  taken after the lock is held.
+  never leaves it held): every task that edits the deployment's files or what runs. Every file
+  is read and every decision ("already at the target", "a journal is pending") is taken after
+  the lock is held.
 - ``critical``: SIGINT/SIGTERM received inside the section are remembered and raised as
   KeyboardInterrupt when it ends, so a Ctrl-C can never stop a rollback or a recreate halfway.
   Child processes started inside it should use ``own_session=True`` (``popen_kwargs``): a
@@ -28,6 +29,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -51,7 +53,16 @@ FAULT_VARIABLE = "POSTHOG_COMPOSE_FAULT_AT"
 
 # ----------------------------------------------------------------------------- lock
 class deployment_lock:
-    """One changing task at a time for this deployment (flock on .deploy/upgrade.lock)."""
+    """One changing task at a time for this deployment (flock on .deploy/upgrade.lock).
+
+    Every task that edits a file of the deployment (.env, variables.yml, the generated files, the
+    Compose files, .deploy/ state, certificates) or changes what runs holds it for its whole
+    read-modify-write, and reads those files only once it holds it: two editors side by side
+    would otherwise each write what they read before the other's change, and one change would be
+    lost without a word. A second changing task is refused at once with one line naming the
+    holder (recorded in the lock file); a task that only reads never takes it. Not re-entrant:
+    an operation called by another that holds it (the pre-upgrade backup, `up`'s first .env)
+    runs without taking it again."""
 
     def __init__(self, root: Path, task: str = "upgrade"):
         self.path = Path(root) / LOCK_FILE
@@ -62,14 +73,22 @@ class deployment_lock:
         import fcntl
 
         self.path.parent.mkdir(exist_ok=True)
-        self.handle = open(self.path, "a+")
+        handle = open(self.path, "a+", encoding="utf-8")
         try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.handle.close()
-            self.handle = None
-            raise OperatorError(f"another task (`invoke upgrade`, `up` or `harden`) is changing this deployment; "
-                                f"wait for it to finish, then run `invoke {self.task}` again")
+            holder = _holder(handle)
+            handle.close()
+            raise OperatorError(f"another task ({holder}) is changing this deployment; wait for it to finish, then "
+                                f"run `invoke {self.task}` again (nothing was changed)")
+        self.handle = handle
+        try:  # who holds it, for the line a refused task prints; the flock is what counts
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"task": self.task, "pid": os.getpid()}) + "\n")
+            handle.flush()
+        except OSError:
+            pass
         return self
 
     def __exit__(self, *exc):
@@ -77,6 +96,27 @@ class deployment_lock:
             self.handle.close()
             self.handle = None
         return False
+
+
+def _holder(handle) -> str:
+    """The task holding the lock, as its holder recorded it: "`invoke up`, process 1234"."""
+    try:
+        handle.seek(0)
+        record = json.loads(handle.read() or "{}")
+        task, pid = str(record["task"]), int(record["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "an `invoke` task"  # it has not written its name yet
+    if not re.fullmatch(r"[a-z][a-z -]{0,40}", task):
+        return f"`invoke`, process {pid}"
+    return f"`invoke {task}`, process {pid}"
+
+
+def editing(root: Path, task: str, dry_run: bool = False):
+    """The deployment lock for a task that edits the deployment; nothing for its dry run, which
+    writes nothing (a plan may be printed while another task works)."""
+    from contextlib import nullcontext
+
+    return nullcontext() if dry_run else deployment_lock(root, task)
 
 
 # ----------------------------------------------------------------------------- journal
@@ -427,7 +467,9 @@ def write_journal(root: Path, originals, what: str) -> Path:
     base = Path(root) / JOURNAL_DIR
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base.parent, 0o700) if base.parent.stat().st_mode & 0o077 else None
-    journal = Path(tempfile.mkdtemp(prefix=f"{fileops.timestamp()}-", dir=base))
+    # The writer's pid is in the name: until index.json exists, it is how another task's
+    # recover_files tells a journal being written from one a killed task left incomplete.
+    journal = Path(tempfile.mkdtemp(prefix=f"{fileops.timestamp()}-{os.getpid()}-", dir=base))
     try:
         _fill_journal(journal, originals, what)
     except BaseException:
@@ -465,7 +507,8 @@ def recover_files(root: Path) -> list[str]:
         try:
             index = json.loads((journal / "index.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            shutil.rmtree(journal, ignore_errors=True)  # incomplete: nothing had been written
+            if not _alive(_writer_of(journal)):
+                shutil.rmtree(journal, ignore_errors=True)  # incomplete: nothing had been written
             continue
         if _alive(index):
             continue  # another task is in the middle of it
@@ -488,6 +531,13 @@ def recover_files(root: Path) -> list[str]:
         restored += names
         print(f"An interrupted change ({index.get('what', 'change')}) was undone: {', '.join(names)} restored.")
     return restored
+
+
+def _writer_of(journal: Path) -> dict | None:
+    """The writer's pid from a journal's name (write_journal), as a record for ``_alive``; None
+    for a name without one. (Only the pid: the name is made before index.json records more.)"""
+    match = re.match(r"\d{8}-\d{6}-(\d+)-", journal.name)
+    return {"pid": int(match.group(1))} if match else None
 
 
 #: Linux's PID_MAX_LIMIT: no process has a larger pid (and os.kill overflows past a C int).

@@ -141,6 +141,48 @@ def register(value: str | None) -> None:
     MASKER.add(value)
 
 
+#: Environment variables a task reads a secret from (the backup passphrase, operations/backup).
+SECRET_ENVIRONMENT = ("POSTHOG_BACKUP_PASSPHRASE",)
+_URL_START_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def register_option(value: str) -> None:
+    """A value typed for a secret-bearing option (`--to`, a secret's `--value`), registered before
+    the task reads it, so that no message about it can print it: the password part of a URL and
+    every secret-named query parameter (`?password=`), or the whole value when it is not a URL.
+    The rest of a URL stays readable: a plan names its host and database."""
+    text = value.strip()
+    if not _URL_START_RE.match(text) or any(ch.isspace() for ch in text):
+        MASKER.add(value)  # not a URL (white space cannot be in one): all of it may be the secret
+        return
+    MASKER.add_all(url_passwords(text))  # the userinfo up to the last `@` ...
+    userinfo = text.split("://", 1)[1].partition("@")
+    if userinfo[1]:  # ... and up to the first, for a query that holds an `@` too
+        MASKER.add(userinfo[0].partition(":")[2] or userinfo[0])
+    for pair in re.split(r"[&;]", text.partition("?")[2]):
+        key, _, secret = pair.partition("=")
+        if secret and SECRET_NAME_RE.search(key):
+            MASKER.add(secret)
+
+
+def register_file_option(value: str) -> None:
+    """A value typed for a `--...-file` option: a file name, unless no such file exists; then it
+    may be the secret itself in the wrong place (a passphrase, a URL), and it is hidden like one
+    (``register_option``). A file that exists keeps its name readable in messages."""
+    try:
+        exists = os.path.lexists(os.path.expanduser(value))
+    except (ValueError, OSError):  # a NUL byte, a name too long: no file
+        exists = False
+    if not exists:
+        register_option(value)
+
+
+def register_environment() -> None:
+    """The secrets a task may read from its environment (SECRET_ENVIRONMENT)."""
+    for name in SECRET_ENVIRONMENT:
+        MASKER.add(os.environ.get(name))
+
+
 def is_secret_name(name: str, manifest_secrets: set[str] | frozenset = frozenset()) -> bool:
     return name in manifest_secrets or bool(SECRET_NAME_RE.search(name))
 

@@ -14,6 +14,7 @@ from posthog_compose.configuration import compose
 from posthog_compose.configuration import manifest as manifest_module
 from posthog_compose.configuration.envfile import EnvFile, env_path
 from posthog_compose.errors import OperatorError
+from posthog_compose import journal
 from posthog_compose.journal import Transaction
 
 # Formats whose values are secrets, and how --generate makes them.
@@ -52,14 +53,17 @@ class Request:
 
 # ----------------------------------------------------------------------------- add
 def add(root: Path, request: Request, dry_run: bool = False) -> int:
+    """Every file is read under the deployment lock: beside another task that edits them (a second
+    add-env-var, `init --rotate`), one of the two changes would otherwise be written over."""
     root = Path(root)
-    manifest = manifest_module.load(root)
-    if request.name in manifest:
-        print(f"{request.name} already exists in variables.yml; nothing changed.")
-        return 0
-    _validate(root, manifest, request)
-    change = _compute_add(root, manifest, request)
-    return _apply(root, change, f"add {request.name}", dry_run)
+    with journal.editing(root, "add-env-var", dry_run):
+        manifest = manifest_module.load(root)
+        if request.name in manifest:
+            print(f"{request.name} already exists in variables.yml; nothing changed.")
+            return 0
+        _validate(root, manifest, request)
+        change = _compute_add(root, manifest, request)
+        return _apply(root, change, f"add {request.name}", dry_run)
 
 
 def _validate(root: Path, manifest, request: Request) -> None:
@@ -223,10 +227,16 @@ def _parse_manifest(text: str, path: Path):
 
 # ----------------------------------------------------------------------------- remove
 def remove(root: Path, name: str, dry_run: bool = False) -> int:
+    """Under the deployment lock, like ``add``."""
+    root = Path(root)
+    with journal.editing(root, "remove-env-var", dry_run):
+        return _remove(root, name, dry_run)
+
+
+def _remove(root: Path, name: str, dry_run: bool) -> int:
     from posthog_compose.documents import generate
     from posthog_compose.configuration import yamledit
 
-    root = Path(root)
     manifest = manifest_module.load(root)
     if name not in manifest:
         print(f"{name} is not in variables.yml; nothing changed.")

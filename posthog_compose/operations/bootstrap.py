@@ -72,8 +72,23 @@ def env_header() -> list[str]:
     ]
 
 
-def init(root: Path, manifest: Manifest, force: bool = False, rotate: list[str] | None = None) -> InitResult:
-    """Create .env, or complete an existing one; ``force`` regenerates it (keeping a backup)."""
+def init(root: Path, manifest: Manifest | None = None, force: bool = False, rotate: list[str] | None = None, *,
+         lock: bool = True) -> InitResult:
+    """Create .env, or complete an existing one; ``force`` regenerates it (keeping a backup).
+
+    All of it under the deployment lock (``lock=False``: the caller holds it, as `up` does), and
+    with no ``manifest`` variables.yml is read once the lock is held: a variable added meanwhile
+    by `invoke add-env-var` is then known, and its value in .env is never written back over."""
+    from contextlib import nullcontext
+
+    from posthog_compose import journal
+    from posthog_compose.configuration.manifest import load
+
+    with journal.deployment_lock(root, "init") if lock else nullcontext():
+        return _init(root, manifest if manifest is not None else load(root), force, rotate)
+
+
+def _init(root: Path, manifest: Manifest, force: bool, rotate: list[str] | None) -> InitResult:
     from posthog_compose.documents.generate import render_env
 
     path = env_path(root)
@@ -117,28 +132,25 @@ def init(root: Path, manifest: Manifest, force: bool = False, rotate: list[str] 
 
 
 def _rotate(root: Path, manifest: Manifest, rotate: list[str], result: InitResult) -> None:
-    """`init --rotate`: journaled like harden's rotation (rotation.commit), under the deployment
-    lock, after finishing whatever a killed task left. On a deployment whose PostgreSQL volume
+    """`init --rotate`: journaled like harden's rotation (rotation.commit), after finishing whatever
+    a killed task left (init holds the deployment lock). On a deployment whose PostgreSQL volume
     exists, POSTGRES_PASSWORD is changed inside the database first, so PostHog keeps its database."""
     from posthog_compose import journal
     from posthog_compose.operations.engine import Runner, docker_env
 
     runner = Runner(Path(root), env=docker_env())
-    with journal.deployment_lock(root, "init"):
-        from posthog_compose.journal import replay as recover
-
-        if journal.pending(root):
-            recover(root, runner)
-        env = EnvFile.load(env_path(root))
-        # The shared planner: derived URLs keep what was appended (`?sslmode=...`, rediss://).
-        # Key lists keep their old keys as on a live deployment: init cannot tell whether data exists.
-        planned = rotation.plan(manifest, env.values(), rotate, live=True)
-        password = planned.changes.get("POSTGRES_PASSWORD")
-        if password and not _has_data(root, runner):
-            password = None
-        rotation.commit(root, runner if password else None, planned.changes, password)
-        result.rotated.extend(planned.rotated)
-        result.warnings.extend(planned.warnings)
+    if journal.pending(root):
+        journal.replay(root, runner)
+    env = EnvFile.load(env_path(root))
+    # The shared planner: derived URLs keep what was appended (`?sslmode=...`, rediss://).
+    # Key lists keep their old keys as on a live deployment: init cannot tell whether data exists.
+    planned = rotation.plan(manifest, env.values(), rotate, live=True)
+    password = planned.changes.get("POSTGRES_PASSWORD")
+    if password and not _has_data(root, runner):
+        password = None
+    rotation.commit(root, runner if password else None, planned.changes, password)
+    result.rotated.extend(planned.rotated)
+    result.warnings.extend(planned.warnings)
 
 
 def _has_data(root: Path, runner) -> bool:

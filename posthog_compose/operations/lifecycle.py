@@ -56,7 +56,7 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
         return
     with journal.deployment_lock(root, "up"):
         if not env_path(root).exists():
-            print(bootstrap.init(root, manifest.load(root)).summary())
+            print(bootstrap.init(root, manifest.load(root), lock=False).summary())  # up holds the lock
         recover(root, runner)
         checks.require_clean(root)
         compose.record_project_name(root)
