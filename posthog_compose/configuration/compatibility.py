@@ -25,7 +25,10 @@ INFINITY = math.inf
 # A version at the start of a tag: 13, 13.22, 22.8.21.38, v6.2; then the end or a -/_ suffix (-alpine).
 _TAG_VERSION_RE = re.compile(r"^v?(\d+(?:\.\d+){0,3})(?:[-_].*)?$")
 _POSTHOG_RELEASE_RE = re.compile(r"^release-(\d+\.\d+\.\d+)$")
-_CLAUSE_RE = re.compile(r"^(>=|<=|>|<|==)(\d+(?:\.\d+){0,2})$")
+# ASCII digits, at most six a part: a part is a release number, and int() of thousands of digits fails.
+_PART = r"[0-9]{1,6}"
+_CLAUSE_RE = re.compile(rf"(>=|<=|>|<|==)({_PART}(?:\.{_PART}){{0,2}})")
+_RELEASE_RE = re.compile(rf"{_PART}\.{_PART}\.{_PART}")
 
 
 # ----------------------------------------------------------------------------- versions and ranges
@@ -46,7 +49,7 @@ class Range:
     def parse(cls, text: str) -> "Range":
         clauses = []
         for clause in str(text).replace(" ", "").split(","):
-            match = _CLAUSE_RE.match(clause)
+            match = _CLAUSE_RE.fullmatch(clause)
             if not match:
                 raise ValueError(f"{clause!r} is not a version clause such as >=11.0.0 or <=14.1.0")
             clauses.append((match.group(1), parse_version(match.group(2))))
@@ -154,8 +157,76 @@ class Matrix:
         return row.reads.get(process, ())
 
 
+HINT = "the comment at the top of compatibility.yml describes every field"
+
+
 def _fail(path: Path, message: str) -> OperatorError:
     return OperatorError(f"{path.name}: {message}; fix the file (see the handbook's Compatibility page)")
+
+
+def _is_range(text: str) -> bool:
+    try:
+        Range.parse(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_image(text: str) -> bool:
+    from posthog_compose.configuration.images import parse as parse_image
+
+    try:
+        parse_image(text)
+    except OperatorError:
+        return False
+    return True
+
+
+def _schema():
+    """What compatibility.yml holds (the file's own header comment says what each field means)."""
+    from posthog_compose.configuration import schema as s
+
+    datastore = s.Choice(tuple(SERVICE_LABELS))
+    version_range = s.Text("a version range such as >=11.0.0,<=14.1.0 (clauses of >=, <=, >, <, == and a "
+                           "version, separated by commas)", _is_range)
+    variable = s.pattern(r"[A-Z][A-Z0-9_]*", "an environment variable name such as SECRET_KEY")
+    process = s.pattern(r"[a-z][a-z0-9-]*", "a PostHog process name such as django or plugin-server")
+    service = s.pattern(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", "a Compose service name such as web")
+    row = s.Fields(
+        required={
+            "posthog": version_range,
+            "accepts": s.MapOf(datastore, s.Fields(
+                required={"range": version_range, "source": s.Text()},
+                optional={"confidence": s.Choice(("high", "medium")), "note": s.Text()}), min_items=1),
+            "reads": s.MapOf(process, s.Fields(
+                required={"names": s.ListOf(variable, min_items=1), "source": s.Text()})),
+        },
+        optional={
+            "label": s.Text(), "period": s.Text(),
+            "carried": s.MapOf(variable, s.Text()),
+            "pinned": s.MapOf(datastore, s.Fields(
+                required={"image": s.Text("an image reference such as postgres:13.22-alpine", _is_image),
+                          "why": s.Text()})),
+        })
+    return s.Fields(
+        required={
+            "schema": s.Exactly(1, "1 (the only version of this file these tasks read)"),
+            "processes": s.MapOf(service, process),
+            "images": s.MapOf(variable, datastore),
+            "rows": s.ListOf(row, min_items=1),
+        },
+        optional={
+            "posthog_tag_aliases": s.MapOf(
+                s.pattern(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", "an image tag such as latest-release"),
+                s.Text("a release version such as 1.43.0", _RELEASE_RE.fullmatch)),
+        })
+
+
+def check(data, path: Path) -> None:
+    """Raise a one-line SchemaError unless ``data`` (the parsed file) is what compatibility.yml must hold."""
+    from posthog_compose.configuration import schema
+
+    schema.check(_schema(), data, Path(path).name, HINT)
 
 
 def parse(text: str, path: Path) -> Matrix:
@@ -163,57 +234,56 @@ def parse(text: str, path: Path) -> Matrix:
 
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise _fail(path, f"is not valid YAML ({str(exc).splitlines()[0]})")
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        raise _fail(path, f"is not valid YAML ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
     return _from_data(data, path)
 
 
 def _from_data(data, path: Path) -> Matrix:
-    if not isinstance(data, dict) or data.get("schema") != 1 or not isinstance(data.get("rows"), list):
-        raise _fail(path, "needs `schema: 1` and a list of `rows`")
+    """The matrix of a parsed file; nothing of the file is used before its schema was checked."""
+    check(data, path)
     rows = []
-    for number, item in enumerate(data["rows"], 1):
-        try:
-            accepts = {
-                service: Accepts(service, Range.parse(spec["range"]), str(spec.get("confidence", "high")),
-                                 str(spec["source"]), str(spec.get("note", "")))
-                for service, spec in item["accepts"].items()
-            }
-            unknown = set(accepts) - set(SERVICE_LABELS)
-            if unknown:
-                raise ValueError(f"unknown datastore {sorted(unknown)[0]!r}")
-            rows.append(Row(
-                posthog=Range.parse(item["posthog"]), label=str(item.get("label", item["posthog"])),
-                period=str(item.get("period", "")),
-                accepts=accepts,
-                reads={process: tuple(spec["names"]) for process, spec in item["reads"].items()},
-                read_sources={process: str(spec["source"]) for process, spec in item["reads"].items()},
-                carried={str(k): str(v) for k, v in (item.get("carried") or {}).items()},
-                pinned={str(k): dict(v) for k, v in (item.get("pinned") or {}).items()},
-            ))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise _fail(path, f"row {number} is malformed ({exc})")
-    return Matrix(path, dict(data.get("processes") or {}), dict(data.get("images") or {}),
-                  {str(k): str(v) for k, v in (data.get("posthog_tag_aliases") or {}).items()}, tuple(rows))
+    for item in data["rows"]:
+        reads = item["reads"]
+        rows.append(Row(
+            posthog=Range.parse(item["posthog"]), label=item.get("label", item["posthog"]),
+            period=item.get("period", ""),
+            accepts={service: Accepts(service, Range.parse(spec["range"]), spec.get("confidence", "high"),
+                                      spec["source"], spec.get("note", ""))
+                     for service, spec in item["accepts"].items()},
+            reads={process: tuple(spec["names"]) for process, spec in reads.items()},
+            read_sources={process: spec["source"] for process, spec in reads.items()},
+            carried=dict(item.get("carried") or {}),
+            pinned={service: dict(pin) for service, pin in (item.get("pinned") or {}).items()},
+        ))
+    return Matrix(path, dict(data["processes"]), dict(data["images"]), dict(data.get("posthog_tag_aliases") or {}),
+                  tuple(rows))
 
 
 @lru_cache(maxsize=4)
-def _load_cached(path: Path, mtime: float) -> Matrix:
+def _load_cached(path: Path, digest: str) -> Matrix:
     # Parsed once and remembered as JSON while the file is unchanged (manifest.load_yaml), so that
-    # config-check does not import PyYAML for it.
+    # config-check does not import PyYAML for it. Keyed by the text's hash, not its mtime: two edits
+    # within one clock tick must not return the first one's matrix.
     from posthog_compose.configuration.manifest import load_yaml
 
     return _from_data(load_yaml(path), path)
 
 
 def load(root: Path | None = None) -> Matrix:
-    """The matrix of the deployment at ``root`` (the repository's own by default), read once."""
+    """The matrix of the deployment at ``root`` (the repository's own by default), read once and checked
+    against the file's schema before any of it is used."""
+    import hashlib
+
     path = Path(root or ROOT) / COMPATIBILITY_FILE
     try:
-        mtime = path.stat().st_mtime
-    except OSError:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
         raise OperatorError(f"{COMPATIBILITY_FILE} is missing; restore it: git checkout -- {COMPATIBILITY_FILE}")
-    return _load_cached(path, mtime)
+    except OSError as exc:
+        raise OperatorError(f"{COMPATIBILITY_FILE}: cannot be read ({exc.strerror or exc}); make it a readable file "
+                            f"or restore it: git checkout -- {COMPATIBILITY_FILE}")
+    return _load_cached(path, digest)
 
 
 # ----------------------------------------------------------------------------- the rules
@@ -231,6 +301,8 @@ class Problem:
 
 def datastore_problems(values: dict[str, str], matrix: Matrix | None = None) -> list[Problem]:
     """Each datastore image against the range the pinned PostHog version accepts."""
+    from posthog_compose.configuration.schema import one_line  # the file's text reaches a terminal
+
     matrix = matrix or load()
     posthog_image = values.get("POSTHOG_IMAGE", "")
     version = posthog_version(posthog_image, matrix.aliases)
@@ -245,7 +317,7 @@ def datastore_problems(values: dict[str, str], matrix: Matrix | None = None) -> 
         problems.append(Problem(
             "warning", "compatibility", "POSTHOG_IMAGE",
             f"{reason}, so the datastore versions it accepts cannot be known; PostHog checks them at boot and exits "
-            f"when one is out of range", f"compare with {newest.label}'s ranges on the handbook's Compatibility page"))
+            f"when one is out of range", f"compare with {one_line(newest.label)}'s ranges on the handbook's Compatibility page"))
         return problems
     for variable, service in matrix.images.items():
         image = values.get(variable, "")
@@ -259,7 +331,7 @@ def datastore_problems(values: dict[str, str], matrix: Matrix | None = None) -> 
             what = "is pinned by digest" if found.kind == "digest" else "has a tag that names no version"
             problems.append(Problem(
                 "warning", "compatibility", variable,
-                f"{what}, so its {label} version cannot be known here; {row.label} accepts {label} {accepts.range} "
+                f"{what}, so its {label} version cannot be known here; {one_line(row.label)} accepts {label} {accepts.range} "
                 f"and exits at boot otherwise", f"check it, or write the version in the tag ({fix})"))
             continue
         low_ok, high_ok = accepts.range.contains(found.low), accepts.range.contains(found.high)
@@ -269,11 +341,11 @@ def datastore_problems(values: dict[str, str], matrix: Matrix | None = None) -> 
             problems.append(Problem(
                 "warning", "compatibility", variable,
                 f"{label} {found.text} floats over releases both inside and outside {accepts.range}, the range "
-                f"{row.label} accepts", f"pin a full version ({fix})"))
+                f"{one_line(row.label)} accepts", f"pin a full version ({fix})"))
             continue
         problems.append(Problem(
             "error", "compatibility", variable,
-            f"is {label} {found.text}, outside {accepts.range}, the range {row.label} accepts: PostHog's web and "
+            f"is {label} {found.text}, outside {accepts.range}, the range {one_line(row.label)} accepts: PostHog's web and "
             f"worker would exit at boot", fix))
     return problems
 
@@ -303,9 +375,8 @@ def problems(values: dict[str, str], root: Path | None = None) -> list[Problem]:
     """Every contract finding for a deployment's .env values (config-check's compatibility hook)."""
     try:
         matrix = load(root)
-    except OperatorError as exc:
-        return [Problem("error", "compatibility", COMPATIBILITY_FILE, str(exc).split(": ", 1)[-1],
-                        f"restore it: git checkout -- {COMPATIBILITY_FILE}")]
+    except OperatorError:
+        return []  # config-check reports the file itself, under its own name (checks/data_files.py)
     from posthog_compose.configuration.images import with_known_tags  # a digest the kit pinned stands for the tag it was pinned from
 
     return datastore_problems(with_known_tags(root, values), matrix) + kafka_url_problems(values)

@@ -402,9 +402,13 @@ def markdown_inline(text: str, table: bool = False) -> str:
         if table:
             part = part.replace("|", "\\|")
         out.append(part)
-    result = "".join(out)
-    if re.match(r"^\s*([#>+=*-]|\d+[.)])", result):
-        result = "\\" + result.lstrip()
+    result = "".join(out).lstrip()
+    # Not a heading, quote or list: a backslash before the marker's punctuation. Before a digit it
+    # would show ("\14.1"), so an ordered-list number keeps its digits and escapes its dot.
+    if re.match(r"[#>+=*-]", result):
+        result = "\\" + result
+    elif re.match(r"\d+[.)]", result):
+        result = re.sub(r"^(\d+)([.)])", r"\1\\\2", result)
     return result
 
 

@@ -26,8 +26,6 @@ DERIVE_FILTERS = {
     "kafka-url": lambda value: ",".join(f"kafka://{entry.strip()}" for entry in value.split(",") if entry.strip()),
 }
 
-_REQUIRED_FIELDS = ("name", "category", "description", "format")
-_OPTIONAL_FIELDS = ("default", "secret", "generate", "derive", "required", "services", "production", "removable")
 
 
 @dataclass(frozen=True)
@@ -113,6 +111,12 @@ def load_yaml(path: Path):
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise OperatorError(f"{path.name}: file not found at {path}; restore it from git (git checkout -- {path.name})")
+    except UnicodeDecodeError as exc:
+        raise OperatorError(f"{path.name}: is not UTF-8 text (byte {exc.start}); save it as UTF-8 or restore it from "
+                            f"git (git checkout -- {path.name})")
+    except OSError as exc:
+        raise OperatorError(f"{path.name}: cannot be read ({exc.strerror or exc}); make it a readable file or restore "
+                            f"it from git (git checkout -- {path.name})")
     key = hashlib.sha256(text.encode("utf-8")).hexdigest()
     cache = path.parent / YAML_CACHE_DIR / f"{path.name}.json"
     try:
@@ -124,8 +128,8 @@ def load_yaml(path: Path):
     data = _parse_yaml(text, path)
     try:
         encoded = json.dumps({"sha256": key, "data": data})
-    except (TypeError, ValueError):
-        return data  # YAML types JSON cannot hold (dates, ...): parse every time
+    except (TypeError, ValueError, RecursionError):
+        return data  # YAML types JSON cannot hold (dates, a self-referencing alias, ...): parse every time
     if json.loads(encoded)["data"] != data:
         return data  # e.g. integer keys that JSON would turn into strings
     try:
@@ -149,6 +153,10 @@ def _parse_yaml(text: str, path: Path):
         where = f" line {mark.line + 1}" if mark else ""
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise OperatorError(f"{path.name}:{where} is not valid YAML ({reason}); fix the syntax and run again")
+    except (ValueError, RecursionError) as exc:
+        # PyYAML's own limits: an integer of thousands of digits (int()'s limit), nesting too deep to parse.
+        reason = "a number too long to read" if isinstance(exc, ValueError) else "nested too deeply"
+        raise OperatorError(f"{path.name}: is not usable YAML ({reason}); fix the file and run again")
 
 
 def load(root: Path) -> Manifest:
@@ -157,7 +165,33 @@ def load(root: Path) -> Manifest:
     return parse(load_yaml(path), path)
 
 
+HINT = "the comment at the top of variables.yml describes every field"
+
+
+def _schema():
+    """What variables.yml holds; the rules between entries (names, categories, formats) follow in parse."""
+    from posthog_compose.configuration import schema as s
+
+    variable = s.Fields(
+        required={"name": s.Text("a variable name"), "category": s.Text("a category name"),
+                  "description": s.Text(), "format": s.Text("a format name")},
+        optional={
+            "default": s.TextOrNumber(s.Text(empty=True, null=True),
+                                      'text (quote a value YAML would read otherwise, e.g. "true" or "1.5")'),
+            "secret": s.Flag(), "required": s.Flag(), "removable": s.Flag(),
+            "generate": s.Text("a generator name"), "derive": s.Text("a template such as postgres://{POSTGRES_USER}@db"),
+            "services": s.ListOf(s.Text("a service name")), "production": s.Text(empty=True, null=True),
+        })
+    return s.Fields(required={
+        "schema": s.Exactly(1, "1 (the only version of this file these tasks read)"),
+        "categories": s.ListOf(s.Fields(required={"name": s.Text("a category name")},
+                                        optional={"description": s.Text(empty=True, null=True)}), min_items=1),
+        "variables": s.ListOf(variable, min_items=1),
+    })
+
+
 def parse(data, path: Path) -> Manifest:
+    from posthog_compose.configuration import schema
     from posthog_compose.configuration.formats import FORMATS, problem
 
     where = Path(path).name
@@ -165,40 +199,19 @@ def parse(data, path: Path) -> Manifest:
     def fail(message: str) -> OperatorError:
         return OperatorError(f"{where}: {message}")
 
-    if not isinstance(data, dict):
-        raise fail("must be a mapping with `schema`, `categories` and `variables`")
-    if data.get("schema") != 1:
-        raise fail("`schema: 1` is missing or unknown; this version of the tasks reads schema 1")
-    raw_categories = data.get("categories")
-    if not isinstance(raw_categories, list) or not raw_categories:
-        raise fail("`categories` must be a non-empty list of {name, description}")
+    schema.check(_schema(), data, where, HINT)  # types, required and known fields: nothing below re-checks them
     categories: list[Category] = []
-    for index, item in enumerate(raw_categories, 1):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item.get("name"):
-            raise fail(f"category #{index} needs a `name`")
+    for item in data["categories"]:
         if item["name"] in {c.name for c in categories}:
             raise fail(f"category {item['name']!r} is declared twice; remove one")
-        categories.append(Category(item["name"], str(item.get("description") or "")))
+        categories.append(Category(item["name"], item.get("description") or ""))
     category_names = {c.name for c in categories}
 
-    raw_variables = data.get("variables")
-    if not isinstance(raw_variables, list) or not raw_variables:
-        raise fail("`variables` must be a non-empty list")
     variables: list[Variable] = []
     seen: set[str] = set()
-    for index, item in enumerate(raw_variables, 1):
-        if not isinstance(item, dict):
-            raise fail(f"variable #{index} must be a mapping of fields")
-        label = item.get("name") if isinstance(item.get("name"), str) else f"#{index}"
-        for key in _REQUIRED_FIELDS:
-            if key not in item or item[key] in (None, ""):
-                raise fail(f"variable {label} has no `{key}`; add it")
-        unknown = set(item) - set(_REQUIRED_FIELDS) - set(_OPTIONAL_FIELDS)
-        if unknown:
-            raise fail(f"variable {label} has unknown field(s) {', '.join(sorted(unknown))}; "
-                       f"known fields: {', '.join(_REQUIRED_FIELDS + _OPTIONAL_FIELDS)}")
+    for item in data["variables"]:
         name = item["name"]
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise fail(f"variable name {name!r} must match ^[A-Z][A-Z0-9_]*$")
         if name in seen:
             raise fail(f"variable {name} is declared twice; keep one entry")
@@ -209,18 +222,12 @@ def parse(data, path: Path) -> Manifest:
         if item["format"] not in FORMATS:
             raise fail(f"variable {name} has unknown format {item['format']!r}; known formats: "
                        f"{', '.join(sorted(FORMATS))}")
-        default = item.get("default", "")
-        if isinstance(default, bool) or isinstance(default, float):
-            raise fail(f"variable {name}: default {default!r} must be quoted as a string (e.g. \"true\")")
-        default = "" if default is None else str(default)
-        for flag in ("secret", "required", "removable"):
-            if flag in item and not isinstance(item[flag], bool):
-                raise fail(f"variable {name}: `{flag}` must be true or false")
+        default = "" if item.get("default") is None else str(item["default"])
         generate = item.get("generate")
         if generate is not None and generate not in GENERATORS:
             raise fail(f"variable {name} has unknown generator {generate!r}; use one of: {', '.join(GENERATORS)}")
         services = item.get("services", [])
-        if not isinstance(services, list) or any(s not in SERVICES + OPTIONAL_SERVICES for s in services):
+        if any(s not in SERVICES + OPTIONAL_SERVICES for s in services):
             raise fail(f"variable {name}: `services` must list services among {', '.join(SERVICES + OPTIONAL_SERVICES)}")
         required = item.get("required", True)
         if default == "" and required and not generate and not item.get("derive"):
@@ -231,10 +238,10 @@ def parse(data, path: Path) -> Manifest:
                 raise fail(f"variable {name}: default {'(secret placeholder) ' if item.get('secret') else ''}"
                            f"{bad}")
         variables.append(Variable(
-            name=name, category=item["category"], description=str(item["description"]).strip(),
+            name=name, category=item["category"], description=item["description"].strip(),
             format=item["format"], default=default, secret=item.get("secret", False), generate=generate,
             derive=item.get("derive"), required=required, services=tuple(services),
-            production=str(item.get("production") or "").strip(), removable=item.get("removable", False),
+            production=(item.get("production") or "").strip(), removable=item.get("removable", False),
         ))
     names = {v.name for v in variables}
     for variable in variables:

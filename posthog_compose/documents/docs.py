@@ -54,33 +54,42 @@ def on_serve(server, config, builder):
 
 # ----------------------------------------------------------------------------- compatibility matrix
 def compatibility_matrix(root: Path) -> str:
-    """The tables of docs/compatibility.md, from compatibility.yml."""
+    """The tables of docs/compatibility.md, from compatibility.yml (checked against its schema by ``load``).
+    Every text of the file is escaped where it lands: a cell's `|`, `<`, link brackets and line breaks
+    cannot turn into markup or a new row."""
     from posthog_compose.configuration.compatibility import SERVICE_LABELS, load
+    from posthog_compose.configuration.formats import markdown_code, markdown_inline
+
+    def cell(text) -> str:
+        return markdown_inline(text, table=True)
+
+    def code(text) -> str:
+        return markdown_code(text, table=True)
 
     matrix = load(root)
     lines = [f"Generated from `compatibility.yml` at build time ({len(matrix.rows)} PostHog version ranges).", ""]
     for row in matrix.rows:
         period = f" ({row.period})" if row.period else ""
-        lines += [f"### {row.label}{period}", "", f"PostHog versions `{row.posthog}`.", "",
+        lines += [f"### {markdown_inline(row.label + period)}", "", f"PostHog versions {markdown_code(row.posthog)}.", "",
                   "| Datastore | Accepted versions | Confidence | Source |", "|---|---|---|---|"]
         for service, accepts in row.accepts.items():
             note = f" {accepts.note}" if accepts.note else ""
-            lines.append(f"| {SERVICE_LABELS[service]} | `{accepts.range}` | {accepts.confidence} | "
-                         f"{accepts.source}{note} |")
+            lines.append(f"| {SERVICE_LABELS[service]} | {code(accepts.range)} | {cell(accepts.confidence)} | "
+                         f"{cell(accepts.source + note)} |")
         lines.append("")
         if row.pinned:
             lines += ["| Datastore | Pinned by this kit | Why |", "|---|---|---|"]
             for service, pin in row.pinned.items():
-                lines.append(f"| {SERVICE_LABELS[service]} | `{pin['image']}` | {pin['why']} |")
+                lines.append(f"| {SERVICE_LABELS[service]} | {code(pin['image'])} | {cell(pin['why'])} |")
             lines.append("")
         services = {process: [s for s, p in matrix.processes.items() if p == process] for process in row.reads}
         lines += ["| Process | Compose services | Names it reads | Source |", "|---|---|---|---|"]
         for process, names in row.reads.items():
-            lines.append(f"| {process} | {', '.join(f'`{s}`' for s in services[process])} | "
-                         f"{', '.join(f'`{n}`' for n in names)} | {row.read_sources[process]} |")
+            lines.append(f"| {cell(process)} | {', '.join(code(s) for s in services[process])} | "
+                         f"{', '.join(code(n) for n in names)} | {cell(row.read_sources[process])} |")
         lines.append("")
         for name, why in row.carried.items():
-            lines += [f"Carried although this version does not read it: `{name}`. {why}", ""]
+            lines += [f"Carried although this version does not read it: {markdown_code(name)}. {markdown_inline(why)}", ""]
     return "\n".join(lines)
 
 

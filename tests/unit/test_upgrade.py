@@ -173,7 +173,7 @@ def test_a_gate_applies_when_the_upgrade_crosses_its_version(repo, current, targ
 
 def test_a_malformed_gates_file_is_one_line(repo):
     (repo / "upgrades.yml").write_text("gates:\n  - id: x\n    version: one\n")
-    with pytest.raises(OperatorError, match="upgrades.yml: gate 1 is malformed"):
+    with pytest.raises(OperatorError, match=r"^upgrades.yml: gates\[0\]\.version: expected a version like 1.43.0, got 'one'; "):
         upgrade.load_gates(repo)
 
 

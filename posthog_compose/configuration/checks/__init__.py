@@ -8,9 +8,10 @@ check costs little more than Compose's own validation.
 The rules, by what they judge: env (.env: the file, every value, their consistency, the compatibility
 matrix, shell overrides), compose_file (docker-compose.yml, the edge, disks and external datastores),
 compose_effective (what Compose will run: its sources and the effective model, the project's volumes),
-clickhouse_xml (clickhouse/*.xml) and protection (drift from the templates, certificate expiry, .env's
-protection); findings holds Finding and the report, compose_config the background `docker compose
-config`. This module holds the entry points: ``collect``, ``require_clean`` and ``main``.
+clickhouse_xml (clickhouse/*.xml), data_files (compatibility.yml and upgrades.yml against their schemas)
+and protection (drift from the templates, certificate expiry, .env's protection); findings holds Finding
+and the report, compose_config the background `docker compose config`. This module holds the entry
+points: ``collect``, ``require_clean`` and ``main``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ from posthog_compose.configuration.checks.compose_effective import (
     _project_has_data,
 )
 from posthog_compose.configuration.checks.clickhouse_xml import _check_clickhouse_xml
+from posthog_compose.configuration.checks.data_files import _check_data_files
+from posthog_compose.configuration.schema import SchemaError
 from posthog_compose.configuration.checks.protection import (
     _check_drift,
     _check_certificate_expiry,
@@ -82,10 +85,14 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
 
     try:
         manifest = manifest_module.load(root)
+    except SchemaError as exc:
+        report.error("manifest", exc.file, None, exc.path, exc.problem, exc.fix)
+        manifest = None
     except OperatorError as exc:
         report.error("manifest", manifest_module.MANIFEST_FILE, None, "", str(exc).split(": ", 1)[-1],
                      "repair variables.yml (see the handbook's Configuration page)")
         manifest = None
+    _check_data_files(root, report)
 
     values: dict[str, str] | None = None
     env = None
