@@ -109,8 +109,18 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
     model = _finish_compose(compose_process, root, report, _secret_values(manifest, values), quiet=not env_usable)
     if model is not None:
         _check_effective(root, model, report, environ)
+        from posthog_compose.configuration import edge
+
+        # The values Caddy pastes into its Caddyfile, as Compose hands them over.
+        services = model.get("services") or {}
+        edge.check_proxy_environment(root, services.get(edge.SERVICE), report, _line_of(env))
     report.findings.sort(key=lambda f: f.severity != "error")
     return report.findings
+
+
+def _line_of(env):
+    """.env's line of a variable (None without a readable .env)."""
+    return env.line_of if env is not None else (lambda name: None)
 
 
 def require_clean(root: Path) -> list[Finding]:
