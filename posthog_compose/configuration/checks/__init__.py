@@ -99,7 +99,7 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
             _check_shell_overrides(manifest, env, environ, report)
         document = _check_compose_file(root, manifest, report)
         _check_compose_sources(root, manifest, values, report)
-        _check_clickhouse_xml(root, manifest, document, report)
+        _check_clickhouse_xml(root, manifest, document, report, values, _line_of(env))
         if values:
             _check_edge_and_disk(root, env, values, document, report, environ)
         _check_drift(root, manifest, report)
@@ -110,10 +110,12 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
     if model is not None:
         _check_effective(root, model, report, environ)
         from posthog_compose.configuration import edge
+        from posthog_compose.configuration.checks.clickhouse_xml import check_clickhouse_environment
 
-        # The values Caddy pastes into its Caddyfile, as Compose hands them over.
+        # The values that cross into Caddy's and ClickHouse's own languages, as Compose hands them over.
         services = model.get("services") or {}
         edge.check_proxy_environment(root, services.get(edge.SERVICE), report, _line_of(env))
+        check_clickhouse_environment(root, services.get("clickhouse"), report, _line_of(env))
     report.findings.sort(key=lambda f: f.severity != "error")
     return report.findings
 
