@@ -20,9 +20,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
-
-from posthog_compose.configuration.formats import is_ascii_number
+from posthog_compose.configuration.formats import HOSTNAME_RE, is_ascii_number, urlsplit  # urlsplit that never raises
 
 BASE_FILE = "docker-compose.yml"
 OVERRIDE_FILE = "docker-compose.override.yml"
@@ -78,13 +76,15 @@ def is_private_name(host: str) -> bool:
     return "." not in host or host in LOCAL_HOSTS or host.endswith(PRIVATE_SUFFIXES)
 
 
-HOST_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+# Always fullmatch: the pattern ends in `$`, which also matches before a final line break, and DOMAIN
+# is pasted into the Caddyfile's text.
+HOST_RE = HOSTNAME_RE
 
 
 def domain_problem(domain: str) -> str | None:
     if not domain:
         return "is empty"
-    if not HOST_RE.match(domain):
+    if not HOST_RE.fullmatch(domain):
         return f"{domain!r} is not a host name (letters, digits, dots and hyphens; no scheme, port or path)"
     try:
         ipaddress.ip_address(domain)
@@ -136,12 +136,19 @@ def check(root: Path, env, values: dict[str, str] | None, report, environ: dict[
                      f"names {host} but the proxy serves {domain}: logins fail (cookies and CSRF are bound to "
                      "the host the browser uses) and HTTP redirects lead elsewhere",
                      f"set SITE_URL={site_url(domain, get('PROXY_HTTPS_PORT', '443'))}")
-    else:
-        port = _port(parts)
-        if port is not None and is_ascii_number(get("PROXY_HTTPS_PORT", "443")) and port != int(get("PROXY_HTTPS_PORT", "443")):
+    elif domain and not problem:
+        # The proxy redirects plain HTTP to SITE_URL: it is https://DOMAIN[:PORT] and nothing else (a
+        # port that is not a number, a space or a line break after it would pass urlsplit).
+        exact = re.fullmatch(rf"https://{re.escape(domain)}(?::([0-9]{{1,5}}))?/?", site, re.IGNORECASE)
+        wanted = get("PROXY_HTTPS_PORT", "443")
+        if not exact:
             report.error("proxy", ".env", line("SITE_URL"), "SITE_URL",
-                         f"uses port {port} but the proxy serves HTTPS on PROXY_HTTPS_PORT={get('PROXY_HTTPS_PORT')}",
-                         f"set SITE_URL={site_url(domain, get('PROXY_HTTPS_PORT', '443'))}")
+                         "holds more than https://DOMAIN[:PORT] (the proxy redirects plain HTTP to it, and PostHog "
+                         "builds its links from it)", f"set SITE_URL={site_url(domain, wanted)}")
+        elif is_ascii_number(wanted) and int(exact.group(1) or 443) != int(wanted):
+            report.error("proxy", ".env", line("SITE_URL"), "SITE_URL",
+                         f"uses port {int(exact.group(1) or 443)} but the proxy serves HTTPS on PROXY_HTTPS_PORT={wanted}",
+                         f"set SITE_URL={site_url(domain, wanted)}")
     if get("IS_BEHIND_PROXY", "").lower() != "true":
         report.error("proxy", ".env", line("IS_BEHIND_PROXY"), "IS_BEHIND_PROXY",
                      "is not true behind the edge proxy: PostHog takes every request for plain http (it ignores "
@@ -174,6 +181,11 @@ def check(root: Path, env, values: dict[str, str] | None, report, environ: dict[
                          "run `invoke proxy --enable` again (it renews the proxy's certificate)")
     if not (root / CADDYFILE).exists():
         report.error("proxy", CADDYFILE, None, "", "is missing", f"restore it from git: git checkout -- {CADDYFILE}")
+    for name in parse_time_names(root):
+        if name not in ("DOMAIN", "PROXY_TLS") and name in values:  # those two have their own rules above
+            trouble = caddy_value_problem(name, values[name])
+            if trouble:
+                report.error("proxy", ".env", line(name), name, f"{trouble}, {PASTED}", CADDY_FIX)
     for name in ("PROXY_HTTP_PORT", "PROXY_HTTPS_PORT"):
         if not is_ascii_number(get(name, "")):
             report.error("proxy", ".env", line(name), name, "is not a port number", "set a port, e.g. 80 and 443")
@@ -192,13 +204,6 @@ def _name_for(host: str) -> str:
         return "NAME"
     except ValueError:
         return host
-
-
-def _port(parts) -> int | None:
-    try:
-        return parts.port or 443
-    except ValueError:
-        return None
 
 
 def _check_compose_file_variable(root: Path, values, report, line, environ) -> None:
@@ -259,6 +264,59 @@ def _check_network(values, report, line) -> None:
                        f"does not list the proxy's address {address}: PostHog logs a warning at boot and its IP "
                        "allow-list (ALLOWED_IP_BLOCKS) would not trust the forwarded client address",
                        f"set TRUSTED_PROXIES={address}")
+
+
+# ----------------------------------------------------------------------------- values pasted into the Caddyfile
+#: Caddy replaces a dollar sign and NAME in braces with the value of NAME in the Caddyfile's TEXT before it
+#: reads the file, comments included: such a value is Caddyfile syntax, and a space, brace, quote or line
+#: break in it could add a directive or a whole site. proxy/Caddyfile uses it only where Caddy needs the
+#: value when it loads the file (the site's name, the certificate snippet); env.NAME in braces is read
+#: while a request is served and stays a value.
+PARSE_TIME_RE = re.compile(r"\{\$([^}:]*)(?::[^}]*)?\}")
+#: What any other value pasted into the Caddyfile may hold: one plain word.
+CADDY_WORD_RE = re.compile(r"[A-Za-z0-9._-]+")
+PASTED = "and Caddy pastes it into proxy/Caddyfile's text before reading it, so it could add configuration"
+CADDY_FIX = "correct it in .env, then run `invoke config-check`"
+
+
+def parse_time_names(root: Path) -> list[str]:
+    """The variables proxy/Caddyfile pastes into its own text, in order of first use."""
+    try:
+        text = (Path(root) / CADDYFILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    return list(dict.fromkeys(PARSE_TIME_RE.findall(text)))
+
+
+def caddy_value_problem(name: str, value: str) -> str | None:
+    """Why ``value`` may not be pasted into the Caddyfile as ``name``, or None: DOMAIN is a host name,
+    PROXY_TLS acme or private, anything else one plain word."""
+    if name == "DOMAIN":
+        return domain_problem(value)
+    if name == "PROXY_TLS":
+        return None if value in TLS_MODES else f"is {value!r}, not acme or private"
+    if not CADDY_WORD_RE.fullmatch(value):
+        return "holds more than letters, digits, dots, hyphens and underscores"
+    return None
+
+
+def check_proxy_environment(root: Path, service, report, line) -> None:
+    """config-check's rule on the proxy's environment as Compose hands it over (its effective model): the
+    values Caddy pastes into the Caddyfile, wherever they came from (a value in the shell wins over .env's).
+    A name already refused from .env is not reported twice."""
+    environment = (service or {}).get("environment") if isinstance(service, dict) else None
+    if not isinstance(environment, dict):
+        return
+    refused = {f.subject for f in report.findings if f.severity == "error"}
+    for name in parse_time_names(root):
+        value = environment.get(name)
+        if value is None or name in refused:
+            continue
+        trouble = caddy_value_problem(name, str(value))
+        if trouble:
+            report.error("proxy", ".env", line(name), name,
+                         f"reaches the proxy (Compose prefers a value set in your shell to .env's) and {trouble}, "
+                         f"{PASTED}", f"`unset {name}` in your shell, or correct it in .env")
 
 
 # ----------------------------------------------------------------------------- the certificate

@@ -195,6 +195,12 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = S
 
 
 def alter_role_sql(user: str, password: str) -> str:
+    """One ALTER ROLE statement for ``user`` whatever the name holds: the identifier is quoted (a double
+    quote doubled), and the password is not in it, only its verifier (base64, `$` and `:`)."""
+    if not user or "\x00" in user:
+        # psql would cut the statement at the NUL; no role name can hold one.
+        raise OperatorError("POSTGRES_USER is empty or holds a NUL character, which no PostgreSQL role name can; "
+                            "correct it in .env (nothing was changed)")
     identifier = '"' + user.replace('"', '""') + '"'
     return f"ALTER ROLE {identifier} WITH PASSWORD '{scram_verifier(password)}';\n"
 

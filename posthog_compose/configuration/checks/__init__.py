@@ -106,7 +106,7 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
             _check_shell_overrides(manifest, env, environ, report)
         document = _check_compose_file(root, manifest, report)
         _check_compose_sources(root, manifest, values, report)
-        _check_clickhouse_xml(root, manifest, document, report)
+        _check_clickhouse_xml(root, manifest, document, report, values, _line_of(env))
         if values:
             _check_edge_and_disk(root, env, values, document, report, environ)
         _check_drift(root, manifest, report)
@@ -116,8 +116,20 @@ def collect(root: Path, environ: dict[str, str] | None = None) -> list[Finding]:
     model = _finish_compose(compose_process, root, report, _secret_values(manifest, values), quiet=not env_usable)
     if model is not None:
         _check_effective(root, model, report, environ)
+        from posthog_compose.configuration import edge
+        from posthog_compose.configuration.checks.clickhouse_xml import check_clickhouse_environment
+
+        # The values that cross into Caddy's and ClickHouse's own languages, as Compose hands them over.
+        services = model.get("services") or {}
+        edge.check_proxy_environment(root, services.get(edge.SERVICE), report, _line_of(env))
+        check_clickhouse_environment(root, services.get("clickhouse"), report, _line_of(env))
     report.findings.sort(key=lambda f: f.severity != "error")
     return report.findings
+
+
+def _line_of(env):
+    """.env's line of a variable (None without a readable .env)."""
+    return env.line_of if env is not None else (lambda name: None)
 
 
 def require_clean(root: Path) -> list[Finding]:

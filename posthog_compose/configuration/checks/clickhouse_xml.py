@@ -1,17 +1,75 @@
-"""clickhouse/*.xml's rules: each file parses, every from_env variable reaches the clickhouse service, and no
-password is written into a file.
+"""clickhouse/*.xml's rules: each file parses, every from_env variable reaches the clickhouse service, no
+password is written into a file, and every from_env value is read back by ClickHouse as the text it is.
 """
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from posthog_compose.configuration.checks.findings import COMPOSE, _Report
+from posthog_compose.configuration.checks.findings import COMPOSE, ENV, _Report
+
+
+# ----------------------------------------------------------------------------- values ClickHouse parses as XML
+def xml_text_problem(value: str) -> str | None:
+    """Why ClickHouse would not read ``value`` back as itself, or None.
+
+    ClickHouse parses a from_env value as XML: it reads `<from_env>VALUE</from_env>` and puts what it
+    finds into the element (src/Common/Config/ConfigProcessor.cpp), and the image's entrypoint writes
+    CLICKHOUSE_PASSWORD into `<password>` of a users file as it is. So `<` or `&` in a value is markup
+    (`<x/>` as the password would leave the user with an empty one), and `]]>` or a control character
+    stops ClickHouse from starting. The judge is an XML parser (expat, as ClickHouse's Poco uses)."""
+    try:
+        element = ElementTree.fromstring(f"<from_env>{value}</from_env>")
+        if not len(element) and (element.text or "") == value:
+            return None
+    except ElementTree.ParseError:
+        pass
+    if "<" in value or "&" in value:
+        return "holds < or &, which ClickHouse reads as XML markup, not as text"
+    if "]]>" in value:
+        return "holds ]]>, which XML does not allow in text: ClickHouse would not start"
+    if "\r" in value:
+        return "holds a carriage return, which XML turns into a line break"
+    return "holds a character XML does not allow (a control character): ClickHouse would not start"
+
+
+def from_env_names(root: Path) -> list[str]:
+    """The variables clickhouse/*.xml reads with from_env, in file order."""
+    names: list[str] = []
+    for path in sorted((Path(root) / "clickhouse").glob("*.xml")):
+        try:
+            names += [e.get("from_env") for e in ElementTree.parse(path).iter() if e.get("from_env")]
+        except (ElementTree.ParseError, OSError):
+            continue  # the file's own finding says so
+    return list(dict.fromkeys(names))
+
+
+def _check_from_env_values(root: Path, values: dict[str, str], report: _Report, line, from_shell: bool = False) -> None:
+    refused = {f.subject for f in report.findings if f.severity == "error"}  # one finding per variable
+    for name in from_env_names(root):
+        value = values.get(name)
+        if value is None or name in refused:
+            continue
+        trouble = xml_text_problem(str(value))
+        if trouble:
+            where = "reaches ClickHouse (Compose prefers a value set in your shell to .env's) and " if from_shell else ""
+            fix = f"`unset {name}` in your shell, or correct it in .env" if from_shell else (
+                f"choose a value without it (for a password: `invoke init --rotate {name}`)")
+            report.error("clickhouse-from-env", ENV, line(name), name, where + trouble, fix)
+
+
+def check_clickhouse_environment(root: Path, service, report: _Report, line) -> None:
+    """The from_env values as Compose hands them to ClickHouse (its effective model): a value set in the
+    shell is judged too. A name already refused from .env is not reported twice."""
+    environment = service.get("environment") if isinstance(service, dict) else None
+    if isinstance(environment, dict):
+        _check_from_env_values(root, {k: v for k, v in environment.items() if v is not None}, report, line, from_shell=True)
 
 
 # ----------------------------------------------------------------------------- clickhouse/*.xml
-def _check_clickhouse_xml(root: Path, manifest, document, report: _Report) -> None:
-    import xml.etree.ElementTree as ElementTree
+def _check_clickhouse_xml(root: Path, manifest, document, report: _Report, values: dict[str, str] | None = None,
+                          line=lambda name: None) -> None:
 
     directory = root / "clickhouse"
     clickhouse_env = set()
@@ -55,3 +113,7 @@ def _check_clickhouse_xml(root: Path, manifest, document, report: _Report) -> No
                 report.error("clickhouse-password", relative, None, f"user {user.tag}",
                              "has no password: anyone who reaches ClickHouse logs in as it",
                              'add <password from_env="CLICKHOUSE_PASSWORD"/> to the user')
+    from posthog_compose.configuration.datastores import is_external
+
+    if values and not is_external(values, "clickhouse"):  # an external server reads none of these files
+        _check_from_env_values(root, values, report, line)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -105,19 +106,40 @@ SEQUENCES_SQL = (
     "|| quote_ident(sequencename) AS name, last_value FROM pg_sequences) AS found ORDER BY name COLLATE \"C\";\n")
 
 
+#: A literal is written with doubled quotes only: that is a literal's whole grammar once
+#: standard_conforming_strings is on (a server configured with it off would read a backslash as an escape).
+LITERALS_AS_WRITTEN = "SET standard_conforming_strings = on;\n"
+#: schema.table as the server's quote_ident() writes it: a lower-case word, or a double-quoted name with
+#: every double quote doubled. The verification SQL names the tables the server listed; a name of any other
+#: shape (a server that does not answer as PostgreSQL does) is refused rather than run as SQL.
+_QUOTED_PART = r'(?:[a-z_][a-z0-9_]*|"(?:[^"\x00]|"")+")'
+QUOTED_NAME_RE = re.compile(rf"{_QUOTED_PART}\.{_QUOTED_PART}")
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _quoted_names(tables: list[str]) -> list[str]:
+    for table in tables:
+        if not QUOTED_NAME_RE.fullmatch(table):
+            raise OperatorError(f"the server listed a table as {table[:80]!r}, which is not a name as PostgreSQL's "
+                                "quote_ident writes it; nothing was verified. Check the server, then run the "
+                                "migration again")
+    return tables
+
+
 def count_sql(tables: list[str]) -> str:
-    """One row count per table; ``tables`` are already quoted identifiers (schema.table) from the server."""
-    return "".join(f"SELECT json_build_object('table', {_literal(t)}, 'rows', (SELECT count(*) FROM {t}));\n"
-                   for t in tables)
+    """One row count per table; ``tables`` are quoted identifiers (schema.table) from the server."""
+    return LITERALS_AS_WRITTEN + "".join(
+        f"SELECT json_build_object('table', {_literal(t)}, 'rows', (SELECT count(*) FROM {t}));\n"
+        for t in _quoted_names(tables))
 
 
 def checksum_sql(tables: list[str]) -> str:
     """An md5 per table over the md5 of every row's text, in a collation-free order (the same on any server)."""
-    return STABLE_TEXT + "".join(
+    tables = _quoted_names(tables)
+    return LITERALS_AS_WRITTEN + STABLE_TEXT + "".join(
         f"SELECT json_build_object('table', {_literal(t)}, 'md5', (SELECT md5(coalesce(string_agg(h, '' ORDER BY h "
         f"COLLATE \"C\"), '')) FROM (SELECT md5(r::text) AS h FROM {t} AS r) AS rows));\n" for t in tables)
 
