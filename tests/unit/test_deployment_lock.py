@@ -208,4 +208,4 @@ def test_a_transaction_journal_names_its_writer(tmp_path):
     target = tmp_path / "file"
     target.write_text("old")
     folder = journal.write_journal(tmp_path, [(target, b"old", 0o644)], "test")
-    assert journal._writer_of(folder) == os.getpid()
+    assert journal._writer_of(folder) == {"pid": os.getpid()}
