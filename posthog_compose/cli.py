@@ -93,12 +93,15 @@ def os_error_line(exc: OSError) -> str:
 
 
 def whole_number(option: str, value) -> int:
-    """An option's value as a whole number: ASCII digits only (Python's int() also takes other scripts'
-    digits), or one line naming the option. The value itself is not repeated: it may be anything."""
-    text = str(value).strip()
-    if not (text.isascii() and text.isdigit()):
+    """An option's value as a whole number, read as every number of the kit is (validators.whole_number:
+    ASCII digits only, at most 2^63-1), or one line naming the option. The value itself is not repeated:
+    it may be anything."""
+    from posthog_compose.configuration.validators import whole_number as read_number
+
+    number = read_number(str(value).strip())
+    if number is None:
         raise OperatorError(f"{option} takes a whole number (digits 0-9), e.g. {option} 5")
-    return int(text)
+    return number
 
 
 def _numbers_as_one_line() -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
-from posthog_compose.configuration.formats import urlsplit
+from posthog_compose.configuration.validators import InvalidValue, parse_postgres_url, parse_redis_url, port_number
 
 DATASTORES = ("postgres", "redis", "clickhouse", "kafka")
 #: The Compose service of each datastore when it runs here.
@@ -117,34 +117,40 @@ class Endpoint:
         return host_path(root, self.ca_path) if self.ca_path else None
 
 
-def _port(parts) -> int | None:
+def postgres_url(values: dict[str, str]):
+    """DATABASE_URL as the shared validator reads it, or None when config-check refuses it."""
     try:
-        return parts.port
-    except ValueError:
+        return parse_postgres_url(values.get("DATABASE_URL", ""))
+    except InvalidValue:
         return None
 
 
-def _query(parts) -> dict[str, str]:
-    return {key: values[-1] for key, values in parse_qs(parts.query).items()}
+def redis_url(values: dict[str, str]):
+    """REDIS_URL as the shared validator reads it, or None when config-check refuses it."""
+    try:
+        return parse_redis_url(values.get("REDIS_URL", ""))
+    except InvalidValue:
+        return None
 
 
 def postgres_endpoint(values: dict[str, str]) -> Endpoint:
-    parts = urlsplit(values.get("DATABASE_URL", ""))
-    query = _query(parts)
-    sslmode = query.get("sslmode", "prefer")
-    return Endpoint("postgres", parts.hostname or "", _port(parts) or 5432, sslmode in POSTGRES_TLS_MODES,
-                    sslmode in POSTGRES_VERIFY_MODES, query.get("sslrootcert"), "DATABASE_URL")
+    url = postgres_url(values)
+    if url is None:  # config-check names what is wrong; the endpoint has no address
+        return Endpoint("postgres", "", 5432, False, False, None, "DATABASE_URL")
+    sslmode = url.params.get("sslmode", "prefer")
+    return Endpoint("postgres", url.host, url.port, sslmode in POSTGRES_TLS_MODES, sslmode in POSTGRES_VERIFY_MODES,
+                    url.params.get("sslrootcert"), "DATABASE_URL")
 
 
 def redis_endpoint(values: dict[str, str]) -> Endpoint:
-    parts = urlsplit(values.get("REDIS_URL", ""))
-    query = _query(parts)
-    tls = parts.scheme == "rediss"
+    url = redis_url(values)
+    if url is None:
+        return Endpoint("redis", "", 6379, False, False, None, "REDIS_URL")
+    query = {key.lower(): value for key, value in url.params.items()}
     # redis-py and Celery: ssl_cert_reqs=none (or CERT_NONE) turns verification off.
-    verify = tls and query.get("ssl_cert_reqs", "required").lower() not in ("none", "cert_none", "optional",
-                                                                           "cert_optional")
-    return Endpoint("redis", parts.hostname or "", _port(parts) or 6379, tls, verify,
-                    query.get("ssl_ca_certs"), "REDIS_URL")
+    verify = url.tls and query.get("ssl_cert_reqs", "required").lower() not in ("none", "cert_none", "optional",
+                                                                               "cert_optional")
+    return Endpoint("redis", url.host, url.port, url.tls, verify, query.get("ssl_ca_certs"), "REDIS_URL")
 
 
 def clickhouse_endpoint(values: dict[str, str]) -> Endpoint:
@@ -163,9 +169,29 @@ def kafka_endpoints(values: dict[str, str]) -> list[Endpoint]:
     for entry in (values.get("KAFKA_HOSTS") or "").split(","):
         host, _, port = entry.strip().rpartition(":")
         if host:
-            found.append(Endpoint("kafka", host, int(port) if port.isascii() and port.isdigit() else None, tls, tls,
-                                  None, "KAFKA_HOSTS"))
+            found.append(Endpoint("kafka", host, port_number(port), tls, tls, None, "KAFKA_HOSTS"))
     return found
+
+
+def address_problem(values: dict[str, str], datastore: str) -> str | None:
+    """What config-check's format rule says about the variable holding ``datastore``'s address, or None."""
+    from posthog_compose.configuration.validators import (
+        host_port_entry,
+        hostname_problem,
+        postgres_url_problem,
+        redis_url_problem,
+    )
+
+    if datastore == "postgres":
+        return postgres_url_problem(values.get("DATABASE_URL", ""))
+    if datastore == "redis":
+        return redis_url_problem(values.get("REDIS_URL", ""))
+    if datastore == "clickhouse":
+        return hostname_problem(values.get("CLICKHOUSE_HOST", ""))
+    entries = (values.get("KAFKA_HOSTS") or "").split(",")
+    if not all(host_port_entry(entry.strip()) for entry in entries):
+        return "must be host:port entries separated by commas, e.g. kafka:9092"
+    return None
 
 
 ENDPOINT = {"postgres": postgres_endpoint, "redis": redis_endpoint, "clickhouse": clickhouse_endpoint}
@@ -248,6 +274,25 @@ def ca_expires_soon(path: Path) -> int | None:
     return days if days < CA_EXPIRY_WARNING_DAYS else None
 
 
+#: Names that, inside PostHog's containers, are the container itself.
+LOOPBACK_HOSTS = ("localhost", "localhost.localdomain", "ip6-localhost", "0.0.0.0", "::", "::1")
+
+
+def _local_address(host: str, datastore: str) -> str | None:
+    """Why ``host`` cannot be an external datastore's address seen from PostHog's containers, or None."""
+    from posthog_compose.configuration.manifest import OPTIONAL_SERVICES, SERVICES
+
+    mode_variable = MODE_VARIABLE[datastore]
+    if host in LOCAL_HOSTS[datastore]:
+        return f"points at the local `{host}` service, which does not run while {mode_variable}=external"
+    if host.lower() in LOOPBACK_HOSTS or host.startswith("127."):
+        return (f"points at {host}, which inside PostHog's containers is the container itself, not an external "
+                f"{TITLE[datastore]} server")
+    if host in SERVICES + OPTIONAL_SERVICES:
+        return f"points at `{host}`, a service of this deployment, not an external {TITLE[datastore]} server"
+    return None
+
+
 def check(root: Path, env, values: dict[str, str], report) -> None:
     """config-check's rules for external datastores: the address is not the local service, TLS with
     certificate verification unless ALLOW_PLAINTEXT_DATASTORES=true, the CA file behind each
@@ -291,11 +336,12 @@ def check(root: Path, env, values: dict[str, str], report) -> None:
             continue
         title = TITLE[datastore]
         found = kafka_endpoints(values) if datastore == "kafka" else [ENDPOINT[datastore](values)]
-        local = next((e for e in found if e.host in LOCAL_HOSTS[datastore]), None)
-        if local is not None:
-            report.error("external-address", ".env", line(local.variable), local.variable,
-                         f"points at the local `{local.host}` service, which does not run while {mode_variable}=external",
-                         f"give the external {title} server's address, or set {mode_variable}=local")
+        for endpoint in found:
+            problem = _local_address(endpoint.host, datastore)
+            if problem:
+                report.error("external-address", ".env", line(endpoint.variable), endpoint.variable, problem,
+                             f"give the external {title} server's address, or set {mode_variable}=local")
+                break
         if datastore == "postgres":
             _check_postgres(values, report, line, plaintext, ca_file)
         elif datastore == "redis":
@@ -322,8 +368,10 @@ def _relative(root: Path, path: Path) -> str:
 
 
 def _check_postgres(values, report, line, plaintext, ca_file) -> None:
-    parts = urlsplit(values.get("DATABASE_URL", ""))
-    query = _query(parts)
+    url = postgres_url(values)
+    if url is None:
+        return  # the format rule names what is wrong with it
+    query = url.params
     sslmode = query.get("sslmode")
     fix = "append ?sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/ca.crt to DATABASE_URL"
     if sslmode == "no-verify":
@@ -349,9 +397,11 @@ def _check_postgres(values, report, line, plaintext, ca_file) -> None:
 
 
 def _check_redis(values, report, line, plaintext, ca_file) -> None:
-    parts = urlsplit(values.get("REDIS_URL", ""))
-    query = {key.lower(): value for key, value in _query(parts).items()}
-    if parts.scheme != "rediss":
+    url = redis_url(values)
+    if url is None:
+        return  # the format rule names what is wrong with it
+    query = {key.lower(): value for key, value in url.params.items()}
+    if not url.tls:
         plaintext("redis", "REDIS_URL", "is redis://: PostHog would talk to the external Redis in plain text",
                   "use rediss://:PASSWORD@HOST:6379/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/posthog/datastore-ca/ca.crt")
         return

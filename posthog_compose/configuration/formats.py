@@ -9,6 +9,19 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import SplitResult, urlsplit as _urlsplit
 
+from posthog_compose.configuration.validators import (  # noqa: F401 - one validator per kind of value
+    HOSTNAME_RE,
+    is_ascii_number,
+    hostname_problem,
+    host_port_entry,
+    number_problem,
+    port_number,
+    port_problem,
+    postgres_url_problem,
+    redis_url_problem,
+    whole_number,
+)
+
 _INVALID_URL = SplitResult("", "", "", "", "")
 
 
@@ -22,9 +35,8 @@ def urlsplit(value: str) -> SplitResult:
 
 ENCRYPTION_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 URL_SAFE_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
-MEMORY_RE = re.compile(r"^[0-9]+(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
+MEMORY_RE = re.compile(r"^[0-9]{1,18}(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
 LOG_LEVELS = ("none", "fatal", "critical", "error", "warning", "notice", "information", "debug", "trace", "test")
 # An image reference as Docker parses it: [registry[:port]/]path[:tag][@sha256:digest].
 IMAGE_RE = re.compile(
@@ -99,6 +111,9 @@ def _url(value: str) -> str | None:
         return "must be an http:// or https:// URL with a host, e.g. https://posthog.example.com"
     if parts.path not in ("", "/"):
         return "must not have a path (PostHog is served at the root)"
+    _, colon, port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")
+    if colon and port_number(port_text) is None:
+        return "has a port that is not a number from 1 to 65535, e.g. https://posthog.example.com:8443"
     return None
 
 
@@ -113,35 +128,15 @@ def site_url_problem(value: str) -> str | None:
 
 
 def _postgres_url(value: str) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("postgres", "postgresql"):
-        return "must start with postgres:// (postgres://USER:PASSWORD@db:5432/DB)"
-    if not parts.hostname or not parts.username or not parts.path.strip("/"):
-        return "must name user, host and database: postgres://USER:PASSWORD@db:5432/DB"
-    try:
-        parts.port
-    except ValueError:
-        return "has an invalid port"
-    return None
+    return postgres_url_problem(value)
 
 
 def _redis_url(value: str) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("redis", "rediss"):
-        return "must start with redis:// or rediss:// (redis://:PASSWORD@redis:6379/)"
-    if not parts.hostname:
-        return "must name a host: redis://:PASSWORD@redis:6379/"
-    try:
-        parts.port
-    except ValueError:
-        return "has an invalid port"
-    return None
+    return redis_url_problem(value)
 
 
 def _port(value: str) -> str | None:
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
-        return "must be a port number from 1 to 65535"
-    return None
+    return port_problem(value)
 
 
 def _boolean(value: str) -> str | None:
@@ -160,16 +155,8 @@ def _set_means_true(value: str) -> str | None:
             if value else None)
 
 
-def is_ascii_number(value: str) -> bool:
-    """Digits 0-9 only: str.isdigit() also accepts other scripts' digits (and superscripts), which
-    Compose hands on verbatim and no server parses."""
-    return value.isascii() and value.isdigit()
-
-
 def _integer(value: str) -> str | None:
-    if not is_ascii_number(value):
-        return "must be a whole number"
-    return None
+    return number_problem(value)
 
 
 def _memory_size(value: str) -> str | None:
@@ -191,14 +178,11 @@ def _log_level(value: str) -> str | None:
 
 
 def _hostname(value: str) -> str | None:
-    if not HOSTNAME_RE.match(value):
-        return "must be a host name such as clickhouse"
-    return None
+    return hostname_problem(value)
 
 
 def _host_port(entry: str) -> bool:
-    host, sep, port = entry.rpartition(":")
-    return bool(sep) and bool(HOSTNAME_RE.match(host)) and is_ascii_number(port) and 1 <= int(port) <= 65535
+    return host_port_entry(entry) is not None
 
 
 def _host_port_list(value: str) -> str | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from posthog_compose.configuration.validators import whole_number
+
 GB = 1000 ** 3
 ROTATING_DRIVERS = ("json-file", "local")
 _HUMAN_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKMGTP]?i?B)?\s*$")
@@ -30,7 +32,8 @@ def parse_size(text: str) -> int | None:
     unit = match.group(2) or ""
     if unit not in _UNITS:
         return None
-    return int(round(float(match.group(1)) * _UNITS[unit]))
+    number = float(match.group(1))
+    return int(round(number * _UNITS[unit])) if number < 1e18 else None  # beyond any disk: not a size
 
 
 _REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?+][^}]*)?\}")
@@ -81,11 +84,12 @@ def check(root: Path, document, values: dict[str, str] | None, report, overlays:
                              f"logging sets no {' and no '.join(missing)}: its logs are not rotated",
                              "use `logging: *default-logging` (LOG_MAX_SIZE and LOG_MAX_FILE in .env)")
     count = values.get("LOG_MAX_FILE", "")
-    if (count.isascii() and count.isdigit()) and int(count) < 1:
+    files = whole_number(count)  # the format rule reports a value that is not one
+    if files is not None and files < 1:
         report.error("log-rotation", ".env", None, "LOG_MAX_FILE", "must be at least 1", "set LOG_MAX_FILE=5")
     size = parse_size((values.get("LOG_MAX_SIZE", "") or "").upper().replace("K", "k").rstrip("B") + "B"
                       if values.get("LOG_MAX_SIZE") else "")
-    if values.get("LOG_MAX_SIZE") and size is not None and (count.isascii() and count.isdigit()) and size * int(count) > 2 * GB:
+    if values.get("LOG_MAX_SIZE") and size is not None and files is not None and size * files > 2 * GB:
         report.warning("log-rotation", ".env", None, "LOG_MAX_SIZE",
-                       f"with LOG_MAX_FILE={count} lets each service keep {human(size * int(count))} of logs",
+                       f"with LOG_MAX_FILE={count} lets each service keep {human(size * files)} of logs",
                        "20m and 5 keep 100 MB per service")

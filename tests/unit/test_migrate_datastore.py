@@ -314,19 +314,30 @@ def test_any_input_is_a_target_or_one_line_without_the_password(text, password):
                 assert password not in message
 
 
+def with_manifest(root: Path) -> Path:
+    """A folder holding the kit's variables.yml: config-check's rules read a variable's format from it."""
+    import shutil
+
+    if not (root / "variables.yml").exists():
+        shutil.copy(REPO / "variables.yml", root / "variables.yml")
+    return root
+
+
 @given(mode=st.sampled_from(["", "disable", "allow", "prefer", "require", "no-verify", "verify-ca", "verify-full",
                              "VERIFY-FULL"]),
        allowed=st.sampled_from(["false", "true", "", "no"]))
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
 def test_only_verified_tls_passes_unless_plaintext_is_allowed(tmp_path, mode, allowed):
+    with_manifest(tmp_path)
     (tmp_path / "datastore-ca").mkdir(exist_ok=True)
     (tmp_path / "datastore-ca" / "ca.crt").write_text(ca_text())
     query = f"?sslmode={mode}&sslrootcert=/etc/posthog/datastore-ca/ca.crt" if mode else ""
     target = migrate.parse_target(f"postgres://u:p@pg.example.com/d{query}")
     problems = migrate.target_problems(tmp_path, target, {"ALLOW_PLAINTEXT_DATASTORES": allowed})
     verified = mode in ("verify-ca", "verify-full")
-    assert bool(problems) == (not verified and allowed != "true")
-    if problems:
+    # sslmode=no-verify is Node.js's word only: libpq (Django) refuses it whatever ALLOW_PLAINTEXT_DATASTORES says.
+    assert bool(problems) == (mode == "no-verify" or (not verified and allowed != "true"))
+    if problems and mode != "no-verify":
         assert "verify-full" in problems[0] and "ALLOW_PLAINTEXT_DATASTORES" in problems[0]
 
 
@@ -340,20 +351,26 @@ def test_a_ca_path_outside_the_shared_folder_is_refused(tmp_path, path):
     if found is not None:  # never a file outside datastore-ca/, whatever `..` the path holds
         assert os.path.normpath(found).startswith(str(tmp_path / "datastore-ca") + os.sep)
     problem = migrate.ca_file_problem(tmp_path, "sslrootcert", container)
-    assert (problem is None) == (found is not None and found.is_file() and found.name == "ca.crt")
+    assert (problem is None) == (found is not None)  # the file itself is config-check's to judge
+    if found is not None:
+        assert migrate.container_path(container) == "/etc/posthog/datastore-ca/" + str(
+            found.relative_to(tmp_path / "datastore-ca"))
 
 
 @pytest.mark.parametrize("query, hint", [
-    ("sslmode=verify-full", "no sslrootcert"),
-    ("sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca.crt", "not an absolute path under /etc/posthog/datastore-ca/"),
-    ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/../../../etc/passwd", "not an absolute path under"),
-    ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/missing.crt", "datastore-ca/missing.crt, which does not exist"),
+    ("sslmode=verify-full", "without sslrootcert"),
+    ("sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca.crt", "is not under /etc/posthog/datastore-ca/"),
+    ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/../../../etc/passwd", "is not under"),
+    ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/missing.crt", "datastore-ca/missing.crt does not exist"),
     ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/notpem.crt", "is not a PEM certificate"),
     ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/key.pem", "holds a private key"),
-    ("sslmode=verify-full&sslrootcert=../etc/posthog/datastore-ca/ca.crt", "not an absolute path"),
+    ("sslmode=verify-full&sslrootcert=../etc/posthog/datastore-ca/../../x.crt", "is not under"),
     ("sslmode=require&sslrootcert=/etc/posthog/datastore-ca/ca.crt", "sslmode=require"),
+    ("sslmode=verify-full&sslrootcert=/etc/posthog/datastore-ca/ca.crt&sslcert=/etc/posthog/datastore-ca/c.crt",
+     "sslcert names datastore-ca/c.crt, which does not exist"),
 ])
 def test_tls_problems_name_the_fix(tmp_path, query, hint):
+    with_manifest(tmp_path)
     (tmp_path / "datastore-ca").mkdir()
     (tmp_path / "datastore-ca" / "ca.crt").write_text(ca_text())
     (tmp_path / "datastore-ca" / "notpem.crt").write_text("hello")
@@ -362,11 +379,25 @@ def test_tls_problems_name_the_fix(tmp_path, query, hint):
     assert len(problems) == 1 and hint in problems[0], problems
 
 
-@pytest.mark.parametrize("host", ["db", "localhost", "127.0.0.1", "redis", "[::1]"])
+@pytest.mark.parametrize("host", ["db", "localhost", "127.0.0.1", "redis", "[::1]", "proxy", "127.1.2.3"])
 def test_a_local_host_is_not_an_external_server(tmp_path, host):
-    problems = migrate.target_problems(tmp_path, migrate.parse_target(f"postgres://u:p@{host}/d?sslmode=disable"),
+    problems = migrate.target_problems(with_manifest(tmp_path),
+                                       migrate.parse_target(f"postgres://u:p@{host}/d?sslmode=disable"),
                                        {"ALLOW_PLAINTEXT_DATASTORES": "true"})
-    assert len(problems) == 1 and "not an external PostgreSQL" in problems[0]
+    assert len(problems) == 1 and problems[0].startswith("--to points at "), problems
+    assert "service" in problems[0] or "the container itself" in problems[0]
+
+
+def test_a_relative_ca_path_is_what_posthog_reads_and_the_tools_get_it_absolute(tmp_path):
+    """PostHog reads sslrootcert=../etc/... from /code; the client tools in `db` get the same file by its
+    absolute path, so a URL config-check accepts is one the task can use."""
+    with_manifest(tmp_path)
+    (tmp_path / "datastore-ca").mkdir()
+    (tmp_path / "datastore-ca" / "ca.crt").write_text(ca_text())
+    target = migrate.parse_target("postgres://u:p@pg.example.com/d?sslmode=verify-full"
+                                  "&sslrootcert=../etc/posthog/datastore-ca/ca.crt")
+    assert migrate.target_problems(tmp_path, target, {}) == []
+    assert target.environment()["PGSSLROOTCERT"] == "/etc/posthog/datastore-ca/ca.crt"
 
 
 def test_the_password_is_masked_with_its_pieces():

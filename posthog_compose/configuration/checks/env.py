@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from urllib.parse import unquote
-
-from posthog_compose.configuration.formats import is_ascii_number, urlsplit
+from posthog_compose.configuration.formats import urlsplit
+from posthog_compose.configuration.validators import port_number, whole_number
 from posthog_compose.errors import OperatorError
 from posthog_compose.configuration.checks.findings import COMPOSE_OWN, ENV, _Report
 
@@ -116,46 +115,45 @@ def _check_values(manifest, env, values: dict[str, str], report: _Report) -> Non
 
 
 def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
+    from posthog_compose.configuration import datastores
     from posthog_compose.configuration.datastores import is_external
 
     get = values.get
-    database_url = get("DATABASE_URL")
-    if database_url and not is_external(values, "postgres") and urlsplit(database_url).scheme in ("postgres", "postgresql"):
-        parts = urlsplit(database_url)
+    database = datastores.postgres_url(values) if get("DATABASE_URL") else None
+    if database is not None and not is_external(values, "postgres"):
         mismatches = []
-        if unquote(parts.username or "") != get("POSTGRES_USER", ""):
+        if database.user != get("POSTGRES_USER", ""):
             mismatches.append("user differs from POSTGRES_USER")
-        if unquote(parts.password or "") != get("POSTGRES_PASSWORD", ""):
+        if database.password != get("POSTGRES_PASSWORD", ""):
             mismatches.append("password differs from POSTGRES_PASSWORD")
-        if parts.path.strip("/") != get("POSTGRES_DB", ""):
+        if database.database != get("POSTGRES_DB", ""):
             mismatches.append("database differs from POSTGRES_DB")
-        if parts.hostname != "db":
+        if database.host != "db":
             mismatches.append("host is not the `db` service (an unencoded @ or / in the password also moves it)")
-        elif _port(parts) not in (None, 5432):
+        elif database.port != 5432:
             mismatches.append("port is not 5432, the port PostgreSQL listens on in the `db` service")
         if mismatches:
             report.error("consistency", ENV, env.line_of("DATABASE_URL"), "DATABASE_URL", "; ".join(mismatches),
                          "make it postgres://POSTGRES_USER:POSTGRES_PASSWORD@db:5432/POSTGRES_DB")
-    redis_url = get("REDIS_URL")
-    if redis_url and not is_external(values, "redis") and urlsplit(redis_url).scheme in ("redis", "rediss"):
-        parts = urlsplit(redis_url)
-        if parts.hostname != "redis":
+    redis = datastores.redis_url(values) if get("REDIS_URL") else None
+    if redis is not None and not is_external(values, "redis"):
+        if redis.host != "redis":
             report.error("consistency", ENV, env.line_of("REDIS_URL"), "REDIS_URL",
                          "does not point at the `redis` service (an unencoded @ or / in the password also moves the host)",
                          "make it redis://:REDIS_PASSWORD@redis:6379/")
-        elif _port(parts) not in (None, 6379):
+        elif redis.port != 6379:
             report.error("consistency", ENV, env.line_of("REDIS_URL"), "REDIS_URL",
                          "uses a port other than 6379, the port Redis listens on in the `redis` service",
                          "make it redis://:REDIS_PASSWORD@redis:6379/")
-        elif get("REDIS_PASSWORD") and unquote(parts.password or "") != get("REDIS_PASSWORD"):
+        elif get("REDIS_PASSWORD") and redis.password != get("REDIS_PASSWORD"):
             report.error("consistency", ENV, env.line_of("REDIS_URL"), "REDIS_URL",
                          "password differs from REDIS_PASSWORD (Redis will refuse PostHog)",
                          "make it redis://:REDIS_PASSWORD@redis:6379/")
     brokers = 1  # one `kafka` service
     factors = {}
     for name in () if is_external(values, "kafka") else KAFKA_BROKER_LIMITED:
-        if is_ascii_number(get(name, "")):
-            factors[name] = int(get(name))
+        if whole_number(get(name, "")) is not None:
+            factors[name] = whole_number(get(name))
             if factors[name] > brokers:
                 report.error("consistency", ENV, env.line_of(name), name,
                              f"is {factors[name]} but there is {brokers} Kafka broker; topic creation would fail",
@@ -201,7 +199,8 @@ def _check_consistency(env, values: dict[str, str], report: _Report) -> None:
         port = urlsplit(site_url).port
     except ValueError:
         pass
-    if host in ("localhost", "127.0.0.1") and is_ascii_number(get("WEB_PORT", "")) and (port or 80) != int(get("WEB_PORT")):
+    web_port = port_number(get("WEB_PORT", ""))
+    if host in ("localhost", "127.0.0.1") and web_port is not None and (port or 80) != web_port:
         report.warning("consistency", ENV, env.line_of("SITE_URL"), "SITE_URL",
                        f"uses port {port or 80} but WEB_PORT is {get('WEB_PORT')}; logins fail with CSRF errors",
                        f"set SITE_URL=http://{host}:{get('WEB_PORT')}")
@@ -230,3 +229,28 @@ def _check_shell_overrides(manifest, env, environ, report: _Report) -> None:
             report.warning("shell-override", ENV, env.line_of(name), name,
                            "is also set in your shell with a different value, and Compose uses the shell's",
                            f"`unset {name}` before running tasks")
+
+
+# ----------------------------------------------------------------------------- one variable, before a task writes it
+class _NoLines:
+    """An .env that is not written yet: its findings have no line."""
+
+    def line_of(self, name: str) -> None:
+        return None
+
+
+def refusals(root: Path, values: dict[str, str], name: str) -> list[tuple[str, str]]:
+    """config-check's errors about the .env variable ``name`` if .env held ``values``, as (reason, fix): the
+    format the manifest gives it and, for a datastore's address, the external-datastore rules. A task about
+    to write ``name`` (migrate-datastore writes DATABASE_URL) asks this first, so that config-check never
+    refuses afterwards what the task wrote, and the task refuses it for config-check's reason."""
+    from types import SimpleNamespace
+
+    from posthog_compose.configuration import datastores, manifest as manifest_module
+
+    variable = manifest_module.load(root).by_name[name]
+    report = _Report()
+    _check_values(SimpleNamespace(variables=[variable]), _NoLines(), values, report)
+    datastores.check(root, _NoLines(), values, report)
+    return [(finding.message, finding.fix) for finding in report.findings
+            if finding.severity == "error" and finding.subject == name]

@@ -46,15 +46,27 @@ from posthog_compose.operations.doctor.network import (
 )
 from posthog_compose.operations.doctor.postgres_probe import (
     PG_SSL_REQUEST,
+    MAX_LOGIN_MESSAGE,
+    MAX_LOGIN_MESSAGES,
+    SCRAM_MAX_ITERATIONS,
     _postgres_ssl_request,
     _pg_message,
     _pg_read,
     _pg_error,
     _postgres_version,
+    _login,
     _Scram,
 )
-from posthog_compose.operations.doctor.redis_probe import _redis_command, _redis_reply, _redis_version
+from posthog_compose.operations.doctor.redis_probe import (
+    MAX_REDIS_BULK,
+    MAX_REDIS_LINE,
+    _redis_command,
+    _redis_reply,
+    _redis_version,
+    _ask_version,
+)
 from posthog_compose.operations.doctor.clickhouse_probe import CLICKHOUSE_HTTPS_PORT, _clickhouse_version
+from posthog_compose.operations.wire import Deadline, WireError
 
 
 def run(root: Path, runner, as_json: bool = False) -> int:
@@ -111,22 +123,28 @@ def external_checks(root: Path, values: dict[str, str] | None = None, timeout: f
 
 
 def probe(root: Path, values: dict[str, str], endpoint, timeout: float = PROBE_TIMEOUT) -> Check:
-    """DNS, TCP, TLS (verified), and the version where it can be read, for one external endpoint."""
+    """DNS, TCP, TLS (verified), and the version where it can be read, for one external endpoint, all of it
+    within ``timeout`` seconds (one deadline, however the server spreads its answers)."""
+    from posthog_compose.configuration import datastores
     from posthog_compose.operations import stack
 
     label = stack.DATASTORE_LABELS.get(endpoint.datastore, endpoint.datastore)
     name = f"{endpoint.datastore} (ext)"
     where = stack.endpoint_text(endpoint)
     if not endpoint.host or not endpoint.port:
-        return Check(name, "error", f"{label} is external but {endpoint.variable} names no "
-                     f"{'host' if not endpoint.host else 'port'}",
+        # An address the shared validator refuses has no host here: say why, as config-check does.
+        refused = datastores.address_problem(values, endpoint.datastore)
+        return Check(name, "error", f"{label} is external but {endpoint.variable} "
+                     f"{refused or ('names no host' if not endpoint.host else 'names no valid port')}",
                      f"set {endpoint.variable} in .env (`invoke config-check` shows the expected form)")
+    deadline = Deadline(timeout)
     done: list[str] = []
     try:
-        address = _resolve(endpoint.host, endpoint.port, timeout)
+        infos = _resolve(endpoint.host, endpoint.port, deadline)
+        address = infos[0][4][0]
         if address != endpoint.host:
             done.append(f"resolves to {address}")
-        sock = _connect(endpoint.host, endpoint.port, timeout)
+        sock = _connect(endpoint.host, endpoint.port, deadline, infos)
         done.append("TCP connects")
         try:
             if not endpoint.tls:
@@ -138,37 +156,37 @@ def probe(root: Path, values: dict[str, str], endpoint, timeout: float = PROBE_T
                              "turn TLS on at the provider and in .env (handbook: External datastores)")
             context, ca_text = _context(root, values, endpoint)
             if endpoint.datastore == "postgres":
-                _postgres_ssl_request(sock, timeout)
-            tls = _handshake(context, sock, endpoint.host, ca_text, timeout)
+                _postgres_ssl_request(sock, deadline)
+            tls = _handshake(context, sock, endpoint.host, ca_text, deadline)
             sock = tls
             done.append(f"TLS {tls.version()} {'verified against ' + ca_text if _verifies(endpoint) else 'NOT verified'}")
             version = None
             if endpoint.datastore == "redis":
-                version = _redis_version(tls, values, timeout)
+                version = _redis_version(tls, values, deadline)
             elif endpoint.datastore == "postgres":
-                version = _postgres_version(tls, values, timeout)
+                version = _postgres_version(tls, values, deadline)
         finally:
             sock.close()
         if endpoint.datastore == "clickhouse":
             version = _clickhouse_version(endpoint.host, endpoint.port or CLICKHOUSE_HTTPS_PORT, context, values,
-                                          timeout)
+                                          deadline)
             if CLICKHOUSE_NATIVE_TLS_PORT != endpoint.port:
-                native = _connect(endpoint.host, CLICKHOUSE_NATIVE_TLS_PORT, timeout)
+                native = _connect(endpoint.host, CLICKHOUSE_NATIVE_TLS_PORT, deadline)
                 try:
-                    _handshake(context, native, endpoint.host, ca_text, timeout).close()
+                    _handshake(context, native, endpoint.host, ca_text, deadline).close()
                 finally:
                     native.close()
                 done.append(f"native port {CLICKHOUSE_NATIVE_TLS_PORT} (web, worker) serves TLS too")
-    except _ProbeFailed as exc:
+    except (_ProbeFailed, WireError) as exc:
         reached = f"{', '.join(done)}; " if done else ""
-        if exc.certificate and endpoint.datastore == "clickhouse":
+        if getattr(exc, "certificate", False) and endpoint.datastore == "clickhouse":
             # PostHog 1.43 connects without verifying ClickHouse's certificate: a warning, not a stop.
             return Check(name, "warning", f"{label} at {where}: {reached}{exc} (PostHog 1.43 does not verify "
                          "ClickHouse's certificate and would connect anyway)",
                          "check CLICKHOUSE_CA and the provider's certificate; keep the path to ClickHouse private")
         return Check(name, "error", f"{label} at {where}: {reached}{exc}",
                      "the certificate: put the provider's CA in datastore-ca/ (handbook: External datastores)"
-                     if exc.certificate else
+                     if getattr(exc, "certificate", False) else
                      "check the endpoint and the firewall from this host; the handbook's External datastores page")
     detail = f"{label} at {where}: {', '.join(done)}"
     verified = _verifies(endpoint)

@@ -136,9 +136,12 @@ def _web_port(root: Path, runner) -> tuple[Check, bool]:
     from posthog_compose.configuration.envfile import EnvFile, env_path
 
     path = env_path(root)
+    from posthog_compose.configuration.validators import PORT_PROBLEM, port_number
+
     port = EnvFile.load(path).resolved().get("WEB_PORT", "8080") if path.exists() else "8080"
-    if not port.isdigit():
-        return Check("web port", "error", f"WEB_PORT {port!r} is not a number", "run `invoke config-check`"), False
+    number = port_number(port)
+    if number is None:
+        return Check("web port", "error", f"WEB_PORT {PORT_PROBLEM}", "run `invoke config-check`"), False
     try:
         from posthog_compose.operations import stack
 
@@ -150,7 +153,7 @@ def _web_port(root: Path, runner) -> tuple[Check, bool]:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("0.0.0.0", int(port)))
+            probe.bind(("0.0.0.0", number))
         except OSError:
             return Check("web port", "error", f"{port} is already in use by another program",
                          "stop it, or set another WEB_PORT in .env (and SITE_URL to match)"), False

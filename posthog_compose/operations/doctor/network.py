@@ -1,5 +1,6 @@
 """Reaching an external datastore from this host: DNS, TCP, and the TLS context and handshake
-verified against the CA bundle under datastore-ca/ and the host name (or plaintext, when allowed).
+verified against the CA bundle under datastore-ca/ and the host name (or plaintext, when allowed),
+all under the one deadline of the datastore's check (wire.py).
 """
 
 from __future__ import annotations
@@ -7,10 +8,15 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from posthog_compose.operations import wire
+from posthog_compose.operations.wire import Deadline
+
 
 # ----------------------------------------------------------------------------- external datastores
-#: Seconds each network step (resolve, connect, handshake, one question) may take.
-PROBE_TIMEOUT = 4.0
+#: Seconds one datastore's whole check may take: DNS, TCP, the TLS handshake and the login with its version
+#: question, together (wire.Deadline). A managed server across a continent needs a second or two; a server that
+#: stalls or trickles its answers is reported when this has passed, however it spreads its bytes.
+PROBE_TIMEOUT = 10.0
 
 
 class _ProbeFailed(Exception):
@@ -26,30 +32,19 @@ def _plaintext_allowed(values: dict[str, str]) -> bool:
     return values.get("ALLOW_PLAINTEXT_DATASTORES", "").strip().lower() == "true"
 
 
-def _resolve(host: str, port: int, timeout: float) -> str:
-    """The first address of ``host`` (in a thread: getaddrinfo knows no timeout)."""
-    import concurrent.futures
-
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    future = pool.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+def _resolve(host: str, port: int, deadline: Deadline) -> list:
+    """The addresses of ``host`` (getaddrinfo's answers), within the deadline."""
     try:
-        infos = future.result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
-        raise _ProbeFailed(f"{host} does not resolve within {timeout:.0f} s (DNS)")
-    except (socket.gaierror, UnicodeError) as exc:
-        raise _ProbeFailed(f"{host} does not resolve ({getattr(exc, 'strerror', None) or exc})")
-    finally:
-        pool.shutdown(wait=False)
-    return infos[0][4][0]
+        return wire.resolve(host, port, deadline)
+    except wire.WireError as exc:
+        raise _ProbeFailed(str(exc)) from None
 
 
-def _connect(host: str, port: int, timeout: float) -> socket.socket:
+def _connect(host: str, port: int, deadline: Deadline, infos: list | None = None) -> socket.socket:
     try:
-        return socket.create_connection((host, port), timeout=timeout)
-    except socket.timeout:
-        raise _ProbeFailed(f"TCP to port {port} timed out after {timeout:.0f} s (a firewall or a wrong port)")
-    except OSError as exc:
-        raise _ProbeFailed(f"TCP to port {port} fails ({exc.strerror or exc})")
+        return wire.connect(host, port, deadline, infos)
+    except wire.WireError as exc:
+        raise _ProbeFailed(str(exc)) from None
 
 
 def _context(root: Path, values: dict[str, str], endpoint):
@@ -104,17 +99,19 @@ def _readable_pem(path: Path) -> bool:
         return False
 
 
-def _handshake(context, sock: socket.socket, host: str, ca_text: str, timeout: float):
+def _handshake(context, sock: socket.socket, host: str, ca_text: str, deadline: Deadline):
     import ssl
 
-    sock.settimeout(timeout)
     try:
-        return context.wrap_socket(sock, server_hostname=host)
+        return wire.tls(context, sock, host, deadline)
     except ssl.SSLCertVerificationError as exc:
         raise _ProbeFailed(f"the certificate does not verify against {ca_text} for the host {host} "
                            f"({exc.verify_message or exc.reason})", certificate=True)
     except socket.timeout:
-        raise _ProbeFailed(f"the TLS handshake timed out after {timeout:.0f} s")
+        raise _ProbeFailed(f"the TLS handshake timed out after {deadline.text()}: the server stalls or "
+                           "answers too slowly")
+    except wire.WireError as exc:
+        raise _ProbeFailed(str(exc))
     except (ssl.SSLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
         raise _ProbeFailed(f"the TLS handshake fails ({reason}): does the port serve TLS?")

@@ -1,56 +1,74 @@
 """Redis's version, read over the verified TLS connection (AUTH with REDIS_URL's credentials,
-then INFO server).
+then INFO server), within the check's deadline and with every reply bounded.
 """
 
 from __future__ import annotations
 
 from posthog_compose.operations.doctor.network import _ProbeFailed
+from posthog_compose.operations.wire import Conversation, Deadline
+
+#: The longest status, error or length line read (Redis' own are under a hundred bytes).
+MAX_REDIS_LINE = 8192
+#: The largest reply read: INFO server is a few kB.
+MAX_REDIS_BULK = 1024 * 1024
+NOT_REDIS = "the server's answer is not Redis'"
 
 
-def _redis_command(sock, *words: str) -> bytes:
+def _redis_command(conversation: Conversation, *words: str) -> bytes:
     payload = f"*{len(words)}\r\n".encode()
     for word in words:
         data = word.encode()
         payload += b"$%d\r\n%s\r\n" % (len(data), data)
-    sock.sendall(payload)
+    conversation.send(payload, f"the {words[0]} command")
     return payload
 
 
-def _redis_reply(reader) -> bytes:
-    line = reader.readline(65536)
-    if not line:
-        raise _ProbeFailed("Redis closed the connection")
-    if line.startswith(b"-"):
-        code = line[1:].split(b" ", 1)[0].decode(errors="replace")[:40]
+def _redis_reply(conversation: Conversation, doing: str) -> bytes:
+    """One RESP reply: a status (+), an integer (:) or a bulk string ($); an error (-) is raised."""
+    from posthog_compose.configuration.validators import whole_number
+
+    line = conversation.read_line(MAX_REDIS_LINE, doing).rstrip(b"\r\n")
+    kind, rest = line[:1], line[1:]
+    if kind == b"-":
+        code = "".join(c if c.isprintable() else "?" for c in rest.split(b" ", 1)[0].decode(errors="replace"))[:40]
         raise _ProbeFailed(f"Redis answers {code}" + (": the password in REDIS_URL is refused"
                                                         if code in ("WRONGPASS", "NOAUTH") else ""))
-    if line.startswith(b"$"):
-        size = int(line[1:].strip())
-        if size > 1024 * 1024:  # INFO server is a few kB: anything larger is not Redis
-            raise _ProbeFailed("the server's answer is not Redis' (an implausibly large reply)")
-        return reader.read(size + 2)[:size] if size >= 0 else b""
-    return line.rstrip(b"\r\n")
+    if kind in (b"+", b":"):
+        return rest
+    if kind != b"$":
+        raise _ProbeFailed(f"{NOT_REDIS} (RESP)")
+    if rest == b"-1":
+        return b""
+    size = whole_number(rest.decode("latin-1"))
+    if size is None:
+        raise _ProbeFailed(f"{NOT_REDIS} (a reply length that is not a number)")
+    if size > MAX_REDIS_BULK:
+        raise _ProbeFailed(f"the server announces a {size:,}-byte reply, more than the {MAX_REDIS_BULK:,} INFO ever "
+                           f"needs: {NOT_REDIS}")
+    data = conversation.read_exact(size + 2, doing)
+    if data[size:] != b"\r\n":
+        raise _ProbeFailed(f"{NOT_REDIS} (a reply longer than it announced)")
+    return data[:size]
 
 
-def _redis_version(tls, values: dict[str, str], timeout: float) -> str | None:
+def _redis_version(tls, values: dict[str, str], deadline: Deadline) -> str | None:
     """AUTH with REDIS_URL's credentials, then INFO server's redis_version."""
-    from urllib.parse import unquote, urlsplit
+    from posthog_compose.configuration import datastores
 
-    url = urlsplit(values.get("REDIS_URL", ""))
-    password = unquote(url.password or "")
-    user = unquote(url.username or "")
-    reader = tls.makefile("rb")
-    try:
-        if password:
-            _redis_command(tls, "AUTH", *([user] if user else []), password)
-            _redis_reply(reader)
-        _redis_command(tls, "INFO", "server")
-        info = _redis_reply(reader).decode(errors="replace")
-    except (OSError, ValueError) as exc:
-        raise _ProbeFailed(f"Redis does not answer INFO ({getattr(exc, 'strerror', None) or type(exc).__name__})")
-    finally:
-        reader.close()
+    url = datastores.redis_url(values)
+    if url is None:
+        raise _ProbeFailed("REDIS_URL cannot be read (`invoke config-check` says why)")
+    return _ask_version(Conversation(tls, deadline, "Redis"), url.user, url.password)
+
+
+def _ask_version(conversation: Conversation, user: str, password: str) -> str | None:
+    if password:
+        _redis_command(conversation, "AUTH", *([user] if user else []), password)
+        _redis_reply(conversation, "the answer to AUTH")
+    _redis_command(conversation, "INFO", "server")
+    info = _redis_reply(conversation, "the answer to INFO").decode(errors="replace")
     for line in info.splitlines():
         if line.startswith("redis_version:"):
-            return line.split(":", 1)[1].strip()
+            version = "".join(c for c in line.split(":", 1)[1].strip() if c.isprintable())[:40]
+            return version or None
     return None

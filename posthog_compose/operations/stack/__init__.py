@@ -50,7 +50,6 @@ from posthog_compose.operations.stack.http_checks import (
     READINESS_FAIL_AFTER,
     readiness,
     _readiness_through_proxy,
-    _failing_checks,
     _failing_body,
     check_url,
 )
