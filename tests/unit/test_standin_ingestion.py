@@ -165,6 +165,7 @@ def test_the_migration_writes_1_43s_kafka_table_and_view(standin_module, monkeyp
     names = [name for name, _ in engine.columns(events)]
     assert names[:6] == ["uuid", "event", "properties", "timestamp", "team_id", "distinct_id"]
     assert found["columns"] == names  # sql.py:109-141 selects every column, _timestamp and _offset included
+    assert found["if_not_exists"]  # so the stand-in's migration, re-run after a kill, does not fail on the view
     assert standin_module.clickhouse_schema({"CLICKHOUSE_DATABASE": "posthog"}, "v2") == []
     assert "api_token varchar(200) UNIQUE NOT NULL" in standin_module.POSTGRES_SCHEMA["v1"][0]
 

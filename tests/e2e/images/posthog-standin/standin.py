@@ -450,7 +450,9 @@ def clickhouse_schema(settings, name):
         "ORDER BY (team_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(uuid))",
         f"CREATE TABLE IF NOT EXISTS {database}.kafka_events_json ({columns}) ENGINE = Kafka('{kafka_hosts_for_clickhouse()}', "
         f"'{prefix}clickhouse_events_json', 'group1', 'JSONEachRow') SETTINGS kafka_skip_broken_messages = 100",
-        f"CREATE MATERIALIZED VIEW {database}.events_json_mv TO {database}.events AS SELECT {names}, _timestamp, _offset "
+        # IF NOT EXISTS, which 1.43's view has not (0030 drops it first): a migration re-run after a kill then succeeds.
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.events_json_mv TO {database}.events AS SELECT {names}, "
+        "_timestamp, _offset "
         f"FROM {database}.kafka_events_json",
     ]
 
