@@ -389,3 +389,22 @@ def migrate_datastore(c, datastore, to=None, to_file=None, yes=False, timeout=60
 
     request = migrate.Request(datastore=datastore, to=to, to_file=to_file, yes=yes, timeout=float(timeout), as_json=json)
     raise SystemExit(migrate.run(ROOT, _runner("migrate-datastore", dry_run, verbose), request))
+
+
+# A task of its own, not an option of `status`: status is a quick read-only look, while the probe writes an
+# event into the project and waits up to its deadline for it to come out the other end.
+@task(help={
+    "timeout": "seconds the whole probe may take before it names the hop the event stopped at (default 60)",
+    "token": "the project API key to send the event with (PostHog: Project settings); default: the first project's",
+    "json": JSON,
+})
+@friendly
+def probe(c, timeout=60, token=None, json=False):
+    """Events not showing up? Send one marked event through capture and follow it via Kafka into ClickHouse."""
+    from posthog_compose.operations import engine, ingestion
+
+    runner = _runner("probe")
+    engine.preflight("probe", runner.env)
+    code = ingestion.run(ROOT, runner, timeout=float(timeout), token=token, as_json=json)
+    if code:
+        raise SystemExit(code)

@@ -13,14 +13,16 @@ Data: a small SQL subset, enough for the backup tests, stored in files under /va
 MergeTree parts: CREATE DATABASE, CREATE TABLE ... ENGINE = *MergeTree (metadata/<db>/<table>.sql),
 INSERT INTO ... FORMAT TSV (each insert writes one immutable part data/<db>/<table>/all_N_N_0/ with
 data.tsv, count.txt and checksums.txt, into a tmp_insert_ directory renamed when complete, as
-ClickHouse does), SELECT count() FROM, SELECT * FROM ... [ORDER BY <first column>] FORMAT TSV.
+ClickHouse does), SELECT count() FROM [WHERE column = literal AND ...] (select_where.py), SELECT * FROM ... [ORDER BY <first
+column>] FORMAT TSV. Kafka-engine tables and the materialized views that read them into a table
+(kafka_engine.py): the last hop of PostHog's ingestion path, a consumer group in the Kafka stand-in.
 Tables and parts are read from disk, so a copied volume brings them back; at start a part whose checksums do not match is moved to
 detached/broken_<part> and logged, as ClickHouse does with a broken part. Anything else is refused
 with Code 62 (SYNTAX_ERROR); an unknown table or database with Code 60 / 81.
 
 What it does not model: the native protocol's wire format, the Atomic database engine's store/<uuid> layout (the
 parts live under data/<db>/<table>/ as with the Ordinary engine), merges, replication and its
-ZooKeeper metadata, Kafka-engine tables and materialized views, ALTER TABLE ... FREEZE. The backup
+ZooKeeper metadata, views other than a Kafka table's, ALTER TABLE ... FREEZE. The backup
 copies the volume while the server is stopped, which works the same for the real server's files.
 """
 import base64
@@ -37,6 +39,11 @@ import time
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+sys.path.insert(0, "/usr/local/lib/clickhouse-standin")
+import kafka_engine  # noqa: E402
+import kafka_wire  # noqa: E402
+import select_where  # noqa: E402
 
 # Like the real server: SIGTERM (docker stop) ends it at once (a PID 1 without a handler ignores it).
 signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
@@ -152,6 +159,98 @@ def check_parts():
                       flush=True)
 
 
+def insert_rows(qualified, rows):
+    """One INSERT: a new immutable part of ``rows`` (TSV), written under tmp_insert_ and renamed when complete."""
+    path = table_path(qualified)
+    if rows and not rows.endswith("\n"):
+        rows += "\n"
+    with LOCK:
+        number = max([int(name.split("_")[1]) for name in parts(path)] or [0]) + 1
+        tmp, final = f"{path}/tmp_insert_all_{number}_{number}_0", f"{path}/all_{number}_{number}_0"
+        os.makedirs(tmp)
+        with open(f"{tmp}/data.tsv", "w") as handle:
+            handle.write(rows)
+        with open(f"{tmp}/count.txt", "w") as handle:
+            handle.write(str(rows.count("\n")))
+        with open(f"{tmp}/checksums.txt", "w") as handle:
+            handle.write(f"data.tsv {checksum(tmp)}\n")
+        os.rename(tmp, final)
+
+
+def definition(qualified):
+    """The stored definition (metadata/<db>/<table>.sql) of a table or view."""
+    database, _, table = qualified.rpartition(".")
+    table_path(qualified)
+    with open(f"{DATA}/metadata/{database or 'default'}/{table}.sql") as handle:
+        return handle.read()
+
+
+def qualify(name, database):
+    return name if "." in name else f"{database}.{name}"
+
+
+CONSUMERS = {}
+
+
+def start_consumer(view_definition):
+    """The Kafka engine's consumer for a view reading a Kafka table (kafka_engine.py), once per view."""
+    if view_definition["name"] in CONSUMERS:
+        return
+    settings = kafka_engine.kafka_settings(definition(view_definition["source"]))
+    target_columns = kafka_engine.columns(definition(view_definition["target"]))
+    CONSUMERS[view_definition["name"]] = kafka_engine.Consumer(
+        settings, view_definition, target_columns, insert_rows, lambda line: print(line, flush=True),
+        lambda brokers: kafka_wire.Client(brokers)).start()
+    print(f"<Information> StorageKafka ({view_definition['source']}): consuming {settings['topic']} as group "
+          f"{settings['group']} into {view_definition['target']}", flush=True)
+
+
+def create_view(statement):
+    found = kafka_engine.view(statement)
+    if found is None:
+        raise QueryError(62, "SYNTAX_ERROR", "Syntax error: the ClickHouse stand-in models only `CREATE MATERIALIZED "
+                                             "VIEW v TO target AS SELECT columns FROM kafka_table`")
+    database = found["name"].rpartition(".")[0] or "default"
+    found.update(name=qualify(found["name"], database), target=qualify(found["target"], database),
+                 source=qualify(found["source"], database))
+    if kafka_engine.kafka_settings(definition(found["source"])) is None:
+        raise QueryError(48, "NOT_IMPLEMENTED", f"the stand-in's views read Kafka-engine tables; {found['source']} is not one")
+    definition(found["target"])
+    metadata = f"{DATA}/metadata/{database}/{found['name'].rpartition('.')[2]}.sql"
+    if os.path.exists(metadata):
+        if found["if_not_exists"]:
+            return ""
+        raise QueryError(57, "TABLE_ALREADY_EXISTS", f"Table {found['name']} already exists")
+    with open(metadata + ".tmp", "w") as handle:
+        handle.write(statement.strip() + "\n")
+    os.rename(metadata + ".tmp", metadata)
+    start_consumer(found)
+    return ""
+
+
+def start_stored_views():
+    """At start, like ClickHouse attaching its tables: every stored view on a Kafka table consumes again."""
+    for path in sorted(glob.glob(f"{DATA}/metadata/*/*.sql")):
+        with open(path) as handle:
+            found = kafka_engine.view(handle.read())
+        if found is not None:
+            start_consumer(found)
+
+
+def count_where(qualified, clause):
+    conditions = select_where.parse(clause)
+    if conditions is None:
+        raise QueryError(62, "SYNTAX_ERROR", "Syntax error: the ClickHouse stand-in models only `WHERE column = "
+                                             "literal [AND ...]`")
+    path = table_path(qualified)
+    names = [name for name, _ in kafka_engine.columns(definition(qualified))]
+    unknown = [column for column, _ in conditions if column not in names]
+    if unknown:
+        raise QueryError(47, "UNKNOWN_IDENTIFIER", f"Missing columns: '{unknown[0]}' while processing query")
+    return sum(1 for name in parts(path) for line in open(f"{path}/{name}/data.tsv").read().splitlines()
+               if select_where.matches(names, line, conditions))
+
+
 def run_query(query, body):
     query = query.strip().rstrip(";").strip()
     if re.fullmatch(r"SELECT 1", query, re.I):
@@ -166,7 +265,9 @@ def run_query(query, body):
         os.makedirs(path, exist_ok=True)
         os.makedirs(f"{DATA}/data/{match.group(2)}", exist_ok=True)
         return ""
-    match = re.fullmatch(rf"CREATE TABLE (IF NOT EXISTS )?((?:{NAME}\.)?{NAME}) (\(.*\) ENGINE = \w*MergeTree.*)",
+    if re.match(r"CREATE MATERIALIZED VIEW ", query, re.I):
+        return create_view(query)
+    match = re.fullmatch(rf"CREATE TABLE (IF NOT EXISTS )?((?:{NAME}\.)?{NAME}) (\(.*\) ENGINE = (?:\w*MergeTree|Kafka\s*\().*)",
                          query, re.I | re.S)
     if match:
         database, _, table = match.group(2).rpartition(".")
@@ -178,29 +279,19 @@ def run_query(query, body):
             if match.group(1):
                 return ""
             raise QueryError(57, "TABLE_ALREADY_EXISTS", f"Table {database}.{table} already exists")
-        os.makedirs(f"{DATA}/data/{database}/{table}", exist_ok=True)
+        if kafka_engine.kafka_settings(match.group(3)) is None:  # a Kafka-engine table keeps no data
+            os.makedirs(f"{DATA}/data/{database}/{table}", exist_ok=True)
         with open(metadata + ".tmp", "w") as handle:
             handle.write(f"ATTACH TABLE _ {match.group(3)}\n")
         os.rename(metadata + ".tmp", metadata)
         return ""
     match = re.fullmatch(rf"INSERT INTO ((?:{NAME}\.)?{NAME}) FORMAT TSV", query, re.I)
     if match:
-        path = table_path(match.group(1))
-        rows = body.decode("utf-8")
-        if rows and not rows.endswith("\n"):
-            rows += "\n"
-        with LOCK:
-            number = max([int(name.split("_")[1]) for name in parts(path)] or [0]) + 1
-            tmp, final = f"{path}/tmp_insert_all_{number}_{number}_0", f"{path}/all_{number}_{number}_0"
-            os.makedirs(tmp)
-            with open(f"{tmp}/data.tsv", "w") as handle:
-                handle.write(rows)
-            with open(f"{tmp}/count.txt", "w") as handle:
-                handle.write(str(rows.count("\n")))
-            with open(f"{tmp}/checksums.txt", "w") as handle:
-                handle.write(f"data.tsv {checksum(tmp)}\n")
-            os.rename(tmp, final)
+        insert_rows(match.group(1), body.decode("utf-8"))
         return ""
+    match = re.fullmatch(rf"SELECT count\(\) FROM ((?:{NAME}\.)?{NAME}) WHERE (.+?)( FORMAT TSV)?", query, re.I | re.S)
+    if match:
+        return f"{count_where(match.group(1), match.group(2))}\n"
     match = re.fullmatch(rf"SELECT count\(\) FROM ((?:{NAME}\.)?{NAME})", query, re.I)
     if match:
         path = table_path(match.group(1))
@@ -221,6 +312,7 @@ def run_query(query, body):
 os.makedirs(f"{DATA}/metadata/default", exist_ok=True)
 os.makedirs(f"{DATA}/data/default", exist_ok=True)
 check_parts()
+start_stored_views()
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -3,6 +3,8 @@
 bin/migrate-check:4-6). Each starts like Django (standin.django_setup: settings, service versions).
 
 - migrate [--check]: Django's migrations in PostgreSQL; --check exits 1 while one is unapplied (Django 3.2).
+  The first (v1) creates posthog_team; migrate_clickhouse's first the events tables (standin.POSTGRES_SCHEMA,
+  standin.clickhouse_schema).
 - migrate_clickhouse [--check]: ClickHouse's, over HTTP(S) without certificate verification
   (posthog/management/commands/migrate_clickhouse.py:41-65: CLICKHOUSE_HTTP_URL, verify_ssl_cert=False;
   --check prints the pending ones and exits 1).
@@ -29,6 +31,8 @@ if command == "migrate":
     with connection, connection.cursor() as cursor:
         for name in pending:
             standin.log(f"  Applying posthog.{name}... OK")
+            for statement in standin.POSTGRES_SCHEMA.get(name, ()):
+                cursor.execute(statement)
             cursor.execute("INSERT INTO posthog_standin_migration (version) VALUES (%s)", (name,))
     if not pending:
         standin.log("  No migrations to apply.")

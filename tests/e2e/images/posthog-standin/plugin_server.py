@@ -8,7 +8,8 @@ Its start follows createHub (plugin-server/src/utils/db/hub.ts) and startPlugins
 2. Kafka: a producer connects to KAFKA_HOSTS (hub.ts:162-176; host:port entries, default kafka:9092:
    config.ts:33; kafkajs retries 10 times, then the same exit 1).
 3. PostgreSQL pool (lazy: hub.ts:181-183), then Redis, waited for with retries (ioredis).
-4. The Kafka consumer starts; /_ready answers 200 once it is ready (http-server.ts:17-31).
+4. The Kafka consumer starts (ingestion_consumer.py: group clickhouse-ingestion, events_plugin_ingestion in,
+   clickhouse_events_json out); /_ready answers 200 once it has joined (http-server.ts:17-31).
 5. Only then the HTTP server on 6738 (pluginsServer.ts:380-383): /_health answers once the hub is up.
 It does not read ENCRYPTION_SALT_KEYS: no 1.43 code does."""
 import json
@@ -18,6 +19,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, "/code")
+import ingestion_consumer  # noqa: E402
 import standin  # noqa: E402
 from datastores_tls import node_redis_client  # noqa: E402
 
@@ -53,16 +55,10 @@ while True:
 standin.log("✅ Connected to Redis!")
 
 consumer = {"ready": False}
-
-
-def consume():
-    """The ingestion queue's Kafka consumer: ready once it reaches a broker; not ready while it cannot."""
-    while True:
-        consumer["ready"] = standin.kafka_connects(settings["KAFKA_HOSTS_LIST"])
-        time.sleep(5)
-
-
-threading.Thread(target=consume, daemon=True).start()
+# The ingestion queue's Kafka consumer (ingestion_consumer.py): ready once it has joined its group, not
+# ready while no broker answers.
+threading.Thread(target=ingestion_consumer.run, args=(settings["KAFKA_HOSTS_LIST"], consumer, standin.log),
+                 daemon=True).start()
 
 
 class Health(BaseHTTPRequestHandler):

@@ -405,8 +405,63 @@ def clickhouse_pending(settings):
     return [name for name in MIGRATIONS if name not in applied]
 
 
+# The schema PostHog's ingestion path writes to, created by the stand-in's first migration (v1) as PostHog's own
+# migrations create it (BOUNDARIES.md, "Ingestion path"): posthog_team with its api_token (Django's 0001;
+# posthog/models/team/team.py:102-115), and in ClickHouse the events table, the Kafka-engine table
+# kafka_events_json on clickhouse_events_json with group group1, and the view events_json_mv between them
+# (posthog/clickhouse/migrations/0001_initial.py:8, 0030_created_at_persons_and_groups_on_events.py:25-31;
+# posthog/models/event/sql.py:17-45,95-141). The events table is the layout without replication
+# (sql.py:9-10: CLICKHOUSE_REPLICATION off), where `events` holds the rows itself; ON CLUSTER is left out.
+POSTGRES_SCHEMA = {
+    "v1": ("CREATE TABLE IF NOT EXISTS posthog_team (id serial PRIMARY KEY, api_token varchar(200) UNIQUE NOT NULL, "
+           "name varchar(200) NOT NULL DEFAULT 'Default Project', anonymize_ips boolean NOT NULL DEFAULT false, "
+           "created_at timestamptz NOT NULL DEFAULT now())",),
+}
+EVENT_COLUMNS = (
+    ("uuid", "UUID"), ("event", "VARCHAR"), ("properties", "VARCHAR CODEC(ZSTD(3))"),
+    ("timestamp", "DateTime64(6, 'UTC')"), ("team_id", "Int64"), ("distinct_id", "VARCHAR"),
+    ("elements_chain", "VARCHAR"), ("created_at", "DateTime64(6, 'UTC')"), ("person_id", "UUID"),
+    ("person_created_at", "DateTime64"), ("person_properties", "VARCHAR Codec(ZSTD(3))"),
+    *((f"group{n}_properties", "VARCHAR Codec(ZSTD(3))") for n in range(5)),
+    *((f"group{n}_created_at", "DateTime64") for n in range(5)),
+)
+
+
+def kafka_hosts_for_clickhouse():
+    """KAFKA_HOSTS_FOR_CLICKHOUSE (posthog/settings/data_stores.py:118,131): the netlocs of
+    KAFKA_URL_FOR_CLICKHOUSE, else of KAFKA_URL; written into the Kafka-engine table at migration time."""
+    from urllib.parse import urlparse
+
+    url = os.environ.get("KAFKA_URL_FOR_CLICKHOUSE") or os.environ.get("KAFKA_URL", "kafka://kafka:9092")
+    return ",".join(urlparse(host).netloc for host in url.split(","))
+
+
+def clickhouse_schema(settings, name):
+    """The DDL the stand-in's ClickHouse migration ``name`` runs."""
+    if name != "v1":
+        return []
+    database = settings["CLICKHOUSE_DATABASE"]
+    prefix = os.environ.get("KAFKA_PREFIX", "")  # posthog/kafka_client/topics.py:3-5
+    columns = ", ".join(f"{column} {kind}" for column, kind in EVENT_COLUMNS)
+    names = ", ".join(column for column, _ in EVENT_COLUMNS)
+    return [
+        f"CREATE TABLE IF NOT EXISTS {database}.events ({columns}, _timestamp DateTime, _offset UInt64) ENGINE = "
+        "ReplacingMergeTree(_timestamp) PARTITION BY toYYYYMM(timestamp) "
+        "ORDER BY (team_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(uuid))",
+        f"CREATE TABLE IF NOT EXISTS {database}.kafka_events_json ({columns}) ENGINE = Kafka('{kafka_hosts_for_clickhouse()}', "
+        f"'{prefix}clickhouse_events_json', 'group1', 'JSONEachRow') SETTINGS kafka_skip_broken_messages = 100",
+        # IF NOT EXISTS, which 1.43's view has not (0030 drops it first): a migration re-run after a kill then succeeds.
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.events_json_mv TO {database}.events AS SELECT {names}, "
+        "_timestamp, _offset "
+        f"FROM {database}.kafka_events_json",
+    ]
+
+
 def clickhouse_apply(settings, names):
     database = settings["CLICKHOUSE_DATABASE"]
+    for name in names:
+        for statement in clickhouse_schema(settings, name):
+            clickhouse_http_query(statement, settings=settings)
     body = "".join(f"posthog.clickhouse.migrations\t{name}\t{time.strftime('%Y-%m-%d')}\n" for name in names)
     request = urllib.request.Request(
         clickhouse_url(settings, "?query=" + urllib.parse.quote(f"INSERT INTO {database}.{CH_MIGRATIONS_TABLE} FORMAT TSV")),
