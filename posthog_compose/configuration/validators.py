@@ -289,3 +289,19 @@ def redis_url_problem(url: str) -> str | None:
     except InvalidValue as exc:
         return str(exc)
     return None
+
+
+def read_postgres_url(url: str) -> PostgresURL | None:
+    """DATABASE_URL as every task reads it, or None when config-check would refuse it (or it is unset)."""
+    try:
+        return parse_postgres_url(url)
+    except InvalidValue:
+        return None
+
+
+def read_redis_url(url: str) -> RedisURL | None:
+    """REDIS_URL as every task reads it, or None when config-check would refuse it (or it is unset)."""
+    try:
+        return parse_redis_url(url)
+    except InvalidValue:
+        return None

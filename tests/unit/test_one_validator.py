@@ -278,3 +278,21 @@ def test_a_redis_url_without_user_info_never_echoes_what_may_be_its_password(url
 
     reason = validators.redis_url_problem(url)
     assert reason and "Secret" not in reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(password=st.text(alphabet="ab@/:%?#4", min_size=0, max_size=8), tls=st.booleans())
+def test_harden_reads_redis_url_as_config_check_does(password, tls):
+    """harden's password item passes only for a REDIS_URL config-check accepts (before, urllib read a
+    password that config-check refuses, e.g. one with an unencoded @)."""
+    from pathlib import Path
+
+    from posthog_compose.configuration import validators
+    from posthog_compose.operations.harden import external
+    from posthog_compose.operations.harden.checklist import State
+
+    url = f"{'rediss' if tls else 'redis'}://:{password}@cache.example.com:6379/0"
+    state = State(root=Path("."), values={"REDIS_URL": url}, findings=[], override=None, template="", published={})
+    verdict = external._external_redis_password(state)[0]
+    accepted = validators.redis_url_problem(url) is None
+    assert verdict == ("pass" if accepted and validators.parse_redis_url(url).password else "fail"), url

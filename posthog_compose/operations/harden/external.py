@@ -13,9 +13,10 @@ from posthog_compose.operations.harden.override import render_override
 
 def _external_redis_password(state: State):
     """An external Redis: the provider's password travels in REDIS_URL (REDIS_PASSWORD is the local one's)."""
-    from urllib.parse import urlsplit
+    from posthog_compose.configuration.validators import read_redis_url
 
-    if not urlsplit(state.values.get("REDIS_URL", "")).password:
+    url = read_redis_url(state.values.get("REDIS_URL", ""))
+    if url is None or not url.password:
         return "fail", "Redis is external and REDIS_URL carries no password", \
             f"turn on authentication at the provider and put its password in REDIS_URL ({EXTERNAL_DOC})"
     return "pass", "Redis is external and REDIS_URL carries its password", ""
@@ -48,10 +49,10 @@ def _external_tls(state: State, datastore: str):
         if not state.values.get("CLICKHOUSE_CA"):
             problems.append("CLICKHOUSE_CA is empty")
     if datastore == "postgres":
-        from urllib.parse import parse_qs, urlsplit
+        from posthog_compose.configuration.validators import read_postgres_url
 
-        query = parse_qs(urlsplit(state.values.get("DATABASE_URL", "")).query)
-        if query.get("sslmode") != ["verify-full"]:
+        url = read_postgres_url(state.values.get("DATABASE_URL", ""))
+        if url is None or url.params.get("sslmode") != "verify-full":
             problems.append("DATABASE_URL has no sslmode=verify-full")
     if datastore == "redis" and not state.values.get("REDIS_URL", "").startswith("rediss://"):
         problems.append("REDIS_URL is not rediss://")

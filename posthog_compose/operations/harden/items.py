@@ -63,10 +63,11 @@ def _secrets(state: State):
 
 
 def _redis_password(state: State):
-    from urllib.parse import unquote, urlsplit
+    from posthog_compose.configuration.validators import read_redis_url
 
     password = state.values.get("REDIS_PASSWORD", "")
-    url_password = unquote(urlsplit(state.values.get("REDIS_URL", "")).password or "")
+    url = read_redis_url(state.values.get("REDIS_URL", ""))
+    url_password = url.password if url else ""
     if not password:
         return "fail", "REDIS_PASSWORD is empty: anyone on the network can use Redis", "invoke harden --only redis-password"
     if url_password != password:
@@ -134,10 +135,10 @@ def _clickhouse_tls(state: State):
 
 
 def _postgres_tls(state: State):
-    from urllib.parse import parse_qs, urlsplit
+    from posthog_compose.configuration.validators import read_postgres_url
 
-    query = parse_qs(urlsplit(state.values.get("DATABASE_URL", "")).query)
-    problems = [] if query.get("sslmode") == ["verify-full"] else ["DATABASE_URL has no sslmode=verify-full"]
+    url = read_postgres_url(state.values.get("DATABASE_URL", ""))
+    problems = [] if url and url.params.get("sslmode") == "verify-full" else ["DATABASE_URL has no sslmode=verify-full"]
     problems += _tls_wiring(state)
     if problems:
         return "fail", "; ".join(problems), "invoke harden --only certificates,postgres-tls"
