@@ -118,7 +118,7 @@ class ContainerDetail:
 def inspect_containers(root: Path, runner: Runner) -> dict[str, ContainerDetail]:
     """One `docker inspect` for every container of the project (by Compose's labels)."""
     listed = runner.run(["docker", "ps", "--all", "--quiet", "--no-trunc", "--filter",
-                         f"label=com.docker.compose.project={compose.PROJECT_NAME}"], capture=True, check=False,
+                         f"label=com.docker.compose.project={compose.project_name(root)}"], capture=True, check=False,
                         mutating=False, timeout=60)
     ids = (listed.stdout or "").split()
     if listed.returncode != 0 or not ids:
