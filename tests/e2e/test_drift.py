@@ -55,7 +55,8 @@ def test_a_changed_env_value_is_flagged_on_the_services_that_read_it_until_up_re
         lines = dry.stdout.splitlines()
         assert "  web     recreate: configuration changed since it was started (TRUSTED_PROXIES)" in lines
         assert "  worker  recreate: configuration changed since it was started (TRUSTED_PROXIES)" in lines
-        assert "  left as they are (running as the files say): db, redis, clickhouse, zookeeper, kafka, plugins" in lines
+        unchanged = "db, redis, clickhouse, zookeeper, kafka, plugins"
+        assert f"  left as they are (running as the files say): {unchanged}" in lines
         assert _container_ids(deployment) == before  # nothing was recreated
         assert set(_drift(deployment)[0]) == readers  # and nothing was applied
 

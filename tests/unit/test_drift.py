@@ -26,7 +26,8 @@ HASH = {name: f"{index:x}" * 64 for index, name in enumerate(SERVICES, start=1)}
 POSTHOG = "posthog/posthog:release-1.43.0"
 IMAGES = {"db": "postgres:13.22-alpine", "redis": "redis:6.2.20-alpine", "clickhouse": "clickhouse/server:22.8",
           "zookeeper": "zookeeper:7.5.3", "kafka": "kafka:7.5.3", "web": POSTHOG, "worker": POSTHOG, "plugins": POSTHOG}
-IMAGE_IDS = {reference: "sha256:" + hashlib.sha256(reference.encode()).hexdigest() for reference in set(IMAGES.values())}
+IMAGE_IDS = {reference: "sha256:" + hashlib.sha256(reference.encode()).hexdigest()
+             for reference in set(IMAGES.values())}
 
 
 def hashes_text(wanted: dict[str, str]) -> str:
@@ -64,8 +65,8 @@ class FakeEngine(Runner):
             references = cmd[5:]
             found = [self.images[r] for r in references if r in self.images]
             missing = [r for r in references if r not in self.images]
-            return subprocess.CompletedProcess(cmd, 1 if missing else 0, "".join(f"{i}\n" for i in found),
-                                               "".join(f"Error response from daemon: No such image: {r}\n" for r in missing))
+            errors = "".join(f"Error response from daemon: No such image: {r}\n" for r in missing)
+            return subprocess.CompletedProcess(cmd, 1 if missing else 0, "".join(f"{i}\n" for i in found), errors)
         if cmd[1] == "inspect":
             rows = [{"id": c["id"], "env": [f"{k}={v}" for k, v in c.get("_env", {}).items()], "image": c["image"]}
                     for c in self.containers if c["id"] in cmd[4:]]
@@ -78,8 +79,9 @@ class FakeEngine(Runner):
                 return subprocess.CompletedProcess(cmd, 1, "", self.config_error)
             return subprocess.CompletedProcess(cmd, 0, self.hashes or "", "")
         if "ps" in cmd:
-            rows = [{"Service": c[drift.SERVICE_LABEL], "State": c["state"], "Health": "healthy" if c["state"] == "running"
-                     else "", "ExitCode": 0, "Status": c["status"], "Image": c["image"], "Publishers": []}
+            rows = [{"Service": c[drift.SERVICE_LABEL], "State": c["state"],
+                     "Health": "healthy" if c["state"] == "running" else "", "ExitCode": 0, "Status": c["status"],
+                     "Image": c["image"], "Publishers": []}
                     for c in self.containers if c.get(drift.PROJECT_LABEL) == "posthog" and c.get(drift.SERVICE_LABEL)]
             return subprocess.CompletedProcess(cmd, 0, "".join(json.dumps(r) + "\n" for r in rows), "")
         return super().run(cmd, mutating=False, **kwargs)
@@ -255,9 +257,10 @@ def test_changes_say_what_up_would_do_to_each_service(bare):
 # ----------------------------------------------------------------------------- parsers
 _names = st.from_regex(r"[a-z][a-z0-9_-]{0,12}", fullmatch=True)
 _hashes = st.text("0123456789abcdef", min_size=64, max_size=64)
-_noise = st.one_of(st.just(""), st.just("   "), st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
-                   .filter(lambda line: len(line.splitlines()) <= 1 and len(line.split()) != 2), st.builds(lambda a, b: f"{a} {b}", _names,
-                                                                           st.sampled_from(["-", "xyz!", "sha256:"])))
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+_noise = st.one_of(st.just(""), st.just("   "),
+                   _text.filter(lambda line: len(line.splitlines()) <= 1 and len(line.split()) != 2),
+                   st.builds(lambda a, b: f"{a} {b}", _names, st.sampled_from(["-", "xyz!", "sha256:"])))
 
 
 @settings(max_examples=100, deadline=None)

@@ -272,20 +272,21 @@ def survey(root: Path, runner: Runner) -> Survey:
     root = Path(root)
     project = compose.project_name(root)
     try:
+        # The four reads do not wait for one another: Compose's hashes, the engine's listing, and the
+        # model (cached) followed by the images it names.
         with ThreadPoolExecutor(max_workers=2) as pool:
             hashes = pool.submit(_wanted_hashes, root, runner)
-            model = pool.submit(_model, root)
-            containers, engine_error = _engine_containers(runner, project)
+            listing = pool.submit(_engine_containers, runner, project)
+            services = _model(root) or {}
+            images = sorted({str(body["image"]) for body in services.values() if isinstance(body, dict)
+                             and body.get("image")})
+            image_ids = _image_ids(runner, images)
+            containers, engine_error = listing.result()
             wanted, config_error = hashes.result()
-            services = model.result()
     except OperatorError as exc:  # no Compose, no docker client
         return Survey(error=str(exc))
     if engine_error:
         return Survey(error=engine_error)
-    services = services or {}
-    images = {name: str(body.get("image") or "") for name, body in services.items()
-              if isinstance(body, dict) and body.get("image")}
-    image_ids = _image_ids(runner, sorted(set(images.values()))) if not config_error else {}
     _add_environment(runner, [c for c in containers if c.labels.get(PROJECT_LABEL) == project
                               and c.service in wanted and c.labels.get(HASH_LABEL, "").lower() != wanted[c.service]])
     active = _in_order(services if services else wanted)
