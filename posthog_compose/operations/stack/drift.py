@@ -196,6 +196,8 @@ def _wanted_hashes(root: Path, runner: Runner) -> tuple[dict[str, str], str]:
     """service -> the hash Compose wants now, from one `compose config --hash '*'`; remembered under
     .deploy/ with compose's key of every input it reads (files, .env, environment, the binary), so
     that while none changes `status` does not start Compose for it."""
+    # The hashes depend on exactly what Compose's validated model depends on: the same key (None when
+    # it cannot be known cheaply, e.g. with the `docker compose` plugin: then Compose is always asked).
     key = compose._validation_key(root)
     cache = Path(root) / HASHES_CACHE
     if key:
