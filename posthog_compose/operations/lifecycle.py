@@ -52,6 +52,8 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
     if runner.dry_run:
         if not env_path(root).exists():
             print("(dry run) would write .env with fresh secrets (invoke init)")
+        else:
+            show_changes(root, runner, services)
         runner.run(compose.command(root, "up", "--detach", *services))
         return
     with journal.deployment_lock(root, "up"):
@@ -84,6 +86,42 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
                             f"URL check failed: {detail}")
     print(f"Readiness and URL check: {detail}.")
     print(f"PostHog is up at {values.get('SITE_URL', '')} ({len(targets)} services healthy in {elapsed:.0f}s).")
+
+
+def show_changes(root: Path, runner: Runner, services: list[str]) -> None:
+    """`up --dry-run`: what `up` would create, recreate, pull or start, and why; nothing is changed.
+    Compose also acts on the dependencies of the services named with -s, so they are listed too."""
+    from posthog_compose.operations import stack
+
+    found = stack.survey(root, runner)
+    if found.error:
+        print(f"(dry run) what runs could not be compared with the files: {found.error}")
+        return
+    targets = found.active
+    if services:
+        depends = dependencies(root)
+        wanted, queue = [], list(services)
+        while queue:
+            name = queue.pop(0)
+            # A service named with -s runs even when its profile is off (Compose enables it).
+            if (name in found.active or name in services) and name not in wanted:
+                wanted.append(name)
+                queue.extend(depends.get(name, []))
+        targets = list(dict.fromkeys(name for name in [*found.active, *services] if name in wanted))
+    plan, unchanged = stack.drift.changes(found, targets)
+    if plan:
+        width = max(len(change.service) for change in plan)
+        print("(dry run) up would change:")
+        for change in plan:
+            print(f"  {change.service.ljust(width)}  {change.action}: {change.why}")
+    else:
+        print("(dry run) up would change nothing: every service it would start runs as the files say.")
+    if plan and unchanged:
+        print(f"  left as they are (running as the files say): {', '.join(unchanged)}")
+    for finding in found.findings:
+        if finding.kind not in stack.drift.UP_FIXES and not finding.blocks_up \
+                and (finding.service in targets or not finding.service):
+            print(f"  not changed by up: {finding.reason}")
 
 
 def recover(root: Path, runner: Runner) -> None:
@@ -174,17 +212,25 @@ def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool,
 def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     from posthog_compose.configuration import datastores
     from posthog_compose import journal
+    from concurrent.futures import ThreadPoolExecutor
+
     from posthog_compose.operations import diskusage, stack
     from posthog_compose.configuration.envfile import env_path
 
     values = _values(root) if env_path(root).exists() else {}
     external = stack.external_services(values)
     here = [name for name in SERVICES if name not in external]
-    states = {s.service: s for s in stack.service_states(root, runner)}
-    disk = diskusage.for_status(root, runner)
-    ready = None
-    if "web" in states and states["web"].state == "running" and env_path(root).exists():
-        ready = stack.readiness(values)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Whether what runs is what the files say, asked beside the states, the disk and the readiness
+        # (its Compose and engine calls would otherwise add to the task's time). Before the first run
+        # there is nothing to compare.
+        surveyed = pool.submit(stack.survey, root, runner) if env_path(root).exists() else None
+        states = {s.service: s for s in stack.service_states(root, runner)}
+        disk = diskusage.for_status(root, runner)
+        ready = None
+        if "web" in states and states["web"].state == "running" and env_path(root).exists():
+            ready = stack.readiness(values)
+        drift = surveyed.result() if surveyed is not None else stack.Survey()
     verdicts = assess(states, dependencies(root), ready, external)
     unfinished = journal.pending(root)
     if as_json:
@@ -202,11 +248,12 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
                 rows.append(row)
                 continue
             row = {"service": name, **(vars(states[name]) if name in states else {"state": "missing"}),
-                   "verdict": verdicts[name]}
+                   "verdict": verdicts[name], "drift": [finding.to_dict() for finding in drift.of(name)]}
             if name == "web" and ready is not None:
                 row["readiness"] = {"ready": ready[0], "detail": ready[2]}
             rows.append(row)
-        print(json.dumps({"services": rows, "disk": disk.to_dict(), "unfinished": list(unfinished)}, indent=2))
+        print(json.dumps({"services": rows, "drift": drift.to_dict(), "disk": disk.to_dict(),
+                          "unfinished": list(unfinished)}, indent=2))
         return
     rows = [("SERVICE", "STATE", "HEALTH", "VERDICT", "UPTIME", "PORTS", "IMAGE")]
     for name in SERVICES:
@@ -237,6 +284,10 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         if name in states and states[name].state == "running":
             print(f"{name}: a local container still runs although .env makes it external; "
                   f"`docker compose stop {name}` stops it (its volume is kept)")
+    for line in drift.lines():
+        print(line)
+    if drift.error:
+        print(f"Not compared with the files: {drift.error}.")
     if ready is not None:
         print(f"PostHog readiness: {ready[2]}.")
     for kind in unfinished:
@@ -244,9 +295,13 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     print("\n".join(disk.lines()))
     good = sum(1 for name in here if verdicts[name] == "ok")
     outside = [name for name in external if name != "zookeeper"]
-    print(f"{good} of {len(here)} services running and healthy"
-          f"{'' if good == len(here) and not unfinished else ' (see above)'}"
-          f"{'; external: ' + ', '.join(outside) + ' (PostHog readiness speaks for them)' if outside else ''}.")
+    # Drift does not change the exit code: status reports, and a change staged in .env on purpose is
+    # no failure; the line says it and the next step, and --json carries it for monitoring.
+    settled = good == len(here) and not unfinished
+    print(f"{good} of {len(here)} services running and healthy{'' if settled else ' (see above)'}"
+          f"{'; external: ' + ', '.join(outside) + ' (PostHog readiness speaks for them)' if outside else ''}"
+          f"{'; not as the files say: ' + ', '.join(drift.subjects()) if drift.findings else ''}"
+          f"{' (see above)' if settled and drift.findings else ''}.")
 
 
 # ----------------------------------------------------------------------------- logs
