@@ -219,6 +219,7 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
 
     services = list(SERVICES) + ([SERVICE] if enable else [])
     up = compose.command(root, "up", "--detach", "--remove-orphans")
+    existed = _proxy_resources(root, runner) if enable else set()
     try:
         stack.start_and_wait(root, runner, up, services, timeout)
         after = EnvFile.load(env_path(root)).resolved()
@@ -236,6 +237,8 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
         elif not enable and saved_state is not None:
             atomic_write(state, saved_state, 0o600)
         stack.start_and_wait(root, runner, up, list(SERVICES) + ([] if enable else [SERVICE]), timeout)
+        if enable:
+            _remove_created(root, runner, existed)
         raise OperatorError(f"the proxy could not be switched {'on' if enable else 'off'}: {reason}. The previous "
                             "configuration is back and healthy; see the log lines above")
     if not enable:
@@ -244,6 +247,33 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
     print(f"URL check: {detail}.")
     print(f"Edge proxy {'on' if enable else 'off'}: PostHog is at {after.get('SITE_URL', '')}.")
     return 0
+
+
+#: The volumes docker-compose.proxy.yml declares (its certificates and ACME account, Caddy's state).
+PROXY_VOLUMES = ("proxy-data", "proxy-config")
+
+
+def _proxy_resources(root: Path, runner) -> set[str]:
+    """The engine's names of the proxy's network and volumes that exist now (by Compose's labels)."""
+    from posthog_compose.configuration import compose
+
+    project = compose.project_name(root)
+    wanted = {f"{project}_{NETWORK}", *(f"{project}_{volume}" for volume in PROXY_VOLUMES)}
+    found = set()
+    for kind in ("network", "volume"):
+        listed = runner.run(["docker", kind, "ls", "--quiet" if kind == "volume" else "--format={{.Name}}",
+                             "--filter", f"label=com.docker.compose.project={project}"],
+                            capture=True, check=False, mutating=False, timeout=60)
+        found |= set((listed.stdout or "").split()) & wanted
+    return found
+
+
+def _remove_created(root: Path, runner, existed: set[str]) -> None:
+    """After a failed `--enable` was rolled back: remove the proxy's network and volumes that this
+    attempt created (never ones that held a certificate or ACME account before it)."""
+    for name in sorted(_proxy_resources(root, runner) - existed):
+        kind = "network" if name.endswith(f"_{NETWORK}") else "volume"
+        runner.run(["docker", kind, "rm", name], capture=True, check=False, timeout=60)
 
 
 def status_line(values: dict[str, str]) -> str:

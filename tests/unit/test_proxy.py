@@ -300,3 +300,45 @@ def test_a_failure_while_switching_a_running_deployment_puts_everything_back(dep
     assert not (deployment / proxy.STATE_FILE).exists()
     assert started[0][0].endswith("docker-compose.proxy-private.yml") and "proxy" in started[0][1]
     assert started[-1] == (None, list(manifest.SERVICES))
+
+
+def test_a_failed_enable_removes_the_network_and_volumes_it_created_and_keeps_older_ones(deployment, stopped,
+                                                                                          monkeypatch):
+    """The rolled-back `--enable` left the proxy's network and volumes behind; now what this attempt
+    created is removed, and a volume that existed before (an ACME account, a certificate) is kept."""
+    import os
+    import subprocess as sp
+
+    from posthog_compose.operations import stack
+    from posthog_compose.operations.engine import Runner
+    from posthog_compose.errors import OperatorError
+
+    engine = {"posthog_proxy-data"}  # kept from an earlier enable
+    removed = []
+
+    class EngineRunner(Runner):
+        def run(self, cmd, **kwargs):
+            if cmd[:2] in (["docker", "network"], ["docker", "volume"]) and cmd[2] == "ls":
+                kind = cmd[1]
+                names = [n for n in engine if n.endswith("_edge") == (kind == "network")]
+                return sp.CompletedProcess(cmd, 0, "\n".join(names), "")
+            if cmd[:2] in (["docker", "network"], ["docker", "volume"]) and cmd[2] == "rm":
+                removed.append(cmd[3])
+                engine.discard(cmd[3])
+                return sp.CompletedProcess(cmd, 0, "", "")
+            return super().run(cmd, **kwargs)
+
+    def start_and_wait(root, runner, command, services, timeout):
+        if "proxy" in services:
+            engine.update({"posthog_edge", "posthog_proxy-data", "posthog_proxy-config"})
+            raise OperatorError("services failed: proxy (exited (1))")
+        return 1.0
+
+    monkeypatch.setattr(stack, "service_states", lambda root, runner: [stack.ServiceState("web", "running", "healthy")])
+    monkeypatch.setattr(stack, "start_and_wait", start_and_wait)
+    monkeypatch.setattr(stack, "check_url", lambda values, timeout=30.0: (True, "302"))
+    monkeypatch.setenv("POSTHOG_COMPOSE_BINARY", stopped["POSTHOG_COMPOSE_BINARY"])
+    with pytest.raises(OperatorError, match="previous configuration is back"):
+        proxy.switch(deployment, EngineRunner(deployment, env=dict(os.environ)), True, domain="posthog.internal")
+    assert sorted(removed) == ["posthog_edge", "posthog_proxy-config"]
+    assert engine == {"posthog_proxy-data"}
