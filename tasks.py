@@ -158,7 +158,7 @@ def logs(c, service=None, follow=False, tail=None, since=None, errors=False, ver
 
 
 @task(help={
-    "volumes": "also DELETE the data volumes (asks you to type the project name first)",
+    "volumes": "also DELETE the data volumes (asks you to type the deployment's name first)",
     "yes": "do not ask for confirmation (automation)",
     "dry_run": DRY_RUN,
     "verbose": VERBOSE,
@@ -345,7 +345,7 @@ def backup(c, list=False, verify=None, only="all", no_encrypt=False, passphrase_
 
 @task(positional=["archive"], help={
     "archive": "the archive to restore (a path, or a name in backups/)",
-    "yes": "replace existing data without asking (automation); without it you type the project name",
+    "yes": "replace existing data without asking (automation); without it you type the deployment's name (COMPOSE_PROJECT_NAME)",
     "passphrase_file": PASSPHRASE_FILE,
     "timeout": "seconds to wait for health after the restore (default 600)",
     "json": JSON,

@@ -130,6 +130,45 @@ def _numbers_as_one_line() -> None:
 _numbers_as_one_line()
 
 
+def value_name(name: str, kind, task: str = "") -> str:
+    """What an option's value is, as `invoke --help TASK` shows it: SECONDS, N, FILE, or the option's
+    own last word (--domain=DOMAIN), instead of Invoke's STRING and INT."""
+    word = name.replace("_", "-").rsplit("-", 1)[-1]
+    if kind is int:
+        return "SECONDS" if word == "timeout" else "N"
+    if word == "to":
+        return "URL" if task == "migrate-datastore" else "VERSION"
+    return {"file": "FILE", "since": "TIME", "keep": "N", "tail": "N", "verify": "ARCHIVE"}.get(word, word.upper())
+
+
+def _help_as_operators_read_it() -> None:
+    """Invoke shows a positional argument only as an option with a type (`--archive=STRING`): show it
+    as typed (`ARCHIVE`, or --archive=ARCHIVE) and name every value by what it is."""
+    from invoke.parser.context import ParserContext
+
+    original = ParserContext.help_for
+    if getattr(original, "as_operators_read_it", False):
+        return
+
+    def help_for(self, flag):
+        names, text = original(self, flag)
+        arg = self.flags[flag]
+        if arg.kind not in (str, int):
+            return names, text
+        value = value_name(arg.name, arg.kind, self.name or "")
+        names = names.replace("=STRING", f"={value}").replace("=INT", f"={value}")
+        names = names.replace(" STRING", f" {value}").replace(" INT", f" {value}")
+        if arg.positional:
+            names = f"{value} (or {names})"
+        return names, text
+
+    help_for.as_operators_read_it = True
+    ParserContext.help_for = help_for
+
+
+_help_as_operators_read_it()
+
+
 def split_list(values) -> list[str]:
     """Options given as repeated flags and/or comma-separated lists, flattened."""
     if not values:

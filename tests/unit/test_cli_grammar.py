@@ -211,3 +211,17 @@ def test_digits_of_other_scripts_are_not_numbers_here():
     for text in ("٣", "３", "1e3", "-1", "0x10", "1_000"):
         with pytest.raises(OperatorError):
             whole_number("--keep", text)
+
+
+def test_help_shows_positional_arguments_as_typed_and_values_by_what_they_are(repo):
+    """`invoke --help restore` showed the archive as `--archive=STRING` (an option with a type)."""
+    from tests.conftest import run_invoke
+
+    shown = run_invoke(repo, "--help", "restore").stdout
+    assert "ARCHIVE (or --archive=ARCHIVE)" in shown and "--passphrase-file=FILE" in shown
+    assert "--timeout=SECONDS" in shown
+    every = "".join(run_invoke(repo, "--help", task).stdout for task in ("backup", "logs", "upgrade",
+                                                                          "migrate-datastore", "add-env-var"))
+    assert "STRING" not in every and "=INT" not in every
+    assert "--keep=N" in every and "--tail=N" in every and "--to=VERSION" in every and "--to=URL" in every
+    assert "NAME (or --name=NAME)" in every and "DATASTORE (or --datastore=DATASTORE)" in every
