@@ -360,8 +360,10 @@ class Transaction:
             self._originals = []
             raise OperatorError(f"{_name(exc, root)}: {_reason(exc)} (while writing the undo journal); nothing was changed")
         try:
-            for path, text, mode in self._staged:
+            for number, (path, text, mode) in enumerate(self._staged):
                 write(path, text, mode)
+                if number == 0 and len(self._staged) > 1:
+                    fault_point("files-half-written")
         except BaseException as exc:
             failed = _name(exc, root) if isinstance(exc, OSError) else type(exc).__name__
             problems = self._restore()

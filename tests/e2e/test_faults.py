@@ -450,6 +450,31 @@ def engine_restart_keeps_containers(d):
     recover_with_up(d)
 
 
+def files_sigkill_half_written_then_pid_reused(d):
+    """add-env-var killed after the first of its files is written; the journal's pid is then held by an
+    unrelated live process (a reboot or a pid wrap): the next task still undoes the half-made change."""
+    names = (".env", "variables.yml", ".env.example", "README.md", "docker-compose.yml")
+    before = {name: (d.root / name).read_bytes() for name in names}
+    code, output = run(d, "add-env-var", "E2E_PID_REUSE", "--description", "A variable of the fault table.",
+                       "--category", "PostHog App", "--services", "web", "--value", "x",
+                       fault="kill:files-half-written")
+    assert code == -signal.SIGKILL, output[-3000:]
+    assert {name: (d.root / name).read_bytes() for name in names} != before  # half applied
+    journals = [p for p in (d.root / ".deploy" / "journal").iterdir() if (p / "index.json").is_file()]
+    assert len(journals) == 1
+    index = json.loads((journals[0] / "index.json").read_text())
+    holder = subprocess.Popen(["sleep", "300"])
+    try:
+        index["pid"] = holder.pid  # the killed task's boot and start time stay: the pid is now another's
+        (journals[0] / "index.json").write_text(json.dumps(index))
+        code, output = run(d, "status")
+        assert "An interrupted change" in output and "was undone" in output, output[-3000:]
+        assert {name: (d.root / name).read_bytes() for name in names} == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 ROWS = [
     ("up", "a service stopped by hand", "docker stop plugins", up_stopped_service),
     ("up", "a datastore killed", "docker kill db", up_killed_datastore),
@@ -469,6 +494,8 @@ ROWS = [
     ("rotation", "after ALTER ROLE", "SIGKILL", rotation_sigkill_after_alter_role),
     ("rotation", "journal written, then after ALTER ROLE", "SIGKILL, then SIGINT",
      rotation_sigkill_after_journal_then_sigint_after_alter_role),
+    ("add-env-var", "first file written", "SIGKILL, then its pid reused",
+     files_sigkill_half_written_then_pid_reused),
     ("engine", "running stack", "dockerd restart, containers kept", engine_restart_keeps_containers),
 ]
 
