@@ -6,11 +6,24 @@ Layout of the plain stream (every integer big-endian)::
     b"PHCBKUP1"                                      magic
     repeated member:  b"M" u32 len + JSON header      {"name": ..., "mode": 0o600}
                       (u32 len + bytes)* u32 0        the content in frames; an empty frame ends it
-    trailer:          b"E" u32 len + JSON manifest    {"members": [{"name", "size", "sha256", "mode"}], ...}
+    trailer:          b"E" u32 len + JSON manifest    {"format": 2, ...,
+                                                       "members": [{"name", "size", "sha256", "mode"}]}
 
 The member contents are standard formats: a pg_dump custom-format file, tar streams of the data
-volumes, the configuration files byte for byte. The manifest names the sha256 of every member;
-a reader recomputes them and refuses a mismatch.
+volumes, the configuration files byte for byte. The manifest lists every member in stream order
+with its size, sha256 and file mode; a reader recomputes them, compares each with the member's own
+header and refuses any difference.
+
+Everything read is typed and bounded before it is used (the fields of both headers and of the
+member list, names, counts, sizes, frame and chunk lengths, the scrypt parameters), so that a damaged
+or crafted archive is an ArchiveError with one line, never another exception, nor a key derivation
+that exhausts memory. Member names are relative POSIX paths of printable characters, without `.`,
+`..` or empty parts, each at most once. Modes are permission bits a restore may give a file: owner
+read and write, never setuid, setgid, sticky or world-writable.
+
+Format 2 (this writer) differs from format 1 only in the modes: a format-2 writer stores safe modes,
+so a reader refuses any other; a format-1 writer stored the file's permission bits as they were
+(possibly world-writable), so a reader clamps those to safe ones instead of refusing the archive.
 
 Encrypted archives wrap the plain stream (the STREAM construction of Hoang, Reyhanitabar, Rogaway
 and Vizár, with AES-256-GCM)::
@@ -23,7 +36,9 @@ and Vizár, with AES-256-GCM)::
 
 Reordering, truncation, appending and any changed byte are refused: the counter fixes the order,
 only the real last chunk carries the last flag, and the header cannot be edited without failing
-every tag. The key comes from scrypt (N=2^15, r=8, p=1: 32 MiB, about 0.1 s) over the passphrase.
+every tag. The key comes from scrypt (N=2^15, r=8, p=1: 32 MiB, about 0.1 s) over the passphrase;
+a reader accepts N from 2^10 to 2^17 with r=8 and p=1, so a header can ask for at most 128 MiB (four
+times what the writer uses) and the check comes before any derivation.
 `cryptography` is imported only when an encrypted archive is written or read.
 """
 
@@ -40,29 +55,24 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
-PLAIN_MAGIC = b"PHCBKUP1"
-ENC_MAGIC = b"PHCBKENC"
-KEY_CHECK = b"posthog-compose backup key check v1"
-CHUNK = 1024 * 1024
-FRAME = 1024 * 1024
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 15, 8, 1
-MIN_PASSPHRASE = 12
-MAX_HEADER = 64 * 1024
-MAX_MANIFEST = 64 * 1024 * 1024
-
-
-class ArchiveError(Exception):
-    """The archive cannot be read: damaged, truncated, tampered with, or the wrong passphrase."""
-
-
-class WrongPassphrase(ArchiveError):
-    pass
+# The rules a reader applies live in archive_checks; they are re-exported here, the format's one name.
+from posthog_compose.operations.archive_checks import (  # noqa: F401
+    CHUNK, ENC_MAGIC, FORMAT, FORMATS, FRAME, HEADER_FIELDS, KEY_CHECK, LISTED_FIELDS, MAX_CHUNK, MAX_HEADER,
+    MAX_MANIFEST, MAX_MEMBER_SIZE, MAX_MEMBERS, MEMBER_FIELDS, MIB, MIN_PASSPHRASE, PLAIN_MAGIC, SCRYPT_MAX_N,
+    SCRYPT_MIN_N, SCRYPT_N, SCRYPT_P, SCRYPT_R, ArchiveError, WrongPassphrase, base64_bytes, check_kdf, final_mode,
+    listed_members, load_json, manifest_format, member_mode, name_problem, safe_mode, scrypt_memory, shown,
+    typed_fields)
 
 
 # ----------------------------------------------------------------------------- encryption layer
 def derive_key(passphrase: bytes, salt: bytes, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> bytes:
     # hashlib.scrypt is OpenSSL's scrypt: the same function as cryptography's Scrypt, without the import.
-    return hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, maxmem=256 * 1024 * 1024, dklen=32)
+    # maxmem is what these parameters need: the bounds are checked before (check_kdf), not left to OpenSSL.
+    check_kdf(n, r, p)
+    try:
+        return hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, maxmem=scrypt_memory(n, r, p) + MIB, dklen=32)
+    except (ValueError, MemoryError) as exc:
+        raise ArchiveError(f"the key cannot be derived ({shown(exc, 80)})")
 
 
 def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
@@ -79,6 +89,8 @@ class EncryptingWriter(io.RawIOBase):
 
         if len(passphrase) < MIN_PASSPHRASE:
             raise ValueError(f"the passphrase must have at least {MIN_PASSPHRASE} characters")
+        if not 1 <= chunk <= MAX_CHUNK:
+            raise ValueError(f"chunk {chunk} is outside what a reader accepts")
         self.sink, self.chunk = sink, chunk
         salt, self.prefix = os.urandom(16), os.urandom(7)
         key = derive_key(passphrase, salt, n)
@@ -149,17 +161,16 @@ class DecryptingReader(io.RawIOBase):
             raise ArchiveError("truncated header")
         (length,) = struct.unpack(">H", length_bytes)
         raw = _read_exact(source, length)
-        try:
-            header = json.loads(raw)
-            n, r, p = int(header["n"]), int(header["r"]), int(header["p"])
-            salt = base64.b64decode(header["salt"], validate=True)
-            self.prefix = base64.b64decode(header["nonce"], validate=True)
-            self.chunk = int(header["chunk"])
-        except (ValueError, KeyError, TypeError):
-            raise ArchiveError("damaged header")
-        if (header.get("kdf") != "scrypt" or not (2 ** 10 <= n <= 2 ** 20) or n & (n - 1) or r != SCRYPT_R
-                or p != SCRYPT_P or len(salt) != 16 or len(self.prefix) != 7 or not (1 <= self.chunk <= 64 * CHUNK)):
-            raise ArchiveError("damaged header (unexpected key derivation or chunk parameters)")
+        if len(raw) != length:
+            raise ArchiveError("truncated header")
+        header = typed_fields(load_json(raw, "the encryption header"), HEADER_FIELDS, "the encryption header")
+        n, r, p, self.chunk = header["n"], header["r"], header["p"], header["chunk"]
+        salt, self.prefix = base64_bytes(header["salt"], 16, "salt"), base64_bytes(header["nonce"], 7, "nonce")
+        if header["kdf"] != "scrypt" or header["cipher"] != "AES-256-GCM":
+            raise ArchiveError("damaged header (not scrypt and AES-256-GCM)")
+        if not 1 <= self.chunk <= MAX_CHUNK:
+            raise ArchiveError(f"damaged header (chunk size outside 1 byte to {MAX_CHUNK // MIB} MiB)")
+        check_kdf(n, r, p)  # before the derivation: the parameters decide its memory and time
         key = derive_key(passphrase, salt, n, r, p)
         check = _read_exact(source, 16)
         if len(check) != 16:
@@ -182,8 +193,8 @@ class DecryptingReader(io.RawIOBase):
         if len(length) != 4:
             raise ArchiveError("truncated (a chunk header is cut off)")
         (size,) = struct.unpack(">I", length)
-        if size > self.chunk + 16:
-            raise ArchiveError("damaged (a chunk is larger than the header allows)")
+        if not 16 <= size <= self.chunk + 16:  # a sealed chunk is its text and a 16-byte tag
+            raise ArchiveError("damaged (a chunk's length is outside what the header allows)")
         sealed = _read_exact(self.source, size)
         if len(sealed) != size:
             raise ArchiveError("truncated (a chunk is cut off)")
@@ -256,10 +267,13 @@ class MemberInfo:
     def to_dict(self) -> dict:
         return {"name": self.name, "size": self.size, "sha256": self.sha256, "mode": self.mode}
 
+    def key(self) -> tuple[str, int, str, int]:
+        return self.name, self.size, self.sha256, self.mode
+
 
 class ArchiveWriter:
     """Writes members into ``sink`` (a plain file or an EncryptingWriter); ``close(manifest)``
-    appends the manifest with every member's size and sha256."""
+    appends the manifest with every member's size, sha256 and mode."""
 
     def __init__(self, sink: BinaryIO):
         self.sink = sink
@@ -272,8 +286,14 @@ class ArchiveWriter:
 
     def add_stream(self, name: str, source: BinaryIO, mode: int = 0o600,
                    progress: Callable[[int], None] | None = None) -> MemberInfo:
+        problem = name_problem(name)
+        if problem:
+            raise ValueError(problem)
         if any(m.name == name for m in self.members):
             raise ValueError(f"duplicate member {name}")
+        if len(self.members) >= MAX_MEMBERS:
+            raise ValueError(f"more than {MAX_MEMBERS} members")
+        mode = safe_mode(mode)  # a reader of this format refuses any other mode
         self._header(b"M", {"name": name, "mode": mode})
         digest, size = hashlib.sha256(), 0
         # sha256 runs in a second thread (hashlib releases the GIL) while this one encrypts and writes.
@@ -304,7 +324,9 @@ class ArchiveWriter:
         return self.add_stream(name, io.BytesIO(data), mode)
 
     def close(self, manifest: dict) -> dict:
-        manifest = {**manifest, "members": [m.to_dict() for m in self.members]}
+        """Append the manifest: ``manifest``'s fields, "format" (this writer's unless given) and the
+        member list."""
+        manifest = {"format": FORMAT, **manifest, "members": [m.to_dict() for m in self.members]}
         self._header(b"E", manifest)
         return manifest
 
@@ -323,6 +345,9 @@ class _MemberReader(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes of the current frame; with no size, everything up to the member's end."""
+        if size is None or size < 0:
+            return self.read_all()
         if self.ended:
             return b""
         if self.remaining == 0:
@@ -335,7 +360,7 @@ class _MemberReader(io.RawIOBase):
                 return b""
             if self.remaining > FRAME:
                 raise ArchiveError("damaged (a frame is larger than allowed)")
-        want = self.remaining if size is None or size < 0 else min(size, self.remaining)
+        want = min(size, self.remaining)
         data = _read_exact(self.source, want)
         if len(data) != want:
             raise ArchiveError("truncated (inside a member)")
@@ -349,6 +374,18 @@ class _MemberReader(io.RawIOBase):
         target[:len(data)] = data
         return len(data)
 
+    def read_all(self, limit: int | None = None) -> bytes:
+        """The rest of the member (every frame); ArchiveError past ``limit`` bytes."""
+        parts, total = [], 0
+        while True:
+            data = self.read(FRAME)
+            if not data:
+                return b"".join(parts)
+            total += len(data)
+            if limit is not None and total > limit:
+                raise ArchiveError("a member is larger than a reader allows for what it is")
+            parts.append(data)
+
     def drain(self) -> None:
         while self.read(FRAME):
             pass
@@ -357,7 +394,7 @@ class _MemberReader(io.RawIOBase):
 @dataclass
 class Member:
     name: str
-    mode: int
+    mode: int  # as its header says; the mode to restore is ReadResult.mode_of(name), known after the manifest
     stream: _MemberReader
 
 
@@ -365,9 +402,14 @@ class Member:
 class ReadResult:
     manifest: dict
     seen: list[MemberInfo] = field(default_factory=list)
+    #: name -> the mode a restore gives the member (safe: see archive_checks.final_mode)
+    modes: dict[str, int] = field(default_factory=dict)
+
+    def mode_of(self, name: str) -> int:
+        return self.modes[name]
 
 
-def _read_record(source: BinaryIO, limit: int) -> tuple[bytes, dict]:
+def _read_record(source: BinaryIO) -> tuple[bytes, object]:
     kind = _read_exact(source, 1)
     if kind not in (b"M", b"E"):
         raise ArchiveError("damaged (expected a member or the manifest)" if kind else "truncated (no manifest)")
@@ -375,48 +417,52 @@ def _read_record(source: BinaryIO, limit: int) -> tuple[bytes, dict]:
     if len(raw) != 4:
         raise ArchiveError("truncated")
     (length,) = struct.unpack(">I", raw)
-    if length > limit:
-        raise ArchiveError("damaged (a header is too large)")
+    if length > (MAX_HEADER if kind == b"M" else MAX_MANIFEST):
+        raise ArchiveError("damaged (a member header or the manifest is larger than a reader allows)")
     body = _read_exact(source, length)
     if len(body) != length:
         raise ArchiveError("truncated")
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise ArchiveError("damaged (a header is not JSON)")
-    if not isinstance(data, dict):
-        raise ArchiveError("damaged (a header is not an object)")
-    return kind, data
+    return kind, load_json(body, "a member header" if kind == b"M" else "the manifest")
 
 
 def iter_members(source: BinaryIO, result: ReadResult) -> Iterator[Member]:
     """Yield each member (the caller reads or ignores its stream); afterwards ``result.manifest``
-    holds the manifest and every member's sha256 has been checked against it (ArchiveError if not)."""
+    holds the manifest, the member list matches what was read (names, sizes, sha256, modes, in
+    order) and ``result.modes`` the mode of each; ArchiveError otherwise."""
     if _read_exact(source, len(PLAIN_MAGIC)) != PLAIN_MAGIC:
         raise ArchiveError("not a backup archive of this kit (unknown magic)")
+    names: set[str] = set()
     while True:
-        kind, data = _read_record(source, MAX_MANIFEST)
+        kind, data = _read_record(source)
         if kind == b"E":
             break
-        name, mode = data.get("name"), data.get("mode", 0o600)
-        if not isinstance(name, str) or not isinstance(mode, int) or not name:
-            raise ArchiveError("damaged (a member header has no name)")
+        header = typed_fields(data, MEMBER_FIELDS, "a member header")
+        name = header["name"]
+        problem = name_problem(name)
+        if problem:
+            raise ArchiveError(f"damaged ({problem})")
+        if name in names:
+            raise ArchiveError(f"damaged (member {name!r} appears twice)")
+        if len(names) >= MAX_MEMBERS:
+            raise ArchiveError(f"damaged (more than {MAX_MEMBERS} members)")
+        names.add(name)
+        mode = member_mode(header["mode"], name)
         stream = _MemberReader(source)
-        yield Member(name, mode & 0o777, stream)
+        yield Member(name, mode, stream)
         stream.drain()
-        result.seen.append(MemberInfo(name, stream.size, stream.digest.hexdigest(), mode & 0o777))
+        result.seen.append(MemberInfo(name, stream.size, stream.digest.hexdigest(), mode))
     if _read_exact(source, 1):
         raise ArchiveError("damaged (data after the manifest)")
-    listed = data.get("members")
-    if not isinstance(listed, list):
-        raise ArchiveError("damaged (the manifest lists no members)")
-    expected = {(m.get("name"), m.get("size"), m.get("sha256")) for m in listed if isinstance(m, dict)}
-    found = {(m.name, m.size, m.sha256) for m in result.seen}
-    if len(listed) != len(result.seen) or expected != found:
-        bad = sorted({m.name for m in result.seen if (m.name, m.size, m.sha256) not in expected}
-                     | {m.get("name") for m in listed if isinstance(m, dict)
-                        and (m.get("name"), m.get("size"), m.get("sha256")) not in found})
-        raise ArchiveError(f"checksum mismatch ({', '.join(map(str, bad[:5])) or 'member list'})")
+    if not isinstance(data, dict):
+        raise ArchiveError("damaged (the manifest is not an object)")
+    version = manifest_format(data)
+    listed = listed_members(data)
+    found = [m.key() for m in result.seen]
+    if listed != found:
+        bad = [entry[0] for entry in listed if entry not in found] + [e[0] for e in found if e not in listed]
+        what = ", ".join(repr(name) for name in dict.fromkeys(bad[:5])) or "the order of the members"
+        raise ArchiveError(f"checksum mismatch: the manifest and the members differ ({what})")
+    result.modes = {name: final_mode(mode, name, version) for name, _size, _sha, mode in listed}
     result.manifest = data
 
 

@@ -2,13 +2,18 @@
 a new host.
 
 Order, so that a bad archive changes nothing: find the archive -> passphrase (checked against the
-archive's key check) -> read the WHOLE archive once, authenticating every chunk and checking every
-member's sha256 against the manifest -> refuse an archive from a newer PostHog than this kit pins ->
-check the disk -> ask before replacing existing data (type the deployment's name, or --yes) -> only then:
-stop the deployment, remove the volumes the archive replaces, write the configuration (.env first:
-its encryption keys belong to the data), load the volumes (tar inside a throwaway container of the
-service's own image), start `db` and pg_restore the dump in one transaction, start everything and
-wait until healthy with the URL check. The second read checks the sha256 again as it streams.
+archive's key check) -> read the WHOLE archive once, authenticating every chunk, checking every
+member's sha256, size and mode against the manifest and every field of the manifest -> check what
+the archive's configuration needs: its .env reads as KEY=VALUE lines, every file it and its compose
+files refer to is in the archive or in this checkout, no file of it collides with a folder here ->
+refuse an archive from a newer PostHog than this kit pins -> check the disk -> ask before replacing
+existing data (type the deployment's name, or --yes) -> only then: stop the deployment, remove the
+volumes the archive replaces, write the configuration (.env first: its encryption keys belong to the
+data), load the volumes (tar inside a throwaway container of the service's own image), start `db` and
+pg_restore the dump in one transaction, start everything and wait until healthy with the URL check.
+The second read (of the same open file) checks the sha256 again as it streams.
+
+Every value of the archive that is printed goes through ``archive.shown`` (no terminal escapes).
 
 External datastores: restore never writes into one. A member whose datastore is external in this
 deployment's .env (or in the archive's) is refused before anything changes, with the way forward;
@@ -25,25 +30,16 @@ import time
 from pathlib import Path, PurePosixPath
 
 from posthog_compose.configuration import compose
-from posthog_compose.operations.backup import (BACKUP_DIR, CONFIG_DIRS, CONFIG_FILES, MIB, VOLUMES, Meter, _Counting, _passphrase_for,
-                     describe, existing_volumes, resolve, volume_name)
+from posthog_compose.operations.archive_checks import shown
+from posthog_compose.operations.backup import (BACKUP_DIR, MIB, VOLUMES, Meter, _Counting, _passphrase_for, describe,
+                                               existing_volumes, resolve, volume_name)
 from posthog_compose.operations.engine import Runner, Streaming
 from posthog_compose.errors import OperatorError
 from posthog_compose.fileops import atomic_write, timestamp
 
 MAX_CONFIG_BYTES = 64 * MIB
-
-
-def _config_target(name: str) -> PurePosixPath | None:
-    """The deployment-relative path of a config member, or None when the name is not one this kit writes."""
-    if not name.startswith("config/"):
-        return None
-    path = PurePosixPath(name[len("config/"):])
-    if path.is_absolute() or ".." in path.parts or not path.parts:
-        return None
-    if str(path) in CONFIG_FILES or (len(path.parts) > 1 and path.parts[0] in CONFIG_DIRS):
-        return path
-    return None
+#: Folders of the configuration that hold private keys: created 0700 when a restore creates them.
+PRIVATE_DIRS = ("certs",)
 
 
 def pinned_version(root: Path) -> tuple[int, int, int] | None:
@@ -72,61 +68,122 @@ def archive_version(manifest: dict) -> tuple[int, int, int] | None:
 def check_version(root: Path, manifest: dict, name: str) -> None:
     pinned, made = pinned_version(root), archive_version(manifest)
     if pinned and made and made > pinned:
-        raise OperatorError(f"{name} was made by PostHog {manifest.get('posthog_version')} "
-                            f"({manifest.get('posthog_image')}), newer than release-{'.'.join(map(str, pinned))} "
+        release = ".".join(map(str, pinned))
+        raise OperatorError(f"{shown(name)} was made by PostHog {shown(manifest.get('posthog_version'))} "
+                            f"({shown(manifest.get('posthog_image'))}), newer than release-{release} "
                             "that this checkout of the deployment kit pins; its data may need migrations this "
                             "kit does not know. Update the kit first (`git pull`, or check out the version that "
                             "made the archive), then restore; nothing was changed")
 
 
-def _verify(path: Path, passphrase: bytes | None, out) -> tuple[dict, dict[str, tuple[bytes, int]]]:
-    """First pass: the manifest and the configuration files (kept in memory until everything checks)."""
-    from posthog_compose.operations import archive
+#: The configuration of an archive, held in memory until everything checks: path -> (bytes, mode).
+Config = dict[str, tuple[bytes, int]]
 
-    config: dict[str, tuple[bytes, int]] = {}
+
+def _verify(path: Path, handle, passphrase: bytes | None, out) -> tuple[dict, Config]:
+    """First pass: every member read and checked, the manifest and its fields checked, the
+    configuration files kept in memory."""
+    from posthog_compose.operations import archive
+    from posthog_compose.operations.backup.contents import check_manifest, member_problem
+
+    config: dict[str, bytes] = {}
     total = 0
-    meter = Meter(f"verifying {path.name}", out)
+    meter = Meter(f"verifying {shown(path.name)}", out)
     result = archive.ReadResult({})
-    with open(path, "rb") as handle:
-        try:
-            for member in archive.iter_members(archive.open_stream(_Counting(handle, meter), passphrase), result):
-                if member.name.startswith("config/"):
-                    target = _config_target(member.name)
-                    if target is None:
-                        raise archive.ArchiveError(f"unexpected member {member.name!r}")
-                    data = member.stream.read()
-                    total += len(data)
-                    if total > MAX_CONFIG_BYTES:
-                        raise archive.ArchiveError("the configuration members are implausibly large")
-                    config[str(target)] = (data, member.mode)
-                elif member.name not in VOLUMES and not (member.name.startswith("postgres/")
-                                                         and member.name.endswith(".dump")):
-                    raise archive.ArchiveError(f"unexpected member {member.name!r}")
-        except archive.ArchiveError as exc:
-            raise OperatorError(describe(path, exc))
+    try:
+        for member in archive.iter_members(archive.open_stream(_Counting(handle, meter), passphrase), result):
+            problem = member_problem(member.name)
+            if problem:
+                raise archive.ArchiveError(problem)
+            if member.name.startswith("config/"):
+                data = member.stream.read_all(MAX_CONFIG_BYTES - total)
+                total += len(data)
+                config[member.name[len("config/"):]] = data
+        check_manifest(result.manifest)
+    except archive.ArchiveError as exc:
+        raise OperatorError(describe(path, exc))
     meter.finish()
-    if ".env" not in config:
-        raise OperatorError(f"{path.name}: the archive holds no .env, so the data's keys are unknown; nothing was "
-                            "changed")
-    return result.manifest, config
+    return result.manifest, {name: (data, result.mode_of(f"config/{name}")) for name, data in config.items()}
+
+
+def _archive_values(path: Path, config: Config) -> dict[str, str]:
+    """The archive's .env as Compose will see it; one line when it cannot configure a deployment
+    (checked here, before anything is written, rather than by the first command after)."""
+    from posthog_compose.configuration.envfile import EnvFile
+
+    where = f"{shown(path.name)}: the archive's .env"
+    try:
+        text = config[".env"][0].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise OperatorError(f"{where} is not UTF-8 text (byte {exc.start}), so no deployment can use it; nothing "
+                            "was changed")
+    env = EnvFile.parse(text)
+    broken = [entry.line for entry in env.entries if entry.error]
+    if broken:
+        raise OperatorError(f"{where} has a line that is not KEY=VALUE (line {broken[0]}), which Compose rejects; "
+                            "nothing was changed")
+    return env.resolved()
+
+
+def _check_configuration(root: Path, path: Path, config: Config, values: dict[str, str]) -> None:
+    """Before anything is written: every file the archive's configuration refers to is in the archive
+    or already here, and no file of it would have to replace a folder (or sit below a file) here."""
+    from posthog_compose.operations.backup import references
+
+    names = set(config)
+    folders = {str(parent) for name in names for parent in PurePosixPath(name).parents if str(parent) != "."}
+    for name in sorted(names):
+        clash = (root / name).is_dir() or name in folders or next(
+            (str(p) for p in PurePosixPath(name).parents if str(p) != "." and (root / p).exists()
+             and not (root / p).is_dir()), None)
+        if clash:
+            raise OperatorError(f"{shown(path.name)}: config/{shown(name)} cannot be written here (a folder of that "
+                                "name, or a file where its folder should be); move that away and restore again; "
+                                "nothing was changed")
+
+    def exists(name: str) -> bool:
+        return name in names or any(n.startswith(name + "/") for n in names) or (root / name).exists()
+
+    def read(name: str) -> bytes | None:
+        if name in config:
+            return config[name][0]
+        try:
+            return (root / name).read_bytes() if (root / name).is_file() else None
+        except OSError:
+            return None
+
+    problems = references.missing(root, values, read, exists)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise OperatorError(f"{shown(path.name)}: the archive's configuration is incomplete here: "
+                            f"{shown(problems[0], 300)}{more}. Put what it names in place (from the host the archive "
+                            "came from) and restore again, or restore another archive; nothing was changed")
 
 
 def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passphrase_file: str | None = None,
             timeout: float = 600.0, out=None) -> dict:
-    from posthog_compose.configuration import checks
-    from posthog_compose.operations import stack
-
     root = Path(root)
     out = out or sys.stdout
     path = resolve(root, value)
     passphrase = _passphrase_for(path, passphrase_file)
-    print(f"Plan: verify every checksum of {path.name}, then replace this deployment's configuration and data with "
-          "it, start it and wait until healthy.", file=out)
+    print(f"Plan: verify every checksum of {shown(path.name)}, then replace this deployment's configuration and "
+          "data with it, start it and wait until healthy.", file=out)
     started = time.monotonic()
-    manifest, config = _verify(path, passphrase, out)
+    # One open file for both reads: the archive loaded is the one verified, whatever happens to its name.
+    with open(path, "rb") as handle:
+        return _restore(root, runner, path, handle, passphrase, yes, timeout, out, started)
+
+
+def _restore(root: Path, runner: Runner, path: Path, handle, passphrase: bytes | None, yes: bool, timeout: float,
+             out, started: float) -> dict:
+    from posthog_compose.configuration import checks
+    from posthog_compose.operations import stack
+
+    manifest, config = _verify(path, handle, passphrase, out)
+    target_values = _archive_values(path, config)
+    _check_configuration(root, path, config, target_values)
     check_version(root, manifest, path.name)
     members = {m["name"]: m for m in manifest["members"]}
-    target_values = _archive_values(config)
     refuse_external(root, members, target_values)
     dumps = [name for name in members if name.startswith("postgres/")]
     replaced = [vol for member in members if member in VOLUMES for vol in VOLUMES[member][2]]
@@ -136,12 +193,11 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
 
     if manifest.get("subset") == "all" and "kafka" in services_here(target_values):
         replaced.append("kafka-data")  # events in flight belong to the old ZooKeeper state: start Kafka empty
-    print(f"Archive OK: created {manifest.get('created')}, PostHog {manifest.get('posthog_version')}, "
+    print(f"Archive OK: created {shown(manifest.get('created'))}, PostHog {shown(manifest.get('posthog_version'))}, "
           f"{len(members)} members verified.", file=out)
     for name, entry in (manifest.get("external") or {}).items():
-        if isinstance(entry, dict):
-            print(f"  {_LABELS.get(name, name)} was external ({entry.get('endpoint', '?')}) when the archive was "
-                  "made: its data is not in the archive and stays as the provider keeps it.", file=out)
+        print(f"  {_LABELS[name]} was external ({shown(entry['endpoint'])}) when the archive was made: its data is "
+              "not in the archive and stays as the provider keeps it.", file=out)
 
     # The deployment restored into is the one the archive's configuration names (the shell's
     # COMPOSE_PROJECT_NAME first, as Compose reads it): its volumes, and only its, are replaced.
@@ -158,7 +214,7 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
             if not answer:
                 raise OperatorError("no confirmation (no input): nothing was changed; pass --yes for automation")
             if answer.strip() != project:
-                raise OperatorError(f"confirmation {answer.strip()!r} is not {project!r}: nothing was changed")
+                raise OperatorError(f"confirmation {shown(answer.strip())!r} is not {project!r}: nothing was changed")
     _check_disk(runner, sum(m["size"] for n, m in members.items() if not n.startswith("config/")))
 
     # From here on the deployment changes.
@@ -178,7 +234,7 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
     if dumps:
         print("Starting db ...", file=out)
         _up(root, runner, ["db"], timeout, out)
-    _load_data(root, runner, path, passphrase, values, out)
+    _load_data(root, runner, path, handle, passphrase, manifest, values, out)
     print("Starting PostHog ...", file=out)
     checks.require_clean(root)
     _up(root, runner, [], timeout, out)
@@ -189,8 +245,8 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
     seconds = time.monotonic() - started
     summary = {"archive": str(path), "created": manifest.get("created"), "posthog_version":
                manifest.get("posthog_version"), "seconds": round(seconds, 1), "replaced_volumes": existing}
-    print(f"Restored {path.name} (made {manifest.get('created')}) in {seconds:.0f} s; PostHog is up and healthy.",
-          file=out)
+    print(f"Restored {shown(path.name)} (made {shown(manifest.get('created'))}) in {seconds:.0f} s; PostHog is up "
+          "and healthy.", file=out)
     return summary
 
 
@@ -198,15 +254,6 @@ _LABELS = {"postgres": "PostgreSQL", "redis": "Redis", "clickhouse": "ClickHouse
 #: archive member -> (compose service it loads into, datastore, the .env switch)
 _MEMBER_SERVICES = {"volumes/clickhouse.tar": ("clickhouse", "clickhouse", "CLICKHOUSE_MODE"),
                     "volumes/zookeeper.tar": ("zookeeper", "clickhouse", "CLICKHOUSE_MODE")}
-
-
-def _archive_values(config: dict[str, tuple[bytes, int]]) -> dict[str, str]:
-    from posthog_compose.configuration.envfile import EnvFile
-
-    try:
-        return EnvFile.parse(config[".env"][0].decode("utf-8", errors="replace")).resolved()
-    except Exception:  # the archive's .env is checked again by config-check once written
-        return {}
 
 
 def refuse_external(root: Path, members: dict, archive_values: dict[str, str]) -> None:
@@ -292,6 +339,9 @@ def _write_config(root: Path, config: dict[str, tuple[bytes, int]]) -> Path | No
             keep.write_bytes(target.read_bytes())
             keep.chmod(0o600)
             saved = True
+        top = PurePosixPath(name).parts[0]
+        if top in PRIVATE_DIRS and not (root / top).exists():
+            (root / top).mkdir(mode=0o700)
         target.parent.mkdir(parents=True, exist_ok=True)
         if name == ".env":
             mode = 0o600
@@ -299,27 +349,32 @@ def _write_config(root: Path, config: dict[str, tuple[bytes, int]]) -> Path | No
     return saved_dir if saved else None
 
 
-def _load_data(root: Path, runner: Runner, path: Path, passphrase: bytes | None, values: dict[str, str], out) -> None:
-    """Second pass: stream each data member into its consumer; the sha256 is checked again at the end."""
+def _load_data(root: Path, runner: Runner, path: Path, handle, passphrase: bytes | None, verified: dict,
+               values: dict[str, str], out) -> None:
+    """Second pass over the open file: stream each data member into its consumer; the sha256 is
+    checked again at the end, and a member that differs from the first pass stops the load."""
     from posthog_compose.operations import archive
 
     result = archive.ReadResult({})
-    with open(path, "rb") as handle:
-        try:
-            for member in archive.iter_members(archive.open_stream(handle, passphrase), result):
-                if member.name in VOLUMES:
-                    service, mount, _volumes = VOLUMES[member.name]
-                    command = compose.command(root, "run", "--rm", "--no-deps", "-T", "--user", "0:0", "--entrypoint",
-                                              "tar", service, "--numeric-owner", "-C", mount, "-xf", "-")
-                    _feed(member, command, runner, root, Meter(f"loading {member.name}", out))
-                elif member.name.startswith("postgres/"):
-                    user, database = values.get("POSTGRES_USER", "posthog"), values.get("POSTGRES_DB", "posthog")
-                    command = compose.command(root, "exec", "-T", "db", "pg_restore", "-U", user, "-d", database,
-                                              "--exit-on-error", "--single-transaction")
-                    _feed(member, command, runner, root, Meter(f"pg_restore {member.name}", out))
-        except archive.ArchiveError as exc:
-            raise OperatorError(f"{path.name} changed or failed while it was being restored ({exc}); the "
-                                "deployment is half restored: fix the cause and restore again with --yes")
+    expected = [m["name"] for m in verified["members"]]
+    handle.seek(0)
+    try:
+        for index, member in enumerate(archive.iter_members(archive.open_stream(handle, passphrase), result)):
+            if index >= len(expected) or member.name != expected[index]:
+                raise archive.ArchiveError("its members differ from the first read")
+            if member.name in VOLUMES:
+                service, mount, _volumes = VOLUMES[member.name]
+                command = compose.command(root, "run", "--rm", "--no-deps", "-T", "--user", "0:0", "--entrypoint",
+                                          "tar", service, "--numeric-owner", "-C", mount, "-xf", "-")
+                _feed(member, command, runner, root, Meter(f"loading {member.name}", out))
+            elif member.name.startswith("postgres/"):
+                user, database = values.get("POSTGRES_USER", "posthog"), values.get("POSTGRES_DB", "posthog")
+                command = compose.command(root, "exec", "-T", "db", "pg_restore", "-U", user, "-d", database,
+                                          "--exit-on-error", "--single-transaction")
+                _feed(member, command, runner, root, Meter(f"pg_restore {member.name}", out))
+    except archive.ArchiveError as exc:
+        raise OperatorError(f"{shown(path.name)} changed or failed while it was being restored ({exc}); the "
+                            "deployment is half restored: fix the cause and restore again with --yes")
 
 
 def _feed(member, command: list[str], runner: Runner, root: Path, meter: Meter) -> None:

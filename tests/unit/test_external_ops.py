@@ -678,6 +678,7 @@ def test_restore_refuses_a_member_whose_datastore_is_now_external(deployed, engi
 
 def test_restore_of_an_archive_made_with_external_postgres_leaves_it_alone(deployed, engine, capsys):
     _external_postgres(deployed)
+    (deployed / "datastore-ca" / "ca.crt").write_text("the provider's CA\n")  # DATABASE_URL names it: archived
     made = backup.create(deployed, FakeRunner(deployed), encrypt=True).path
     runner = FakeRunner(deployed)
     restore.restore(deployed, runner, str(made), yes=True)

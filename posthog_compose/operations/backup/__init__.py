@@ -16,7 +16,8 @@ of `invoke upgrade`, which refuses when PostgreSQL is external (`upgrade` decide
 
 One part per module: contents (what an archive holds and where archives live), passphrase, progress (the
 live meter), capture (taking each part from the engine: the pg_dump stream, the volume tars, the sizes),
-retention (the archives on disk and --keep) and verify (--list and --verify). This module holds ``create``,
+retention (the archives on disk and --keep), verify (--list and --verify) and references (the files the
+configuration refers to, which an archive must carry). This module holds ``create``,
 which takes them in order and calls every engine step through its own names, so a test can replace a
 step here.
 """
@@ -57,6 +58,7 @@ from posthog_compose.operations.backup.contents import (
     config_files,
     last_line,
 )
+from posthog_compose.operations.backup import references
 from posthog_compose.operations.backup.passphrase import read_passphrase
 from posthog_compose.operations.backup.progress import Meter, _CountingFile, _Counting
 from posthog_compose.operations.backup.capture import (
@@ -165,6 +167,8 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
               file=out)
     for entry in outside.values():
         print(f"  {entry['line']}.", file=out)
+    for line in references.uncarried(root, values, {path.as_posix() for path in config_files(root)}):
+        print(f"  warning: {line}; a restore on a new host refuses without it.", file=out)
     started = time.monotonic()
     versions = {"postgres": pg_version, "clickhouse": clickhouse_version}
     stopped: list[str] = []

@@ -1,27 +1,33 @@
 """What an archive holds and where archives live: the configuration files and directories, the
 volumes of each subset, what is not backed up, the archive's name, the external datastores it records
-instead of taking, and the result of a backup.
+instead of taking, and the result of a backup. Also what a reader accepts of it: the members a
+backup writes (member_problem) and the manifest's fields, each typed and bounded (check_manifest).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from posthog_compose.configuration import compose
 from posthog_compose.errors import OperatorError
+from posthog_compose.operations.archive_checks import FORMAT, ArchiveError, manifest_format, name_problem, shown
 
 
 BACKUP_DIR = "backups"
 PASSPHRASE_ENV = "POSTHOG_BACKUP_PASSPHRASE"
 SUFFIX = ".backup"
-FORMAT = 1
 MIB = 1024 ** 2
 
-#: Configuration members: files and folders of the deployment, relative to its root.
-CONFIG_FILES = (".env", "docker-compose.yml", "docker-compose.tls.yml", "variables.yml", "upgrades.yml")
-CONFIG_DIRS = ("clickhouse", "postgres", "certs")
+#: Configuration members: files and folders of the deployment, relative to its root. Everything the
+#: configuration refers to lives here (references.py): the TLS override `invoke harden` writes, the
+#: proxy's overlays and Caddyfile, and the CA files of external datastores that .env names.
+CONFIG_FILES = (".env", "docker-compose.yml", "docker-compose.tls.yml", "docker-compose.override.yml",
+                "docker-compose.proxy.yml", "docker-compose.proxy-private.yml", "variables.yml", "upgrades.yml")
+CONFIG_DIRS = ("clickhouse", "postgres", "certs", "datastore-ca", "proxy")
 
 #: Data volumes copied as tar streams: member -> (service, mount point in a helper container,
 #: {volume: path below the mount point}).
@@ -115,13 +121,19 @@ def volume_name(project: str, volume: str) -> str:
 
 
 def config_files(root: Path) -> list[Path]:
-    """Every configuration file that exists, relative to ``root``, in a stable order."""
+    """Every configuration file that exists, relative to ``root``, in a stable order. A name no
+    reader would accept (control characters) is refused here, before anything is written."""
     root = Path(root)
     found = [Path(name) for name in CONFIG_FILES if (root / name).is_file()]
     for folder in CONFIG_DIRS:
         base = root / folder
         if base.is_dir():
             found.extend(sorted(p.relative_to(root) for p in base.rglob("*") if p.is_file() and not p.is_symlink()))
+    for path in found:
+        problem = name_problem(f"config/{path.as_posix()}")
+        if problem:
+            raise OperatorError(f"{shown(path.as_posix())}: this file name cannot go into an archive ({problem}); "
+                                "rename or remove it and back up again")
     return found
 
 
@@ -132,3 +144,84 @@ def last_line(root: Path, result: Result) -> str:
     kind = "encrypted" if result.manifest.get("encrypted") else "NOT encrypted"
     return (f"Backup written: {where} ({result.size / MIB:,.1f} MiB, {kind}, {len(result.manifest['members'])} "
             f"members) in {result.seconds:.0f} s{pause}{removed}.")
+
+
+# ----------------------------------------------------------------------------- what a reader accepts
+def member_problem(name: str) -> str | None:
+    """Why ``name`` (already a valid member name) is not a member a backup writes, or None."""
+    parts = name.split("/")
+    if parts[0] == "config" and len(parts) > 1:
+        if "/".join(parts[1:]) in CONFIG_FILES or (len(parts) > 2 and parts[1] in CONFIG_DIRS):
+            return None
+    elif name in VOLUMES or (len(parts) == 2 and parts[0] == "postgres" and parts[1].endswith(".dump")
+                             and len(parts[1]) > len(".dump")):
+        return None
+    return f"unexpected member {name!r} (not a file this kit backs up)"
+
+
+def _text(value: object, limit: int = 4096) -> bool:
+    # Values that come from .env are not required to be printable: printing escapes them (shown).
+    return isinstance(value, str) and len(value) <= limit
+
+
+def _mapping(value: object, count: int, key: Callable[[str], bool], item: Callable[[object], bool]) -> bool:
+    return isinstance(value, dict) and len(value) <= count and all(key(k) and item(v) for k, v in value.items())
+
+
+def _seconds(value: object) -> bool:
+    return value is None or (type(value) in (int, float) and math.isfinite(value) and 0 <= value <= 10 ** 7)
+
+
+def _postgres(value: object) -> bool:
+    return value is None or (isinstance(value, dict) and set(value) == {"database", "user", "entries"}
+                             and _text(value["database"]) and _text(value["user"])
+                             and (value["entries"] is None or (type(value["entries"]) is int
+                                                               and 0 <= value["entries"] <= 10 ** 9)))
+
+
+_DATASTORES = ("postgres", "redis", "clickhouse", "kafka")
+_CREATED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+#: The manifest's fields beside "format" and "members" (archive.py checks those two), each with its
+#: check. Format 2 has every one; a format-1 archive may lack some ("external" came later).
+MANIFEST_FIELDS: dict[str, Callable[[object], bool]] = {
+    "kind": lambda v: v == "posthog-compose backup",
+    "subset": lambda v: isinstance(v, str) and v in SUBSETS,
+    "created": lambda v: isinstance(v, str) and bool(_CREATED.fullmatch(v)),
+    "encrypted": lambda v: type(v) is bool,
+    "posthog_image": _text,
+    "posthog_version": _text,
+    "images": lambda v: _mapping(v, 256, lambda k: _text(k, 256) and k.endswith("_IMAGE"), _text),
+    "versions": lambda v: _mapping(v, 2, lambda k: k in ("postgres", "clickhouse"), lambda x: x is None or _text(x)),
+    "postgres": _postgres,
+    "clickhouse_pause_seconds": _seconds,
+    "external": lambda v: _mapping(v, 4, lambda k: k in _DATASTORES,
+                                   lambda x: isinstance(x, dict) and set(x) == {"endpoint"} and _text(x["endpoint"])),
+    "not_backed_up": lambda v: isinstance(v, list) and len(v) <= 64 and all(_text(x) for x in v),
+}
+
+
+def check_manifest(manifest: dict) -> None:
+    """ArchiveError unless the manifest (its member list already checked against the members) has
+    only the fields a backup writes, each of its type and within its bounds, and members a backup
+    writes: config/.env, at most one PostgreSQL dump, volumes only in an archive of everything."""
+    version = manifest_format(manifest)
+    unknown = sorted(set(manifest) - set(MANIFEST_FIELDS) - {"format", "members"})
+    if unknown:
+        raise ArchiveError(f"damaged (the manifest has fields no backup writes: {shown(', '.join(unknown), 80)})")
+    missing = [key for key in MANIFEST_FIELDS if key not in manifest] if version >= FORMAT else []
+    if missing:
+        raise ArchiveError(f"damaged (the manifest lacks {', '.join(missing)})")
+    for key, check in MANIFEST_FIELDS.items():
+        if key in manifest and not check(manifest[key]):
+            raise ArchiveError(f"damaged (the manifest's {key} is not what a backup writes)")
+    names = [entry["name"] for entry in manifest["members"]]
+    for name in names:
+        problem = member_problem(name)
+        if problem:
+            raise ArchiveError(problem)
+    if "config/.env" not in names:
+        raise ArchiveError("the archive holds no .env, so the data's keys are unknown")
+    if sum(name.startswith("postgres/") for name in names) > 1:
+        raise ArchiveError("damaged (more than one PostgreSQL dump)")
+    if manifest.get("subset") == "postgres" and any(name in VOLUMES for name in names):
+        raise ArchiveError("damaged (a PostgreSQL-only archive holds volumes)")
