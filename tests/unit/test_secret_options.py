@@ -137,3 +137,17 @@ def test_no_message_about_a_typed_secret_shows_it(value, as_file):
             assert password not in shown and value not in shown
     finally:
         masking.MASKER = original
+
+
+def test_a_passphrase_read_from_its_file_is_masked_from_then_on(tmp_path):
+    """The passphrase file's content is a secret the moment it is read (before, only the environment's
+    passphrase was registered): any later message quoting it shows it masked."""
+    from posthog_compose import masking
+    from posthog_compose.operations.backup.passphrase import read_passphrase
+
+    secret = "lighthouse-quartz-1987-marmalade"
+    key = tmp_path / "key"
+    key.write_text(secret + "\n")
+    key.chmod(0o600)
+    assert read_passphrase(str(key), required=True) == secret.encode()
+    assert secret not in masking.mask(f"the archive refused {secret}")

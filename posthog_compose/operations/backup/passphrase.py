@@ -26,6 +26,10 @@ def read_passphrase(passphrase_file: str | None, required: bool) -> bytes | None
         if path.stat().st_mode & 0o077:
             raise OperatorError(f"--passphrase-file {path} is readable by other users; run `chmod 600 {path}`")
         value, source = raw.rstrip(b"\r\n"), f"--passphrase-file {path}"
+        # Known to the masking layer before anything can print it (a message that quotes a line of the file).
+        from posthog_compose import masking
+
+        masking.register(value.decode("utf-8", errors="replace"))
     elif os.environ.get(PASSPHRASE_ENV):
         value, source = os.environ[PASSPHRASE_ENV].encode(), PASSPHRASE_ENV
     else:
