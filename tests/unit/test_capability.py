@@ -87,18 +87,33 @@ def test_postgres_refusing_the_insert_is_failing_with_the_reason_and_a_fix(tmp_p
 
 
 def test_clickhouse_refusing_the_part_is_failing(tmp_path):
-    runner = FakeRunner(tmp_path, {("clickhouse", "sh"): (243, "", CH_FULL)})
+    runner = FakeRunner(tmp_path, {("clickhouse", "clickhouse-client"): (243, "", CH_FULL)})
     found = capability.check(tmp_path, runner, VALUES, ["clickhouse"])["clickhouse"]
     assert found.verdict == "failing" and found.reason.startswith("Cannot reserve 1.00 MiB, not enough space")
     assert "clickhouse-data" in found.fix
-    statements = runner.calls[0][-2:]
-    assert statements[0].startswith("CREATE TABLE IF NOT EXISTS posthog.posthog_compose_write_probe ")
-    assert "TTL" in statements[0] and statements[1] == "INSERT INTO posthog.posthog_compose_write_probe FORMAT TSV"
+    assert runner.calls[0][-1] == "INSERT INTO posthog.posthog_compose_write_probe FORMAT TSV"
+    assert "--password" not in runner.calls[0]  # the client reads CLICKHOUSE_PASSWORD in the container
+
+
+def test_the_clickhouse_table_is_made_once_when_it_is_missing(tmp_path):
+    class FirstRun(FakeRunner):
+        def run(self, cmd, **kwargs):
+            result = super().run(cmd, **kwargs)
+            if cmd[-1].startswith("INSERT") and not any(c[-1].startswith("CREATE") for c in self.calls):
+                return subprocess.CompletedProcess(cmd, 60, "", "Code: 60. DB::Exception: Table posthog.x doesn't "
+                                                   "exist. (UNKNOWN_TABLE)")
+            return result
+
+    runner = FirstRun(tmp_path)
+    assert capability.probe_clickhouse(tmp_path, runner, VALUES) == ("ok", "")
+    queries = [call[-1] for call in runner.calls]
+    assert queries[0].startswith("INSERT") and queries[2].startswith("INSERT")
+    assert queries[1].startswith("CREATE TABLE IF NOT EXISTS posthog.posthog_compose_write_probe ") and "TTL" in queries[1]
 
 
 def test_a_client_that_cannot_connect_or_a_stopped_container_is_cannot_tell(tmp_path):
     runner = FakeRunner(tmp_path, {
-        ("clickhouse", "sh"): (210, "", "Code: 210. DB::NetException: Connection refused (127.0.0.1:9000)."),
+        ("clickhouse", "clickhouse-client"): (210, "", "Code: 210. DB::NetException: Connection refused (127.0.0.1:9000)."),
         ("db", "psql"): (1, "", 'service "db" is not running'),
     })
     found = capability.check(tmp_path, runner, VALUES, ["db", "clickhouse"])
@@ -108,7 +123,7 @@ def test_a_client_that_cannot_connect_or_a_stopped_container_is_cannot_tell(tmp_
 
 
 def test_a_probe_past_its_deadline_is_cannot_tell_not_failing(tmp_path):
-    runner = FakeRunner(tmp_path, hang={("db", "psql"), ("clickhouse", "sh")})
+    runner = FakeRunner(tmp_path, hang={("db", "psql"), ("clickhouse", "clickhouse-client")})
     found = capability.check(tmp_path, runner, VALUES, ["db", "clickhouse"])
     assert {c.verdict for c in found.values()} == {"cannot tell"}
     assert found["db"].reason == f"no answer within {capability.PROBE_SECONDS:.0f} s"
@@ -141,7 +156,7 @@ def test_every_probe_runs_at_once(tmp_path):
 @given(code=st.integers(0, 255), stderr=st.text(max_size=300))
 def test_any_client_output_gives_one_of_the_three_verdicts(tmp_path_factory, code, stderr):
     root = tmp_path_factory.getbasetemp()
-    runner = FakeRunner(root, {("db", "psql"): (code, "", stderr), ("clickhouse", "sh"): (code, "", stderr)})
+    runner = FakeRunner(root, {("db", "psql"): (code, "", stderr), ("clickhouse", "clickhouse-client"): (code, "", stderr)})
     for probe in (capability.probe_postgres, capability.probe_clickhouse):
         verdict, reason = probe(root, runner, VALUES)
         assert verdict in ("ok", "failing", "cannot tell") and "\n" not in reason
@@ -206,7 +221,7 @@ def test_status_that_cannot_tell_stays_healthy_and_exits_0(status_engine, capsys
 
 
 def test_up_fails_when_a_datastore_it_started_cannot_write(tmp_path):
-    runner = FakeRunner(tmp_path, {("clickhouse", "sh"): (243, "", CH_FULL)})
+    runner = FakeRunner(tmp_path, {("clickhouse", "clickhouse-client"): (243, "", CH_FULL)})
     with pytest.raises(OperatorError, match=r"^clickhouse cannot write \(Cannot reserve"):
         lifecycle.check_datastores_write(tmp_path, runner, VALUES, ["db", "clickhouse", "web"])
     lifecycle.check_datastores_write(tmp_path, FakeRunner(tmp_path), VALUES, ["db", "clickhouse", "web"])

@@ -141,7 +141,9 @@ def probe_postgres(root: Path, runner, values: dict[str, str]) -> tuple[str, str
 
 
 def probe_clickhouse(root: Path, runner, values: dict[str, str]) -> tuple[str, str]:
-    """("ok" | "failing" | "cannot tell", reason)."""
+    """("ok" | "failing" | "cannot tell", reason). The table is made on the first probe only (one exec
+    in the common case); clickhouse-client takes the password from CLICKHOUSE_PASSWORD in the container."""
+    import datetime
     import re
 
     database = values.get("CLICKHOUSE_DATABASE") or "posthog"
@@ -150,15 +152,18 @@ def probe_clickhouse(root: Path, runner, values: dict[str, str]) -> tuple[str, s
     table = f"{database}.{CLICKHOUSE_PROBE_TABLE}"
     create = (f"CREATE TABLE IF NOT EXISTS {table} (written_at DateTime) ENGINE = MergeTree ORDER BY written_at "
               "TTL written_at + INTERVAL 1 DAY")
-    insert = f"INSERT INTO {table} FORMAT TSV"
-    # Both statements are sh's $1 and $2, never part of the script; the row comes on stdin.
-    client = 'clickhouse-client --password "$CLICKHOUSE_PASSWORD" --query'
-    command = compose.command(root, "exec", "-T", "clickhouse", "sh", "-c",
-                              f'{client} "$1" </dev/null && exec {client} "$2"', "probe", create, insert)
-    import datetime
-
     row = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + "\n"
-    result, why = _run(runner, command, row)
+
+    def client(query: str, data: str = ""):
+        return _run(runner, compose.command(root, "exec", "-T", "clickhouse", "clickhouse-client", "--query", query),
+                    data)
+
+    insert = f"INSERT INTO {table} FORMAT TSV"
+    result, why = client(insert, row)
+    if result is not None and result.returncode != 0 and "UNKNOWN_TABLE" in (result.stderr or ""):
+        result, why = client(create)
+        if result is not None and result.returncode == 0:
+            result, why = client(insert, row)
     if result is None:
         return CANNOT_TELL, why
     if result.returncode == 0:
