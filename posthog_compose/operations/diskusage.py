@@ -2,6 +2,9 @@
 (`invoke status`, `invoke doctor`, `status --json` for monitoring). config-check's rule that every
 service rotates its logs, and the size units, are configuration/logrotation.py.
 
+The filesystem of each data volume is measured from inside its container (`df` on its mount point,
+stack/capability.py) and added to the report: a volume on a filesystem of its own fills up on its own.
+
 Volume sizes come from the engine (`docker system df -v`, which measures every volume); the free
 space from the engine's data root (`docker info`): measured directly when that directory is on
 this machine, else from inside a running container of the deployment (`df` on a data volume),
@@ -36,6 +39,24 @@ class DiskReport:
     volumes: dict[str, int | None] = field(default_factory=dict)  # volume (without project prefix) -> bytes
     warning: str = ""
     error: str = ""  # why a number could not be measured
+    # The filesystem of each data volume (df inside its container): volume -> {total_bytes, free_bytes}.
+    # A volume on a filesystem of its own (another disk, a tmpfs, a volume driver's) fills up on its own.
+    filesystems: dict[str, dict] = field(default_factory=dict)
+
+    def add_filesystems(self, spaces) -> None:
+        """Add each data volume's filesystem (stack.Space items, grouped or not) and judge its free space."""
+        for group in spaces:
+            for space in (group if isinstance(group, (tuple, list)) else (group,)):
+                self.filesystems[space.volume] = {"total_bytes": space.total_bytes, "free_bytes": space.free_bytes}
+        low = [name for name, fs in self.filesystems.items() if self._own(fs) and _low(fs)]
+        if low and not self.warning:
+            self.warning = (f"little free space on the filesystem of {', '.join(low)}: the datastore stops writing "
+                            "when it is full. Free space there or move the volume to a larger disk (handbook: Disk "
+                            "and logs)")
+
+    def _own(self, fs: dict) -> bool:
+        """Whether a volume's filesystem is not the engine's data disk (same size: the same disk)."""
+        return fs.get("free_bytes") is not None and fs.get("total_bytes") != self.total_bytes
 
     @property
     def free_percent(self) -> float | None:
@@ -59,12 +80,25 @@ class DiskReport:
             out.append(f"Disk: {human(self.free_bytes)} free{total}{percent} on the engine's data disk{where}.")
         else:
             out.append(f"Disk: free space unknown ({self.error or 'not measured'}).")
+        for name, fs in self.filesystems.items():
+            if self._own(fs):
+                total = fs["total_bytes"]
+                percent = f" ({100.0 * fs['free_bytes'] / total:.0f}%)" if total else ""
+                out.append(f"Volume {name}: {human(fs['free_bytes'])} free of {human(total)}{percent} "
+                           "on a filesystem of its own.")
         if self.volumes:
             sizes = ", ".join(f"{name} {human(size) if size is not None else '?'}" for name, size in self.volumes.items())
             out.append(f"Volumes: {sizes} (total {human(sum(v for v in self.volumes.values() if v))}).")
         if self.warning:
             out.append(f"warning: {self.warning}")
         return out
+
+
+def _low(fs: dict) -> bool:
+    free, total = fs.get("free_bytes"), fs.get("total_bytes")
+    if free is None:
+        return False
+    return free < WARN_FREE_GB * GB and (not total or 100.0 * free / total < WARN_FREE_PERCENT)
 
 
 def project_volumes(df_volumes: list[dict], project: str) -> dict[str, int | None]:

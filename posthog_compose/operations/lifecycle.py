@@ -77,6 +77,7 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
                              readiness_values=values if "web" in targets else None)
         elapsed = time.monotonic() - started
         check_images_match(root, runner, targets)
+        check_datastores_write(root, runner, values, targets)
     if "web" not in targets:
         print(f"Started {', '.join(targets)}: healthy in {elapsed:.0f}s.")
         return
@@ -152,6 +153,18 @@ def check_images_match(root: Path, runner: Runner, services: list[str]) -> None:
         raise OperatorError(f"containers do not match .env ({'; '.join(wrong)}); run `invoke up` to recreate them")
 
 
+def check_datastores_write(root: Path, runner: Runner, values: dict[str, str], services: list[str]) -> None:
+    """Success only when every local datastore just started takes a write: a full data volume leaves its
+    container running and healthy while every INSERT fails."""
+    from posthog_compose.operations import stack
+
+    found = stack.capability.check(root, runner, values, [name for name in services if name in stack.capability.MOUNTS])
+    for capability in found.values():
+        if capability.verdict == "cannot tell":
+            print(f"note: {capability.line()}.")
+    _refuse_unwritable(found)
+
+
 def _interpolate(text: str, values: dict[str, str]) -> str:
     """${NAME}, ${NAME:?message} and ${NAME:-default} as Compose reads them (enough for image lines)."""
     import re
@@ -177,11 +190,13 @@ def dependencies(root: Path) -> dict[str, list[str]]:
 
 
 def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool, str] | None,
-           external: dict | None = None) -> dict[str, str]:
-    """service -> "ok", "degraded: ...", "down: ..." or "external: host:port"; web is degraded when
-    PostHog's readiness fails even though Docker calls it healthy, and any service whose dependency is
-    not ready is degraded (web "healthy" while db has exited cannot serve). A datastore in ``external``
-    (service -> endpoint) is not a container here: PostHog's readiness speaks for it."""
+           external: dict | None = None, capabilities: dict | None = None) -> dict[str, str]:
+    """service -> "ok", "degraded: ...", "down: ...", "failing: cannot write: ..." or "external: host:port";
+    web is degraded when PostHog's readiness fails even though Docker calls it healthy, and any service
+    whose dependency is not ready is degraded (web "healthy" while db has exited cannot serve). A running
+    datastore that cannot take a write (``capabilities``, service -> stack.Capability) is failing, and
+    the services that depend on it degraded. A datastore in ``external`` (service -> endpoint) is not a
+    container here: PostHog's readiness speaks for it."""
     from posthog_compose.operations.stack import endpoint_text
 
     external = external or {}
@@ -197,6 +212,9 @@ def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool,
             verdicts[name] = f"down: {state.label()}"
         else:
             verdicts[name] = "ok"
+    for name, found in (capabilities or {}).items():
+        if verdicts.get(name) == "ok" and found.failing:
+            verdicts[name] = f"failing: cannot write: {found.reason}"
     if ready is not None and verdicts.get("web") == "ok" and not ready[0]:
         verdicts["web"] = f"degraded: readiness fails ({ready[2]})"
     for name in SERVICES:
@@ -206,6 +224,10 @@ def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool,
                    and dep in SERVICES and dep not in external and not (states.get(dep) and states[dep].ready)]
         if missing:
             verdicts[name] = f"degraded: depends on {', '.join(missing)} (not running)"
+            continue
+        refusing = [dep for dep in depends.get(name, []) if verdicts.get(dep, "").startswith("failing")]
+        if refusing:
+            verdicts[name] = f"degraded: depends on {', '.join(refusing)} (cannot write)"
     return verdicts
 
 
@@ -220,18 +242,26 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     values = _values(root) if env_path(root).exists() else {}
     external = stack.external_services(values)
     here = [name for name in SERVICES if name not in external]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # Whether what runs is what the files say, asked beside the states, the disk and the readiness
-        # (its Compose and engine calls would otherwise add to the task's time). Before the first run
-        # there is nothing to compare.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        # Whether what runs is what the files say, and whether each local datastore takes a write (each
+        # probe with its own deadline), asked beside the states, the disk and the readiness (their
+        # Compose and engine calls would otherwise add to the task's time). Before the first run there
+        # is nothing to compare or probe.
         surveyed = pool.submit(stack.survey, root, runner) if env_path(root).exists() else None
+        probed = (pool.submit(stack.capability.check, root, runner, values,
+                              [name for name in here if name in stack.capability.MOUNTS])
+                  if env_path(root).exists() else None)
         states = {s.service: s for s in stack.service_states(root, runner)}
         disk = diskusage.for_status(root, runner)
         ready = None
         if "web" in states and states["web"].state == "running" and env_path(root).exists():
             ready = stack.readiness(values)
         drift = surveyed.result() if surveyed is not None else stack.Survey()
-    verdicts = assess(states, dependencies(root), ready, external)
+        # A datastore that is not running is judged by its state; its probe says nothing more.
+        capabilities = {name: found for name, found in (probed.result() if probed is not None else {}).items()
+                        if name in states and states[name].ready}
+    disk.add_filesystems(found.space for found in capabilities.values())
+    verdicts = assess(states, dependencies(root), ready, external, capabilities)
     unfinished = journal.pending(root)
     if as_json:
         rows = []
@@ -251,9 +281,12 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
                    "verdict": verdicts[name], "drift": [finding.to_dict() for finding in drift.of(name)]}
             if name == "web" and ready is not None:
                 row["readiness"] = {"ready": ready[0], "detail": ready[2]}
+            if name in capabilities:
+                row["writes"] = capabilities[name].to_dict()
             rows.append(row)
         print(json.dumps({"services": rows, "drift": drift.to_dict(), "disk": disk.to_dict(),
                           "unfinished": list(unfinished)}, indent=2))
+        _refuse_unwritable(capabilities)
         return
     rows = [("SERVICE", "STATE", "HEALTH", "VERDICT", "UPTIME", "PORTS", "IMAGE")]
     for name in SERVICES:
@@ -280,6 +313,9 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     for name in SERVICES:
         if verdicts[name].startswith("degraded"):
             print(f"{name}: {verdicts[name]}")
+    for found in capabilities.values():
+        if found.verdict != "ok":
+            print(found.line())
     for name in external:
         if name in states and states[name].state == "running":
             print(f"{name}: a local container still runs although .env makes it external; "
@@ -302,6 +338,15 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
           f"{'; external: ' + ', '.join(outside) + ' (PostHog readiness speaks for them)' if outside else ''}"
           f"{'; not as the files say: ' + ', '.join(drift.subjects()) if drift.findings else ''}"
           f"{' (see above)' if settled and drift.findings else ''}.")
+    _refuse_unwritable(capabilities)
+
+
+def _refuse_unwritable(capabilities: dict) -> None:
+    """A datastore that cannot take a write fails the task (exit 1), whatever Docker says of it."""
+    from posthog_compose.operations import stack
+
+    if stack.capability.failing(capabilities):
+        raise OperatorError(stack.capability.refusal(capabilities))
 
 
 # ----------------------------------------------------------------------------- logs

@@ -1,8 +1,10 @@
 """Preflight, as Sentry's self-hosted installer does it: the Docker engine, Compose v2+,
-host RAM, CPUs and free disk against PostHog's needs, and WEB_PORT free; for each external
+host RAM, CPUs and free disk against PostHog's needs (and on the filesystem of each data volume), each
+local datastore that runs taking a test write, and WEB_PORT free; for each external
 datastore, from this host: DNS, TCP, the TLS handshake verified against the CA bundle under
 datastore-ca/ and the host name, and where a version can be read, the version against the
-compatibility matrix. Read-only; no secret is ever printed.
+compatibility matrix. Changes nothing (the test writes are rolled back, or one row in a kit-owned
+ClickHouse table that expires); no secret is ever printed.
 
 One part per module: host (the engine, Compose, RAM, CPUs, disks, WEB_PORT), network (reaching an external
 datastore: DNS, TCP, the verified TLS handshake), postgres_probe, redis_probe and clickhouse_probe (each
@@ -32,6 +34,7 @@ from posthog_compose.operations.doctor.host import (
     _web_port,
     _one_line,
     _data_disk,
+    _datastore_writes,
 )
 from posthog_compose.operations.doctor.network import (
     PROBE_TIMEOUT,
@@ -74,7 +77,10 @@ def run(root: Path, runner, as_json: bool = False) -> int:
     port, running = _web_port(root, runner)
     checks = [_engine(env), _compose(root, env), _ram(), _cpus(), _disk(root), port]
     if checks[0].status == "ok":
-        checks.append(_data_disk(root, runner))
+        writes, found = _datastore_writes(root, runner)
+        checks.append(_data_disk(root, runner, found))
+        if writes is not None:
+            checks.append(writes)
     checks.extend(external_checks(root))
     for check in checks:
         check.detail, check.fix = _one_line(check.detail), _one_line(check.fix)

@@ -165,18 +165,63 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _data_disk(root: Path, runner) -> Check:
-    """`invoke doctor`'s line about the engine's data disk."""
+def _data_disk(root: Path, runner, capabilities: dict | None = None) -> Check:
+    """`invoke doctor`'s line about the engine's data disk and the filesystem of each data volume that runs
+    (``capabilities``: stack.Capability by service, whose ``space`` was measured inside the container)."""
     from posthog_compose.operations.diskusage import CRITICAL_FREE_GB, GB, human, measure
+    from posthog_compose.operations.stack.capability import FULL_BYTES
 
     report = measure(root, runner)
+    report.add_filesystems(found.space for found in (capabilities or {}).values())
+    own = {name: fs for name, fs in report.filesystems.items() if report._own(fs)}
+    apart = "".join(f"; {name}: {human(fs['free_bytes'])} free of {human(fs['total_bytes'])} on a filesystem of its own"
+                    for name, fs in own.items())
+    full = [name for name, fs in own.items() if fs["free_bytes"] < FULL_BYTES]
     if report.free_bytes is None:
-        return Check("data disk", "warning", f"free space unknown ({report.error})", "run `docker info` and `df -h`")
+        if full:
+            return Check("data disk", "error", f"free space unknown ({report.error}){apart}",
+                         f"free space on the filesystem of {', '.join(full)} or move it to a larger disk")
+        return Check("data disk", "warning", f"free space unknown ({report.error}){apart}",
+                     "run `docker info` and `df -h`")
     volumes = sum(v for v in report.volumes.values() if v)
     detail = (f"{human(report.free_bytes)} free on the engine's data disk ({report.data_root or report.measured_by}); "
-              f"the deployment's volumes hold {human(volumes)}")
+              f"the deployment's volumes hold {human(volumes)}{apart}")
+    if full:
+        return Check("data disk", "error", detail,
+                     f"free space on the filesystem of {', '.join(full)} or move it to a larger disk")
     if report.free_bytes / GB < CRITICAL_FREE_GB:
         return Check("data disk", "error", detail, "free space now: `docker system prune`, lower Kafka retention")
     if report.warning:
         return Check("data disk", "warning", detail, "see the handbook's Disk and logs page")
     return Check("data disk", "ok", detail)
+
+
+def _datastore_writes(root: Path, runner) -> tuple[Check | None, dict]:
+    """`invoke doctor`'s line on whether each local datastore that runs takes a write (None when none
+    runs), and the probes' findings (their volumes' free space serves the data disk line)."""
+    from posthog_compose.configuration.envfile import EnvFile, env_path
+    from posthog_compose.operations import stack
+
+    path = env_path(root)
+    try:
+        values = EnvFile.load(path).resolved() if path.exists() else {}
+        states = stack.service_states(root, runner)
+    except Exception:  # no .env yet, or an engine that does not answer: other lines say so
+        return None, {}
+    local = set(stack.services_here(values))
+    running = [s.service for s in states if s.ready and s.service in stack.capability.MOUNTS and s.service in local]
+    if not running:
+        return None, {}
+    found = stack.capability.check(root, runner, values, running)
+    bad = stack.capability.failing(found)
+    if bad:
+        return Check("datastore writes", "error", "; ".join(c.line().split(". Fix:")[0] for c in bad),
+                     bad[0].fix), found
+    unknown = [c for c in found.values() if c.verdict == "cannot tell"]
+    if unknown:
+        return Check("datastore writes", "warning", "; ".join(c.line() for c in unknown),
+                     f"run `invoke doctor` again; if it stays so, `invoke logs -s {unknown[0].service} --tail 50`"
+                     ), found
+    probed = [name for name in found if name in stack.capability.WRITE_PROBES]
+    return Check("datastore writes", "ok", f"{', '.join(probed) or 'none'} took a test write; every data volume "
+                 "has room"), found

@@ -8,7 +8,9 @@ judge only local services, and a failing /_readyz check that reaches an external
 One part per module: here (which services run on this host, how an external datastore is named),
 states (`compose ps` and `docker inspect`, recent logs), progress (the live per-service lines and what
 changed since the wait began), http_checks (PostHog's readiness and the URL check), process (the
-output of a `compose up` that failed) and drift (whether what runs is what the files say). This module holds the waits (``wait_until_healthy``,
+output of a `compose up` that failed), drift (whether what runs is what the files say) and capability
+(whether each local datastore takes writes, and the free space of each data volume's filesystem). This
+module holds the waits (``wait_until_healthy``,
 ``start_and_wait``) and the failure they raise, and calls every engine step through its own names, so a
 test can replace a step here.
 """
@@ -46,6 +48,8 @@ from posthog_compose.operations.stack.states import (
     _epoch,
 )
 from posthog_compose.operations.stack.drift import Finding, Survey, survey
+from posthog_compose.operations.stack import capability
+from posthog_compose.operations.stack.capability import Capability, Space
 from posthog_compose.operations.stack.progress import Dependencies, Progress, Watch, depends_on
 from posthog_compose.operations.stack.http_checks import (
     READINESS_FAIL_AFTER,

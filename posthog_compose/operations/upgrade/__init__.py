@@ -21,8 +21,8 @@ external no dump can be taken here, so a PostHog upgrade asks for a snapshot at 
 --skip-backup, and says that snapshot is the way back.
 
 One part per module: versions (--to and the versions references stand for), plan (the plan and how it is
-shown), gates (upgrades.yml), preflight (the steps before the switch: free disk, the backup, the pull, the
-PostgreSQL major check), switch (.env, recreating the services, what they run, the logs kept for a
+shown), gates (upgrades.yml), preflight (the steps before the switch: datastores that take writes, free
+disk, the backup, the pull, the PostgreSQL major check), switch (.env, recreating the services, what they run, the logs kept for a
 failure) and history (upgrade-history.jsonl). This module runs them in order and holds the rollback and the replay (``recover``): every call to a step goes through
 this module's names, so a test can replace a step here.
 """
@@ -59,6 +59,7 @@ from posthog_compose.operations.upgrade.versions import (
 )
 from posthog_compose.operations.upgrade.gates import GATES_FILE, Gate, load_gates, applicable_gates, check_gates
 from posthog_compose.operations.upgrade.preflight import (
+    check_datastores_write,
     check_free_disk,
     BACKUP_MIN_GIB,
     backup_postgres,
@@ -124,6 +125,7 @@ def _run(root: Path, runner: Runner, request: Request, plan: Plan) -> int:
     try:
         check_gates(root, runner, plan.gates)
         checks.require_clean(root)
+        check_datastores_write(root, runner)
         check_free_disk(root, runner, plan.free_gib_needed)
         journal.fault_point("upgrade-backup")
         if plan.external_postgres:

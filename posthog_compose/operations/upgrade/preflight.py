@@ -1,6 +1,6 @@
-"""The steps before the switch, each of which changes nothing in .env: room on Docker's data
-root and backups/, the PostgreSQL backup, the pull (or the image already on the engine, --pin-digest), and
-the refusal of a PostgreSQL major version change.
+"""The steps before the switch, each of which changes nothing in .env: every local datastore takes a
+write, room on Docker's data root and backups/, the PostgreSQL backup, the pull (or the image already on
+the engine, --pin-digest), and the refusal of a PostgreSQL major version change.
 """
 
 from __future__ import annotations
@@ -29,6 +29,28 @@ def check_free_disk(root: Path, runner: Runner, needed_gib: float) -> None:
             raise OperatorError(f"only {free:.1f} GiB free on {label} ({path}); the upgrade needs at least "
                                 f"{need:.1f} GiB there. Free space (e.g. `docker image prune`, old dumps in backups/) "
                                 "and run it again")
+
+
+def check_datastores_write(root: Path, runner: Runner) -> None:
+    """Every local datastore that runs takes a write: an upgrade runs PostHog's migrations, which a
+    datastore that refuses writes (e.g. its data volume is full) would fail halfway."""
+    from posthog_compose.configuration.envfile import EnvFile, env_path
+    from posthog_compose.operations import stack
+
+    values = EnvFile.load(env_path(root)).resolved()
+    try:
+        states = stack.service_states(root, runner)
+    except OperatorError as exc:  # the steps that need the engine say so in their own words
+        print(f"note: whether the datastores take writes cannot be told ({exc})")
+        return
+    running = [state.service for state in states if state.ready and state.service in stack.capability.MOUNTS]
+    local = set(stack.services_here(values))
+    found = stack.capability.check(root, runner, values, [name for name in running if name in local])
+    for capability in found.values():
+        if capability.verdict == "cannot tell":
+            print(f"note: {capability.line()}.")
+    if stack.capability.failing(found):
+        raise OperatorError(stack.capability.refusal(found))
 
 
 #: backups/ holds the dump, the failed version's logs and the history: a floor, not the dump's size.

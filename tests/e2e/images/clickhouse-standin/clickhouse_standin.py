@@ -13,7 +13,9 @@ Data: a small SQL subset, enough for the backup tests, stored in files under /va
 MergeTree parts: CREATE DATABASE, CREATE TABLE ... ENGINE = *MergeTree (metadata/<db>/<table>.sql),
 INSERT INTO ... FORMAT TSV (each insert writes one immutable part data/<db>/<table>/all_N_N_0/ with
 data.tsv, count.txt and checksums.txt, into a tmp_insert_ directory renamed when complete, as
-ClickHouse does), SELECT count() FROM [WHERE column = literal AND ...] (select_where.py), SELECT * FROM ... [ORDER BY <first
+ClickHouse does; on a full data volume refused with Code 243 NOT_ENOUGH_SPACE, as ClickHouse's
+MergeTreeData::reserveSpace does),
+SELECT count() FROM [WHERE column = literal AND ...] (select_where.py), SELECT * FROM ... [ORDER BY <first
 column>] FORMAT TSV. Kafka-engine tables and the materialized views that read them into a table
 (kafka_engine.py): the last hop of PostHog's ingestion path, a consumer group in the Kafka stand-in.
 Tables and parts are read from disk, so a copied volume brings them back; at start a part whose checksums do not match is moved to
@@ -26,10 +28,12 @@ ZooKeeper metadata, views other than a Kafka table's, ALTER TABLE ... FREEZE. Th
 copies the volume while the server is stopped, which works the same for the real server's files.
 """
 import base64
+import errno
 import glob
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -167,13 +171,22 @@ def insert_rows(qualified, rows):
     with LOCK:
         number = max([int(name.split("_")[1]) for name in parts(path)] or [0]) + 1
         tmp, final = f"{path}/tmp_insert_all_{number}_{number}_0", f"{path}/all_{number}_{number}_0"
-        os.makedirs(tmp)
-        with open(f"{tmp}/data.tsv", "w") as handle:
-            handle.write(rows)
-        with open(f"{tmp}/count.txt", "w") as handle:
-            handle.write(str(rows.count("\n")))
-        with open(f"{tmp}/checksums.txt", "w") as handle:
-            handle.write(f"data.tsv {checksum(tmp)}\n")
+        try:
+            os.makedirs(tmp)
+            with open(f"{tmp}/data.tsv", "w") as handle:
+                handle.write(rows)
+            with open(f"{tmp}/count.txt", "w") as handle:
+                handle.write(str(rows.count("\n")))
+            with open(f"{tmp}/checksums.txt", "w") as handle:
+                handle.write(f"data.tsv {checksum(tmp)}\n")
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            # As ClickHouse 22.x refuses an INSERT whose part it cannot reserve room for on the data disk:
+            # MergeTreeData::reserveSpace (src/Storages/MergeTree/MergeTreeData.cpp, checkAndReturnReservation)
+            # throws NOT_ENOUGH_SPACE, code 243, answered over HTTP with status 500.
+            raise QueryError(243, "NOT_ENOUGH_SPACE", "Cannot reserve 1.00 MiB, not enough space", 500) from None
         os.rename(tmp, final)
 
 
