@@ -20,10 +20,20 @@ OFFLINE = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8", "
 ADDED = ["--description", "Set by the lock tests.", "--category", "PostHog App", "--services", "web"]
 
 
+def _not_state() -> set[str]:
+    """The lock file (its holder writes its name there) and the caches of what Compose computed, which a
+    read-only task may refresh: none of them is the deployment's configuration or data."""
+    from posthog_compose.configuration import compose
+    from posthog_compose.operations.stack import drift
+
+    return {journal.LOCK_FILE, compose.VALIDATED_CACHE, compose.MODEL_CACHE, drift.HASHES_CACHE.as_posix()}
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file of the deployment (the lock file aside: its holder writes its name there)."""
+    """Every file of the deployment, apart from the lock file and Compose's caches."""
+    skipped = _not_state()
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.relative_to(root).as_posix() != journal.LOCK_FILE}
+            if p.is_file() and p.relative_to(root).as_posix() not in skipped}
 
 
 @pytest.fixture

@@ -33,9 +33,9 @@ def query(values: dict[str, str], team_id: int | None, distinct_id: str) -> str:
 
 
 def command(root: Path, sql: str) -> list[str]:
-    # The query is sh's $1, never part of the script, so nothing in it is interpreted by the shell.
-    return compose.command(root, "exec", "-T", "clickhouse", "sh", "-c",
-                           'exec clickhouse-client --password "$CLICKHOUSE_PASSWORD" --query "$1"', "probe", sql)
+    # An argument, never a shell script; clickhouse-client reads CLICKHOUSE_PASSWORD from the container's
+    # environment itself (as backup's and the write probe's queries do).
+    return compose.command(root, "exec", "-T", "clickhouse", "clickhouse-client", "--query", sql)
 
 
 def count(root: Path, runner, values: dict[str, str], team_id: int | None, distinct_id: str,
