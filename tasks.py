@@ -408,3 +408,16 @@ def probe(c, timeout=60, token=None, json=False):
     code = ingestion.run(ROOT, runner, timeout=float(timeout), token=token, as_json=json)
     if code:
         raise SystemExit(code)
+
+
+# Compose's own arguments follow `--` and reach Compose untouched (Invoke would read `--all` or `-U`
+# as its own options): `invoke compose -- ps --all`, `invoke compose -- exec db psql -U posthog`.
+# No deployment lock: like Compose typed by hand, it may run for hours (`logs -f`, a psql session).
+@task
+def compose(c):
+    """Run the kit's Compose on this deployment, arguments after `--`: invoke compose -- ps --all."""
+    import sys
+
+    from posthog_compose.operations import passthrough
+
+    raise SystemExit(passthrough.main(ROOT, passthrough.arguments(sys.argv, c.remainder)))

@@ -381,14 +381,15 @@ def _copy_winsize(source: int, target: int) -> None:
 
 
 @contextlib.contextmanager
-def shield(root: Path):
+def shield(root: Path, fds: tuple[int, ...] = (1, 2)):
     """Mask everything printed while the block runs (by this process and the processes it starts).
-    The deployment's secrets are read when the first line is printed (Masker.defer)."""
+    The deployment's secrets are read when the first line is printed (Masker.defer). ``fds`` are the
+    descriptors the started processes' output is masked on (``(2,)`` leaves a binary stdout intact)."""
     MASKER.defer(root)
     old_out, old_err = sys.stdout, sys.stderr
     pumps = []
     if os.environ.get("POSTHOG_COMPOSE_NO_FD_MASK") != "1":
-        for fd in (1, 2):
+        for fd in fds:
             try:
                 os.fstat(fd)
             except OSError:

@@ -319,7 +319,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     for name in external:
         if name in states and states[name].state == "running":
             print(f"{name}: a local container still runs although .env makes it external; "
-                  f"`docker compose stop {name}` stops it (its volume is kept)")
+                  f"`invoke compose -- stop {name}` stops it (its volume is kept)")
     for line in drift.lines():
         print(line)
     if drift.error:

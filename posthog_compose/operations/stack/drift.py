@@ -358,7 +358,7 @@ def judge(root: Path, project: str, wanted: dict[str, str], services: dict[str, 
         if elsewhere:
             findings.append(Finding(service, "elsewhere", elsewhere,
                                     "`invoke up` keeps it while its configuration matches; "
-                                    f"`docker compose up --detach --force-recreate {service}` here replaces it",
+                                    f"`invoke compose -- up --detach --force-recreate {service}` here replaces it",
                                     container.name))
         wanted_hash = wanted.get(service)
         if wanted_hash and labels.get(HASH_LABEL, "").lower() != wanted_hash:
