@@ -16,8 +16,9 @@ of `invoke upgrade`, which refuses when PostgreSQL is external (`upgrade` decide
 
 One part per module: contents (what an archive holds and where archives live), passphrase, progress (the
 live meter), capture (taking each part from the engine: the pg_dump stream, the volume tars, the sizes),
-retention (the archives on disk and --keep), verify (--list and --verify) and references (the files the
-configuration refers to, which an archive must carry). This module holds ``create``,
+retention (the archives on disk, the backup sequence and --keep), recovery (what a killed backup left:
+its stopped services, through the journal, and its .partial files), verify (--list and --verify) and
+references (the files the configuration refers to, which an archive must carry). This module holds ``create``,
 which takes them in order and calls every engine step through its own names, so a test can replace a
 step here.
 """
