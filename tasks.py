@@ -421,3 +421,23 @@ def compose(c):
     from posthog_compose.operations import passthrough
 
     raise SystemExit(passthrough.main(ROOT, passthrough.arguments(sys.argv, c.remainder)))
+
+
+@task(help={
+    "at": "time of day the backup runs, HH:MM in the host's time zone (default 03:15)",
+    "keep": "archives to keep after each run (--keep of `invoke backup`; default 7)",
+    "passphrase_file": "the root-only file (mode 0600) the scheduled backup reads its passphrase from "
+                       "(default /root/.posthog-backup-passphrase)",
+    "cron": "print a crontab line instead of a systemd timer and service",
+    "install": "write the timer and service to /etc/systemd/system and enable the timer (as root)",
+})
+@friendly
+def schedule_backups(c, at="03:15", keep=7, passphrase_file=None, cron=False, install=False):
+    """Print (or --install) the daily timer that runs this kit's own `invoke backup --keep N`."""
+    from posthog_compose.operations import schedule
+
+    plan = schedule.plan(ROOT, at=at, keep=whole_number("--keep", keep), passphrase_file=passphrase_file)
+    if install:
+        schedule.install(plan)
+    else:
+        schedule.show(plan, cron=cron)

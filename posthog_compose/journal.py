@@ -44,7 +44,7 @@ from posthog_compose.errors import OperatorError
 
 LOCK_FILE = ".deploy/upgrade.lock"  # the name predates the other operations that now take it
 JOURNAL_DIR = ".deploy/journal"
-KINDS = ("upgrade", "rotation", "migration")  # migration: `invoke migrate-datastore` (operations/migrate/)
+KINDS = ("upgrade", "rotation", "migration", "backup")  # migration: migrate-datastore; backup: its paused services
 #: Test-only fault injection: a step name from this variable (set by the end-to-end fault table)
 #: makes the task pause there, or kill itself, so a signal lands at an exact step. It is read only
 #: when POSTHOG_COMPOSE_FAULT_TEST=1 is also set, so an operator cannot trigger it by accident.
@@ -164,7 +164,7 @@ _REPLAYS: dict[str, Callable] = {}
 REPLAYED_BY = "replayed_by"
 #: For an entry written before entries named their module (a kit updated mid-operation).
 _EARLIER_ENTRIES = {"upgrade": "posthog_compose.operations.upgrade", "rotation": "posthog_compose.operations.rotation",
-                    "migration": "posthog_compose.operations.migrate"}
+                    "migration": "posthog_compose.operations.migrate", "backup": "posthog_compose.operations.backup"}
 
 
 def recovers(kind: str):

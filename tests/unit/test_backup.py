@@ -364,9 +364,9 @@ def test_the_postgres_subset_never_stops_clickhouse(deployed, engine):
 
 
 def test_keep_deletes_only_the_oldest_of_the_same_kind(tmp_path):
-    for stamp in ("20260101-000000", "20260102-000000", "20260103-000000"):
+    for number, stamp in enumerate(("20260101-000000", "20260102-000000", "20260103-000000"), 1):
         (tmp_path / f"posthog-{stamp}.backup").write_bytes(b"x")
-        backup.sidecar_path(tmp_path / f"posthog-{stamp}.backup").write_text("{}")
+        backup.sidecar_path(tmp_path / f"posthog-{stamp}.backup").write_text(json.dumps({"sequence": number}))
     (tmp_path / "posthog-20250101-000000-postgres.backup").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("mine")
     removed = backup.apply_retention(tmp_path, 2)

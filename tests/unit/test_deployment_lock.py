@@ -85,7 +85,7 @@ READ_ONLY = [
     ["down", "--dry-run"], ["add-env-var", "LOCK_TEST_NEW", "--value", "y", *ADDED, "--dry-run"],
     ["remove-env-var", "LOCK_TEST_EXTRA", "--dry-run"], ["upgrade", "--history"], ["harden", "--check"],
     ["proxy"], ["proxy", "--enable", "--domain", "posthog.example.com", "--private-ca", "--dry-run"],
-    ["backup", "--list"], ["backup", "--verify", "no-such-archive.phc"], ["--list"],
+    ["backup", "--list"], ["backup", "--verify", "no-such-archive.phc"], ["schedule-backups"], ["--list"],
 ]
 
 

@@ -450,7 +450,7 @@ def test_generate_check_fails_only_when_generated_files_are_stale(deployment, tm
 
 # ----------------------------------------------------------------------------- quoted output
 # Commands whose output a page may quote and that run without an engine, on a fresh `invoke init`.
-OFFLINE = {("--list",), ("config-check",), ("generate", "--check"), ("--help",)}
+OFFLINE = {("--list",), ("config-check",), ("generate", "--check"), ("--help",), ("schedule-backups",)}
 
 
 def quoted_outputs() -> list[tuple[str, tuple[str, ...], list[str]]]:

@@ -29,6 +29,8 @@ CASES = [
     ("backup --passphrase-file", ["backup", "--passphrase-file", URL], [URL, PASSWORD]),
     ("backup --passphrase-file", ["backup", "--verify", ENCRYPTED, "--passphrase-file", WORDS], [WORDS]),
     ("restore --passphrase-file", ["restore", ENCRYPTED, "--yes", "--passphrase-file", WORDS], [WORDS]),
+    ("schedule-backups --passphrase-file", ["schedule-backups", "--passphrase-file", WORDS], [WORDS]),
+    ("schedule-backups --passphrase-file", ["schedule-backups", "--cron", "--passphrase-file", URL], [URL, PASSWORD]),
     ("restore --passphrase-file", ["restore", ENCRYPTED, "--yes", "--passphrase-file", URL], [URL, PASSWORD]),
     ("migrate-datastore --to-file", ["migrate-datastore", "postgres", "--to-file", URL], [URL, PASSWORD]),
     ("migrate-datastore --to-file", ["migrate-datastore", "postgres", "--to-file", WORDS], [WORDS]),

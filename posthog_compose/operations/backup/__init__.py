@@ -16,8 +16,9 @@ of `invoke upgrade`, which refuses when PostgreSQL is external (`upgrade` decide
 
 One part per module: contents (what an archive holds and where archives live), passphrase, progress (the
 live meter), capture (taking each part from the engine: the pg_dump stream, the volume tars, the sizes),
-retention (the archives on disk and --keep), verify (--list and --verify) and references (the files the
-configuration refers to, which an archive must carry). This module holds ``create``,
+retention (the archives on disk, the backup sequence and --keep), recovery (what a killed backup left:
+its stopped services, through the journal, and its .partial files), verify (--list and --verify) and
+references (the files the configuration refers to, which an archive must carry). This module holds ``create``,
 which takes them in order and calls every engine step through its own names, so a test can replace a
 step here.
 """
@@ -32,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from posthog_compose import journal
 from posthog_compose.configuration import compose
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
@@ -75,7 +77,9 @@ from posthog_compose.operations.backup.capture import (
     _stop,
     _start,
 )
-from posthog_compose.operations.backup.retention import sidecar_path, archives, apply_retention
+from posthog_compose.operations.backup.retention import (sidecar_path, archives, apply_retention, next_sequence,
+                                                         order_of)
+from posthog_compose.operations.backup import recovery
 from posthog_compose.operations.backup.verify import list_archives, resolve, verify_archive, _passphrase_for, describe
 
 
@@ -106,6 +110,9 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
                             f"run `chmod 700 {directory}` (or encrypt: set {PASSPHRASE_ENV})")
     if keep is not None and keep < 1:
         raise OperatorError("--keep must be 1 or more (the archive just written counts)")
+    # What a killed backup left: its stopped services first (the checks below need them running).
+    recovery.recover_if_pending(root, runner, out)
+    recovery.remove_stale(directory, out)
 
     outside = external_datastores(values)
     pg_local = "postgres" not in outside
@@ -174,9 +181,13 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     stopped: list[str] = []
     pause_started: float | None = None
     pause: float | None = None
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    owner = recovery.owner_path(directory, final.name)
+    to_pause = [VOLUMES[m][0] for m in sorted(volumes, key=lambda m: VOLUMES[m][0]) if running.get(VOLUMES[m][0])]
     dump: _PgDump | None = None
     try:
+        sequence = next_sequence(root, directory)
+        recovery.claim(directory, final.name)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb", buffering=archive.CHUNK) as handle:
             if pg_local:
                 dump = _PgDump(root, runner, user, database, directory / f".{final.name}.pgdump.partial")
@@ -186,11 +197,14 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
             for path in config_files(root):
                 data = (root / path).read_bytes()
                 writer.add_bytes(f"config/{path.as_posix()}", data, (root / path).stat().st_mode & 0o777)
+            if to_pause:
+                recovery.record_pause(root, to_pause)
             if volumes and running.get("clickhouse"):
                 pause_started = time.monotonic()
                 print("Stopping clickhouse for a consistent copy ...", file=out)
+                stopped.append("clickhouse")  # before the call: a stop cut short is started again too
                 _stop(root, runner, "clickhouse")
-                stopped.append("clickhouse")
+                journal.fault_point("backup-clickhouse-stopped")
             for member, (service, mount, vols) in volumes.items():
                 if service != "clickhouse" and running.get(service):
                     _stop(root, runner, service)
@@ -207,6 +221,8 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
                 pause = time.monotonic() - pause_started
                 print(f"Started {', '.join(stopped)} again: paused {pause:.1f} s.", file=out)
                 stopped = []
+            if to_pause:
+                recovery.pause_over(root)
             entries = None
             if dump is not None:
                 if volumes:
@@ -242,19 +258,24 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
         partial.unlink(missing_ok=True)
         if dump is not None:
             dump.abort()
-        if stopped:
-            try:
+        owner.unlink(missing_ok=True)
+        try:
+            if stopped:
                 _start(root, runner, stopped)
-            except OperatorError as again:
-                print(f"warning: could not start {', '.join(stopped)} again ({again}); run `invoke up`", file=sys.stderr)
+            if to_pause:
+                recovery.pause_over(root)
+        except OperatorError as again:
+            print(f"warning: could not start {', '.join(stopped)} again ({again}); run `invoke up`", file=sys.stderr)
         if isinstance(exc, OSError):
             raise OperatorError(f"writing {final.relative_to(root)} failed ({exc.strerror or exc}); no archive was "
                                 "written") from exc
         raise
     if dump is not None:
         dump.abort()  # the dump is in the archive now: remove the temporary file
+    owner.unlink(missing_ok=True)
     sidecar = {key: value for key, value in manifest.items()}
-    sidecar.update({"archive": final.name, "archive_size": hashed.size})
+    # The sequence orders archives for --keep (retention.py); the clock in the name never does.
+    sidecar.update({"archive": final.name, "archive_size": hashed.size, "sequence": sequence})
     atomic_write(sidecar_path(final), json.dumps(sidecar, indent=2) + "\n", 0o600)
     restarted = [VOLUMES[m][0] for m in volumes if running.get(VOLUMES[m][0])]
     if restarted:  # only what this backup stopped; a stopped deployment stays stopped
@@ -263,5 +284,5 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
         stack.wait_until_healthy(root, runner, restarted, timeout=600, progress=False)
     result = Result(final, manifest, time.monotonic() - started, hashed.size, pause)
     if keep:
-        result.removed = apply_retention(directory, keep, subset)
+        result.removed = apply_retention(directory, keep, subset, written=final, out=out)
     return result
