@@ -408,3 +408,18 @@ def probe(c, timeout=60, token=None, json=False):
     code = ingestion.run(ROOT, runner, timeout=float(timeout), token=token, as_json=json)
     if code:
         raise SystemExit(code)
+
+
+# ----------------------------------------------------------------------------- support-bundle
+# Read-only (no deployment lock): on a bad day it must work while another task hangs or holds the lock.
+@task(help={
+    "output": "write the bundle here (a .tar.gz file, or a directory) instead of backups/support-bundle-TIME.tar.gz",
+    "tail": "the last N lines of each service's log (default 200)",
+    "verbose": VERBOSE,
+})
+@friendly
+def support_bundle(c, output=None, tail=200, verbose=False):
+    """Something wrong? One archive for a bug report: versions, status, doctor, config-check, logs; secrets masked."""
+    from posthog_compose.operations import support_bundle as bundle
+
+    bundle.build(ROOT, _runner("support-bundle", verbose=verbose), output=output, tail=whole_number("--tail", tail))
