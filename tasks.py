@@ -441,3 +441,18 @@ def schedule_backups(c, at="03:15", keep=7, passphrase_file=None, cron=False, in
         schedule.install(plan)
     else:
         schedule.show(plan, cron=cron)
+
+
+# ----------------------------------------------------------------------------- support-bundle
+# Read-only (no deployment lock): on a bad day it must work while another task hangs or holds the lock.
+@task(help={
+    "output": "write the bundle here (a .tar.gz file, or a directory) instead of backups/support-bundle-TIME.tar.gz",
+    "tail": "the last N lines of each service's log (default 200)",
+    "verbose": VERBOSE,
+})
+@friendly
+def support_bundle(c, output=None, tail=200, verbose=False):
+    """Something wrong? One archive for a bug report: versions, status, doctor, config-check, logs; secrets masked."""
+    from posthog_compose.operations import support_bundle as bundle
+
+    bundle.build(ROOT, _runner("support-bundle", verbose=verbose), output=output, tail=whole_number("--tail", tail))

@@ -413,3 +413,29 @@ def shield(root: Path, fds: tuple[int, ...] = (1, 2)):
         sys.stdout, sys.stderr = old_out, old_err
         for pump in pumps:
             pump.stop()
+
+
+def quoted_secrets(root: Path) -> list[str]:
+    """Each secret of .env written in quotes, with exactly that one pair of quotes taken off, as
+    Compose reads it. (``secrets_of`` strips every quote at either end, which loses a `"` or `'`
+    that belongs to the secret itself: a short one would then be learnt without it, or not at all.)"""
+    manifest_secrets: set[str] = set()
+    try:
+        from posthog_compose.configuration import manifest as manifest_module
+
+        manifest_secrets = {v.name for v in manifest_module.load(root).secrets}
+    except Exception:  # noqa: BLE001 - a broken manifest must not stop the masking
+        pass
+    try:
+        raw = (Path(root) / ".env").read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return []
+    found = []
+    for line in raw.splitlines():
+        match = _LINE_RE.match(line)
+        if not match or not is_secret_name(match.group(1), manifest_secrets):
+            continue
+        value = match.group(2)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            found.append(value[1:-1])
+    return found

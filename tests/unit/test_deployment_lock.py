@@ -86,6 +86,7 @@ READ_ONLY = [
     ["remove-env-var", "LOCK_TEST_EXTRA", "--dry-run"], ["upgrade", "--history"], ["harden", "--check"],
     ["proxy"], ["proxy", "--enable", "--domain", "posthog.example.com", "--private-ca", "--dry-run"],
     ["backup", "--list"], ["backup", "--verify", "no-such-archive.phc"], ["schedule-backups"], ["--list"],
+    ["support-bundle", "--output", "/dev/null/not-here.tar.gz"],
 ]
 
 
