@@ -200,7 +200,8 @@ def test_a_number_is_read_the_same_way_everywhere(text):
             assert cli_whole_number("--timeout", text) == number
         except OperatorError as exc:
             assert number is None and "\n" not in exc.message
-    if text and all(c not in text for c in "/?#@[]:,") and text == text.strip() and text.isprintable():
+    # A URL with white space anywhere is refused as a whole before its port is read (its own test).
+    if text and all(c not in text for c in "/?#@[]:,") and not any(c.isspace() for c in text) and text.isprintable():
         url = f"postgres://u:p@pg.example.com:{text}/d"
         parsed = None
         try:
