@@ -55,12 +55,21 @@ def _fake_code(tmp_path, port):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "docker-worker-celery").write_text("sleep 30\n")
     program = textwrap.dedent(f"""\
-        import socket, sys, time
+        import os, socket, sys, time
         held = socket.create_connection(("127.0.0.1", {port})) if "CONNECT" in sys.argv else None
+        open(f"ready.{{os.getpid()}}", "w").close()  # started (and connected): the check may judge it now
         time.sleep(30)
         """)
     (tmp_path / "celery").write_text(program)
     (tmp_path / "manage.py").write_text(program)
+
+
+def _until_ready(processes: list[str]) -> str:
+    """Shell that waits (at most 30 s) until every fake Python process has started and connected: a
+    fixed sleep judged them too early on a loaded machine."""
+    wanted = sum("python3" in line for line in processes)
+    return (f"for i in $(seq 300); do [ \"$(ls ready.* 2>/dev/null | wc -l)\" -ge {wanted} ] && break; "
+            "sleep 0.1; done\n")
 
 
 @pytest.mark.skipif(not _can_unshare(), reason="needs unshare(1) with PID namespaces (root)")
@@ -71,7 +80,8 @@ def test_worker_health_means_celery_consumes(scenario, tmp_path):
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     _fake_code(tmp_path, listener.getsockname()[1])
-    script = "\n".join(processes) + "\nsleep 1.5\n" + _worker_check() + "\necho \"check=$?\"\nkill $(jobs -p) 2>/dev/null\n"
+    script = "\n".join(processes) + "\n" + _until_ready(processes) + _worker_check() + \
+        "\necho \"check=$?\"\nkill $(jobs -p) 2>/dev/null\n"
     result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "bash", "-c", script], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     listener.close()
@@ -88,7 +98,7 @@ def test_worker_health_check_is_cheap(tmp_path):
     _fake_code(tmp_path, listener.getsockname()[1])
     runs = 50
     check = _worker_check()
-    script = (f"{LAUNCHER}\n{BEAT_CONNECTED}\n{WORKER_CONSUMING}\nsleep 1.5\n"
+    script = (f"{LAUNCHER}\n{BEAT_CONNECTED}\n{WORKER_CONSUMING}\n{_until_ready([BEAT_CONNECTED, WORKER_CONSUMING])}"
               f"start=$(date +%s%N)\nfor i in $(seq {runs}); do sh -c '{check.replace(chr(39), chr(39) + chr(92) + chr(39) + chr(39))}'"
               " || echo FAILED; done\nkill $(jobs -p) 2>/dev/null\ntimes\n")
     before = os.times()
