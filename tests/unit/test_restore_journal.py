@@ -266,3 +266,13 @@ def test_a_journal_that_is_not_json_is_one_line(deployed, all_healthy):
     with pytest.raises(OperatorError, match="restore.json is not readable JSON"):
         lifecycle.status(deployed, FakeRunner(deployed))
 
+
+
+def test_harden_check_names_the_command_that_finishes_the_restore(deployed, capsys):
+    from posthog_compose.operations import harden
+
+    journal.write(deployed, "restore", {"archive": str(deployed / "backups" / "a.backup"), "step": "starting db"})
+    harden.check(deployed, FakeRunner(deployed), as_json=True)
+    items = json.loads(capsys.readouterr().out)["items"]
+    unfinished = [item for item in items if item["id"] == "unfinished"]
+    assert unfinished[0]["fix"] == "invoke restore backups/a.backup --yes"
