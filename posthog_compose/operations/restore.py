@@ -211,8 +211,14 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
     started = time.monotonic()
     # One open file for both reads: the archive loaded is the one verified, whatever happens to its name.
     with open(path, "rb") as handle:
-        return _restore(root, runner, path, handle, passphrase, yes, timeout, out, started,
-                        _Record(root, path, passphrase_file, left))
+        try:
+            return _restore(root, runner, path, handle, passphrase, yes, timeout, out, started,
+                            _Record(root, path, passphrase_file, left))
+        except KeyboardInterrupt:
+            line = interrupted_line(root)  # Ctrl-C after the first change: say at once how to finish
+            if line:
+                print(f"{line}.", file=out)
+            raise
 
 
 def _restore(root: Path, runner: Runner, path: Path, handle, passphrase: bytes | None, yes: bool, timeout: float,

@@ -78,6 +78,7 @@ def test_an_interrupted_restore_is_recorded_and_the_same_archive_finishes_it(dep
     with pytest.raises(KeyboardInterrupt):
         restore.restore(deployed, FakeRunner(deployed), str(made), yes=True)
     line = restore.interrupted_line(deployed)
+    assert f"{line}." in capsys.readouterr().out  # Ctrl-C says at once how to finish
     assert line.startswith(f"An interrupted restore of {made.relative_to(deployed)} is recorded (step: ")
     assert line.endswith(f"finish it with `invoke restore {made.relative_to(deployed)} --yes`")
     engine.fed.clear()
