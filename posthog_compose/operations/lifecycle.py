@@ -311,7 +311,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     for kind in unfinished:
         if kind == "restore":
             print(f"{restoring.interrupted_line(root)}; until then `invoke up` starts the datastores only "
-                  "(`invoke restore --abandon` gives it up and keeps the data as it is now).")
+                  "(`invoke restore ARCHIVE --abandon` gives it up and keeps the data as it is now).")
             continue
         print(f"An interrupted {kind} is recorded in .deploy/journal/: `invoke up` finishes or undoes it.")
     print("\n".join(disk.lines()))
