@@ -15,7 +15,7 @@ The second read (of the same open file) checks the sha256 again as it streams.
 
 Journaled: from the first change on, ``.deploy/journal/restore.json`` names the archive (path and
 sha256), the deployment and the step reached; it is cleared once every service is healthy, or by
-`invoke restore --abandon`. Until then `status` names the restore and the one command that finishes
+`invoke restore ARCHIVE --abandon`. Until then `status` names the restore and the one command that finishes
 it, and every changing task refuses (``recover``); `up` starts only the datastores, because PostHog
 would migrate a fresh schema into the emptied database and take events that the restore then drops.
 Restoring the same archive again finishes it: every volume it replaces is removed and loaded anew.
@@ -557,8 +557,7 @@ def abandon(root: Path, value: str, yes: bool = False, out=None) -> None:
     named = {str(Path(value).resolve()), str((root / value).resolve()), str((root / BACKUP_DIR / value).resolve())}
     if str(recorded) not in named:
         raise OperatorError(f"the interrupted restore recorded here is of {_archive_shown(root, entry)}, not "
-                            f"{shown(value, 300)}: run `invoke restore {shlex.quote(_archive_shown(root, entry))} "
-                            "--abandon` to give it up; nothing was changed")
+                            f"{shown(value, 300)}: name that archive with --abandon to give it up; nothing was changed")
     print(interrupted_line(root, entry) + ".", file=out)
     print("Abandoning it undoes nothing: the data it had already deleted stays deleted and what it had not loaded "
           "yet stays missing (PostgreSQL may be empty), and `invoke up` will then start PostHog on that data as it "
