@@ -348,11 +348,13 @@ def backup(c, list=False, verify=None, only="all", no_encrypt=False, passphrase_
     "yes": "replace existing data without asking (automation); without it you type the deployment's name (COMPOSE_PROJECT_NAME)",
     "passphrase_file": PASSPHRASE_FILE,
     "timeout": "seconds to wait for health after the restore (default 600)",
+    "abandon": "give up the interrupted restore of ARCHIVE (as `invoke status` names it): its record is dropped, "
+               "nothing is undone, and `up` then starts PostHog on the data as the interruption left it",
     "json": JSON,
     "verbose": VERBOSE,
 })
 @friendly
-def restore(c, archive, yes=False, passphrase_file=None, timeout=600, json=False, verbose=False):
+def restore(c, archive, yes=False, passphrase_file=None, timeout=600, abandon=False, json=False, verbose=False):
     """Restore an archive of `invoke backup` (here or on a new host): checksums first, then data, then up."""
     import json as json_module
     import sys
@@ -360,6 +362,10 @@ def restore(c, archive, yes=False, passphrase_file=None, timeout=600, json=False
     from posthog_compose.operations import restore as restoring
 
     if _help_instead(archive, "restore"):
+        return
+    if abandon:
+        with _editing("restore"):
+            restoring.abandon(ROOT, archive, yes=yes)
         return
     with _editing("restore"):
         summary = restoring.restore(ROOT, _runner("restore", verbose=verbose), archive, yes=yes,

@@ -6,7 +6,7 @@ directory (``.deploy/journal/``), two records:
   written last); every task undoes a transaction a killed task left (``recover_files``, run by
   cli.friendly before the task's body).
 - Operations (``write``/``read``/``clear``/``pending``): ``.deploy/journal/<kind>.json`` (mode
-  0600, written atomically) records what an upgrade, a secret rotation or a datastore migration is
+  0600, written atomically) records what an upgrade, a secret rotation, a datastore migration or a restore is
   about to do BEFORE its first irreversible step; it is removed when the operation has finished or
   been undone. A task killed in between (SIGKILL, power loss) leaves it behind, and the next
   changing task replays it first (``replay``). Each operation registers its replay with
@@ -44,7 +44,8 @@ from posthog_compose.errors import OperatorError
 
 LOCK_FILE = ".deploy/upgrade.lock"  # the name predates the other operations that now take it
 JOURNAL_DIR = ".deploy/journal"
-KINDS = ("upgrade", "rotation", "migration", "backup")  # migration: migrate-datastore; backup: its paused services
+KINDS = ("upgrade", "rotation", "migration", "backup", "restore")  # migration: migrate-datastore; backup: its
+# paused services; restore: last
 #: Test-only fault injection: a step name from this variable (set by the end-to-end fault table)
 #: makes the task pause there, or kill itself, so a signal lands at an exact step. It is read only
 #: when POSTHOG_COMPOSE_FAULT_TEST=1 is also set, so an operator cannot trigger it by accident.
@@ -164,7 +165,8 @@ _REPLAYS: dict[str, Callable] = {}
 REPLAYED_BY = "replayed_by"
 #: For an entry written before entries named their module (a kit updated mid-operation).
 _EARLIER_ENTRIES = {"upgrade": "posthog_compose.operations.upgrade", "rotation": "posthog_compose.operations.rotation",
-                    "migration": "posthog_compose.operations.migrate", "backup": "posthog_compose.operations.backup"}
+                    "migration": "posthog_compose.operations.migrate", "backup": "posthog_compose.operations.backup",
+                    "restore": "posthog_compose.operations.restore"}
 
 
 def recovers(kind: str):

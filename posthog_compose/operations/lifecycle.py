@@ -36,6 +36,7 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
     from posthog_compose import journal
     from posthog_compose.operations import stack
     from posthog_compose.configuration.envfile import env_path
+    from posthog_compose.operations.restore import POSTHOG_SERVICES, InterruptedRestore
 
     services = _services(services)
     present = _values(root) if env_path(root).exists() else {}
@@ -59,7 +60,12 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
     with journal.deployment_lock(root, "up"):
         if not env_path(root).exists():
             print(bootstrap.init(root, manifest.load(root), lock=False).summary())  # up holds the lock
-        recover(root, runner)
+        withheld = None
+        try:
+            recover(root, runner)
+        except InterruptedRestore as exc:  # start the datastores only, then end on the line that finishes it
+            withheld, services = exc, [name for name in targets if name not in POSTHOG_SERVICES]
+            targets = services
         checks.require_clean(root)
         compose.record_project_name(root)
         # No --wait: Compose starts what is missing, exited or outdated, and this tool judges the
@@ -67,17 +73,25 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
         command = compose.command(root, "up", "--detach", *services)
         started = time.monotonic()
         if not wait:
-            runner.run(command)
+            if targets or not withheld:  # an empty list would start every service
+                runner.run(command)
+            if withheld:
+                raise withheld
             print(f"Started {', '.join(targets)} without waiting; follow with `invoke status`.")
             return
         values = _values(root)
-        if not services:  # .env may have been written just now
+        if not services and not withheld:  # .env may have been written just now
             targets = stack.services_here(values)
-        stack.start_and_wait(root, runner, command, targets, timeout,
-                             readiness_values=values if "web" in targets else None)
+        if targets or not withheld:
+            stack.start_and_wait(root, runner, command, targets, timeout,
+                                 readiness_values=values if "web" in targets else None)
         elapsed = time.monotonic() - started
         check_images_match(root, runner, targets)
         check_datastores_write(root, runner, values, targets)
+    if withheld:
+        print(f"Started {', '.join(targets) or 'nothing'}; web, worker and plugins are not started until the "
+              "restore is finished.")
+        raise withheld
     if "web" not in targets:
         print(f"Started {', '.join(targets)}: healthy in {elapsed:.0f}s.")
         return
@@ -237,6 +251,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from posthog_compose.operations import diskusage, stack
+    from posthog_compose.operations import restore as restoring
     from posthog_compose.configuration.envfile import env_path
 
     values = _values(root) if env_path(root).exists() else {}
@@ -285,7 +300,10 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
                 row["writes"] = capabilities[name].to_dict()
             rows.append(row)
         print(json.dumps({"services": rows, "drift": drift.to_dict(), "disk": disk.to_dict(),
-                          "unfinished": list(unfinished)}, indent=2))
+                          "unfinished": list(unfinished), "interrupted_restore": restoring.interrupted_line(root)},
+                         indent=2))
+        if "restore" in unfinished:
+            raise SystemExit(1)
         _refuse_unwritable(capabilities)
         return
     rows = [("SERVICE", "STATE", "HEALTH", "VERDICT", "UPTIME", "PORTS", "IMAGE")]
@@ -327,6 +345,10 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     if ready is not None:
         print(f"PostHog readiness: {ready[2]}.")
     for kind in unfinished:
+        if kind == "restore":
+            print(f"{restoring.interrupted_line(root)}; until then `invoke up` starts the datastores only "
+                  "(`invoke restore ARCHIVE --abandon` gives it up and keeps the data as it is now).")
+            continue
         print(f"An interrupted {kind} is recorded in .deploy/journal/: `invoke up` finishes or undoes it.")
     print("\n".join(disk.lines()))
     good = sum(1 for name in here if verdicts[name] == "ok")
@@ -338,6 +360,8 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
           f"{'; external: ' + ', '.join(outside) + ' (PostHog readiness speaks for them)' if outside else ''}"
           f"{'; not as the files say: ' + ', '.join(drift.subjects()) if drift.findings else ''}"
           f"{' (see above)' if settled and drift.findings else ''}.")
+    if "restore" in unfinished:
+        raise SystemExit(1)  # the data is not there, whatever the containers say
     _refuse_unwritable(capabilities)
 
 

@@ -13,6 +13,13 @@ data), load the volumes (tar inside a throwaway container of the service's own i
 pg_restore the dump in one transaction, start everything and wait until healthy with the URL check.
 The second read (of the same open file) checks the sha256 again as it streams.
 
+Journaled: from the first change on, ``.deploy/journal/restore.json`` names the archive (path and
+sha256), the deployment and the step reached; it is cleared once every service is healthy, or by
+`invoke restore ARCHIVE --abandon`. Until then `status` names the restore and the one command that finishes
+it, and every changing task refuses (``recover``); `up` starts only the datastores, because PostHog
+would migrate a fresh schema into the emptied database and take events that the restore then drops.
+Restoring the same archive again finishes it: every volume it replaces is removed and loaded anew.
+
 Every value of the archive that is printed goes through ``archive.shown`` (no terminal escapes).
 
 External datastores: restore never writes into one. A member whose datastore is external in this
@@ -23,12 +30,15 @@ the datastores the archive recorded as external are left as the provider keeps t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path, PurePosixPath
 
+from posthog_compose import journal
 from posthog_compose.configuration import compose
 from posthog_compose.operations.archive_checks import shown
 from posthog_compose.operations.backup import (BACKUP_DIR, MIB, VOLUMES, Meter, _Counting, _passphrase_for, describe,
@@ -80,9 +90,9 @@ def check_version(root: Path, manifest: dict, name: str) -> None:
 Config = dict[str, tuple[bytes, int]]
 
 
-def _verify(path: Path, handle, passphrase: bytes | None, out) -> tuple[dict, Config]:
+def _verify(path: Path, handle, passphrase: bytes | None, out) -> tuple[dict, Config, str]:
     """First pass: every member read and checked, the manifest and its fields checked, the
-    configuration files kept in memory."""
+    configuration files kept in memory; also the file's sha256."""
     from posthog_compose.operations import archive
     from posthog_compose.operations.backup.contents import check_manifest, member_problem
 
@@ -90,8 +100,9 @@ def _verify(path: Path, handle, passphrase: bytes | None, out) -> tuple[dict, Co
     total = 0
     meter = Meter(f"verifying {shown(path.name)}", out)
     result = archive.ReadResult({})
+    hashing = _Hashing(handle)
     try:
-        for member in archive.iter_members(archive.open_stream(_Counting(handle, meter), passphrase), result):
+        for member in archive.iter_members(archive.open_stream(_Counting(hashing, meter), passphrase), result):
             problem = member_problem(member.name)
             if problem:
                 raise archive.ArchiveError(problem)
@@ -103,7 +114,35 @@ def _verify(path: Path, handle, passphrase: bytes | None, out) -> tuple[dict, Co
     except archive.ArchiveError as exc:
         raise OperatorError(describe(path, exc))
     meter.finish()
-    return result.manifest, {name: (data, result.mode_of(f"config/{name}")) for name, data in config.items()}
+    while hashing.read(MIB):  # whatever follows the manifest belongs to the file's sha256 too
+        pass
+    return (result.manifest, {name: (data, result.mode_of(f"config/{name}")) for name, data in config.items()},
+            hashing.hexdigest())
+
+
+class _Hashing:
+    """The archive file as the first pass reads it, hashed on the way: the journal names the archive
+    by its sha256 without a third read of a file that may be many GiB."""
+
+    def __init__(self, handle):
+        self.handle, self.digest = handle, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0):
+        if (offset, whence) != (0, 0):  # the reader only rewinds after sniffing the magic
+            raise OSError("the first pass reads the archive once, from its start")
+        self.digest = hashlib.sha256()
+        return self.handle.seek(0)
+
+    def readable(self) -> bool:
+        return True
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 def _archive_values(path: Path, config: Config) -> dict[str, str]:
@@ -165,21 +204,29 @@ def restore(root: Path, runner: Runner, value: str, *, yes: bool = False, passph
     root = Path(root)
     out = out or sys.stdout
     path = resolve(root, value)
+    left = journal.read(root, "restore")
     passphrase = _passphrase_for(path, passphrase_file)
     print(f"Plan: verify every checksum of {shown(path.name)}, then replace this deployment's configuration and "
           "data with it, start it and wait until healthy.", file=out)
     started = time.monotonic()
     # One open file for both reads: the archive loaded is the one verified, whatever happens to its name.
     with open(path, "rb") as handle:
-        return _restore(root, runner, path, handle, passphrase, yes, timeout, out, started)
+        try:
+            return _restore(root, runner, path, handle, passphrase, yes, timeout, out, started,
+                            _Record(root, path, passphrase_file, left))
+        except KeyboardInterrupt:
+            line = interrupted_line(root)  # Ctrl-C after the first change: say at once how to finish
+            if line:
+                print(f"{line}.", file=out)
+            raise
 
 
 def _restore(root: Path, runner: Runner, path: Path, handle, passphrase: bytes | None, yes: bool, timeout: float,
-             out, started: float) -> dict:
+             out, started: float, record: "_Record") -> dict:
     from posthog_compose.configuration import checks
     from posthog_compose.operations import stack
 
-    manifest, config = _verify(path, handle, passphrase, out)
+    manifest, config, sha256 = _verify(path, handle, passphrase, out)
     target_values = _archive_values(path, config)
     _check_configuration(root, path, config, target_values)
     check_version(root, manifest, path.name)
@@ -216,28 +263,39 @@ def _restore(root: Path, runner: Runner, path: Path, handle, passphrase: bytes |
             if answer.strip() != project:
                 raise OperatorError(f"confirmation {shown(answer.strip())!r} is not {project!r}: nothing was changed")
     _check_disk(runner, sum(m["size"] for n, m in members.items() if not n.startswith("config/")))
+    record.announce(sha256, out)
 
-    # From here on the deployment changes.
+    # From here on the deployment changes: the journal first, so that a task killed at any later
+    # step leaves a record that `status` and `up` name, instead of a deployment that looks healthy
+    # with its database empty.
+    record.start(sha256, manifest, project, existing)
     if (root / ".env").exists():  # a new host's fresh checkout has no .env and nothing running
         print("Stopping the deployment ...", file=out)
         runner.run(compose.command(root, "down", "--remove-orphans"), capture=True, timeout=600)
+    record.step("removing the data volumes")
     for volume in existing:
         runner.run(["docker", "volume", "rm", volume], capture=True, timeout=120)
+    record.step("writing the configuration")
     try:
         saved = _write_config(root, config)
     except OSError as exc:
         raise OperatorError(f"writing the configuration failed ({exc.strerror or exc}); the deployment is stopped and "
                             "half restored: fix the cause and restore again with --yes")
+    journal.fault_point("restore-config-written")
     if saved:
         print(f"Previous configuration kept in {saved.relative_to(root)}/.", file=out)
     values = _values(root)
     if dumps:
+        record.step("starting db")
         print("Starting db ...", file=out)
         _up(root, runner, ["db"], timeout, out)
-    _load_data(root, runner, path, handle, passphrase, manifest, values, out)
+    _load_data(root, runner, path, handle, passphrase, manifest, values, out, record)
+    record.step("starting PostHog")
+    journal.fault_point("restore-final-start")
     print("Starting PostHog ...", file=out)
     checks.require_clean(root)
     _up(root, runner, [], timeout, out)
+    journal.clear(root, "restore")  # every service healthy on the archive's data: the restore is done
     ok, detail = stack.check_url(values, timeout=min(60.0, timeout))
     if not ok:
         raise OperatorError(f"the data is restored and every service is healthy, but the URL check failed: {detail}")
@@ -350,7 +408,7 @@ def _write_config(root: Path, config: dict[str, tuple[bytes, int]]) -> Path | No
 
 
 def _load_data(root: Path, runner: Runner, path: Path, handle, passphrase: bytes | None, verified: dict,
-               values: dict[str, str], out) -> None:
+               values: dict[str, str], out, record: "_Record") -> None:
     """Second pass over the open file: stream each data member into its consumer; the sha256 is
     checked again at the end, and a member that differs from the first pass stops the load."""
     from posthog_compose.operations import archive
@@ -366,22 +424,26 @@ def _load_data(root: Path, runner: Runner, path: Path, handle, passphrase: bytes
                 service, mount, _volumes = VOLUMES[member.name]
                 command = compose.command(root, "run", "--rm", "--no-deps", "-T", "--user", "0:0", "--entrypoint",
                                           "tar", service, "--numeric-owner", "-C", mount, "-xf", "-")
-                _feed(member, command, runner, root, Meter(f"loading {member.name}", out))
+                record.step(f"loading {member.name}")
+                _feed(member, command, runner, root, Meter(f"loading {member.name}", out), "restore-loading-volume")
             elif member.name.startswith("postgres/"):
                 user, database = values.get("POSTGRES_USER", "posthog"), values.get("POSTGRES_DB", "posthog")
                 command = compose.command(root, "exec", "-T", "db", "pg_restore", "-U", user, "-d", database,
                                           "--exit-on-error", "--single-transaction")
-                _feed(member, command, runner, root, Meter(f"pg_restore {member.name}", out))
+                record.step(f"pg_restore of {member.name}")
+                _feed(member, command, runner, root, Meter(f"pg_restore {member.name}", out), "restore-pg-restore")
     except archive.ArchiveError as exc:
         raise OperatorError(f"{shown(path.name)} changed or failed while it was being restored ({exc}); the "
                             "deployment is half restored: fix the cause and restore again with --yes")
 
 
-def _feed(member, command: list[str], runner: Runner, root: Path, meter: Meter) -> None:
+def _feed(member, command: list[str], runner: Runner, root: Path, meter: Meter, fault: str) -> None:
     stream = Streaming(command, runner, root, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     done = 0
     with stream as process:
+        journal.fault_point(fault)  # the loader runs and has been fed nothing yet
         try:
+
             while True:
                 data = member.stream.read(1024 * 1024)
                 if not data:
@@ -400,3 +462,116 @@ def _feed(member, command: list[str], runner: Runner, root: Path, meter: Meter) 
 
 def print_summary(summary: dict) -> None:
     print(json.dumps(summary, indent=2))
+
+
+# ----------------------------------------------------------------------------- the journal entry
+class InterruptedRestore(OperatorError):
+    """A restore was interrupted after it began replacing data: its line names the command that finishes it."""
+
+
+class _Record:
+    """The restore's journal entry (.deploy/journal/restore.json): written before the first change,
+    its step updated as the restore goes, cleared once every service is healthy."""
+
+    def __init__(self, root: Path, path: Path, passphrase_file: str | None, left: dict | None):
+        self.root, self.path, self.left = root, path.resolve(), left
+        self.passphrase_file = str(Path(passphrase_file).resolve()) if passphrase_file else None
+        self.entry: dict = {}
+
+    def announce(self, sha256: str, out) -> None:
+        """Before anything changes: say whether this run finishes an interrupted restore or replaces it."""
+        if not self.left:
+            return
+        if self.left.get("sha256") == sha256:
+            reached = shown(self.left.get("step"))
+            print(f"Finishing the interrupted restore of this archive (it had reached: {reached}).", file=out)
+        else:
+            print(f"An interrupted restore of {_archive_shown(self.root, self.left)} is recorded; this restore of "
+                  f"{shown(self.path.name)} takes its place.", file=out)
+
+    def start(self, sha256: str, manifest: dict, project: str, replaced: list[str]) -> None:
+        self.entry = {"archive": str(self.path), "sha256": sha256, "created": manifest.get("created"),
+                      "project": project, "root": str(Path(self.root).resolve()), "replaced_volumes": replaced,
+                      "passphrase_file": self.passphrase_file}
+        self.step("stopping the deployment")
+        journal.fault_point("restore-journal-written")
+
+    def step(self, step: str) -> None:
+        self.entry["step"] = step
+        journal.write(self.root, "restore", self.entry)
+
+    def command(self) -> str:
+        return finishing_command(self.root, {**self.entry, "archive": str(self.path)})
+
+
+def _archive_shown(root: Path, entry: dict) -> str:
+    """The archive as the operator types it: relative to the deployment when it lies inside it."""
+    archive = Path(str(entry.get("archive") or "?"))
+    with contextlib.suppress(ValueError):
+        archive = archive.relative_to(Path(root).resolve())
+    return shown(str(archive), 4096)  # whole: it is typed back
+
+
+def finishing_command(root: Path, entry: dict) -> str:
+    command = f"invoke restore {shlex.quote(_archive_shown(root, entry))} --yes"
+    if entry.get("passphrase_file"):
+        command += f" --passphrase-file {shlex.quote(shown(str(entry['passphrase_file']), 4096))}"
+    return command
+
+
+def interrupted_line(root: Path, entry: dict | None = None) -> str | None:
+    """The one line naming a recorded interrupted restore and the command that finishes it; None when
+    there is none."""
+    entry = journal.read(root, "restore") if entry is None else entry
+    if entry is None:
+        return None
+    return (f"An interrupted restore of {_archive_shown(root, entry)} is recorded (step: {shown(entry.get('step'))}): "
+            f"finish it with `{finishing_command(root, entry)}`")
+
+
+#: What `up` leaves stopped while a restore is pending: PostHog itself would migrate a fresh schema into
+#: the emptied database and take in events that finishing the restore then deletes.
+POSTHOG_SERVICES = ("web", "worker", "plugins")
+
+
+@journal.recovers("restore")
+def recover(root: Path, runner: Runner) -> None:
+    """A changing task found an interrupted restore: refuse it. Nothing can finish a restore but the
+    archive (and its passphrase), and an upgrade, rotation or migration on half-restored data would
+    be lost or wrong once the restore is finished."""
+    line = interrupted_line(root)
+    if line:
+        raise InterruptedRestore(line)
+
+
+def abandon(root: Path, value: str, yes: bool = False, out=None) -> None:
+    """`invoke restore ARCHIVE --abandon`: drop the record of the interrupted restore of ARCHIVE, knowingly
+    (the archive is named so that nobody abandons a restore they have not read about; it need not
+    exist any more), and say what that means."""
+    out = out or sys.stdout
+    root = Path(root)
+    entry = journal.read(root, "restore")
+    if entry is None:
+        raise OperatorError("no interrupted restore is recorded in this deployment: there is nothing to abandon")
+    recorded = Path(str(entry.get("archive") or ""))
+    named = {str(Path(value).resolve()), str((root / value).resolve()), str((root / BACKUP_DIR / value).resolve())}
+    if str(recorded) not in named:
+        raise OperatorError(f"the interrupted restore recorded here is of {_archive_shown(root, entry)}, not "
+                            f"{shown(value, 300)}: name that archive with --abandon to give it up; nothing was changed")
+    print(interrupted_line(root, entry) + ".", file=out)
+    print("Abandoning it undoes nothing: the data it had already deleted stays deleted and what it had not loaded "
+          "yet stays missing (PostgreSQL may be empty), and `invoke up` will then start PostHog on that data as it "
+          "is. To get the archive's data back instead, run the command above.", file=out)
+    project = str(entry.get("project") or compose.project_name(root))
+    if not yes:
+        out.write(f"Type the deployment's name ({project}) to abandon the restore: ")
+        out.flush()
+        answer = sys.stdin.readline()
+        if not answer:
+            raise OperatorError("no confirmation (no input): the restore is still recorded; pass --yes for automation")
+        if answer.strip() != project:
+            raise OperatorError(f"confirmation {shown(answer.strip())!r} is not {project!r}: the restore is still "
+                                "recorded")
+    journal.clear(root, "restore")
+    print(f"The interrupted restore of {_archive_shown(root, entry)} is abandoned; `invoke up` starts the deployment "
+          "on the data it has now.", file=out)

@@ -95,6 +95,15 @@ from posthog_compose.operations.harden.changes import (
 
 
 # ----------------------------------------------------------------------------- --check
+def _finishes(root: Path, kind: str) -> str:
+    """The command that finishes an interrupted operation: `up` replays every kind but a restore."""
+    if kind == "restore":
+        from posthog_compose.operations import restore
+
+        return restore.finishing_command(Path(root), restore.journal.read(Path(root), "restore") or {})
+    return "invoke up (finishes or undoes it)"
+
+
 def check(root: Path, runner: Runner, as_json: bool = False) -> int:
     """Report every item; exit 1 when an item that can be checked fails."""
     from posthog_compose import journal
@@ -104,7 +113,7 @@ def check(root: Path, runner: Runner, as_json: bool = False) -> int:
         # A rotation killed between ALTER ROLE and the .env write: .env may not hold the password.
         results.insert(0, Result("unfinished", f"no interrupted {kind} is pending", "check", "fail",
                                  f"an interrupted {kind} is recorded in {journal.JOURNAL_DIR}/",
-                                 "invoke up (finishes or undoes it)"))
+                                 _finishes(root, kind)))
     failed = [r for r in results if r.status == "fail"]
     if as_json:
         print(json.dumps({"ok": not failed, "items": [asdict(r) for r in results]}, indent=2))
