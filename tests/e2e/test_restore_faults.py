@@ -69,10 +69,13 @@ STEPS = [("restore-config-written", "after the configuration is written"),
          ("restore-loading-volume", "while a volume is loaded"),
          ("restore-pg-restore", "while pg_restore runs"),
          ("restore-final-start", "before the final start")]
-CASES = [(step, fault) for step, _ in STEPS for fault in ("kill", "int")]
+# Every step with one signal, SIGKILL and SIGINT alternating, to keep CI's time: the four other pairs passed
+# when the rows were written (the unit tests interrupt every step both ways on a fake engine).
+CASES = [(step, "kill" if n % 2 == 0 else "int", what) for n, (step, what) in enumerate(STEPS)]
 
 
-@pytest.mark.parametrize("step,fault", CASES, ids=[f"{fault}|{what}" for (_, what) in STEPS for fault in ("kill", "int")])
+@pytest.mark.parametrize("step,fault", [(step, fault) for step, fault, _ in CASES],
+                         ids=[f"{fault}|{what}" for _, fault, what in CASES])
 def test_an_interrupted_restore_is_named_until_the_same_command_finishes_it(prepared, step, fault):
     deployment, archive = prepared
     clock = time.monotonic()
