@@ -33,6 +33,16 @@ def copy_repository(target: Path) -> Path:
     return target
 
 
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets():
+    """The masking layer is one per process, as in a task; a test that registered secrets (some register
+    hundreds of random ones) must not mask pieces of another test's messages."""
+    yield
+    from posthog_compose import masking
+
+    masking.MASKER.__init__()
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A fresh copy of the deployment files (no .env) to modify freely."""
