@@ -128,6 +128,9 @@ def test_no_message_about_a_typed_secret_shows_it(value, as_file):
     """Whatever is typed (a secret, or a URL holding one), an error that quotes it, raw or as a
     Path, hides it, and hides a URL's password."""
     assume(not os.path.lexists(os.path.expanduser(value)))
+    # Text that happens to start like a URL (`A0000://`) is read as one, whose password alone is hidden
+    # (plans show the host): URLs are the postgres:// branch's, with a password to hide.
+    assume(value.startswith("postgres://") or not masking._URL_START_RE.match(value))
     original, masking.MASKER = masking.MASKER, masking.Masker()
     fresh = masking.MASKER
     try:
