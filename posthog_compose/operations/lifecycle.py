@@ -87,11 +87,13 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
                                  readiness_values=values if "web" in targets else None)
         elapsed = time.monotonic() - started
         check_images_match(root, runner, targets)
-        check_datastores_write(root, runner, values, targets)
     if withheld:
+        # Before the write probes: a restore that stopped halfway leaves ClickHouse without PostHog's
+        # database, and the one line that matters is how to finish the restore.
         print(f"Started {', '.join(targets) or 'nothing'}; web, worker and plugins are not started until the "
               "restore is finished.")
         raise withheld
+    check_datastores_write(root, runner, values, targets)
     if "web" not in targets:
         print(f"Started {', '.join(targets)}: healthy in {elapsed:.0f}s.")
         return
