@@ -62,6 +62,8 @@ def prepared(tmp_path_factory, e2e_engine):
         yield deployment, archive
     finally:
         deployment.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+        # The engine is the session's: a passphrase left there encrypts every later test's backups.
+        deployment.engine.extra_env.pop("POSTHOG_BACKUP_PASSPHRASE", None)
         print(f"\nrestore fault rows, seconds: {TIMINGS}")
 
 

@@ -109,7 +109,10 @@ def test_upgrade_to_a_new_tag_then_a_broken_one_rolls_back(deployment, registry)
     from posthog_compose.operations import archive as archives
 
     with open(archive, "rb") as handle:
-        members = archives.iter_members(archives.open_stream(handle, None), archives.ReadResult({}))
+        # Encrypted when the environment holds a passphrase (the kit's rule), plain otherwise.
+        passphrase = deployment.env.get("POSTHOG_BACKUP_PASSPHRASE")
+        members = archives.iter_members(archives.open_stream(handle, passphrase.encode() if passphrase else None),
+                                        archives.ReadResult({}))
         dump = next(m for m in members if m.name.startswith("postgres/") and m.name.endswith(".dump")).stream.read()
     listing = subprocess.run(compose.command(deployment.root, "exec", "-T", "db", "pg_restore", "--list"),
                              input=dump, capture_output=True, env=deployment.env, cwd=deployment.root,
