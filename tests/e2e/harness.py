@@ -12,6 +12,7 @@ which lanes it runs in (`@pytest.mark.lanes(...)`; tests/unit/test_e2e_lanes.py 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -153,8 +154,10 @@ def start_engine() -> Engine:
         state = Path(os.environ.get("E2E_STATE_DIR") or tempfile.mkdtemp(prefix="posthog-e2e-", dir=parent))
         engine = Engine("", state)
         progress(f"e2e harness: starting a private Docker Engine in {state}")
+        # Two engines of one run (pytest-xdist workers) take address pools of their own.
+        index = {"E2E_ENGINE_INDEX": str(_worker_index() % 3)} if _worker_index() is not None else {}
         try:
-            output = _script("start", "--state-dir", str(state))
+            output = _script("start", "--state-dir", str(state), env={**os.environ, **index})
         except BaseException:
             stop_engine(engine)
             raise
@@ -226,10 +229,30 @@ def _unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
 
 
+def _worker_index() -> int | None:
+    """This process's pytest-xdist worker number (gw0 -> 0), None outside pytest-xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free local port for a deployment to publish. Workers of one run draw from bands of their
+    own below the kernel's ephemeral range, so two engines side by side never pick the same port
+    between one's probe and its bind; alone, the kernel picks."""
+    index = _worker_index()
+    if index is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+    low = 20000 + 1500 * (index % 8)
+    for port in random.sample(range(low, low + 1500), 1500):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise HarnessError(f"no free local port in {low}-{low + 1499}")
 
 
 @dataclass

@@ -28,9 +28,11 @@ def test_the_real_lane_without_a_registry_stops_at_once_naming_the_image(tmp_pat
            "HTTPS_PROXY": f"http://127.0.0.1:{closed}", "HTTP_PROXY": f"http://127.0.0.1:{closed}"}
     env.pop("E2E_DOCKER_HOST", None)
     env.pop("E2E_STATE_DIR", None)
+    env.pop("PYTEST_XDIST_WORKER", None)
     began = time.monotonic()
     try:
-        result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--basetemp",
+        # -n 0: one process, whose stop (pytest.exit) is the run's; pytest-xdist reports it as a crash.
+        result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", "--basetemp",
                                  str(tmp_path / "inner"), "tests/e2e/test_lifecycle.py"], cwd=REPO, env=env,
                                 capture_output=True, text=True, timeout=300)
         took = time.monotonic() - began

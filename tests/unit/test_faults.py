@@ -471,6 +471,11 @@ def test_a_killed_task_takes_its_compose_up_with_it(tmp_path):
     try:
         compose_pid = int(task.stdout.readline())
         assert not _gone(compose_pid)
+        # The parent-death signal is set by setpriv just before it executes Compose: kill the task
+        # once that has happened (a loaded machine ran the kill first, before there was a signal to send).
+        deadline = time.monotonic() + 5
+        while b"setpriv" in Path(f"/proc/{compose_pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         task.send_signal(signal.SIGKILL)
         task.wait(timeout=10)
         deadline = time.monotonic() + 5
