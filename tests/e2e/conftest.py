@@ -10,6 +10,7 @@ removed after the session, also when a test failed."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import pytest
@@ -24,15 +25,20 @@ def _terminal_writer(config):
     import contextlib
 
     fallback = harness.progress
+    worker = getattr(config, "workerinput", {}).get("workerid")
 
     def write(line: str) -> None:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         capture = config.pluginmanager.get_plugin("capturemanager")
-        if reporter is None:
+        if reporter is None and worker is None:
             fallback(line)
             return
         # Inside a test or fixture pytest captures the output: step around it for progress lines.
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if worker is not None:
+                # A pytest-xdist worker has no terminal of its own; its standard error is the run's.
+                print(f"[{worker}] {line}", file=sys.__stderr__, flush=True)
+                return
             reporter.ensure_newline()
             reporter.write_line(line)
             reporter.flush()
@@ -55,6 +61,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_runtest_logstart(nodeid, location):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller of a pytest-xdist run says it
     if "/e2e/" in nodeid or nodeid.startswith("tests/e2e") or nodeid.startswith("e2e/"):
         harness.progress(f"e2e: {nodeid} ...")
         _started[nodeid] = time.monotonic()
