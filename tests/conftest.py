@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,42 @@ def pytest_xdist_make_scheduler(config, log):
             return engine_group(nodeid) or nodeid
 
     return EngineGroups(config, log)
+
+
+_E2E_STARTED: dict[str, float] = {}
+
+
+def _say_on_the_terminal(config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(line)
+        reporter.flush()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    global _CONFIG
+    _CONFIG = config
+
+
+_CONFIG = None
+
+
+def pytest_runtest_logstart(nodeid, location):
+    """Each end-to-end test's start and time on the terminal, so a CI log is never minutes of silence.
+    Said here, in the conftest every process loads: the controller of a pytest-xdist run collects
+    nothing and so never loads tests/e2e/conftest.py; its workers have no terminal."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not nodeid.startswith("tests/e2e/") or _CONFIG is None:
+        return
+    _say_on_the_terminal(_CONFIG, f"e2e: {nodeid} ...")
+    _E2E_STARTED[nodeid] = time.monotonic()
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.nodeid in _E2E_STARTED and _CONFIG is not None:
+        took = time.monotonic() - _E2E_STARTED.pop(report.nodeid)
+        _say_on_the_terminal(_CONFIG, f"e2e: {report.nodeid} {report.outcome} in {took:.0f}s")
 
 
 def pytest_sessionfinish(session, exitstatus):

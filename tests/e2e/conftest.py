@@ -60,22 +60,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"not in the {lane} lane: {marker.kwargs.get('reason', '')}"))
 
 
-def pytest_runtest_logstart(nodeid, location):
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return  # the controller of a pytest-xdist run says it
-    if "/e2e/" in nodeid or nodeid.startswith("tests/e2e") or nodeid.startswith("e2e/"):
-        harness.progress(f"e2e: {nodeid} ...")
-        _started[nodeid] = time.monotonic()
-
-
-def pytest_runtest_logreport(report):
-    if report.when == "call" and report.nodeid in _started:
-        harness.progress(f"e2e: {report.nodeid} {report.outcome} in {time.monotonic() - _started.pop(report.nodeid):.0f}s")
-
-
-_started: dict[str, float] = {}
-
-
 @pytest.fixture(scope="session")
 def e2e_engine():
     try:
