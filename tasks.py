@@ -112,7 +112,7 @@ def _runner(task_name, dry_run=False, verbose=False):
 
 
 @task(iterable=["service"], help={
-    "service": "start only this service (repeatable or comma-separated); default: all eight",
+    "service": "start only this service (repeatable or comma-separated); default: all of them (the edge proxy too while it is on)",
     "wait": "wait until every service is healthy and the URL answers (--no-wait to return at once)",
     "timeout": "seconds to wait for health before giving up (default 600)",
     "dry_run": DRY_RUN,

@@ -1,5 +1,6 @@
 """The host's checks, one Check line each: the Docker engine, Compose v2+, RAM, CPUs and free disk
-against PostHog's needs, the data disk, and WEB_PORT free (or held by this deployment).
+against PostHog's needs, the data disk, and the published ports free or held by this deployment: WEB_PORT,
+or the edge proxy's PROXY_HTTP_PORT and PROXY_HTTPS_PORT while it is on (web then publishes nothing).
 """
 
 from __future__ import annotations
@@ -133,31 +134,53 @@ def _disk(root: Path, env: dict | None = None) -> Check:
 
 def _web_port(root: Path, runner) -> tuple[Check, bool]:
     """The WEB_PORT check, and whether this deployment's web service is the one running there."""
+    checks, running = _published_ports(root, runner)
+    return checks[0], running
+
+
+def _published_ports(root: Path, runner) -> tuple[list[Check], bool]:
+    """The checks of the host ports the deployment publishes, and whether its web service runs: WEB_PORT
+    (free or held by web), or, while the edge proxy is on, PROXY_HTTP_PORT and PROXY_HTTPS_PORT (free or
+    held by the proxy) instead, as web then publishes nothing."""
+    from posthog_compose.configuration import edge
     from posthog_compose.configuration.envfile import EnvFile, env_path
 
     path = env_path(root)
-    from posthog_compose.configuration.validators import PORT_PROBLEM, port_number
-
-    port = EnvFile.load(path).resolved().get("WEB_PORT", "8080") if path.exists() else "8080"
-    number = port_number(port)
-    if number is None:
-        return Check("web port", "error", f"WEB_PORT {PORT_PROBLEM}", "run `invoke config-check`"), False
+    values = EnvFile.load(path).resolved() if path.exists() else {}
     try:
         from posthog_compose.operations import stack
 
-        ours = any(s.service == "web" and s.state == "running" for s in stack.service_states(root, runner))
+        running = {s.service for s in stack.service_states(root, runner) if s.state == "running"}
     except Exception:
-        ours = False
+        running = set()
+    if edge.enabled(values):
+        checks = [_port_check("proxy http port", "PROXY_HTTP_PORT", values.get("PROXY_HTTP_PORT", "80"),
+                              "proxy" in running, "edge proxy", "PROXY_HTTP_PORT"),
+                  _port_check("proxy https port", "PROXY_HTTPS_PORT", values.get("PROXY_HTTPS_PORT", "443"),
+                              "proxy" in running, "edge proxy", "PROXY_HTTPS_PORT (and SITE_URL to match)")]
+        return checks, "web" in running
+    check = _port_check("web port", "WEB_PORT", values.get("WEB_PORT", "8080"), "web" in running,
+                        "web service", "WEB_PORT (and SITE_URL to match)")
+    return [check], "web" in running
+
+
+def _port_check(name: str, variable: str, port: str, ours: bool, holder: str, setting: str) -> Check:
+    """One published port: free, held by this deployment's ``holder``, or taken by another program."""
+    from posthog_compose.configuration.validators import PORT_PROBLEM, port_number
+
+    number = port_number(port)
+    if number is None:
+        return Check(name, "error", f"{variable} {PORT_PROBLEM}", "run `invoke config-check`")
     if ours:
-        return Check("web port", "ok", f"{port} is held by this deployment's web service"), True
+        return Check(name, "ok", f"{port} is held by this deployment's {holder}")
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("0.0.0.0", number))
         except OSError:
-            return Check("web port", "error", f"{port} is already in use by another program",
-                         "stop it, or set another WEB_PORT in .env (and SITE_URL to match)"), False
-    return Check("web port", "ok", f"{port} is free"), False
+            return Check(name, "error", f"{port} ({variable}) is already in use by another program",
+                         f"stop it, or set another {setting} in .env")
+    return Check(name, "ok", f"{port} ({variable}) is free")
 
 
 def _one_line(text: str) -> str:
