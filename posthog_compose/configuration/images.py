@@ -232,12 +232,39 @@ def posthog_tag_kind(tag: str, *, allow_latest: bool = False) -> str:
         return "latest"
     hint = ""
     if re.match(r"^v?\d+\.\d+(\.\d+)?$", value):
-        hint = f" (PostHog's numbered tags are spelt release-X.Y.Z, e.g. release-{value.lstrip('v')}" + (
-            ".0" if value.lstrip("v").count(".") == 1 else "") + ")"
+        number = value.lstrip("v") + (".0" if value.lstrip("v").count(".") == 1 else "")
+        last = last_numbered_release()
+        if tuple(int(part) for part in number.split(".")) > last:
+            # No release-X.Y.Z tag exists past the last one: suggesting one would send the operator to a pull
+            # that fails. Later builds exist only under their commit SHA.
+            shown = ".".join(map(str, last))
+            raise OperatorError(
+                f"--to {value!r}: PostHog published no release-{number}: its numbered releases end at "
+                f"release-{shown}, and later builds are tagged only by their 40-character commit SHA; pick one "
+                f"from PostHog's tag list ({TAG_LIST}) and pass it as --to")
+        hint = f" (PostHog's numbered tags are spelt release-X.Y.Z, e.g. release-{number})"
     elif re.match(r"^[0-9a-fA-F]{7,39}$", value) or re.match(r"^[0-9A-F]{40}$", value):
         hint = " (commit tags are the full 40-character lowercase SHA, not an abbreviation)"
     raise OperatorError(f"--to {value!r} is not a tag PostHog publishes{hint}; use a 40-hex commit SHA, "
                         "release-X.Y.Z or sha256:<64 hex>")
+
+
+#: Where PostHog's published image tags are listed (every release-X.Y.Z and commit-SHA tag).
+TAG_LIST = "https://hub.docker.com/r/posthog/posthog/tags"
+#: The last numbered release when compatibility.yml cannot be read (its `latest-release` alias says so).
+LAST_NUMBERED_RELEASE = (1, 43, 0)
+
+
+def last_numbered_release() -> tuple[int, int, int]:
+    """PostHog's last `release-X.Y.Z` tag: what compatibility.yml's `latest-release` alias is frozen at."""
+    from posthog_compose.configuration import compatibility
+
+    try:
+        frozen = compatibility.load().aliases.get("latest-release", "")
+        found = tuple(int(part) for part in frozen.split("."))
+    except (OperatorError, ValueError, AttributeError):
+        return LAST_NUMBERED_RELEASE
+    return found if len(found) == 3 else LAST_NUMBERED_RELEASE  # type: ignore[return-value]
 
 
 def release_version(tag: str | None) -> tuple[int, int, int] | None:

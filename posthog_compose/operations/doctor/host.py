@@ -16,7 +16,9 @@ from posthog_compose.configuration import compose
 
 
 # PostHog's hobby deployment asks for about 4 vCPUs, 16 GB RAM and 30 GB of disk; below the
-# minimums the stack is known to fall over (ClickHouse and Kafka are memory-hungry).
+# minimums the stack is known to fall over (ClickHouse and Kafka are memory-hungry). RAM and disk are
+# measured and compared in GiB (2^30 bytes, what /proc/meminfo and statvfs give divided by 1024^3),
+# and printed with that unit: a 16 GB host has about 15.6 GiB of RAM.
 MIN_CPUS, GOOD_CPUS = 2, 4
 MIN_RAM_GB, GOOD_RAM_GB = 8, 16
 MIN_DISK_GB, GOOD_DISK_GB = 20, 30
@@ -85,18 +87,23 @@ def _compose(root: Path, env) -> Check:
     return Check("docker compose", "ok", f"version {version} ({shown})")
 
 
+#: Where the kernel says how much RAM the host has (in KiB).
+MEMINFO = "/proc/meminfo"
+
+
 def _ram() -> Check:
     try:
-        with open("/proc/meminfo") as meminfo:
+        with open(MEMINFO) as meminfo:
             total_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
     except (OSError, StopIteration):
         return Check("memory", "warning", "cannot read /proc/meminfo")
-    gb = total_kb / 1024 / 1024
-    if gb < MIN_RAM_GB:
-        return Check("memory", "error", f"{gb:.1f} GB; PostHog needs at least {MIN_RAM_GB} GB", "use a larger host")
-    if gb < GOOD_RAM_GB:
-        return Check("memory", "warning", f"{gb:.1f} GB; {GOOD_RAM_GB} GB recommended", "expect slow queries under load")
-    return Check("memory", "ok", f"{gb:.1f} GB")
+    gib = total_kb / 1024 / 1024
+    if gib < MIN_RAM_GB:
+        return Check("memory", "error", f"{gib:.1f} GiB; PostHog needs at least {MIN_RAM_GB} GiB", "use a larger host")
+    if gib < GOOD_RAM_GB:
+        return Check("memory", "warning", f"{gib:.1f} GiB; {GOOD_RAM_GB} GiB recommended",
+                     "expect slow queries under load")
+    return Check("memory", "ok", f"{gib:.1f} GiB")
 
 
 def _cpus() -> Check:
@@ -120,16 +127,21 @@ def _disk(root: Path, env: dict | None = None) -> Check:
             worst = "warning" if worst == "ok" else worst
             continue
         if label == "backups/":
-            notes.append(f"{free_gb:.0f} GB free for backups/")
+            notes.append(f"{_gib(free_gb)} GiB free for backups/")
             if free_gb < 1:
                 worst, fix = "error", "free space under backups/: an upgrade's dump and logs need room"
             continue
-        notes.append(f"{free_gb:.0f} GB free on Docker's data root ({path})")
+        notes.append(f"{_gib(free_gb)} GiB free on Docker's data root ({path})")
         if free_gb < MIN_DISK_GB:
-            worst, fix = "error", "free space or move Docker's data root to a larger disk"
+            worst, fix = "error", f"free space or move Docker's data root to a larger disk ({MIN_DISK_GB} GiB at least)"
         elif free_gb < GOOD_DISK_GB and worst == "ok":
-            worst, fix = "warning", f"{GOOD_DISK_GB} GB recommended; watch volume growth"
+            worst, fix = "warning", f"{GOOD_DISK_GB} GiB recommended; watch volume growth"
     return Check("disk", worst, "; ".join(notes), fix)
+
+
+def _gib(amount: float) -> str:
+    """A free space in GiB: whole units, with a decimal below 10 (0.5 GiB is not 0 GiB)."""
+    return f"{amount:.0f}" if amount >= 10 else f"{amount:.1f}"
 
 
 def _web_port(root: Path, runner) -> tuple[Check, bool]:
