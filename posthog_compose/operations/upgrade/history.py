@@ -92,11 +92,11 @@ def print_history(root: Path, as_json: bool = False) -> None:
     failed = [e for e in entries if e.get("result") != "upgraded"]
     print(f"{len(entries)} upgrade(s), {len(failed)} not completed; reasons with --json.")
     if any("@" in str(e.get("from", "")) + str(e.get("to", "")) for e in entries):
-        print("A digest is shown in full: `invoke upgrade --to sha256:...` goes back to exactly that image.")
+        print("A digest is shown in full: `invoke upgrade --to DIGEST` goes back to exactly that image.")
 
 
 def _short(reference: str) -> str:
-    """The tag or digest part, which is what differs between rows, in a form `invoke upgrade --to` takes
+    """The tag or digest part, which is what differs between rows, in a form that `upgrade --to` takes
     back: the tag, or the whole digest (`sha256:` and its 64 hex digits; a digest names what ran, and a
     shortened one names no image)."""
     try:
