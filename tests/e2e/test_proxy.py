@@ -121,8 +121,10 @@ def test_proxy_on_and_off_on_a_live_deployment(deployment):
     # no errors.
     shown = deployment.invoke("status")
     assert shown.returncode == 0, shown.stdout + shown.stderr
-    assert any(line.split()[:4] == ["proxy", "running", "healthy", "ok"] for line in shown.stdout.splitlines())
-    assert "9 of 9 services running and healthy" in shown.stdout.splitlines()[-1], shown.stdout
+    assert any(line.startswith("proxy ") for line in shown.stdout.splitlines()), shown.stdout
+    assert "9 of 9 services running and healthy" in " ".join(shown.stdout.split()), shown.stdout
+    rows = {row["service"]: row for row in json.loads(deployment.invoke("status", "--json").stdout)["services"]}
+    assert (rows["proxy"]["state"], rows["proxy"]["health"], rows["proxy"]["verdict"]) == ("running", "healthy", "ok")
     proxy_logs = deployment.invoke("logs", "-s", "proxy", "--tail", "50")
     assert proxy_logs.returncode == 0 and "proxy-1" in proxy_logs.stdout, proxy_logs.stdout + proxy_logs.stderr
     errors = deployment.invoke("logs", "--errors", "-s", "proxy")
