@@ -211,12 +211,14 @@ _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _RELEASE = re.compile(r"^release-(\d+)\.(\d+)\.(\d+)$")
 
 
-def posthog_tag_kind(tag: str, *, allow_latest: bool = False) -> str:
+def posthog_tag_kind(tag: str, *, allow_latest: bool = False,
+                     last_release: tuple[int, int, int] | None = None) -> str:
     """Classify a `--to` value for the PostHog image: "commit", "release", "digest" or "latest".
 
     PostHog publishes a 40-hex commit-SHA tag for every master commit, `release-X.Y.Z` tags up to
     1.43.x, and digests; `latest` moves and is accepted only with ``allow_latest``. Anything else is
-    an OperatorError, before anything happens.
+    an OperatorError, before anything happens. ``last_release``: PostHog's last numbered release
+    (compatibility.yml's `latest-release`, read by the caller): no release tag is suggested past it.
     """
     value = (tag or "").strip()
     if _COMMIT_SHA.match(value):
@@ -233,7 +235,7 @@ def posthog_tag_kind(tag: str, *, allow_latest: bool = False) -> str:
     hint = ""
     if re.match(r"^v?\d+\.\d+(\.\d+)?$", value):
         number = value.lstrip("v") + (".0" if value.lstrip("v").count(".") == 1 else "")
-        last = last_numbered_release()
+        last = last_release or LAST_NUMBERED_RELEASE
         if tuple(int(part) for part in number.split(".")) > last:
             # No release-X.Y.Z tag exists past the last one: suggesting one would send the operator to a pull
             # that fails. Later builds exist only under their commit SHA.
@@ -251,20 +253,8 @@ def posthog_tag_kind(tag: str, *, allow_latest: bool = False) -> str:
 
 #: Where PostHog's published image tags are listed (every release-X.Y.Z and commit-SHA tag).
 TAG_LIST = "https://hub.docker.com/r/posthog/posthog/tags"
-#: The last numbered release when compatibility.yml cannot be read (its `latest-release` alias says so).
+#: PostHog's last `release-X.Y.Z` tag when compatibility.yml does not say (its `latest-release` alias).
 LAST_NUMBERED_RELEASE = (1, 43, 0)
-
-
-def last_numbered_release() -> tuple[int, int, int]:
-    """PostHog's last `release-X.Y.Z` tag: what compatibility.yml's `latest-release` alias is frozen at."""
-    from posthog_compose.configuration import compatibility
-
-    try:
-        frozen = compatibility.load().aliases.get("latest-release", "")
-        found = tuple(int(part) for part in frozen.split("."))
-    except (OperatorError, ValueError, AttributeError):
-        return LAST_NUMBERED_RELEASE
-    return found if len(found) == 3 else LAST_NUMBERED_RELEASE  # type: ignore[return-value]
 
 
 def release_version(tag: str | None) -> tuple[int, int, int] | None:
