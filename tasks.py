@@ -96,7 +96,7 @@ def generate(c, check=False):
     "strict": "fail (exit 1) on warnings as well as errors",
     "json": JSON,
 })
-@friendly
+@friendly(fit=True)
 def config_check(c, strict=False, json=False):
     """Check .env, docker-compose.yml and clickhouse/ for every known mistake before anything starts."""
     from posthog_compose.configuration import checks
@@ -112,13 +112,13 @@ def _runner(task_name, dry_run=False, verbose=False):
 
 
 @task(iterable=["service"], help={
-    "service": "start only this service (repeatable or comma-separated); default: all eight",
+    "service": "start only this service (repeatable or comma-separated); default: all of them (the edge proxy too while it is on)",
     "wait": "wait until every service is healthy and the URL answers (--no-wait to return at once)",
     "timeout": "seconds to wait for health before giving up (default 600)",
     "dry_run": DRY_RUN,
     "verbose": VERBOSE,
 })
-@friendly
+@friendly(fit=True)
 def up(c, service=None, wait=True, timeout=600, dry_run=False, verbose=False):
     """Start PostHog: create .env on the first run, check the configuration, start and wait until healthy."""
     from posthog_compose.operations import engine, lifecycle
@@ -129,7 +129,7 @@ def up(c, service=None, wait=True, timeout=600, dry_run=False, verbose=False):
 
 
 @task(aliases=["ps"], help={"json": JSON, "verbose": VERBOSE})
-@friendly
+@friendly(fit=True)
 def status(c, json=False, verbose=False):
     """Show each service's state, health, uptime, ports and image, and the disk (free space, volume sizes)."""
     from posthog_compose.operations import lifecycle
@@ -269,7 +269,7 @@ def upgrade(c, to=None, service="posthog", allow_latest=False, pin_digest=False,
     "dry_run": "print the plan; change nothing",
     "verbose": VERBOSE,
 })
-@friendly
+@friendly(fit=True)
 def harden(c, check=False, only=None, rotate_secrets=False, yes=False, json=False, dry_run=False, verbose=False):
     """Production checklist: --check reports it; without it, apply what can be applied, safely on a live deployment."""
     from posthog_compose.operations import harden as hardening
@@ -318,7 +318,7 @@ PASSPHRASE_FILE = "read the passphrase from this file (mode 0600) instead of POS
     "json": JSON,
     "verbose": VERBOSE,
 })
-@friendly
+@friendly(fit=True)
 def backup(c, list=False, verify=None, only="all", no_encrypt=False, passphrase_file=None, keep=None, json=False,
            verbose=False):
     """Back up everything a new host needs (config, PostgreSQL, ClickHouse) into one encrypted archive."""
@@ -353,7 +353,7 @@ def backup(c, list=False, verify=None, only="all", no_encrypt=False, passphrase_
     "json": JSON,
     "verbose": VERBOSE,
 })
-@friendly
+@friendly(fit=True)
 def restore(c, archive, yes=False, passphrase_file=None, timeout=600, abandon=False, json=False, verbose=False):
     """Restore an archive of `invoke backup` (here or on a new host): checksums first, then data, then up."""
     import json as json_module

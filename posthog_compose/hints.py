@@ -59,6 +59,12 @@ BENIGN = (
     re.compile(r"GeoLite2 MMDB file not found"),
 )
 ERROR_LINE = re.compile(r"error|failed|exception", re.IGNORECASE)
+#: Levels of a structured (JSON) log line that are errors. The edge proxy (Caddy) logs JSON with a level,
+#: and its warnings carry an "error" field: the OCSP stapling warning for a certificate without an OCSP
+#: server (every certificate of the deployment's CA) is {"level":"warn",...,"error":"no OCSP stapling ..."}.
+#: Such a line is judged by its level, never by the words in it.
+ERROR_LEVELS = frozenset({"error", "err", "fatal", "panic", "dpanic", "critical", "crit", "alert", "emerg",
+                          "emergency"})
 
 
 def match(text: str) -> list[str]:
@@ -67,5 +73,26 @@ def match(text: str) -> list[str]:
 
 
 def is_error_line(line: str) -> bool:
-    """An error/failed/exception line that is not one of PostHog's known benign warnings."""
+    """An error/failed/exception line that is not one of PostHog's known benign warnings; a structured
+    line that states its level (Caddy's JSON) is an error only at an error level (ERROR_LEVELS)."""
+    level = structured_level(line)
+    if level is not None:
+        return level in ERROR_LEVELS
     return bool(ERROR_LINE.search(line)) and not any(pattern.search(line) for pattern in BENIGN)
+
+
+def structured_level(line: str) -> str | None:
+    """The lower-cased "level" of a JSON object log line (after Compose's `service |` prefix, if any),
+    or None when the line is not one."""
+    import json
+
+    text = line.partition("|")[2] if "|" in line and not line.lstrip().startswith("{") else line
+    text = text.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    level = data.get("level") if isinstance(data, dict) else None
+    return level.strip().lower() if isinstance(level, str) and level.strip() else None

@@ -299,6 +299,25 @@ class Problem:
         return f"{self.name} {self.message}" + (f"; {self.fix}" if self.fix else "")
 
 
+def _names_no_release(image: str) -> str:
+    """Why an image reference names no PostHog release, saying what its tag actually is."""
+    from posthog_compose.configuration.images import MOVING_TAGS
+    from posthog_compose.configuration.schema import one_line  # .env's text reaches a terminal
+
+    name, _, digest = image.strip().partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else ""
+    if digest and not tag:
+        return "is pinned by digest, which names no PostHog release"
+    if re.fullmatch(r"[0-9a-f]{40}", tag):
+        return f"has the commit-SHA tag {tag[:12]}..., which names no PostHog release"
+    if not tag:
+        return "has no tag (Compose pulls latest), which names no PostHog release"
+    if tag in MOVING_TAGS:
+        return f"has the moving tag {tag}, which names no PostHog release"
+    return f"has the custom tag {one_line(tag)[:80]!r}, which names no PostHog release (not release-X.Y.Z)"
+
+
 def datastore_problems(values: dict[str, str], matrix: Matrix | None = None) -> list[Problem]:
     """Each datastore image against the range the pinned PostHog version accepts."""
     from posthog_compose.configuration.schema import one_line  # the file's text reaches a terminal
@@ -312,7 +331,7 @@ def datastore_problems(values: dict[str, str], matrix: Matrix | None = None) -> 
         return problems
     if row is None:
         newest = matrix.rows[0]
-        reason = ("names no PostHog release (a commit SHA, a digest or latest)" if version is None
+        reason = (_names_no_release(posthog_image) if version is None
                   else f"is PostHog {'.'.join(map(str, version))}, which {COMPATIBILITY_FILE} does not cover")
         problems.append(Problem(
             "warning", "compatibility", "POSTHOG_IMAGE",

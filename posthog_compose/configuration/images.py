@@ -211,12 +211,14 @@ _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _RELEASE = re.compile(r"^release-(\d+)\.(\d+)\.(\d+)$")
 
 
-def posthog_tag_kind(tag: str, *, allow_latest: bool = False) -> str:
+def posthog_tag_kind(tag: str, *, allow_latest: bool = False,
+                     last_release: tuple[int, int, int] | None = None) -> str:
     """Classify a `--to` value for the PostHog image: "commit", "release", "digest" or "latest".
 
     PostHog publishes a 40-hex commit-SHA tag for every master commit, `release-X.Y.Z` tags up to
     1.43.x, and digests; `latest` moves and is accepted only with ``allow_latest``. Anything else is
-    an OperatorError, before anything happens.
+    an OperatorError, before anything happens. ``last_release``: PostHog's last numbered release
+    (compatibility.yml's `latest-release`, read by the caller): no release tag is suggested past it.
     """
     value = (tag or "").strip()
     if _COMMIT_SHA.match(value):
@@ -232,12 +234,27 @@ def posthog_tag_kind(tag: str, *, allow_latest: bool = False) -> str:
         return "latest"
     hint = ""
     if re.match(r"^v?\d+\.\d+(\.\d+)?$", value):
-        hint = f" (PostHog's numbered tags are spelt release-X.Y.Z, e.g. release-{value.lstrip('v')}" + (
-            ".0" if value.lstrip("v").count(".") == 1 else "") + ")"
+        number = value.lstrip("v") + (".0" if value.lstrip("v").count(".") == 1 else "")
+        last = last_release or LAST_NUMBERED_RELEASE
+        if tuple(int(part) for part in number.split(".")) > last:
+            # No release-X.Y.Z tag exists past the last one: suggesting one would send the operator to a pull
+            # that fails. Later builds exist only under their commit SHA.
+            shown = ".".join(map(str, last))
+            raise OperatorError(
+                f"--to {value!r}: PostHog published no release-{number}: its numbered releases end at "
+                f"release-{shown}, and later builds are tagged only by their 40-character commit SHA; pick one "
+                f"from PostHog's tag list ({TAG_LIST}) and pass it as --to")
+        hint = f" (PostHog's numbered tags are spelt release-X.Y.Z, e.g. release-{number})"
     elif re.match(r"^[0-9a-fA-F]{7,39}$", value) or re.match(r"^[0-9A-F]{40}$", value):
         hint = " (commit tags are the full 40-character lowercase SHA, not an abbreviation)"
     raise OperatorError(f"--to {value!r} is not a tag PostHog publishes{hint}; use a 40-hex commit SHA, "
                         "release-X.Y.Z or sha256:<64 hex>")
+
+
+#: Where PostHog's published image tags are listed (every release-X.Y.Z and commit-SHA tag).
+TAG_LIST = "https://hub.docker.com/r/posthog/posthog/tags"
+#: PostHog's last `release-X.Y.Z` tag when compatibility.yml does not say (its `latest-release` alias).
+LAST_NUMBERED_RELEASE = (1, 43, 0)
 
 
 def release_version(tag: str | None) -> tuple[int, int, int] | None:

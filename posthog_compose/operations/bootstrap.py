@@ -117,6 +117,8 @@ def _init(root: Path, manifest: Manifest, force: bool, rotate: list[str] | None)
             path.chmod(ENV_MODE)
         return result
     env.refuse_duplicates()  # before the backup: a refusal changes nothing (hook: hostile input)
+    if "POSTGRES_PASSWORD" in rotate:
+        _require_engine_for_postgres(root, env.resolved())  # before the backup: a refusal changes nothing
     result.backup = backup(path)
     result.backup.chmod(ENV_MODE)
     values = fresh_values(manifest, keep=current)
@@ -151,6 +153,30 @@ def _rotate(root: Path, manifest: Manifest, rotate: list[str], result: InitResul
     rotation.commit(root, runner if password else None, planned.changes, password)
     result.rotated.extend(planned.rotated)
     result.warnings.extend(planned.warnings)
+
+
+def _require_engine_for_postgres(root: Path, values: dict[str, str]) -> None:
+    """`--rotate POSTGRES_PASSWORD` changes the password inside PostgreSQL first when its data volume
+    exists, and only the engine can tell whether it does: without it, rotating .env alone would lock
+    PostHog out of its database. So it is refused, as harden refuses it (an external PostgreSQL's
+    password is the provider's, and rotation.plan leaves it alone)."""
+    from posthog_compose.configuration import compose, datastores
+    from posthog_compose.operations.engine import Runner, docker_env, engine_reason, last_line
+
+    if datastores.is_external(values, "postgres"):
+        return
+    runner = Runner(Path(root), env=docker_env(), task="init")
+    try:
+        answer = runner.run(compose.command(root, "volumes", "--format", "json"), capture=True, check=False,
+                            mutating=False, timeout=60)
+        reason = "" if answer.returncode == 0 else engine_reason(last_line(answer.stderr) or f"exit {answer.returncode}")
+    except OperatorError as exc:
+        reason = exc.message
+    if reason:
+        raise OperatorError(f"--rotate POSTGRES_PASSWORD needs the Docker engine, which does not answer ({reason}): "
+                            "the password must change inside PostgreSQL first when it holds data, and changing only "
+                            ".env would lock PostHog out of its database; start the engine (`invoke doctor` checks "
+                            "it) and run again. Nothing was changed")
 
 
 def _has_data(root: Path, runner) -> bool:

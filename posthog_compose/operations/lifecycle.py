@@ -16,10 +16,21 @@ from posthog_compose.errors import OperatorError
 from posthog_compose.configuration.manifest import SERVICES
 
 
-def _services(names: list[str]) -> list[str]:
-    unknown = [n for n in names if n not in SERVICES]
+def _services(names: list[str], root: Path | None = None) -> list[str]:
+    """The services named with -s, checked: the eight of docker-compose.yml, and the edge proxy while
+    .env switches it on."""
+    from posthog_compose.configuration import edge
+    from posthog_compose.configuration.envfile import env_path
+    from posthog_compose.operations import stack
+
+    values = _values(root) if root is not None and env_path(root).exists() else {}
+    known = stack.known_services(values)
+    unknown = [n for n in names if n not in known]
+    if unknown == [edge.SERVICE]:
+        raise OperatorError(f"-s {edge.SERVICE}: the edge proxy is off, so it has no container; switch it on with "
+                            "`invoke proxy --enable --domain NAME`")
     if unknown:
-        raise OperatorError(f"unknown service(s) {', '.join(unknown)}; the services are {', '.join(SERVICES)}")
+        raise OperatorError(f"unknown service(s) {', '.join(unknown)}; the services are {', '.join(known)}")
     return names
 
 
@@ -38,9 +49,9 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
     from posthog_compose.configuration.envfile import env_path
     from posthog_compose.operations.restore import POSTHOG_SERVICES, InterruptedRestore
 
-    services = _services(services)
+    services = _services(services, root)
     present = _values(root) if env_path(root).exists() else {}
-    targets = services or stack.services_here(present)
+    targets = services or stack.deployment_services(present)
     outside = stack.external_services(present)
     print(f"Plan: {'create .env, ' if not env_path(root).exists() else ''}check the configuration, start "
           f"{', '.join(targets)}{', wait until PostHog is ready' if wait else ''}.")
@@ -64,7 +75,8 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
         try:
             recover(root, runner)
         except InterruptedRestore as exc:  # start the datastores only, then end on the line that finishes it
-            withheld, services = exc, [name for name in targets if name not in POSTHOG_SERVICES]
+            # The edge proxy depends on web: starting it would start web too.
+            withheld, services = exc, [name for name in targets if name not in (*POSTHOG_SERVICES, "proxy")]
             targets = services
         checks.require_clean(root)
         compose.record_project_name(root)
@@ -81,7 +93,7 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
             return
         values = _values(root)
         if not services and not withheld:  # .env may have been written just now
-            targets = stack.services_here(values)
+            targets = stack.deployment_services(values)
         if targets or not withheld:
             stack.start_and_wait(root, runner, command, targets, timeout,
                                  readiness_values=values if "web" in targets else None)
@@ -196,28 +208,37 @@ def _interpolate(text: str, values: dict[str, str]) -> str:
 
 # ----------------------------------------------------------------------------- status
 def dependencies(root: Path) -> dict[str, list[str]]:
-    """service -> the services it depends on (docker-compose.yml's depends_on)."""
+    """service -> the services it depends on (docker-compose.yml's depends_on; the edge proxy, while .env
+    switches it on, on web, as its overlay says)."""
+    from posthog_compose.configuration import edge
+    from posthog_compose.configuration.envfile import env_path
+
     document = compose.load_document(root)
     result = {}
     for name, body in (document.data.get("services") or {}).items():
         depends = (body or {}).get("depends_on") or []
         result[name] = list(depends) if isinstance(depends, (list, dict)) else []
+    if env_path(root).exists() and edge.enabled(_values(root)):
+        result[edge.SERVICE] = ["web"]  # docker-compose.proxy.yml: depends_on web (its `!reset` is Compose's own YAML)
     return result
 
 
 def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool, str] | None,
-           external: dict | None = None, capabilities: dict | None = None) -> dict[str, str]:
+           external: dict | None = None, capabilities: dict | None = None,
+           services: list[str] | None = None) -> dict[str, str]:
     """service -> "ok", "degraded: ...", "down: ...", "failing: cannot write: ..." or "external: host:port";
     web is degraded when PostHog's readiness fails even though Docker calls it healthy, and any service
     whose dependency is not ready is degraded (web "healthy" while db has exited cannot serve). A running
     datastore that cannot take a write (``capabilities``, service -> stack.Capability) is failing, and
     the services that depend on it degraded. A datastore in ``external`` (service -> endpoint) is not a
-    container here: PostHog's readiness speaks for it."""
+    container here: PostHog's readiness speaks for it. ``services``: the ones to judge (SERVICES, and the
+    edge proxy while it is on)."""
     from posthog_compose.operations.stack import endpoint_text
 
     external = external or {}
+    names = list(services or SERVICES)
     verdicts: dict[str, str] = {}
-    for name in SERVICES:
+    for name in names:
         state = states.get(name)
         if name in external:
             verdicts[name] = ("not needed: ClickHouse and Kafka are external" if name == "zookeeper" else
@@ -233,7 +254,7 @@ def assess(states: dict, depends: dict[str, list[str]], ready: tuple[bool, bool,
             verdicts[name] = f"failing: cannot write: {found.reason}"
     if ready is not None and verdicts.get("web") == "ok" and not ready[0]:
         verdicts["web"] = f"degraded: readiness fails ({ready[2]})"
-    for name in SERVICES:
+    for name in names:
         if verdicts[name] != "ok":
             continue
         missing = [dep for dep in depends.get(name, []) if not verdicts.get(dep, "ok").startswith("ok")
@@ -258,7 +279,8 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
 
     values = _values(root) if env_path(root).exists() else {}
     external = stack.external_services(values)
-    here = [name for name in SERVICES if name not in external]
+    shown = stack.known_services(values)  # with the edge proxy while it is on
+    here = [name for name in shown if name not in external]
     with ThreadPoolExecutor(max_workers=2) as pool:
         # Whether what runs is what the files say, and whether each local datastore takes a write (each
         # probe with its own deadline), asked beside the states, the disk and the readiness (their
@@ -278,11 +300,11 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         capabilities = {name: found for name, found in (probed.result() if probed is not None else {}).items()
                         if name in states and states[name].ready}
     disk.add_filesystems(found.space for found in capabilities.values())
-    verdicts = assess(states, dependencies(root), ready, external, capabilities)
+    verdicts = assess(states, dependencies(root), ready, external, capabilities, shown)
     unfinished = journal.pending(root)
     if as_json:
         rows = []
-        for name in SERVICES:
+        for name in shown:
             if name in external:
                 endpoint = external[name]
                 row = {"service": name, "state": "not needed" if name == "zookeeper" else "external",
@@ -309,7 +331,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         _refuse_unwritable(capabilities)
         return
     rows = [("SERVICE", "STATE", "HEALTH", "VERDICT", "UPTIME", "PORTS", "IMAGE")]
-    for name in SERVICES:
+    for name in shown:
         state = states.get(name)
         if name in external:
             endpoint = external[name]
@@ -330,7 +352,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     from posthog_compose.cli import table
 
     print(table(rows))
-    for name in SERVICES:
+    for name in shown:
         if verdicts[name].startswith("degraded"):
             print(f"{name}: {verdicts[name]}")
     for found in capabilities.values():
@@ -378,7 +400,7 @@ def _refuse_unwritable(capabilities: dict) -> None:
 # ----------------------------------------------------------------------------- logs
 def logs(root: Path, runner: Runner, services: list[str], follow: bool = False, tail: str | None = None,
          since: str | None = None, errors: bool = False) -> int:
-    services = _services(services)
+    services = _services(services, root)
     _say_external(root, services)
     options = [*(["--tail", str(tail)] if tail else []), *(["--since", since] if since else [])]
     if not errors:
@@ -390,7 +412,10 @@ def logs(root: Path, runner: Runner, services: list[str], follow: bool = False, 
     if follow:
         raise OperatorError("--errors reads the logs once; drop --follow")
     result = runner.run(compose.command(root, "logs", "--no-color", *options, *services), capture=True, mutating=False)
-    counts = {name: 0 for name in (services or SERVICES)}
+    from posthog_compose.operations import stack
+    from posthog_compose.configuration.envfile import env_path
+
+    counts = {name: 0 for name in (services or stack.known_services(_values(root) if env_path(root).exists() else {}))}
     matched_text = []
     for line in result.stdout.splitlines():
         service, _, message = line.partition("|")

@@ -179,7 +179,12 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
         print("The edge proxy is already off: nothing to do.")
         return 0
     plan = plan_enable(root, values, domain, private_ca) if enable else plan_disable(root, values)
-    running = any(s.state == "running" for s in stack.service_states(root, runner))
+    try:
+        running: bool | None = any(s.state == "running" for s in stack.service_states(root, runner))
+    except OperatorError:
+        if not runner.dry_run:
+            raise
+        running = None  # a plan needs no engine: whether the deployment runs is said to be unknown
     if not plan.env and not plan.certificate:
         print(f"The edge proxy is already {'on' if enable else 'off'} with these settings: nothing to do.")
         return 0
@@ -187,8 +192,15 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
     for line in plan.lines:
         print(f"  - {line}")
     print("  - check the configuration (.env is put back if it fails)")
-    print("  - recreate web and " + ("start the proxy" if enable else "remove the proxy; WEB_PORT is published again")
-          if running else "  - the deployment is not running: `invoke up` starts it with these settings")
+    recreate = (f"recreate {_and(recreated_services(root, plan.env))} (their settings change) and "
+                + ("start the proxy" if enable else "remove the proxy; WEB_PORT is published again"))
+    if running:
+        print(f"  - {recreate}")
+    elif running is None:
+        print(f"  - the Docker engine does not answer, so whether the deployment runs is unknown: if it runs, "
+              f"{recreate}; if not, `invoke up` starts it with these settings")
+    else:
+        print("  - the deployment is not running: `invoke up` starts it with these settings")
     if runner.dry_run:
         print("Dry run: nothing changed.")
         return 0
@@ -247,6 +259,28 @@ def switch(root: Path, runner, enable: bool, domain: str | None = None, private_
     print(f"URL check: {detail}.")
     print(f"Edge proxy {'on' if enable else 'off'}: PostHog is at {after.get('SITE_URL', '')}.")
     return 0
+
+
+def recreated_services(root: Path, changed) -> list[str]:
+    """The services Compose recreates when the proxy is switched: web (the overlay changes its ports and
+    networks) and every service of docker-compose.yml that reads one of the ``changed`` .env values
+    (SITE_URL, IS_BEHIND_PROXY, ... reach worker and plugins too), in docker-compose.yml's order."""
+    import re
+
+    from posthog_compose.configuration import compose
+    from posthog_compose.configuration.manifest import SERVICES
+
+    names = [name for name in changed if name != "COMPOSE_FILE"]
+    reads = re.compile(r"\$\{?(" + "|".join(map(re.escape, names)) + r")\b") if names else None
+    services = (compose.load_document(root).data.get("services") or {})
+    found = [name for name in SERVICES if name == "web" or (
+        reads is not None and reads.search(json.dumps(services.get(name) or {})))]
+    return found
+
+
+def _and(names: list[str]) -> str:
+    """web, worker and plugins."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 #: The volumes docker-compose.proxy.yml declares (its certificates and ACME account, Caddy's state).

@@ -2,7 +2,9 @@
 running deployment that holds data, then HTTPS verified with the deployment's CA, HTTP redirected,
 WEB_PORT closed, PostHog (the stand-in) seeing the forwarded scheme, host and client address and
 no spoofed X-Forwarded-For; `invoke proxy --disable` and everything is as before, data intact.
-Also `invoke status` showing volume sizes and free disk, and log rotation on the containers."""
+With the proxy on, `status` counts and shows it, `logs -s proxy` and `logs --errors` read its log (its
+warnings are no errors), `doctor` checks its ports and `harden --check` allows them. Also `invoke status`
+showing volume sizes and free disk, and log rotation on the containers."""
 
 from __future__ import annotations
 
@@ -109,7 +111,29 @@ def test_proxy_on_and_off_on_a_live_deployment(deployment):
     # The proxy's volumes are no longer in the compose files the fixture's `down --volumes` reads.
     deployment.engine.docker("volume", "rm", "posthog_proxy-data", "posthog_proxy-config", check=False)
     checked = deployment.invoke("harden", "--check", "--json")
-    assert {i["id"]: i["status"] for i in json.loads(checked.stdout)["items"]}["public-https"] == "pass"
+    items = {i["id"]: i for i in json.loads(checked.stdout)["items"]}
+    assert items["public-https"]["status"] == "pass"
+    # The proxy's 80 and 443 are the published ports allowed while it is on; web publishes none.
+    assert items["ports"]["status"] == "pass", items["ports"]["reason"]
+
+    # The proxy is a service of the deployment: status counts and shows it, its log is there, and
+    # Caddy's warn-level lines (the OCSP stapling warning of a certificate from the deployment's CA) are
+    # no errors.
+    shown = deployment.invoke("status")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert any(line.startswith("proxy ") for line in shown.stdout.splitlines()), shown.stdout
+    assert "9 of 9 services running and healthy" in " ".join(shown.stdout.split()), shown.stdout
+    rows = {row["service"]: row for row in json.loads(deployment.invoke("status", "--json").stdout)["services"]}
+    assert (rows["proxy"]["state"], rows["proxy"]["health"], rows["proxy"]["verdict"]) == ("running", "healthy", "ok")
+    proxy_logs = deployment.invoke("logs", "-s", "proxy", "--tail", "50")
+    assert proxy_logs.returncode == 0 and "proxy-1" in proxy_logs.stdout, proxy_logs.stdout + proxy_logs.stderr
+    errors = deployment.invoke("logs", "--errors", "-s", "proxy")
+    assert errors.returncode == 0 and "0 error line(s) (proxy 0)" in errors.stdout, errors.stdout
+    # doctor checks the proxy's ports (held by it), not WEB_PORT, which is no longer published.
+    doctor = {c["name"]: c for c in json.loads(deployment.invoke("doctor", "--json").stdout)}
+    assert "web port" not in doctor, doctor
+    for name in ("proxy http port", "proxy https port"):
+        assert doctor[name]["status"] == "ok" and "held by this deployment's edge proxy" in doctor[name]["detail"]
 
     # status: volume sizes and free disk, for people and for monitoring.
     status = deployment.invoke("status", "--json")

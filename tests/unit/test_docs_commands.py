@@ -202,7 +202,8 @@ def problems(argv: tuple[str, ...]) -> str | None:
         if context.name in ("up", "logs") and "service" in context.args:
             for value in context.args["service"].value or []:
                 for item in value.split(","):
-                    if item and item not in SERVICES and not placeholder(item):
+                    # The edge proxy is a service while it is on (docs/https.md switches it on).
+                    if item and item not in (*SERVICES, "proxy") and not placeholder(item):
                         return f"`{item}` is not a service of the deployment"
     return None
 

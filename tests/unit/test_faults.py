@@ -431,7 +431,7 @@ def test_doctor_measures_docker_root_and_backups_and_says_when_it_cannot(tmp_pat
     monkeypatch.setattr(engine, "disks", lambda root, env=None: [("Docker's data root", "/d", 5.0),
                                                                   ("backups/", str(tmp_path), 0.5)])
     check = doctor._disk(tmp_path)
-    assert check.status == "error" and "5 GB free on Docker's data root (/d)" in check.detail
+    assert check.status == "error" and "5.0 GiB free on Docker's data root (/d)" in check.detail
 
 
 _TASK_THAT_STARTS_COMPOSE = """

@@ -91,10 +91,21 @@ def test_rotating_the_encryption_key_keeps_the_old_one_last(repo):
     assert len(keys) == 2 and keys[1] == old and KEY_RE.match(keys[0]) and keys[0] != old
 
 
-def test_rotating_a_password_rederives_its_url(repo):
+def _engine_without_data(tmp_path):
+    """A Compose whose engine answers and holds no volume yet: POSTGRES_PASSWORD is then simply regenerated
+    (without an answer, init refuses to rotate it)."""
+    import os
+
+    script = tmp_path / "compose-no-volumes"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    return {**os.environ, "POSTHOG_COMPOSE_BINARY": str(script)}
+
+
+def test_rotating_a_password_rederives_its_url(repo, tmp_path):
     assert run_invoke(repo, "init").returncode == 0
     before = _values(repo)
-    assert run_invoke(repo, "init", "--rotate", "POSTGRES_PASSWORD").returncode == 0
+    assert run_invoke(repo, "init", "--rotate", "POSTGRES_PASSWORD", env=_engine_without_data(tmp_path)).returncode == 0
     after = _values(repo)
     assert after["POSTGRES_PASSWORD"] != before["POSTGRES_PASSWORD"]
     assert after["POSTGRES_PASSWORD"] in after["DATABASE_URL"]
@@ -109,7 +120,7 @@ def test_rotate_unknown_variable_is_one_line_and_changes_nothing(repo):
     assert (repo / ".env").read_bytes() == before
 
 
-def test_rotating_keeps_what_harden_appended_to_the_urls(repo):
+def test_rotating_keeps_what_harden_appended_to_the_urls(repo, tmp_path):
     assert run_invoke(repo, "init").returncode == 0
     before = _values(repo)
     from posthog_compose.configuration.envfile import EnvFile
@@ -118,7 +129,8 @@ def test_rotating_keeps_what_harden_appended_to_the_urls(repo):
     env.set("DATABASE_URL", before["DATABASE_URL"] + "?sslmode=verify-full")
     env.set("REDIS_URL", before["REDIS_URL"].replace("redis://", "rediss://", 1) + "?ssl_cert_reqs=required")
     env.write()
-    assert run_invoke(repo, "init", "--rotate", "POSTGRES_PASSWORD", "--rotate", "REDIS_PASSWORD").returncode == 0
+    assert run_invoke(repo, "init", "--rotate", "POSTGRES_PASSWORD", "--rotate", "REDIS_PASSWORD",
+                      env=_engine_without_data(tmp_path)).returncode == 0
     after = _values(repo)
     assert after["DATABASE_URL"].endswith("?sslmode=verify-full") and after["POSTGRES_PASSWORD"] in after["DATABASE_URL"]
     assert after["REDIS_URL"].startswith(f"rediss://:{after['REDIS_PASSWORD']}@redis:")

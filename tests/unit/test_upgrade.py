@@ -32,8 +32,10 @@ def test_published_tags_are_accepted(to, expected):
 
 
 @pytest.mark.parametrize("to, hint", [
-    ("1.50.0", "release-1.50.0"),
+    ("1.50.0", "PostHog published no release-1.50.0: its numbered releases end at release-1.43.0"),
+    ("v1.44", "no release-1.44.0"),
     ("v1.43", "release-1.43.0"),
+    ("1.42.0", "e.g. release-1.42.0"),
     ("0123456", "full 40-character"),
     (SHA.upper(), "full 40-character"),
     ("latest", "--allow-latest"),
@@ -116,7 +118,8 @@ def test_bad_tag_is_one_line_and_changes_nothing(deployed):
     result = run_invoke(deployed, "upgrade", "--to", "1.50.0")
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    assert "release-1.50.0" in result.stderr
+    assert "published no release-1.50.0" in result.stderr and "commit SHA" in result.stderr
+    assert "hub.docker.com/r/posthog/posthog/tags" in result.stderr
     assert (deployed / ".env").read_bytes() == before
 
 
@@ -223,6 +226,18 @@ def test_history_is_appended_0600_and_printed(deployed, capsys):
     assert text.strip().splitlines()[-1] == "2 upgrade(s), 1 not completed; reasons with --json."
     result = run_invoke(deployed, "upgrade", "--history", "--json")
     assert [r["result"] for r in json.loads(result.stdout)] == ["upgraded", "rolled back"]
+
+
+def test_history_shows_a_digest_as_a_usable_reference(deployed, capsys):
+    """A digest-pinned row shows the whole digest, which `upgrade --to` takes back as it is."""
+    plan = upgrade.make_plan(deployed, upgrade.Request(to=DIGEST))
+    upgrade._record(deployed, plan, plan.target, "upgraded", 0.0, None)
+    upgrade.print_history(deployed)
+    text = capsys.readouterr().out
+    cells = [cell for line in text.splitlines()[1:-2] for cell in line.split() if cell.startswith("sha256:")]
+    assert cells == [DIGEST], text
+    assert upgrade.target_reference("posthog/posthog:release-1.43.0", cells[0], "posthog", False) == \
+        f"posthog/posthog@{DIGEST}"
 
 
 def test_a_corrupt_history_line_is_one_line(deployed):

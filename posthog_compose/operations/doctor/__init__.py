@@ -1,15 +1,16 @@
 """Preflight, as Sentry's self-hosted installer does it: the Docker engine, Compose v2+,
 host RAM, CPUs and free disk against PostHog's needs (and on the filesystem of each data volume), each
-local datastore that runs taking a test write, and WEB_PORT free; for each external
-datastore, from this host: DNS, TCP, the TLS handshake verified against the CA bundle under
-datastore-ca/ and the host name, and where a version can be read, the version against the
-compatibility matrix. Changes nothing (the test writes are rolled back, or one row in a kit-owned
-ClickHouse table that expires); no secret is ever printed.
+local datastore that runs taking a test write, and WEB_PORT free (the edge proxy's ports instead while
+it is on); for each external datastore, from this host: DNS, TCP, the TLS handshake verified against
+the CA bundle under datastore-ca/ and the host name, and where a version can be read, the version
+against the compatibility matrix. Changes nothing (the test writes are rolled back, or one row in a
+kit-owned ClickHouse table that expires); no secret is ever printed.
 
-One part per module: host (the engine, Compose, RAM, CPUs, disks, WEB_PORT), network (reaching an external
-datastore: DNS, TCP, the verified TLS handshake), postgres_probe, redis_probe and clickhouse_probe (each
-server's version, read over that TLS). This module holds ``run``, ``external_checks`` and ``probe``, which
-puts one datastore's steps together and compares its version with the compatibility matrix.
+One part per module: host (the engine, Compose, RAM, CPUs, disks, the published ports), network
+(reaching an external datastore: DNS, TCP, the verified TLS handshake), postgres_probe, redis_probe and
+clickhouse_probe (each server's version, read over that TLS). This module holds ``run``,
+``external_checks`` and ``probe``, which puts one datastore's steps together and compares its version
+with the compatibility matrix.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from posthog_compose.operations.doctor.host import (
     _cpus,
     _disk,
     _web_port,
+    _published_ports,
+    _port_check,
     _one_line,
     _data_disk,
     _datastore_writes,
@@ -74,8 +77,8 @@ from posthog_compose.operations.wire import Deadline, WireError
 
 def run(root: Path, runner, as_json: bool = False) -> int:
     env = runner.env
-    port, running = _web_port(root, runner)
-    checks = [_engine(env), _compose(root, env), _ram(), _cpus(), _disk(root), port]
+    ports, running = _published_ports(root, runner)
+    checks = [_engine(env), _compose(root, env), _ram(), _cpus(), _disk(root), *ports]
     if checks[0].status == "ok":
         writes, found = _datastore_writes(root, runner)
         checks.append(_data_disk(root, runner, found))

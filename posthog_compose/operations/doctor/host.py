@@ -1,5 +1,6 @@
 """The host's checks, one Check line each: the Docker engine, Compose v2+, RAM, CPUs and free disk
-against PostHog's needs, the data disk, and WEB_PORT free (or held by this deployment).
+against PostHog's needs, the data disk, and the published ports free or held by this deployment: WEB_PORT,
+or the edge proxy's PROXY_HTTP_PORT and PROXY_HTTPS_PORT while it is on (web then publishes nothing).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from posthog_compose.configuration import compose
 
 
 # PostHog's hobby deployment asks for about 4 vCPUs, 16 GB RAM and 30 GB of disk; below the
-# minimums the stack is known to fall over (ClickHouse and Kafka are memory-hungry).
+# minimums the stack is known to fall over (ClickHouse and Kafka are memory-hungry). RAM and disk are
+# measured and compared in GiB (2^30 bytes, what /proc/meminfo and statvfs give divided by 1024^3),
+# and printed with that unit: a 16 GB host has about 15.6 GiB of RAM.
 MIN_CPUS, GOOD_CPUS = 2, 4
 MIN_RAM_GB, GOOD_RAM_GB = 8, 16
 MIN_DISK_GB, GOOD_DISK_GB = 20, 30
@@ -84,18 +87,23 @@ def _compose(root: Path, env) -> Check:
     return Check("docker compose", "ok", f"version {version} ({shown})")
 
 
+#: Where the kernel says how much RAM the host has (in KiB).
+MEMINFO = "/proc/meminfo"
+
+
 def _ram() -> Check:
     try:
-        with open("/proc/meminfo") as meminfo:
+        with open(MEMINFO) as meminfo:
             total_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
     except (OSError, StopIteration):
         return Check("memory", "warning", "cannot read /proc/meminfo")
-    gb = total_kb / 1024 / 1024
-    if gb < MIN_RAM_GB:
-        return Check("memory", "error", f"{gb:.1f} GB; PostHog needs at least {MIN_RAM_GB} GB", "use a larger host")
-    if gb < GOOD_RAM_GB:
-        return Check("memory", "warning", f"{gb:.1f} GB; {GOOD_RAM_GB} GB recommended", "expect slow queries under load")
-    return Check("memory", "ok", f"{gb:.1f} GB")
+    gib = total_kb / 1024 / 1024
+    if gib < MIN_RAM_GB:
+        return Check("memory", "error", f"{gib:.1f} GiB; PostHog needs at least {MIN_RAM_GB} GiB", "use a larger host")
+    if gib < GOOD_RAM_GB:
+        return Check("memory", "warning", f"{gib:.1f} GiB; {GOOD_RAM_GB} GiB recommended",
+                     "expect slow queries under load")
+    return Check("memory", "ok", f"{gib:.1f} GiB")
 
 
 def _cpus() -> Check:
@@ -119,45 +127,72 @@ def _disk(root: Path, env: dict | None = None) -> Check:
             worst = "warning" if worst == "ok" else worst
             continue
         if label == "backups/":
-            notes.append(f"{free_gb:.0f} GB free for backups/")
+            notes.append(f"{_gib(free_gb)} GiB free for backups/")
             if free_gb < 1:
                 worst, fix = "error", "free space under backups/: an upgrade's dump and logs need room"
             continue
-        notes.append(f"{free_gb:.0f} GB free on Docker's data root ({path})")
+        notes.append(f"{_gib(free_gb)} GiB free on Docker's data root ({path})")
         if free_gb < MIN_DISK_GB:
-            worst, fix = "error", "free space or move Docker's data root to a larger disk"
+            worst, fix = "error", f"free space or move Docker's data root to a larger disk ({MIN_DISK_GB} GiB at least)"
         elif free_gb < GOOD_DISK_GB and worst == "ok":
-            worst, fix = "warning", f"{GOOD_DISK_GB} GB recommended; watch volume growth"
+            worst, fix = "warning", f"{GOOD_DISK_GB} GiB recommended; watch volume growth"
     return Check("disk", worst, "; ".join(notes), fix)
+
+
+def _gib(amount: float) -> str:
+    """A free space in GiB: whole units, with a decimal below 10 (0.5 GiB is not 0 GiB)."""
+    return f"{amount:.0f}" if amount >= 10 else f"{amount:.1f}"
 
 
 def _web_port(root: Path, runner) -> tuple[Check, bool]:
     """The WEB_PORT check, and whether this deployment's web service is the one running there."""
+    checks, running = _published_ports(root, runner)
+    return checks[0], running
+
+
+def _published_ports(root: Path, runner) -> tuple[list[Check], bool]:
+    """The checks of the host ports the deployment publishes, and whether its web service runs: WEB_PORT
+    (free or held by web), or, while the edge proxy is on, PROXY_HTTP_PORT and PROXY_HTTPS_PORT (free or
+    held by the proxy) instead, as web then publishes nothing."""
+    from posthog_compose.configuration import edge
     from posthog_compose.configuration.envfile import EnvFile, env_path
 
     path = env_path(root)
-    from posthog_compose.configuration.validators import PORT_PROBLEM, port_number
-
-    port = EnvFile.load(path).resolved().get("WEB_PORT", "8080") if path.exists() else "8080"
-    number = port_number(port)
-    if number is None:
-        return Check("web port", "error", f"WEB_PORT {PORT_PROBLEM}", "run `invoke config-check`"), False
+    values = EnvFile.load(path).resolved() if path.exists() else {}
     try:
         from posthog_compose.operations import stack
 
-        ours = any(s.service == "web" and s.state == "running" for s in stack.service_states(root, runner))
+        running = {s.service for s in stack.service_states(root, runner) if s.state == "running"}
     except Exception:
-        ours = False
+        running = set()
+    if edge.enabled(values):
+        checks = [_port_check("proxy http port", "PROXY_HTTP_PORT", values.get("PROXY_HTTP_PORT", "80"),
+                              "proxy" in running, "edge proxy", "PROXY_HTTP_PORT"),
+                  _port_check("proxy https port", "PROXY_HTTPS_PORT", values.get("PROXY_HTTPS_PORT", "443"),
+                              "proxy" in running, "edge proxy", "PROXY_HTTPS_PORT (and SITE_URL to match)")]
+        return checks, "web" in running
+    check = _port_check("web port", "WEB_PORT", values.get("WEB_PORT", "8080"), "web" in running,
+                        "web service", "WEB_PORT (and SITE_URL to match)")
+    return [check], "web" in running
+
+
+def _port_check(name: str, variable: str, port: str, ours: bool, holder: str, setting: str) -> Check:
+    """One published port: free, held by this deployment's ``holder``, or taken by another program."""
+    from posthog_compose.configuration.validators import PORT_PROBLEM, port_number
+
+    number = port_number(port)
+    if number is None:
+        return Check(name, "error", f"{variable} {PORT_PROBLEM}", "run `invoke config-check`")
     if ours:
-        return Check("web port", "ok", f"{port} is held by this deployment's web service"), True
+        return Check(name, "ok", f"{port} is held by this deployment's {holder}")
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("0.0.0.0", number))
         except OSError:
-            return Check("web port", "error", f"{port} is already in use by another program",
-                         "stop it, or set another WEB_PORT in .env (and SITE_URL to match)"), False
-    return Check("web port", "ok", f"{port} is free"), False
+            return Check(name, "error", f"{port} ({variable}) is already in use by another program",
+                         f"stop it, or set another {setting} in .env")
+    return Check(name, "ok", f"{port} ({variable}) is free")
 
 
 def _one_line(text: str) -> str:

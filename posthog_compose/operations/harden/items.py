@@ -153,11 +153,38 @@ def _redis_tls(state: State):
     return "pass", "Redis serves TLS only and PostHog verifies it", ""
 
 
+#: The container ports the edge proxy publishes (HTTP, redirecting, and HTTPS): docker-compose.proxy.yml.
+PROXY_TARGETS = (80, 443)
+
+
 def _ports(state: State):
-    others = [name for name, ports in state.published.items() if ports and name != "web"]
+    """Only web publishes a port; while the edge proxy is on, only the proxy, on its ports 80 and 443 (web
+    then publishes nothing: every request goes through the proxy)."""
+    from posthog_compose.configuration import edge
+
+    on = edge.enabled(state.values)
+    allowed = edge.SERVICE if on else "web"
+    others = [name for name, ports in state.published.items() if ports and name != allowed]
+    if on:
+        stray = [port for port in state.published.get(edge.SERVICE) or [] if _target(port) not in PROXY_TARGETS]
+        if stray:
+            others.append(f"{edge.SERVICE} (container port{'s' if len(stray) > 1 else ''} "
+                          f"{', '.join(str(_target(port)) for port in stray)} besides 80 and 443)")
     if others:
         return "fail", f"published by {', '.join(others)}: reachable from outside the host", DOCS["ports"]
+    if on:
+        return ("pass", f"only the edge proxy publishes ports: {state.values.get('PROXY_HTTP_PORT', '?')} (HTTP, "
+                f"redirects) and {state.values.get('PROXY_HTTPS_PORT', '?')} (HTTPS); web publishes none", "")
     return "pass", "only web publishes a port", ""
+
+
+def _target(port) -> int | str:
+    """The container port of a published port: Compose's model ({"target": 80, ...}) or the short form
+    of a compose file ("8080:8000", "127.0.0.1:443:443/tcp")."""
+    if isinstance(port, dict):
+        return port.get("target", "?")
+    text = str(port).rsplit(":", 1)[-1].split("/", 1)[0]
+    return int(text) if text.isdigit() else text
 
 
 def _https(state: State):

@@ -20,9 +20,11 @@ def read_state(root: Path, runner: Runner | None = None, without_engine: bool = 
     values = EnvFile.load(env_path(root)).resolved()
     override_path = root / OVERRIDE_FILE
     document = compose.load_document(root)
-    published = {name: service.get("ports") or [] for name, service in  # what Compose runs (hook: hostile input)
-                 (compose.effective_services(root) or document.services).items()
+    effective = compose.effective_services(root)  # what Compose runs (hook: hostile input)
+    published = {name: service.get("ports") or [] for name, service in (effective or document.services).items()
                  if isinstance(service, dict)}
+    if effective is None:  # Compose cannot tell: the files COMPOSE_FILE adds still count (the proxy's ports)
+        published = _with_overlays(root, values, published)
     state = State(root, values, checks.collect(root),
                   override_path.read_text(encoding="utf-8") if override_path.exists() else None,
                   (root / TLS_TEMPLATE).read_text(encoding="utf-8") if (root / TLS_TEMPLATE).exists() else "",
@@ -37,6 +39,46 @@ def read_state(root: Path, runner: Runner | None = None, without_engine: bool = 
                 raise
             state.engine_error = str(exc)
     return state
+
+
+def _with_overlays(root: Path, values: dict[str, str], published: dict[str, list]) -> dict[str, list]:
+    """``published`` (docker-compose.yml's ports) with the ports of each further file COMPOSE_FILE lists,
+    merged as Compose merges them: appended, or replacing with Compose's `!reset` (the proxy's overlay
+    resets web's). An unreadable file adds nothing: config-check reports it."""
+    import os
+
+    import yaml
+
+    from posthog_compose.configuration import edge
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def reset(loader, node):
+        value = loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else None
+        return _Reset(value or [])
+
+    Loader.add_constructor("!reset", reset)
+    merged = {name: list(ports) for name, ports in published.items()}
+    for name in edge.compose_files(values)[1:]:
+        path = Path(root) / name
+        if os.path.basename(name) == compose.COMPOSE_FILE or not path.is_file():
+            continue
+        try:
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 - SafeLoader subclass
+        except (OSError, yaml.YAMLError):
+            continue
+        for service, body in ((data or {}).get("services") or {}).items() if isinstance(data, dict) else ():
+            ports = body.get("ports") if isinstance(body, dict) else None
+            if isinstance(ports, _Reset):
+                merged[service] = list(ports)
+            elif isinstance(ports, list):
+                merged[service] = merged.get(service, []) + ports
+    return merged
+
+
+class _Reset(list):
+    """A value Compose's `!reset` tag replaces instead of merging."""
 
 
 def _container_image(runner: Runner, service: str) -> str | None:

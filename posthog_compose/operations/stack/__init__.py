@@ -30,6 +30,8 @@ from posthog_compose.operations.stack.here import (
     DATASTORE_LABELS,
     READYZ_DATASTORES,
     services_here,
+    deployment_services,
+    known_services,
     external_services,
     endpoints,
     first_endpoints,

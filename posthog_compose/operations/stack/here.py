@@ -1,6 +1,6 @@
-"""Which services run on this host (every service but the datastores .env makes external), how an
-external datastore is named to people (host:port, never credentials), and the note a failing check that
-reaches an external datastore carries.
+"""Which services run on this host (every service but the datastores .env makes external, and the
+edge proxy when it is on), how an external datastore is named to people (host:port, never
+credentials), and the note a failing check that reaches an external datastore carries.
 """
 
 from __future__ import annotations
@@ -32,6 +32,23 @@ def services_here(values: dict[str, str] | None) -> list[str]:
     if "zookeeper" not in datastores.local_services(values):
         outside.add("zookeeper")
     return [name for name in SERVICES if name not in outside]
+
+
+def deployment_services(values: dict[str, str] | None) -> list[str]:
+    """What the deployment runs on this host as the operator sees it: ``services_here`` and, when .env
+    switches it on (COMPOSE_FILE lists its overlay), the edge proxy, which status, up and logs count
+    like any other service."""
+    from posthog_compose.configuration import edge
+
+    return services_here(values) + ([edge.SERVICE] if edge.enabled(values or {}) else [])
+
+
+def known_services(values: dict[str, str] | None) -> list[str]:
+    """Every service name a task accepts with -s: the eight of docker-compose.yml, and the edge proxy
+    while it is on."""
+    from posthog_compose.configuration import edge
+
+    return list(SERVICES) + ([edge.SERVICE] if edge.enabled(values or {}) else [])
 
 
 def external_services(values: dict[str, str] | None) -> dict[str, object]:

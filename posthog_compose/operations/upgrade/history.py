@@ -91,14 +91,21 @@ def print_history(root: Path, as_json: bool = False) -> None:
     print(table(rows))
     failed = [e for e in entries if e.get("result") != "upgraded"]
     print(f"{len(entries)} upgrade(s), {len(failed)} not completed; reasons with --json.")
+    if any("@" in str(e.get("from", "")) + str(e.get("to", "")) for e in entries):
+        print("A digest is shown in full: `invoke upgrade --to DIGEST` goes back to exactly that image.")
 
 
 def _short(reference: str) -> str:
-    """The tag or digest part, which is what differs between rows."""
-    ref = images.parse(reference) if reference else None
+    """The tag or digest part, which is what differs between rows, in a form that `upgrade --to` takes
+    back: the tag, or the whole digest (`sha256:` and its 64 hex digits; a digest names what ran, and a
+    shortened one names no image)."""
+    try:
+        ref = images.parse(reference) if reference else None
+    except OperatorError:
+        return reference  # a hand-edited line: shown as it is
     if not ref:
         return "-"
-    return (ref.tag or "") + (f"@{ref.digest[:19]}" if ref.digest else "")
+    return ref.digest or ref.tag or reference
 
 
 def _lock(root: Path):

@@ -26,7 +26,7 @@ def target_reference(current: str, to: str | None, service: str, allow_latest: b
         raise OperatorError(f"--to takes a tag or a digest, not an image reference ({value!r}); the repository "
                             f"stays {ref.repository} (change it in .env if you really mean another one)")
     if service == "posthog":
-        kind = images.posthog_tag_kind(value, allow_latest=allow_latest)
+        kind = images.posthog_tag_kind(value, allow_latest=allow_latest, last_release=last_numbered_release())
     elif value.startswith("sha256:"):
         kind = "digest"
     elif value in images.MOVING_TAGS and not allow_latest:
@@ -36,6 +36,18 @@ def target_reference(current: str, to: str | None, service: str, allow_latest: b
         kind = "tag"
     new = ref.with_digest(value) if kind == "digest" else ref.with_tag(value)
     return str(new)
+
+
+def last_numbered_release() -> tuple[int, int, int]:
+    """PostHog's last `release-X.Y.Z` tag: what compatibility.yml's `latest-release` alias is frozen at
+    (no release tag exists past it, so none is suggested)."""
+    from posthog_compose.configuration import compatibility
+
+    try:
+        found = tuple(int(part) for part in compatibility.load().aliases.get("latest-release", "").split("."))
+    except (OperatorError, ValueError, AttributeError):
+        return images.LAST_NUMBERED_RELEASE
+    return found if len(found) == 3 else images.LAST_NUMBERED_RELEASE  # type: ignore[return-value]
 
 
 def _parses(reference: str) -> bool:
