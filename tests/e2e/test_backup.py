@@ -70,6 +70,42 @@ def _fresh_clone(target: Path, engine: Engine) -> Deployment:
     return Deployment(target, engine)
 
 
+def _project_objects(engine: Engine, project: str) -> dict[str, list[str]]:
+    """The containers (with their ids), volumes and networks of a Compose project, by its label."""
+    label = f"label=com.docker.compose.project={project}"
+    return {"containers": sorted(engine.docker("ps", "-a", "--no-trunc", "--filter", label, "--format",
+                                               "{{.ID}} {{.Names}} {{.State}}").stdout.splitlines()),
+            "volumes": sorted(engine.docker("volume", "ls", "-q", "--filter", label).stdout.split()),
+            "networks": sorted(engine.docker("network", "ls", "-q", "--filter", label).stdout.split())}
+
+
+def _drill_leaves_the_live_deployment_as_it_was(deployment: Deployment, archive: Path, rows_before: str) -> dict:
+    """`invoke restore --drill` of the archive just made, beside the running deployment: it passes with
+    the row counts the archive recorded, and afterwards the live deployment's containers, volumes
+    (their creation times), .env and rows are as they were, and nothing of `posthog-drill` is left."""
+    engine = deployment.engine
+    live_before = _project_objects(engine, "posthog")
+    created_before = {v: _volume_created(engine, v) for v in live_before["volumes"]}
+    env_before = (deployment.root / ".env").read_bytes()
+    drilled = deployment.invoke("restore", "--drill", str(archive), "--json")
+    assert drilled.returncode == 0, drilled.stdout + drilled.stderr
+    report = json.loads(drilled.stdout)
+    assert report["passed"] and report["project"] == "posthog-drill"
+    postgres, clickhouse = report["tables"]["postgres"], report["tables"]["clickhouse"]
+    assert postgres["recorded"]["public.e2e_backup_probe"] == postgres["restored"]["public.e2e_backup_probe"] == 2000
+    assert postgres["restored"] == postgres["recorded"]
+    assert clickhouse["recorded"]["posthog.e2e_events"] == clickhouse["restored"]["posthog.e2e_events"] == 500
+    assert "Drill phases:" in drilled.stderr and "total" in drilled.stderr
+    assert _project_objects(engine, "posthog-drill") == {"containers": [], "volumes": [], "networks": []}
+    assert _project_objects(engine, "posthog") == live_before
+    assert {v: _volume_created(engine, v) for v in live_before["volumes"]} == created_before
+    assert (deployment.root / ".env").read_bytes() == env_before
+    assert deployment.psql("SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM e2e_backup_probe"
+                           ).stdout == rows_before
+    assert not (deployment.root / ".deploy" / "drill").exists()
+    return {"seconds": report["seconds"], "phases": report["phases"]}
+
+
 def test_backup_down_volumes_restore_and_a_new_host(deployment, second_engine, tmp_path):
     _with_passphrase(deployment)
     started = deployment.invoke("up", "--timeout", "300")
@@ -108,7 +144,8 @@ def test_backup_down_volumes_restore_and_a_new_host(deployment, second_engine, t
     listed = deployment.invoke("backup", "--list", "--json")
     assert json.loads(listed.stdout)[0]["archive"].endswith(archive.name)
     verified = deployment.invoke("backup", "--verify", str(archive))
-    assert verified.returncode == 0 and "OK" in verified.stdout
+    assert verified.returncode == 0 and "OK" in verified.stdout and "made by kit" in verified.stdout
+    drill = _drill_leaves_the_live_deployment_as_it_was(deployment, archive, rows_before)
 
     # A damaged archive and a wrong passphrase: one line each, nothing changed (the data is still there).
     damaged = tmp_path / "damaged.backup"
@@ -169,7 +206,8 @@ def test_backup_down_volumes_restore_and_a_new_host(deployment, second_engine, t
     artifacts.mkdir(exist_ok=True)
     (artifacts / "e2e-backup.json").write_text(json.dumps({
         "backup_seconds": summary["seconds"], "clickhouse_pause_seconds": summary["clickhouse_pause_seconds"],
-        "archive_bytes": summary["size"], "restore_seconds": round(restore_seconds, 1)}, indent=2) + "\n")
+        "archive_bytes": summary["size"], "restore_seconds": round(restore_seconds, 1),
+        "drill_seconds": drill["seconds"], "drill_phases": drill["phases"]}, indent=2) + "\n")
 
 
 def _volume_created(engine: Engine, name: str) -> str:
