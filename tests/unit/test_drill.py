@@ -6,6 +6,8 @@ Ctrl-C, and when an earlier drill was killed. The end-to-end proof is tests/e2e/
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
@@ -115,23 +117,27 @@ def test_rows_written_during_the_backup_are_told_not_failed(deployed, engine, ar
     assert "public.posthog_team 1 -> 2" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("fault", ["load postgres", "load /var/lib/clickhouse", "ctrl-c", "published"])
+@pytest.mark.parametrize("fault", ["load postgres", "load /var/lib/clickhouse", "ctrl-c", "sigterm", "published"])
 def test_a_failure_or_ctrl_c_still_removes_the_scratch_deployment(deployed, engine, archive, monkeypatch, fault):
     env_before = (deployed / ".env").read_bytes()
     runner = DrillEngine(deployed, published="posthog-drill-db-1 0.0.0.0:5432->5432/tcp" if fault == "published" else "")
-    if fault == "ctrl-c":
+    if fault in ("ctrl-c", "sigterm"):
         original = restore._up
 
         def interrupted(root, runner, services, timeout, out):
             original(root, runner, services, timeout, out)
             if services == ["clickhouse"]:
+                if fault == "sigterm":  # systemd stopping the unit: the drill's handler turns it into Ctrl-C
+                    os.kill(os.getpid(), signal.SIGTERM)
                 raise KeyboardInterrupt
         monkeypatch.setattr(restore, "_up", interrupted)
     else:
         engine.fail = fault
-    with pytest.raises(KeyboardInterrupt if fault == "ctrl-c" else OperatorError) as caught:
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt if fault in ("ctrl-c", "sigterm") else OperatorError) as caught:
         drill.run(deployed, runner, archive.name)
-    if fault != "ctrl-c":
+    assert signal.getsignal(signal.SIGTERM) == handler  # the drill's handler is gone again
+    if fault not in ("ctrl-c", "sigterm"):
         assert "restore again with --yes" not in str(caught.value) and "drill of" in str(caught.value)
     _untouched(deployed, runner, env_before)
 
