@@ -350,11 +350,15 @@ def backup(c, list=False, verify=None, only="all", no_encrypt=False, passphrase_
     "timeout": "seconds to wait for health after the restore (default 600)",
     "abandon": "give up the interrupted restore of ARCHIVE (as `invoke status` names it): its record is dropped, "
                "nothing is undone, and `up` then starts PostHog on the data as the interruption left it",
+    "drill": "rehearse instead: restore ARCHIVE (or `latest`) into a scratch deployment NAME-drill that publishes "
+             "nothing, check its tables against the archive, print each phase's time, remove it; the live "
+             "deployment is not touched",
     "json": JSON,
     "verbose": VERBOSE,
 })
 @friendly(fit=True)
-def restore(c, archive, yes=False, passphrase_file=None, timeout=600, abandon=False, json=False, verbose=False):
+def restore(c, archive, yes=False, passphrase_file=None, timeout=600, abandon=False, drill=False, json=False,
+            verbose=False):
     """Restore an archive of `invoke backup` (here or on a new host): checksums first, then data, then up."""
     import json as json_module
     import sys
@@ -366,6 +370,15 @@ def restore(c, archive, yes=False, passphrase_file=None, timeout=600, abandon=Fa
     if abandon:
         with _editing("restore"):
             restoring.abandon(ROOT, archive, yes=yes)
+        return
+    if drill:
+        # No deployment lock: a drill changes nothing of the deployment (its own lock keeps drills apart).
+        from posthog_compose.operations import drill as drills
+
+        summary = drills.run(ROOT, _runner("restore", verbose=verbose), archive, passphrase_file=passphrase_file,
+                             timeout=float(timeout), out=sys.stderr if json else sys.stdout)
+        if json:
+            print(json_module.dumps(summary, indent=2))
         return
     with _editing("restore"):
         summary = restoring.restore(ROOT, _runner("restore", verbose=verbose), archive, yes=yes,
@@ -436,13 +449,16 @@ def compose(c):
                        "(default /root/.posthog-backup-passphrase)",
     "cron": "print a crontab line instead of a systemd timer and service",
     "install": "write the timer and service to /etc/systemd/system and enable the timer (as root)",
+    "drill": "after each backup, rehearse a restore of it (`invoke restore --drill latest`): a failed drill fails "
+             "the run",
 })
 @friendly
-def schedule_backups(c, at="03:15", keep=7, passphrase_file=None, cron=False, install=False):
+def schedule_backups(c, at="03:15", keep=7, passphrase_file=None, cron=False, install=False, drill=False):
     """Print (or --install) the daily timer that runs this kit's own `invoke backup --keep N`."""
     from posthog_compose.operations import schedule
 
-    plan = schedule.plan(ROOT, at=at, keep=whole_number("--keep", keep), passphrase_file=passphrase_file)
+    plan = schedule.plan(ROOT, at=at, keep=whole_number("--keep", keep), passphrase_file=passphrase_file,
+                         drill=drill)
     if install:
         schedule.install(plan)
     else:

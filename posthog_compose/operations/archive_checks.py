@@ -16,9 +16,11 @@ KEY_CHECK = b"posthog-compose backup key check v1"
 MIB = 1024 * 1024
 CHUNK = MIB
 FRAME = MIB
-#: The manifest's "format": what this writer writes, and what a reader accepts.
-FORMAT = 2
-FORMATS = (1, 2)
+#: The manifest's "format": what this writer writes, and what a reader accepts. Format 3 adds the
+#: kit's version and the tables' row counts to the manifest (an older kit reading it says which kit it
+#: needs rather than calling it damaged); the member stream is the same as format 2's.
+FORMAT = 3
+FORMATS = (1, 2, 3)
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 15, 8, 1
 #: The work factors a reader accepts: r and p as the writer uses them, N up to four times the
 #: writer's, so a header asks for at most 128 MiB (scrypt needs 128 * r * (N + p + 2) bytes).
@@ -135,7 +137,7 @@ def final_mode(mode: int, name: str, version: int) -> int:
     """The mode a restore gives the member's file. A format-1 writer kept the file's bits as they
     were (world-writable too): clamped. A format-2 writer stores only safe modes: anything else is
     damage or tampering."""
-    if version >= 2 and safe_mode(mode) != mode:
+    if version >= 2 and safe_mode(mode) != mode:  # format 3 writes members as format 2 does
         raise ArchiveError(f"damaged (member {shown(name)!r} has mode {oct(mode)}: world-writable or not owner "
                            "read-write, which this format never writes)")
     return safe_mode(mode)

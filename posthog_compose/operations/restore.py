@@ -86,6 +86,14 @@ def check_version(root: Path, manifest: dict, name: str) -> None:
                             "made the archive), then restore; nothing was changed")
 
 
+def _warn_other_kit(root: Path, path: Path, manifest: dict, out) -> None:
+    from posthog_compose.operations.backup import provenance
+
+    line = provenance.mismatch_line(path.name, manifest.get("kit"), provenance.kit_version(root))
+    if line:
+        print(line, file=out)
+
+
 #: The configuration of an archive, held in memory until everything checks: path -> (bytes, mode).
 Config = dict[str, tuple[bytes, int]]
 
@@ -230,6 +238,7 @@ def _restore(root: Path, runner: Runner, path: Path, handle, passphrase: bytes |
     target_values = _archive_values(path, config)
     _check_configuration(root, path, config, target_values)
     check_version(root, manifest, path.name)
+    _warn_other_kit(root, path, manifest, out)
     members = {m["name"]: m for m in manifest["members"]}
     refuse_external(root, members, target_values)
     dumps = [name for name in members if name.startswith("postgres/")]

@@ -1,8 +1,9 @@
 """`invoke schedule-backups`: the systemd timer and service (or the crontab line) that run
-`invoke backup --keep N` every day, as written: they call the kit's own Invoke (its virtual
-environment's `bin/invoke`, never a bare `invoke` that a timer's PATH does not have), with
-`--search-root` set to the deployment, and read the passphrase from a root-only file. Printed by
-default; `--install` writes the two units to /etc/systemd/system and enables the timer.
+`invoke backup --keep N` every day (with --drill, `invoke restore --drill latest` after it), as
+written: they call the kit's own Invoke (its virtual environment's `bin/invoke`, never a bare
+`invoke` that a timer's PATH does not have), with `--search-root` set to the deployment, and read
+the passphrase from a root-only file. Printed by default; `--install` writes the two units to
+/etc/systemd/system and enables the timer.
 """
 
 from __future__ import annotations
@@ -32,10 +33,22 @@ class Schedule:
     keep: int
     passphrase_file: Path
     name: str
+    drill: bool = False
 
     def arguments(self) -> list[str]:
         return [str(self.invoke), "--search-root", str(self.root), "backup", "--passphrase-file",
                 str(self.passphrase_file), "--keep", str(self.keep)]
+
+    def drill_arguments(self) -> list[str]:
+        """The restore drill of the archive the backup just wrote (the newest: `latest`)."""
+        return [str(self.invoke), "--search-root", str(self.root), "restore", "--drill", "latest",
+                "--passphrase-file", str(self.passphrase_file)]
+
+    def commands(self) -> list[list[str]]:
+        return [self.arguments(), *([self.drill_arguments()] if self.drill else [])]
+
+    def what(self) -> str:
+        return f"invoke backup --keep {self.keep}" + (", then invoke restore --drill latest" if self.drill else "")
 
 
 def kit_invoke(root: Path) -> Path:
@@ -54,7 +67,8 @@ def _plain(value: str, what: str) -> str:
     return value
 
 
-def plan(root: Path, at: str = "03:15", keep: int = 7, passphrase_file: str | None = None) -> Schedule:
+def plan(root: Path, at: str = "03:15", keep: int = 7, passphrase_file: str | None = None,
+         drill: bool = False) -> Schedule:
     """The schedule, every value checked (one line for a bad one)."""
     from posthog_compose.configuration import compose
 
@@ -73,7 +87,7 @@ def plan(root: Path, at: str = "03:15", keep: int = 7, passphrase_file: str | No
     _plain(str(root), "the deployment's path")
     _plain(str(passphrase), "--passphrase-file")
     name = re.sub(r"[^a-zA-Z0-9_-]", "-", compose.project_name(root)) + "-backup"
-    return Schedule(root, kit_invoke(root), int(match.group(1)), int(match.group(2)), keep, passphrase, name)
+    return Schedule(root, kit_invoke(root), int(match.group(1)), int(match.group(2)), keep, passphrase, name, drill)
 
 
 def _systemd_word(value: str) -> str:
@@ -85,7 +99,7 @@ def _systemd_word(value: str) -> str:
 def service_unit(schedule: Schedule) -> str:
     return "\n".join([
         "[Unit]",
-        f"Description=PostHog backup ({schedule.name}): invoke backup --keep {schedule.keep}",
+        f"Description=PostHog backup ({schedule.name}): {schedule.what()}",
         "Wants=docker.service",
         "After=docker.service",
         "",
@@ -93,7 +107,8 @@ def service_unit(schedule: Schedule) -> str:
         "Type=oneshot",
         # WorkingDirectory takes the path as it is; only the specifier character needs escaping.
         f"WorkingDirectory={str(schedule.root).replace('%', '%%')}",
-        "ExecStart=" + " ".join(_systemd_word(word) for word in schedule.arguments()),
+        # A oneshot service runs its ExecStart lines in order and stops at the first that fails.
+        *("ExecStart=" + " ".join(_systemd_word(word) for word in command) for command in schedule.commands()),
         "",
     ])
 
@@ -115,9 +130,11 @@ def timer_unit(schedule: Schedule) -> str:
 
 def cron_line(schedule: Schedule) -> str:
     """A crontab line (cron treats % as a newline: it is escaped)."""
-    command = " ".join(shlex.quote(word) for word in schedule.arguments())
+    command = " && ".join(" ".join(shlex.quote(word) for word in words) for words in schedule.commands())
     log = shlex.quote(str(schedule.root / "backups" / "backup.log"))
-    line = f"{schedule.minute} {schedule.hour} * * * cd {shlex.quote(str(schedule.root))} && {command} >> {log} 2>&1"
+    line = (f"{schedule.minute} {schedule.hour} * * * cd {shlex.quote(str(schedule.root))} && "
+            f"{{ {command}; }} >> {log} 2>&1" if schedule.drill else
+            f"{schedule.minute} {schedule.hour} * * * cd {shlex.quote(str(schedule.root))} && {command} >> {log} 2>&1")
     return line.replace("%", "\\%")
 
 
@@ -156,7 +173,7 @@ def install(schedule: Schedule, unit_dir: Path = UNIT_DIR, out=None) -> list[Pat
         written.append(path)
     for command in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", f"{schedule.name}.timer"]):
         _systemctl(command)
-    print(f"Installed {', '.join(str(p) for p in written)}; the timer runs `invoke backup --keep {schedule.keep}` "
+    print(f"Installed {', '.join(str(p) for p in written)}; the timer runs `{schedule.what()}` "
           f"daily at {schedule.hour:02d}:{schedule.minute:02d} (`systemctl list-timers {schedule.name}.timer`, "
           f"`journalctl -u {schedule.name}`).", file=out)
     return written

@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, copy_repository
+from tests.conftest import REPO
+from posthog_compose.operations.backup.retention import sidecar_path as backup_sidecar
 from tests.e2e.harness import Deployment, Engine, HarnessError, free_port, start_engine, stop_engine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", "real")]
@@ -63,14 +65,113 @@ def second_engine(tmp_path_factory):
     shutil.rmtree(state, ignore_errors=True)
 
 
-def _fresh_clone(target: Path, engine: Engine) -> Deployment:
-    """A new host's checkout of the kit: no .env, no backups (restore brings them)."""
-    target.mkdir(parents=True)
-    copy_repository(target)
-    return Deployment(target, engine)
+HANDBOOK = REPO / "docs" / "backups.md"
+#: The README's install step, which the handbook's new-host procedure repeats as its step 2.
+README_INSTALL = "python3 -m venv .venv && .venv/bin/pip install -q -e ."
+
+
+def handbook_new_host_steps() -> list[tuple[int, str, list[str]]]:
+    """The numbered steps of docs/backups.md's "On a new host" procedure: (number, title, commands),
+    in the page's order; the procedure must stay a numbered sequence of commands."""
+    text = HANDBOOK.read_text(encoding="utf-8")
+    section = text[text.index("### On a new host"):]
+    block = section[section.index("```bash\n") + len("```bash\n"):section.index("\n```", section.index("```bash"))]
+    steps: list[tuple[int, str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("# "):
+            number, _, title = line[2:].partition(". ")
+            assert number.isdigit() and int(number) == len(steps) + 1, f"step {line!r} is out of sequence"
+            steps.append((int(number), title, []))
+        elif line.strip():
+            assert steps, f"{line!r} comes before step 1"
+            steps[-1][2].append(line)
+    assert all(commands for _n, _t, commands in steps), "a step without a command"
+    return steps
+
+
+def _handbook_script(target: Path, archive: Path, commit: str) -> str:
+    """The handbook's commands with its placeholders filled in for this test; step 2 (the README's
+    install) becomes a link to this test's own virtual environment, to save the minute an install
+    takes (test_first_hour runs the README's install for real)."""
+    import shlex
+
+    assert README_INSTALL in (REPO / "README.md").read_text(encoding="utf-8"), "the README's install step changed"
+    values = {"KIT_REPOSITORY": str(REPO), "/srv/posthog": str(target), "ARCHIVE_COPY": str(archive),
+              "posthog-20261126-063000.backup": archive.name, "'…'": shlex.quote(PASSPHRASE), "KIT_COMMIT": commit}
+    lines = []
+    steps = handbook_new_host_steps()
+    assert README_INSTALL in steps[1][2], "step 2 is no longer the README's install"
+    for number, title, commands in steps:
+        lines.append(f"echo {shlex.quote(f'== step {number}. {title}')}")
+        for command in commands:
+            if command == README_INSTALL:
+                command = f"ln -s {shlex.quote(str(REPO / '.venv'))} .venv"
+            for placeholder, value in values.items():
+                command = command.replace(placeholder, value)
+            lines.append(command)
+    return "set -euo pipefail\n" + "\n".join(lines) + "\n"
+
+
+def _make_a_git_checkout_of_the_kit(root: Path) -> str:
+    """Turn the copy of the kit that `deployment` is into a checkout of this repository's HEAD (a shallow
+    fetch), so that its archives record a commit that a fresh clone can check out; the commit."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
+                              timeout=300).stdout.strip()
+
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    git("init", "-q")
+    git("fetch", "-q", "--depth", "1", f"file://{REPO}", commit)
+    git("reset", "-q", "FETCH_HEAD")  # the index only: the copy's files stay as they are
+    return commit
+
+
+def _project_objects(engine: Engine, project: str) -> dict[str, list[str]]:
+    """The containers (with their ids), volumes and networks of a Compose project, by its label."""
+    label = f"label=com.docker.compose.project={project}"
+    return {"containers": sorted(engine.docker("ps", "-a", "--no-trunc", "--filter", label, "--format",
+                                               "{{.ID}} {{.Names}} {{.State}}").stdout.splitlines()),
+            "volumes": sorted(engine.docker("volume", "ls", "-q", "--filter", label).stdout.split()),
+            "networks": sorted(engine.docker("network", "ls", "-q", "--filter", label).stdout.split())}
+
+
+def _drill_leaves_the_live_deployment_as_it_was(deployment: Deployment, archive: Path, rows_before: str) -> dict:
+    """`invoke restore --drill` of the archive just made, beside the running deployment: it passes with
+    the row counts the archive recorded, and afterwards the live deployment's containers, volumes
+    (their creation times), .env and rows are as they were, and nothing of `posthog-drill` is left."""
+    engine = deployment.engine
+    live_before = _project_objects(engine, "posthog")
+    created_before = {v: _volume_created(engine, v) for v in live_before["volumes"]}
+    env_before = (deployment.root / ".env").read_bytes()
+    drilled = deployment.invoke("restore", "--drill", str(archive), "--json")
+    assert drilled.returncode == 0, drilled.stdout + drilled.stderr
+    report = json.loads(drilled.stdout)
+    assert report["passed"] and report["project"] == "posthog-drill"
+    postgres, clickhouse = report["tables"]["postgres"], report["tables"]["clickhouse"]
+    assert postgres["recorded"]["public.e2e_backup_probe"] == postgres["restored"]["public.e2e_backup_probe"] == 2000
+    assert postgres["restored"] == postgres["recorded"]
+    assert clickhouse["recorded"]["posthog.e2e_events"] == clickhouse["restored"]["posthog.e2e_events"] == 500
+    assert "Drill phases:" in drilled.stderr and "total" in drilled.stderr
+    assert _project_objects(engine, "posthog-drill") == {"containers": [], "volumes": [], "networks": []}
+    assert _project_objects(engine, "posthog") == live_before
+    assert {v: _volume_created(engine, v) for v in live_before["volumes"]} == created_before
+    assert (deployment.root / ".env").read_bytes() == env_before
+    assert deployment.psql("SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM e2e_backup_probe"
+                           ).stdout == rows_before
+    assert not (deployment.root / ".deploy" / "drill").exists()
+    return {"seconds": report["seconds"], "phases": report["phases"]}
 
 
 def test_backup_down_volumes_restore_and_a_new_host(deployment, second_engine, tmp_path):
+    """Backup, a restore drill beside the running deployment, damaged archives refused, `down --volumes`
+    and restore, then host loss by the handbook's own commands (docs/backups.md, "On a new host") on a
+    second engine: a `git clone` of this repository (its committed state: uncommitted changes are not
+    in the clone, as on a real new host; CI runs on a fresh clone), checked out at the commit the
+    archive records, one copy of the archive, restore, up, status, and the data compared. Step 2, the
+    README's install, reuses this test's own virtual environment (test_first_hour runs it for real);
+    the clone's own tasks.py and package are what run."""
+    commit = _make_a_git_checkout_of_the_kit(deployment.root)
     _with_passphrase(deployment)
     started = deployment.invoke("up", "--timeout", "300")
     assert started.returncode == 0, started.stdout + started.stderr
@@ -108,7 +209,8 @@ def test_backup_down_volumes_restore_and_a_new_host(deployment, second_engine, t
     listed = deployment.invoke("backup", "--list", "--json")
     assert json.loads(listed.stdout)[0]["archive"].endswith(archive.name)
     verified = deployment.invoke("backup", "--verify", str(archive))
-    assert verified.returncode == 0 and "OK" in verified.stdout
+    assert verified.returncode == 0 and "OK" in verified.stdout and "made by kit" in verified.stdout
+    drill = _drill_leaves_the_live_deployment_as_it_was(deployment, archive, rows_before)
 
     # A damaged archive and a wrong passphrase: one line each, nothing changed (the data is still there).
     damaged = tmp_path / "damaged.backup"
@@ -150,26 +252,38 @@ def test_backup_down_volumes_restore_and_a_new_host(deployment, second_engine, t
     assert _clickhouse(deployment, "SELECT * FROM posthog.e2e_events ORDER BY id FORMAT TSV") == events_before
     assert (deployment.root / ".env").read_bytes() == env_before
 
-    # A new host: a second engine and a fresh checkout with no .env; the same archive. (The first
-    # deployment stops: both engines publish on this machine's loopback, and the archive keeps WEB_PORT.)
+    # A new host: a second engine, and the handbook's own commands from a fresh clone of the kit and one
+    # copy of the archive. (The first deployment stops: both engines publish on this machine's loopback,
+    # and the archive keeps WEB_PORT.)
     deployment.compose("down", "--timeout", "5")
-    host = _with_passphrase(_fresh_clone(tmp_path / "new-host", second_engine))
+    assert json.loads(backup_sidecar(archive).read_text())["kit"]["commit"] == commit
+    target = tmp_path / "new-host"
+    host = _with_passphrase(Deployment(target, second_engine))
     try:
+        environment = {key: value for key, value in second_engine.env.items() if not key.startswith("COMPOSE_")}
+        environment.pop("POSTHOG_BACKUP_PASSPHRASE", None)  # step 4 exports it
+        ran = subprocess.run(["bash", "-c", _handbook_script(target, archive, commit)], cwd=tmp_path,
+                             env=environment, capture_output=True, text=True, timeout=1200)
+        assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-4000:]
+        assert f"made by kit commit {commit[:12]}" in ran.stdout  # step 5 names the commit step 6 checks out
+        assert "warning:" not in ran.stdout  # the kit is the one that made the archive
+        assert "up and healthy" in ran.stdout and "running and healthy" in ran.stdout
+        assert subprocess.run(["git", "-C", str(target), "rev-parse", "HEAD"], capture_output=True, text=True
+                              ).stdout.strip() == commit
         port_taken = deployment.values()["WEB_PORT"]
-        assert not (host.root / ".env").exists()
-        moved = host.invoke("restore", str(archive))
-        assert moved.returncode == 0, moved.stdout + moved.stderr
         assert host.values()["WEB_PORT"] == port_taken and host.values()["SECRET_KEY"] == deployment.values()["SECRET_KEY"]
         assert host.psql("SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM e2e_backup_probe"
                          ).stdout == rows_before
         assert _clickhouse(host, "SELECT * FROM posthog.e2e_events ORDER BY id FORMAT TSV") == events_before
     finally:
-        host.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+        if (target / "docker-compose.yml").exists():
+            host.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     (artifacts / "e2e-backup.json").write_text(json.dumps({
         "backup_seconds": summary["seconds"], "clickhouse_pause_seconds": summary["clickhouse_pause_seconds"],
-        "archive_bytes": summary["size"], "restore_seconds": round(restore_seconds, 1)}, indent=2) + "\n")
+        "archive_bytes": summary["size"], "restore_seconds": round(restore_seconds, 1),
+        "drill_seconds": drill["seconds"], "drill_phases": drill["phases"]}, indent=2) + "\n")
 
 
 def _volume_created(engine: Engine, name: str) -> str:

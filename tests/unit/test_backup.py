@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from posthog_compose.operations import archive, backup, restore
+from posthog_compose.operations.backup import provenance
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from tests.conftest import set_env
@@ -203,6 +204,7 @@ class FakeProcess:
 
 
 DUMP = b"PGDMP" + os.urandom(3000)
+KIT = {"version": "0.1.0", "commit": None, "modified": None}
 TARS = {"/var/lib/clickhouse": b"clickhouse-tar" + os.urandom(5000), "/var/lib/zookeeper": b"zk-tar" + os.urandom(500)}
 
 
@@ -228,6 +230,8 @@ def engine(deployed, monkeypatch):
     monkeypatch.setattr("posthog_compose.operations.stack.check_url", lambda values, timeout=30.0: (True, "302 to /preflight"))
     monkeypatch.setattr("posthog_compose.configuration.checks.require_clean", lambda root: None)
     monkeypatch.setenv(backup.PASSPHRASE_ENV, PASSPHRASE.decode())
+    # The kit's version comes from git, whose subprocess the fake Popen below would answer.
+    monkeypatch.setattr(provenance, "kit_version", lambda root: dict(KIT))
 
     def popen(command, **kwargs):
         state.popens.append(command)

@@ -141,3 +141,39 @@ def test_install_refuses_a_passphrase_file_others_can_read(deployed, passphrase,
     with pytest.raises(OperatorError, match="readable by other users"):
         schedule.install(plan, unit_dir=units)
     assert not list(units.iterdir())
+
+
+def test_drill_adds_the_restore_drill_after_the_backup(deployed, passphrase, tmp_path):
+    """--drill: a second ExecStart (a oneshot service runs them in order and stops at a failure) and a
+    second command after `&&` in the crontab line, each the kit's own invoke rehearsing the newest archive."""
+    plan = schedule.plan(deployed, at="02:00", keep=5, passphrase_file=str(passphrase), drill=True)
+    service = schedule.service_unit(plan)
+    starts = [line[len("ExecStart="):] for line in service.splitlines() if line.startswith("ExecStart=")]
+    assert len(starts) == 2
+    invoke = str(Path(sys.prefix) / "bin" / "invoke")
+    assert shlex.split(starts[0]) == [invoke, "--search-root", str(deployed), "backup", "--passphrase-file",
+                                      str(passphrase), "--keep", "5"]
+    assert shlex.split(starts[1]) == [invoke, "--search-root", str(deployed), "restore", "--drill", "latest",
+                                      "--passphrase-file", str(passphrase)]
+    assert "then invoke restore --drill latest" in service
+    words = shlex.split(schedule.cron_line(plan).split(" ", 5)[5])
+    backup_at, drill_at = words.index("backup"), words.index("--drill")
+    assert backup_at < words.index("&&", backup_at) < drill_at and words[drill_at + 1] == "latest"
+    assert "--drill" not in schedule.cron_line(schedule.plan(deployed, passphrase_file=str(passphrase)))
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return  # the parse above is the check on a machine without systemd
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / f"{plan.name}.service").write_text(service)
+    (units / f"{plan.name}.timer").write_text(schedule.timer_unit(plan))
+    result = subprocess.run([analyze, "verify", "--man=no", str(units / f"{plan.name}.timer"),
+                             str(units / f"{plan.name}.service")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not [line for line in result.stderr.splitlines() if plan.name in line], \
+        result.stderr
+
+
+def test_the_drill_option_reaches_the_printed_units(deployed, passphrase):
+    result = run_invoke(deployed, "schedule-backups", "--drill", "--passphrase-file", str(passphrase), env=OFFLINE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ExecStart=") == 2 and "restore --drill latest" in result.stdout

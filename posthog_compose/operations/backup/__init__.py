@@ -18,7 +18,9 @@ One part per module: contents (what an archive holds and where archives live), p
 live meter), capture (taking each part from the engine: the pg_dump stream, the volume tars, the sizes),
 retention (the archives on disk, the backup sequence and --keep), recovery (what a killed backup left:
 its stopped services, through the journal, and its .partial files), verify (--list and --verify) and
-references (the files the configuration refers to, which an archive must carry). This module holds ``create``,
+references (the files the configuration refers to, which an archive must carry), provenance (the kit's own
+version, recorded as "kit") and inventory (every table's row count, recorded as "tables" for the
+restore drill). This module holds ``create``,
 which takes them in order and calls every engine step through its own names, so a test can replace a
 step here.
 """
@@ -79,7 +81,8 @@ from posthog_compose.operations.backup.capture import (
 )
 from posthog_compose.operations.backup.retention import (sidecar_path, archives, apply_retention, next_sequence,
                                                          order_of)
-from posthog_compose.operations.backup import recovery
+from posthog_compose.operations.backup import provenance, recovery
+from posthog_compose.operations.backup.inventory import clickhouse_counts, postgres_counts
 from posthog_compose.operations.backup.verify import list_archives, resolve, verify_archive, _passphrase_for, describe
 
 
@@ -137,13 +140,21 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     # The three measurements are container round trips: they run side by side.
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(3) as pool:
+    counting_clickhouse = "volumes/clickhouse.tar" in volumes and running.get("clickhouse")
+    with ThreadPoolExecutor(5) as pool:
         pg_future = pool.submit(_psql, root, runner, values, "SELECT pg_database_size(current_database()) || ' ' || "
                                                               "current_setting('server_version')") if pg_local else None
         sizes_future = pool.submit(_volume_sizes, runner, values["POSTGRES_IMAGE"], volumes, project) if volumes else None
         ch_future = pool.submit(_exec_text, root, runner, "clickhouse", "clickhouse-client", "--query",
                                 "SELECT version()") if running.get("clickhouse") else None
+        # Row counts for the restore drill, taken before anything is copied (inventory.py).
+        pg_counts = pool.submit(postgres_counts, root, runner, values) if pg_local else None
+        ch_counts = pool.submit(clickhouse_counts, root, runner) if counting_clickhouse else None
+        kit = pool.submit(provenance.kit_version, root)
         answer = ((pg_future.result() if pg_future else None) or "0 ?").split(" ", 1)
+        tables = {"postgres": pg_counts.result() if pg_counts else None,
+                  "clickhouse": ch_counts.result() if ch_counts else None}
+        kit = kit.result()
         sizes = sizes_future.result() if sizes_future else {}
         clickhouse_version = ch_future.result() if ch_future else None
     pg_bytes, pg_version = int(answer[0]), answer[1] if len(answer) > 1 and pg_local else None
@@ -247,6 +258,7 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
                              for name, entry in outside.items()},
                 "not_backed_up": [entry["line"] for entry in outside.values()] + (NOT_BACKED_UP if subset == "all" else
                 ["clickhouse, zookeeper: only PostgreSQL and the configuration are in this subset"] + NOT_BACKED_UP),
+                "kit": kit, "tables": tables,
             })
             if encrypted:
                 sink.finish()

@@ -179,10 +179,24 @@ def _postgres(value: object) -> bool:
                                                                and 0 <= value["entries"] <= 10 ** 9)))
 
 
+def _row_counts(value: object) -> bool:
+    """{"postgres": {table: rows} or None, "clickhouse": {table: rows} or None}: what the drill checks."""
+    return isinstance(value, dict) and set(value) == {"postgres", "clickhouse"} and all(
+        counts is None or _mapping(counts, 4096, lambda k: _text(k, 512),
+                                   lambda n: type(n) is int and 0 <= n <= 10 ** 15) for counts in value.values())
+
+
+def _kit(value: object) -> bool:
+    return (isinstance(value, dict) and set(value) == {"version", "commit", "modified"} and _text(value["version"], 64)
+            and (value["commit"] is None or (isinstance(value["commit"], str) and bool(_COMMIT.fullmatch(value["commit"]))))
+            and value["modified"] in (None, True, False))
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 _DATASTORES = ("postgres", "redis", "clickhouse", "kafka")
 _CREATED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 #: The manifest's fields beside "format" and "members" (archive.py checks those two), each with its
-#: check. Format 2 has every one; a format-1 archive may lack some ("external" came later).
+#: check. An archive has every field of its format (FIELD_SINCE); a format-1 archive may lack some.
 MANIFEST_FIELDS: dict[str, Callable[[object], bool]] = {
     "kind": lambda v: v == "posthog-compose backup",
     "subset": lambda v: isinstance(v, str) and v in SUBSETS,
@@ -197,7 +211,11 @@ MANIFEST_FIELDS: dict[str, Callable[[object], bool]] = {
     "external": lambda v: _mapping(v, 4, lambda k: k in _DATASTORES,
                                    lambda x: isinstance(x, dict) and set(x) == {"endpoint"} and _text(x["endpoint"])),
     "not_backed_up": lambda v: isinstance(v, list) and len(v) <= 64 and all(_text(x) for x in v),
+    "kit": _kit,
+    "tables": _row_counts,
 }
+#: The format that introduced a field (2 unless named): an archive of an older format may lack it.
+FIELD_SINCE = {"kit": 3, "tables": 3}
 
 
 def check_manifest(manifest: dict) -> None:
@@ -208,7 +226,7 @@ def check_manifest(manifest: dict) -> None:
     unknown = sorted(set(manifest) - set(MANIFEST_FIELDS) - {"format", "members"})
     if unknown:
         raise ArchiveError(f"damaged (the manifest has fields no backup writes: {shown(', '.join(unknown), 80)})")
-    missing = [key for key in MANIFEST_FIELDS if key not in manifest] if version >= FORMAT else []
+    missing = [key for key in MANIFEST_FIELDS if key not in manifest and version >= FIELD_SINCE.get(key, 2)]
     if missing:
         raise ArchiveError(f"damaged (the manifest lacks {', '.join(missing)})")
     for key, check in MANIFEST_FIELDS.items():

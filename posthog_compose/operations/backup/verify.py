@@ -15,6 +15,7 @@ from posthog_compose.errors import OperatorError
 from posthog_compose.operations.archive_checks import shown
 from posthog_compose.operations.backup.contents import BACKUP_DIR, MIB, PASSPHRASE_ENV, backup_dir, check_manifest
 from posthog_compose.operations.backup.passphrase import read_passphrase
+from posthog_compose.operations.backup.provenance import described
 from posthog_compose.operations.backup.progress import Meter, _Counting
 from posthog_compose.operations.backup.retention import archives, sidecar_path
 
@@ -28,11 +29,11 @@ def list_archives(root: Path, as_json: bool = False) -> None:
         entry = {"archive": str(path.relative_to(root)), "size": path.stat().st_size,
                  "created": meta.get("created", "?"), "subset": meta.get("subset", "?"),
                  "encrypted": meta.get("encrypted"), "posthog_version": meta.get("posthog_version", "?"),
-                 "clickhouse_pause_seconds": meta.get("clickhouse_pause_seconds")}
+                 "clickhouse_pause_seconds": meta.get("clickhouse_pause_seconds"), "kit": meta.get("kit")}
         entries.append(entry)
         encrypted = {True: "yes", False: "NO"}.get(entry["encrypted"], "?") if type(entry["encrypted"]) is bool else "?"
         rows.append((entry["archive"], shown(entry["created"], 40), f"{entry['size'] / MIB:,.1f} MiB",
-                     shown(entry["subset"], 20), encrypted, shown(entry["posthog_version"], 60)))
+                     shown(entry["subset"], 20), encrypted, shown(entry["posthog_version"], 60), _kit_column(entry["kit"])))
     if as_json:
         print(json.dumps(entries, indent=2))
         return
@@ -41,8 +42,17 @@ def list_archives(root: Path, as_json: bool = False) -> None:
         return
     from posthog_compose.cli import table
 
-    print(table([("ARCHIVE", "CREATED", "SIZE", "CONTENT", "ENCRYPTED", "POSTHOG"), *rows]))
+    print(table([("ARCHIVE", "CREATED", "SIZE", "CONTENT", "ENCRYPTED", "POSTHOG", "KIT"), *rows]))
     print(f"{len(entries)} archive(s); check one with `invoke backup --verify ARCHIVE`.")
+
+
+def _kit_column(kit: object) -> str:
+    """The kit that made an archive, short: its commit's first 12 digits, else its version, else "?"."""
+    if not isinstance(kit, dict):
+        return "?"
+    if isinstance(kit.get("commit"), str):
+        return shown(kit["commit"], 40)[:12] + ("+" if kit.get("modified") else "")
+    return shown(kit.get("version") or "?", 20)
 
 
 def _sidecar(path: Path) -> dict:
@@ -82,13 +92,15 @@ def verify_archive(root: Path, value: str, passphrase_file: str | None = None, a
     manifest = result.manifest
     summary = {"archive": str(path), "ok": True, "seconds": round(time.monotonic() - started, 1),
                "created": manifest.get("created"), "subset": manifest.get("subset"),
-               "posthog_version": manifest.get("posthog_version"), "members": len(result.seen),
+               "posthog_version": manifest.get("posthog_version"), "kit": manifest.get("kit"),
+               "members": len(result.seen),
                "bytes": sum(m.size for m in result.seen)}
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
         print(f"{shown(path.name)}: OK, {len(result.seen)} members ({summary['bytes'] / MIB:,.1f} MiB) match their "
-              f"sha256; created {shown(summary['created'])}, PostHog {shown(summary['posthog_version'])}.")
+              f"sha256; created {shown(summary['created'])}, PostHog {shown(summary['posthog_version'])}, made by kit "
+              f"{described(summary['kit'])}.")
     return summary
 
 

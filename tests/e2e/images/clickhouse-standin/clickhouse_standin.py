@@ -16,7 +16,8 @@ data.tsv, count.txt and checksums.txt, into a tmp_insert_ directory renamed when
 ClickHouse does; on a full data volume refused with Code 243 NOT_ENOUGH_SPACE, as ClickHouse's
 MergeTreeData::reserveSpace does),
 SELECT count() FROM [WHERE column = literal AND ...] (select_where.py), SELECT * FROM ... [ORDER BY <first
-column>] FORMAT TSV. Kafka-engine tables and the materialized views that read them into a table
+column>] FORMAT TSV, and the kit's row count query on system.tables (database, name, total_rows of the
+tables that store rows). Kafka-engine tables and the materialized views that read them into a table
 (kafka_engine.py): the last hop of PostHog's ingestion path, a consumer group in the Kafka stand-in.
 Tables and parts are read from disk, so a copied volume brings them back; at start a part whose checksums do not match is moved to
 detached/broken_<part> and logged, as ClickHouse does with a broken part. Anything else is refused
@@ -250,6 +251,22 @@ def start_stored_views():
             start_consumer(found)
 
 
+def system_tables():
+    """database, name, total_rows of every table that stores rows, ordered, as TSV: the kit's row count
+    query (operations/backup/inventory.py). In ClickHouse total_rows is the exact count of a MergeTree
+    table and NULL for a table that keeps no rows (a Kafka-engine table): those are left out, as the
+    query's `total_rows IS NOT NULL` does."""
+    lines = []
+    for database in sorted(os.listdir(f"{DATA}/metadata")):
+        for metadata in sorted(glob.glob(f"{DATA}/metadata/{database}/*.sql")):
+            table = os.path.basename(metadata)[:-len(".sql")]
+            path = f"{DATA}/data/{database}/{table}"
+            if os.path.isdir(path):
+                rows = sum(int(open(f"{path}/{name}/count.txt").read()) for name in parts(path))
+                lines.append(f"{database}\t{table}\t{rows}\n")
+    return "".join(lines)
+
+
 def count_where(qualified, clause):
     conditions = select_where.parse(clause)
     if conditions is None:
@@ -309,6 +326,8 @@ def run_query(query, body):
     if match:
         path = table_path(match.group(1))
         return f"{sum(int(open(f'{path}/{name}/count.txt').read()) for name in parts(path))}\n"
+    if re.fullmatch(r"SELECT database, name, total_rows FROM system\.tables WHERE .* FORMAT TSV", query, re.I | re.S):
+        return system_tables()
     match = re.fullmatch(rf"SELECT \* FROM ((?:{NAME}\.)?{NAME})( ORDER BY \w+)?( FORMAT TSV)?", query, re.I)
     if match:
         path = table_path(match.group(1))
