@@ -109,15 +109,16 @@ def _check_behind_the_edge_proxy(values, allowed, trusted, trusted_reported, rep
                      "merge neighbouring networks into larger ones")
     try:
         subnet = ipaddress.ip_network(values.get("PROXY_SUBNET", ""), strict=True)
-    except ValueError:
+        gateway = next(subnet.hosts())
+    except (ValueError, StopIteration):
         return  # the proxy's own rule reports it
     for block in allowed:
-        if block.version == subnet.version and block.overlaps(subnet):
+        if block.version == gateway.version and gateway in block:
             report.error(RULE, ".env", line(NAME), NAME,
-                         f"includes {block}, which overlaps the proxy's network PROXY_SUBNET={subnet}: a client "
-                         "that Docker's userland proxy forwards appears to come from that network's gateway, so "
-                         "this would let anyone in", "leave the proxy's network out of ALLOWED_IP_BLOCKS, or "
-                         "move PROXY_SUBNET elsewhere")
+                         f"includes {block}, which holds {gateway}, the gateway of the proxy's network "
+                         f"PROXY_SUBNET={subnet}: a client that Docker's userland proxy forwards appears to come "
+                         "from it, so this would let anyone in", "leave that address out of ALLOWED_IP_BLOCKS, "
+                         "or move PROXY_SUBNET elsewhere")
             return
 
 

@@ -59,8 +59,10 @@ CASES = [
      "TRUSTED_PROXIES", "does not list the proxy's address 10.254.254.6 while ALLOWED_IP_BLOCKS is set"),
     ("proxy-network-in-trusted", {**PROXY_ON, "ALLOWED_IP_BLOCKS": "203.0.113.0/24",
                                   "TRUSTED_PROXIES": "10.254.254.0/29"}, "TRUSTED_PROXIES", "compares each entry as text"),
-    ("allow-list-covers-the-proxy-network", {**PROXY_ON, "ALLOWED_IP_BLOCKS": "10.0.0.0/8"}, "ALLOWED_IP_BLOCKS",
-     "overlaps the proxy's network"),
+    ("allow-list-covers-the-proxy-gateway", {**PROXY_ON, "ALLOWED_IP_BLOCKS": "10.0.0.0/8"}, "ALLOWED_IP_BLOCKS",
+     "holds 10.254.254.1, the gateway of the proxy's network"),
+    # One client's address inside the proxy's network is not the gateway every forwarded client shares.
+    ("allow-list-names-one-address-of-the-proxy-network", {**PROXY_ON, "ALLOWED_IP_BLOCKS": "10.254.254.5"}, None, None),
     ("too-many-for-the-edge", {**PROXY_ON, "ALLOWED_IP_BLOCKS": ",".join(f"203.0.113.{i}" for i in range(11))},
      "ALLOWED_IP_BLOCKS", "the edge proxy takes at most 10"),
     # Without the kit's proxy.
