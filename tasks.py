@@ -268,12 +268,23 @@ def upgrade(c, to=None, service="posthog", allow_latest=False, pin_digest=False,
     "json": JSON,
     "dry_run": "print the plan; change nothing",
     "verbose": VERBOSE,
+    "accept": "record that an item fails on purpose, with --reason: app-public (the app answers every network)",
+    "reason": "why the item is accepted (one line; --check shows it)",
+    "withdraw": "with --accept NAME: remove that acceptance",
 })
 @friendly(fit=True)
-def harden(c, check=False, only=None, rotate_secrets=False, yes=False, json=False, dry_run=False, verbose=False):
+def harden(c, check=False, only=None, rotate_secrets=False, yes=False, json=False, dry_run=False, verbose=False,
+           accept=None, reason=None, withdraw=False):
     """Production checklist: --check reports it; without it, apply what can be applied, safely on a live deployment."""
     from posthog_compose.operations import harden as hardening
 
+    if accept is not None or withdraw:
+        from posthog_compose.errors import OperatorError
+
+        if accept is None or check or only or dry_run:
+            raise OperatorError("--accept NAME --reason TEXT (or --accept NAME --withdraw) is used on its own")
+        print(hardening.accept(ROOT, accept, reason, withdraw=withdraw))
+        return
     if check:
         raise SystemExit(hardening.check(ROOT, _runner("harden --check", verbose=verbose), as_json=json))
     raise SystemExit(hardening.apply(ROOT, _runner("harden", dry_run, verbose), only=split_list(only), yes=yes,

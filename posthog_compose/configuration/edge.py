@@ -259,7 +259,7 @@ def _check_network(values, report, line) -> None:
                        "so the proxy may find its address taken (\"Address already in use\")",
                        f"set PROXY_ADDRESS={hosts[-1]}")
     trusted = [item.strip() for item in get("TRUSTED_PROXIES", "").split(",") if item.strip()]
-    if str(address) not in trusted:
+    if str(address) not in trusted and not get("ALLOWED_IP_BLOCKS"):  # with an allow-list: access.py's error
         report.warning("proxy", ".env", line("TRUSTED_PROXIES"), "TRUSTED_PROXIES",
                        f"does not list the proxy's address {address}: PostHog logs a warning at boot and its IP "
                        "allow-list (ALLOWED_IP_BLOCKS) would not trust the forwarded client address",

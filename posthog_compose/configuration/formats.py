@@ -210,6 +210,47 @@ def _ip_list(value: str) -> str | None:
     return None
 
 
+# One entry of ALLOWED_IP_BLOCKS as both readers take it: PostHog 1.43 (Python's ipaddress, strict=False,
+# posthog/middleware.py:75) and Caddy (Go's netip). Only the spelling both read the same way is accepted:
+# dotted decimal without leading zeros (Python before 3.9.5 read 010 as 10, Go refuses it), hex IPv6 without
+# a zone (%eth0), an optional prefix length in plain digits.
+_IP_BLOCK_RE = re.compile(r"(?:[0-9.]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)(?:/(?:0|[1-9][0-9]{0,2}))?")
+_LEADING_ZERO_RE = re.compile(r"(?:^|[.])0[0-9]")
+
+
+def parse_ip_blocks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """ALLOWED_IP_BLOCKS as PostHog 1.43 reads it: split on commas and stripped (get_list,
+    posthog/settings/utils.py:25-28), each entry an address or a network with host bits allowed
+    (ip_network(block, strict=False), posthog/middleware.py:75). Empty: no allow-list. Raises ValueError
+    naming the first entry that PostHog would fail on (an error on every request it judges) or that
+    Caddy would read differently."""
+    if not value:
+        return []
+    blocks = []
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not entry:
+            raise ValueError("holds an empty entry (two commas in a row, or a comma at an end): PostHog fails on "
+                             "every request it judges")
+        address = entry.split("/")[0]
+        if not _IP_BLOCK_RE.fullmatch(entry) or ("." in address and ":" not in address
+                                                 and _LEADING_ZERO_RE.search(address)):
+            raise ValueError(f"{entry!r} is not an IP address or a network such as 203.0.113.0/24")
+        try:
+            blocks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or a network such as 203.0.113.0/24") from None
+    return blocks
+
+
+def _ip_block_list(value: str) -> str | None:
+    try:
+        parse_ip_blocks(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _datastore_mode(value: str) -> str | None:
     if value not in ("local", "external"):
         return "must be local (the service on this host) or external (a server elsewhere)"
@@ -305,6 +346,8 @@ FORMATS: dict[str, Format] = {
         Format("host-port-list", "comma-separated host:port", _host_port_list),
         Format("listener-list", "comma-separated NAME://host:port", _listener_list),
         Format("ip-list", "comma-separated IP addresses or networks (may be empty)", _ip_list),
+        Format("ip-block-list", "comma-separated IP addresses and networks, e.g. 203.0.113.0/24,198.51.100.7 "
+               "(empty: everyone)", _ip_block_list),
         Format("datastore-mode", "local or external", _datastore_mode),
         Format("container-path", "absolute path inside the containers (may be empty)", _container_path),
         Format("code-relative-path", "path relative to /code inside the PostHog containers (may be empty)", _code_relative_path),

@@ -1,5 +1,5 @@
-"""Files generated from the manifest: .env.example, the README's variable section, and the
-text of a fresh .env. Rendering uses jinja2 (imported lazily); drift detection compares what
+"""Files generated from the manifest: .env.example, the README's variable section, the handbook's
+Support status page (support_status.py, with support-status.yml), and the text of a fresh .env. Rendering uses jinja2 (imported lazily); drift detection compares what
 is on disk with what the manifest generates."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from posthog_compose.configuration.envfile import format_assignment
 from posthog_compose.fileops import atomic_write
 from posthog_compose.configuration.formats import FORMATS, markdown_code, markdown_inline
 from posthog_compose.configuration.manifest import Manifest
+from posthog_compose.documents import support_status
 
 ENV_EXAMPLE = ".env.example"
 README = "README.md"
@@ -81,10 +82,13 @@ def expected_files(root: Path, manifest: Manifest) -> dict[Path, str]:
     root = Path(root)
     readme = root / README
     readme_text = readme.read_text(encoding="utf-8") if readme.exists() else f"{README_BEGIN}\n{README_END}\n"
-    return {
+    files = {
         root / ENV_EXAMPLE: render_env_example(manifest),
         readme: splice_readme(readme_text, render_readme_section(manifest)),
     }
+    if (root / support_status.DATA_FILE).exists():  # the kit's own clone (a bare deployment copy has no handbook)
+        files[root / support_status.PAGE] = support_status.render(root, manifest)
+    return files
 
 
 def drift(root: Path, manifest: Manifest) -> list[Path]:
@@ -105,7 +109,8 @@ def drift(root: Path, manifest: Manifest) -> list[Path]:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     if expected is None:
-        expected = {path.name: _digest(content.encode("utf-8")) for path, content in expected_files(root, manifest).items()}
+        expected = {path.relative_to(root).as_posix(): _digest(content.encode("utf-8"))
+                    for path, content in expected_files(root, manifest).items()}
         try:
             cache_file.parent.mkdir(exist_ok=True)
             atomic_write(cache_file, json.dumps({"key": key, "files": expected}))
@@ -126,7 +131,9 @@ def _digest(data: bytes) -> str:
 def _sources_digest(root: Path, manifest: Manifest) -> str:
     hasher = hashlib.sha256()
     templates = Path(__file__).parent / "templates"
-    sources = [manifest.path, Path(__file__), *sorted(templates.glob("*.j2"))]
+    sources = [manifest.path, Path(__file__), Path(support_status.__file__), *sorted(templates.glob("*.j2"))]
+    if (root / support_status.DATA_FILE).exists():
+        sources.append(root / support_status.DATA_FILE)
     for source in sources:
         hasher.update(source.read_bytes())
     readme = root / README

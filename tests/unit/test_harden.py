@@ -41,13 +41,14 @@ def test_a_default_deployment_fails_the_expected_items(deployed, fake_compose):
     code, items = _check(deployed, fake_compose)
     assert code == 1
     failing = sorted(i for i, item in items.items() if item["status"] == "fail")
-    assert failing == ["certificates", "clickhouse-tls", "https", "postgres-tls", "public-https", "redis-tls"]
+    assert failing == ["app-private", "certificates", "clickhouse-tls", "https", "postgres-tls", "public-https",
+                       "redis-tls"]
     assert {i for i, item in items.items() if item["status"] == "manual"} == {"kafka-tls", "managed-services"}
     assert items["managed-services"]["fix"] == "docs/hardening.md#managed-services"
     assert "not ClickHouse Cloud" in items["managed-services"]["reason"]
     shown = run_invoke(deployed, "harden", "--check", env=fake_compose).stdout
     text = shown.strip().splitlines()
-    assert " ".join(shown.split()).endswith("harden --check: 7 passed, 1 warned, 6 failed, 2 manual; `invoke harden` "
+    assert " ".join(shown.split()).endswith("harden --check: 7 passed, 1 warned, 7 failed, 2 manual; `invoke harden` "
                                             "applies certificates, clickhouse-tls, postgres-tls, redis-tls.")
     # Exact tags everywhere, but the production setting is POSTHOG_IMAGE by digest: a warning (exit code unchanged).
     assert items["images"]["status"] == "warn" and "0 of 6 by digest" in items["images"]["reason"]
@@ -138,7 +139,8 @@ def test_harden_applies_tls_and_a_fully_hardened_deployment_passes(deployed, fak
 
     set_env(deployed, SITE_URL="https://posthog.example.com", IS_BEHIND_PROXY="true",
          POSTHOG_IMAGE=f"posthog/posthog@{DIGEST}", DOMAIN="posthog.example.com", TRUSTED_PROXIES="10.254.254.6",
-         COMPOSE_FILE="docker-compose.yml:docker-compose.override.yml:docker-compose.proxy.yml")  # invoke proxy --enable
+         COMPOSE_FILE="docker-compose.yml:docker-compose.override.yml:docker-compose.proxy.yml",  # invoke proxy --enable
+         ALLOWED_IP_BLOCKS="203.0.113.0/24")  # the app answers the office only
     code, items = _check(deployed, fake_compose)
     assert code == 0, {i: item["reason"] for i, item in items.items() if item["status"] == "fail"}
     assert {item["status"] for item in items.values()} == {"pass", "manual"}

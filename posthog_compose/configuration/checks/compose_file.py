@@ -92,9 +92,10 @@ def _check_compose_file(root: Path, manifest, report: _Report):
 
 def _check_edge_and_disk(root: Path, env, values, document, report: _Report, environ) -> None:
     """The rules of the edge proxy (HTTPS, cookies, COMPOSE_FILE) and of log rotation, kept in their modules."""
-    from posthog_compose.configuration import edge, logrotation
+    from posthog_compose.configuration import access, edge, logrotation
 
     edge.check(root, env, values, report, environ)
+    access.check(env, values, document, report)
     logrotation.check(root, document, values, report)
     _check_external(root, env, values, report, environ)
 

@@ -77,11 +77,13 @@ from posthog_compose.operations.harden.items import (
     _ports,
     _https,
     _public_https,
+    _app_private,
     _kafka_tls,
     _managed,
     CHECKS,
 )
 from posthog_compose.operations.harden.planning import Change, plan, _with_query
+from posthog_compose.operations.harden.acceptance import ACCEPTABLE, ACCEPT_FILE, app_private, record as accept
 from posthog_compose.operations.harden.changes import (
     services_mounting,
     _recreate_all,

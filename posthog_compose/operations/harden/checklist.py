@@ -34,6 +34,8 @@ ITEMS: dict[str, tuple[str, str]] = {
     "ports": ("only the web port is published", "check"),
     "https": ("SITE_URL is https behind a TLS-terminating proxy, with the proxy settings", "check"),
     "public-https": ("public traffic is encrypted: the edge proxy serves HTTPS, HTTP redirects, WEB_PORT is closed", "check"),
+    "app-private": ("the app (login, admin, API) answers only the networks of ALLOWED_IP_BLOCKS, or its being "
+                    "public was accepted (--accept app-public --reason ...)", "check"),
     "kafka-tls": ("Kafka over TLS", "manual"),
     "datastore-ca": ("the CA bundle of the external datastores is under datastore-ca/, holds a CA certificate and is "
                      "not expiring", "check"),
@@ -53,6 +55,7 @@ DOCS = {
     "ports": "docs/hardening.md#only-the-web-port",
     "https": "docs/hardening.md#https-and-the-proxy",
     "public-https": "docs/https.md",
+    "app-private": "docs/support-status.md#who-may-use-the-app",
     "kafka-tls": "docs/tls.md#kafka",
     "managed-services": "docs/hardening.md#managed-services",
     "secrets": "docs/hardening.md#secrets",

@@ -202,6 +202,12 @@ def _public_https(state: State):
     return proxy.harden_item(state.values, state.findings)
 
 
+def _app_private(state: State):
+    from posthog_compose.operations.harden import acceptance
+
+    return acceptance.app_private(state)
+
+
 def _kafka_tls(state: State):
     return "manual", "Confluent's images need keystores and SSL listeners on both sides; follow the handbook", ""
 
@@ -221,7 +227,7 @@ CHECKS = {
     "env-file": _env_file, "secrets": _secrets, "redis-password": _redis_password, "debug": _debug,
     "images": _images, "certificates": _certificates, "clickhouse-tls": _clickhouse_tls,
     "postgres-tls": _postgres_tls, "redis-tls": _redis_tls, "ports": _ports, "https": _https,
-    "public-https": _public_https,
+    "public-https": _public_https, "app-private": _app_private,
     "kafka-tls": _kafka_tls, "datastore-ca": _datastore_ca, "plaintext-datastores": _plaintext_datastores,
     "managed-services": _managed,
 }
