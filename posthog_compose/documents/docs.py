@@ -1,6 +1,6 @@
 """The handbook's generated parts, as mkdocs hooks: the environment variable reference (from the
 manifest), the task reference and the task table (from the Invoke collection), config-check's rule
-table (from the checks, see rules.py) and the architecture diagram
+table (from the checks, see rules.py), the disk thresholds (facts.py) and the architecture diagram
 (an inline SVG computed from docker-compose.yml). Nothing is written into docs/; `mkdocs serve`
 rebuilds when any source changes. No JavaScript and no network are needed to view them."""
 
@@ -46,10 +46,13 @@ def on_page_markdown(markdown, page, config, files):
         markdown = markdown.replace(COMPATIBILITY_MARKER, compatibility_matrix(_root(config)))
     if TASK_TABLE_MARKER in markdown:
         markdown = markdown.replace(TASK_TABLE_MARKER, task_table(_root(config), "reference/tasks.md"))
+    from posthog_compose.documents.facts import DISK_MARKER, disk_thresholds
     from posthog_compose.documents.rules import RULES_MARKER, rule_table
 
     if RULES_MARKER in markdown:
         markdown = markdown.replace(RULES_MARKER, rule_table(_root(config)))
+    if DISK_MARKER in markdown:
+        markdown = markdown.replace(DISK_MARKER, disk_thresholds(_root(config)))
     return markdown
 
 
