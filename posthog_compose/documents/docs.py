@@ -1,7 +1,8 @@
 """The handbook's generated parts, as mkdocs hooks: the environment variable reference (from the
 manifest), the task reference and the task table (from the Invoke collection), config-check's rule
-table (from the checks, see rules.py), the disk thresholds (facts.py) and the architecture diagram
-(an inline SVG computed from docker-compose.yml). Nothing is written into docs/; `mkdocs serve`
+table (from the checks, see rules.py), the disk thresholds (facts.py), the kit's version in the
+footer and the markup for small screens (layout.py), and the architecture diagram (an inline SVG
+computed from docker-compose.yml). Nothing is written into docs/; `mkdocs serve`
 rebuilds when any source changes. No JavaScript and no network are needed to view them."""
 
 from __future__ import annotations
@@ -30,6 +31,22 @@ def _root(config) -> Path:
 
 
 # ----------------------------------------------------------------------------- mkdocs hooks
+def on_config(config):
+    from posthog_compose.documents.layout import kit_version
+
+    # The readthedocs theme prints `copyright` in every page's footer: the kit's version goes there.
+    version = kit_version(_root(config))
+    config["copyright"] = f"PostHog Compose kit {version}"
+    config["extra"]["kit_version"] = version
+    return config
+
+
+def on_page_content(html, page, config, files):
+    from posthog_compose.documents.layout import for_small_screens
+
+    return for_small_screens(html)
+
+
 def on_files(files, config):
     from mkdocs.structure.files import File
 
