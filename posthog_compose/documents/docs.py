@@ -1,6 +1,8 @@
 """The handbook's generated parts, as mkdocs hooks: the environment variable reference (from the
-manifest), the task reference (from the Invoke collection) and the architecture diagram (an
-inline SVG computed from docker-compose.yml). Nothing is written into docs/; `mkdocs serve`
+manifest), the task reference and the task table (from the Invoke collection), config-check's rule
+table (from the checks, see rules.py), the disk thresholds (facts.py), the kit's version in the
+footer and the markup for small screens (layout.py), and the architecture diagram (an inline SVG
+computed from docker-compose.yml). Nothing is written into docs/; `mkdocs serve`
 rebuilds when any source changes. No JavaScript and no network are needed to view them."""
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 DIAGRAM_MARKER = "<!-- architecture-diagram -->"
 COMPATIBILITY_MARKER = "<!-- compatibility-matrix -->"
+TASK_TABLE_MARKER = "<!-- task-table -->"
 GENERATED_PAGES = {"reference/environment.md": "environment_reference", "reference/tasks.md": "task_reference"}
 # The data flows that depends_on does not show: who reads and writes what.
 DATA_FLOWS = (
@@ -28,6 +31,22 @@ def _root(config) -> Path:
 
 
 # ----------------------------------------------------------------------------- mkdocs hooks
+def on_config(config):
+    from posthog_compose.documents.layout import kit_version
+
+    # The readthedocs theme prints `copyright` in every page's footer: the kit's version goes there.
+    version = kit_version(_root(config))
+    config["copyright"] = f"PostHog Compose kit {version}"
+    config["extra"]["kit_version"] = version
+    return config
+
+
+def on_page_content(html, page, config, files):
+    from posthog_compose.documents.layout import for_small_screens
+
+    return for_small_screens(html)
+
+
 def on_files(files, config):
     from mkdocs.structure.files import File
 
@@ -42,6 +61,15 @@ def on_page_markdown(markdown, page, config, files):
         markdown = markdown.replace(DIAGRAM_MARKER, architecture_svg(_root(config)))
     if COMPATIBILITY_MARKER in markdown:
         markdown = markdown.replace(COMPATIBILITY_MARKER, compatibility_matrix(_root(config)))
+    if TASK_TABLE_MARKER in markdown:
+        markdown = markdown.replace(TASK_TABLE_MARKER, task_table(_root(config), "reference/tasks.md"))
+    from posthog_compose.documents.facts import DISK_MARKER, disk_thresholds
+    from posthog_compose.documents.rules import RULES_MARKER, rule_table
+
+    if RULES_MARKER in markdown:
+        markdown = markdown.replace(RULES_MARKER, rule_table(_root(config)))
+    if DISK_MARKER in markdown:
+        markdown = markdown.replace(DISK_MARKER, disk_thresholds(_root(config)))
     return markdown
 
 
@@ -141,10 +169,29 @@ def load_collection(root: Path):
     return Collection.from_module(module)
 
 
+def first_line(task) -> str:
+    """A task's first docstring line: what `invoke --list` shows beside its name."""
+    return (inspect.getdoc(task.body) or "").strip().splitlines()[0] if inspect.getdoc(task.body) else ""
+
+
+def task_table(root: Path, reference: str) -> str:
+    """Every task with its first docstring line, each linking to its entry in the task reference."""
+    collection = load_collection(root)
+    lines = [f"Generated from the Invoke collection in `tasks.py` at build time ({len(collection.task_names)} tasks).",
+             "", "| Task | What it does |", "| --- | --- |"]
+    for name in sorted(collection.task_names):
+        task = collection[name]
+        aliases = f" ({', '.join(f'`{a}`' for a in task.aliases)})" if task.aliases else ""
+        summary = first_line(task).replace("|", chr(92) + "|")
+        lines.append(f"| [`invoke {name}`]({reference}#{name}){aliases} | {summary} |")
+    return "\n".join(lines) + "\n"
+
+
 def task_reference(root: Path) -> str:
     collection = load_collection(root)
     lines = ["# Tasks", "", "Generated from the Invoke collection in `tasks.py` at build time. "
-             "`invoke --list` shows the same list; `invoke --help TASK` the same options.", ""]
+             "`invoke --list` shows the same list; `invoke --help TASK` the same options.", "",
+             task_table(root, ""), ""]
     for name in sorted(collection.task_names):
         task = collection[name]
         doc = inspect.getdoc(task.body) or ""

@@ -1,13 +1,18 @@
 """The built handbook in a real browser (Debian's headless Chromium, driven by Playwright):
 the reference lists every variable, the task page every task, the diagram all eight services,
 the search box finds a variable by name, and the wide pages show every table and code block
-whole at 1300 px (measured element by element). Screenshots go to test-artifacts/."""
+whole at 1300 px (measured element by element). On a phone (390 px) every page fits the screen:
+no sideways page scroll, tables and the diagram scroll inside their own box with a visible cue,
+code wraps at spaces and never inside a flag, the diagram's labels stay readable. At both widths
+every code block has a copy button that copies it, and the footer names the kit's version.
+Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +28,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 WIDTH = 1300
+PHONE = 390
 # The pages with wide tables or long commands, which the theme used to cut off.
 WIDE_PAGES = ("hardening", "upgrading", "configuration", "architecture", "reference/tasks",
               "bad-days", "operations", "troubleshooting")
@@ -52,15 +58,46 @@ def site(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(site):
+def browser(site):
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": WIDTH, "height": 900})
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def phone(browser):
+    """A phone-sized page: 390 CSS px wide, as an iPhone 12-15 shows a page."""
+    context = browser.new_context(viewport={"width": PHONE, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True, permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def all_pages() -> list[str]:
+    """Every page of the handbook, as its path under the site (the nav of mkdocs.yml, generated pages too)."""
+    import yaml
+
+    def walk(entries):
+        for entry in entries:
+            for value in (entry.values() if isinstance(entry, dict) else [entry]):
+                if isinstance(value, list):
+                    yield from walk(value)
+                else:
+                    yield "" if value == "index.md" else value.removesuffix(".md") + "/"
+
+    return list(walk(yaml.safe_load((REPO / "mkdocs.yml").read_text())["nav"]))
 
 
 def test_reference_lists_every_variable(site, page, manifest):
@@ -167,7 +204,156 @@ def test_layout_check_sees_the_old_theme_clip_tables(site, page):
                                ".rst-content table td,.rst-content table th{white-space:nowrap!important}")
     problems = layout_problems(page.evaluate(MEASURE))
     assert any("does not wrap" in problem for problem in problems), problems
-    page.add_style_tag(content=".rst-content table,.wy-table-responsive{overflow:visible!important}"
+    page.add_style_tag(content=".rst-content table,.wy-table-responsive,.wide .scroll{overflow:visible!important}"
                                ".rst-content table{display:table!important}.rst-content pre{overflow:visible!important}")
     problems = layout_problems(page.evaluate(MEASURE))
     assert any("past the column" in problem or "clipped" in problem for problem in problems), problems
+
+
+# ----------------------------------------------------------------------------- every width, every page
+# What an operator on a phone (or at a desk) would find broken on a page.
+SCREEN = """(width) => {
+  const main = document.querySelector('[role=main]');
+  const found = {page: Math.max(document.documentElement.scrollWidth, window.innerWidth), window: width, tables: [], blocks: [],
+                 diagram: null, footer: (document.querySelector('footer') || {}).innerText || ''};
+  for (const table of main.querySelectorAll('table')) {
+    const scroller = table.closest('.scroll');
+    const wide = table.closest('.wide');
+    const hint = wide && wide.querySelector('.scroll-hint');
+    found.tables.push({text: table.innerText.slice(0, 50),
+      inScroller: !!scroller && ['auto', 'scroll'].includes(getComputedStyle(scroller).overflowX),
+      // Sideways overflow of the table or of any box between it and its scroll box: all the reader would miss.
+      overflows: [table, ...(function* () { for (let n = table.parentElement; n && n !== wide; n = n.parentElement) yield n; })()]
+        .some(n => n.scrollWidth > n.clientWidth + 1),
+      cue: !!hint && hint.offsetHeight > 0 && getComputedStyle(hint).display !== 'none'
+           && !!scroller && scroller.scrollWidth > scroller.clientWidth + 1,
+      right: table.closest('.wide') ? table.closest('.wide').getBoundingClientRect().right : table.getBoundingClientRect().right});
+  }
+  for (const pre of main.querySelectorAll('pre')) {
+    const button = pre.parentElement.querySelector(':scope > .copy-button');
+    const box = button && button.getBoundingClientRect();
+    const pieces = [...pre.querySelectorAll('.nw')];
+    found.blocks.push({text: pre.innerText.slice(0, 60),
+      button: !!button && getComputedStyle(button).display !== 'none' && box.width > 0 && box.right <= width,
+      split: pieces.filter(p => p.getClientRects().length > 1).map(p => p.textContent).slice(0, 3),
+      scrolls: pre.scrollWidth > pre.clientWidth + 1,
+      widestPiece: Math.max(0, ...pieces.map(p => p.getBoundingClientRect().width)),
+      width: pre.clientWidth, pieces: pieces.length});
+  }
+  // The theme clips sideways overflow at the body, so a page that is too wide does not scroll: it is
+  // cut off. Any element ending past the screen outside a box that scrolls is what a reader loses.
+  found.cut = [];
+  for (const el of main.querySelectorAll('*')) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || box.right <= width + 1) continue;
+    let scroller = null;
+    for (let node = el.parentElement; node && node !== main; node = node.parentElement) {
+      if (['auto', 'scroll'].includes(getComputedStyle(node).overflowX)) { scroller = node; break; }
+    }
+    if (!scroller && !['auto', 'scroll'].includes(getComputedStyle(el).overflowX)) {
+      found.cut.push(`${el.tagName.toLowerCase()} ${(el.innerText || el.textContent || '').slice(0, 40)}`);
+    }
+  }
+  const svg = main.querySelector('svg.architecture');
+  if (svg) {
+    const name = svg.querySelector('g.service text.name').getBoundingClientRect();
+    const scroller = svg.closest('.scroll');
+    found.diagram = {nameHeight: name.height, scrollable: !!scroller && getComputedStyle(scroller).overflowX === 'auto',
+                     cue: !!svg.closest('.wide') && svg.closest('.wide').classList.contains('scrolls')};
+  }
+  return found;
+}"""
+
+
+def screen_problems(measured: dict, width: int) -> list[str]:
+    problems = []
+    if measured["page"] > measured["window"]:
+        problems.append(f"the page is wider than the screen: it scrolls sideways or the browser zooms out "
+                        f"({measured['page']} px > {measured['window']} px)")
+    for element in measured["cut"][:5]:
+        problems.append(f"{element!r} ends past the screen, cut off")
+    for table in measured["tables"]:
+        name = f"table {table['text']!r}"
+        if not table["inScroller"]:
+            problems.append(f"{name} is not in a box that scrolls sideways")
+        elif table["overflows"] and not table["cue"]:
+            problems.append(f"{name} is wider than the screen and nothing says it scrolls")
+        if table["right"] > measured["window"] + 1:
+            problems.append(f"{name} ends past the screen ({table['right']:.0f} px)")
+    for block in measured["blocks"]:
+        name = f"code block {block['text']!r}"
+        if not block["button"]:
+            problems.append(f"{name} has no visible copy button")
+        if block["split"]:
+            problems.append(f"{name} breaks a line inside {block['split']}")
+        if block["pieces"] and block["scrolls"] and block["widestPiece"] <= block["width"]:
+            problems.append(f"{name} scrolls sideways although its pieces fit: it does not wrap at spaces")
+    if not re.search(r"PostHog Compose kit \S", measured["footer"]):
+        problems.append(f"the footer does not name the kit's version: {measured['footer']!r}")
+    return problems
+
+
+@pytest.mark.parametrize("path", all_pages())
+def test_every_page_works_on_a_phone(site, phone, path):
+    phone.goto(f"{site}/{path}")
+    phone.wait_for_load_state("load")
+    measured = phone.evaluate(SCREEN, PHONE)
+    phone.screenshot(path=str(ARTIFACTS / f"phone-{path.strip('/').replace('/', '-') or 'index'}.png"), full_page=True)
+    assert screen_problems(measured, PHONE) == []
+
+
+@pytest.mark.parametrize("path", all_pages())
+def test_every_page_works_at_a_desk(site, page, path):
+    page.goto(f"{site}/{path}")
+    page.wait_for_load_state("load")
+    assert screen_problems(page.evaluate(SCREEN, WIDTH), WIDTH) == []
+
+
+def test_tables_scroll_with_a_cue_on_a_phone(site, phone):
+    """The compatibility page's four-column tables do not fit 390 px: they scroll in their box, the cue is shown."""
+    phone.goto(f"{site}/compatibility/")
+    phone.wait_for_load_state("load")
+    tables = phone.evaluate(SCREEN, PHONE)["tables"]
+    assert any(t["overflows"] and t["cue"] for t in tables), tables
+    phone.screenshot(path=str(ARTIFACTS / "phone-table-cue.png"))
+
+
+def test_the_diagram_is_readable_on_a_phone(site, phone):
+    phone.goto(f"{site}/architecture/")
+    phone.wait_for_load_state("load")
+    diagram = phone.evaluate(SCREEN, PHONE)["diagram"]
+    assert diagram["scrollable"] and diagram["cue"], diagram
+    assert diagram["nameHeight"] >= 12, f"service names are {diagram['nameHeight']:.1f} px high at {PHONE} px"
+    phone.locator("svg.architecture").screenshot(path=str(ARTIFACTS / "phone-architecture-diagram.png"))
+
+
+def test_the_copy_button_copies_the_block(site, phone):
+    phone.goto(f"{site}/bad-days/")
+    phone.wait_for_load_state("load")
+    block = phone.locator(".code-block").first
+    expected = block.locator("pre").inner_text().rstrip("\n")
+    block.locator(".copy-button").click()
+    assert block.locator(".copy-button").inner_text() == "Copied"
+    assert phone.evaluate("navigator.clipboard.readText()") == expected
+
+
+def test_the_footer_names_the_version_the_handbook_was_built_from(site, page):
+    from posthog_compose.documents.layout import kit_version
+
+    page.goto(f"{site}/")
+    assert f"PostHog Compose kit {kit_version(REPO)}" in page.inner_text("footer")
+
+
+def test_phone_check_sees_what_the_old_stylesheet_did(site, phone):
+    """The measurement can fail: with the scroll boxes, the copy buttons and the unbreakable pieces
+    undone, a phone reports the page scrolling sideways, the missing buttons and a flag split."""
+    phone.goto(f"{site}/bad-days/")
+    phone.wait_for_load_state("load")
+    phone.add_style_tag(content=".wide .scroll{overflow:visible!important}.copy-button{display:none!important}"
+                                ".rst-content .nw{white-space:normal!important}"
+                                ".rst-content pre code{word-break:break-all!important}"
+                                ".rst-content .wide td,.rst-content .wide th{min-width:16em!important}")
+    problems = screen_problems(phone.evaluate(SCREEN, PHONE), PHONE)
+    assert any("scrolls sideways (" in p or "past the screen" in p for p in problems), problems
+    assert any("no visible copy button" in p for p in problems), problems
+    assert any("breaks a line inside" in p for p in problems), problems
