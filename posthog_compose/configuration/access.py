@@ -23,7 +23,7 @@ from posthog_compose.configuration.formats import parse_ip_blocks
 NAME = "ALLOWED_IP_BLOCKS"
 #: The proxy's entrypoint hands at most this many blocks to Caddy (one placeholder each in proxy/Caddyfile).
 EDGE_SLOTS = 10
-RULE = "allow-list"
+RULE = "allow-list"  # written out at each report below: the handbook lists the literal ids it finds
 PUBLIC_INTERFACES = ("", "0.0.0.0", "::", "[::]")
 
 
@@ -69,14 +69,14 @@ def check(env, values: dict[str, str], document, report) -> None:
     proxy_on = edge.enabled(values)
     if not allowed:
         if trust_all and behind:
-            report.warning(RULE, ".env", line("TRUST_ALL_PROXIES"), "TRUST_ALL_PROXIES",
+            report.warning("allow-list", ".env", line("TRUST_ALL_PROXIES"), "TRUST_ALL_PROXIES",
                            "is set: it does nothing until ALLOWED_IP_BLOCKS is set, and then believes any "
                            "client's X-Forwarded-For", "leave it empty; list your proxy in TRUSTED_PROXIES")
         return
 
     misspelt = [entry for entry in trusted if not _is_exact_address(entry)]
     for entry in misspelt[:1]:  # one line: the first that never matches
-        report.error(RULE, ".env", line("TRUSTED_PROXIES"), "TRUSTED_PROXIES",
+        report.error("allow-list", ".env", line("TRUSTED_PROXIES"), "TRUSTED_PROXIES",
                      f"holds {entry!r}: PostHog 1.43 compares each entry as text with the proxy's address "
                      "(posthog/middleware.py:66), so a network or another spelling never matches and every "
                      "request through the proxy is refused", "list each proxy's address as it connects, "
@@ -84,12 +84,12 @@ def check(env, values: dict[str, str], document, report) -> None:
     if proxy_on:
         _check_behind_the_edge_proxy(values, allowed, trusted, trust_all or bool(misspelt), report, line)
     elif behind and not trust_all and not trusted:
-        report.error(RULE, ".env", line("TRUSTED_PROXIES"), "TRUSTED_PROXIES",
+        report.error("allow-list", ".env", line("TRUSTED_PROXIES"), "TRUSTED_PROXIES",
                      "is empty while ALLOWED_IP_BLOCKS is set and IS_BEHIND_PROXY=true: PostHog refuses every "
                      "request that arrives through a proxy (it trusts no X-Forwarded-For), so nobody can log in",
                      "list your reverse proxy's address in TRUSTED_PROXIES, or set IS_BEHIND_PROXY=false")
     if trust_all and behind and not proxy_on and web_published_publicly(document):
-        report.error(RULE, ".env", line("TRUST_ALL_PROXIES"), "TRUST_ALL_PROXIES",
+        report.error("allow-list", ".env", line("TRUST_ALL_PROXIES"), "TRUST_ALL_PROXIES",
                      f"is set while web's port (WEB_PORT={values.get('WEB_PORT', '')}) is published on every "
                      "interface: anyone can send X-Forwarded-For: <an allowed address> and get past "
                      "ALLOWED_IP_BLOCKS", "leave TRUST_ALL_PROXIES empty and list your proxy in TRUSTED_PROXIES")
@@ -98,13 +98,13 @@ def check(env, values: dict[str, str], document, report) -> None:
 def _check_behind_the_edge_proxy(values, allowed, trusted, trusted_reported, report, line) -> None:
     address = values.get("PROXY_ADDRESS", "")
     if not trusted_reported and address not in trusted:
-        report.error(RULE, ".env", line("TRUSTED_PROXIES"), "TRUSTED_PROXIES",
+        report.error("allow-list", ".env", line("TRUSTED_PROXIES"), "TRUSTED_PROXIES",
                      f"does not list the proxy's address {address} while ALLOWED_IP_BLOCKS is set: every request "
                      "reaches PostHog from the proxy, whose X-Forwarded-For it would not believe, so it refuses "
                      "them all and nobody can log in", f"set TRUSTED_PROXIES={address} "
                      "(`invoke proxy --enable` does)")
     if len(allowed) > EDGE_SLOTS:
-        report.error(RULE, ".env", line(NAME), NAME,
+        report.error("allow-list", ".env", line(NAME), NAME,
                      f"lists {len(allowed)} networks; the edge proxy takes at most {EDGE_SLOTS}",
                      "merge neighbouring networks into larger ones")
     try:
@@ -114,7 +114,7 @@ def _check_behind_the_edge_proxy(values, allowed, trusted, trusted_reported, rep
         return  # the proxy's own rule reports it
     for block in allowed:
         if block.version == gateway.version and gateway in block:
-            report.error(RULE, ".env", line(NAME), NAME,
+            report.error("allow-list", ".env", line(NAME), NAME,
                          f"includes {block}, which holds {gateway}, the gateway of the proxy's network "
                          f"PROXY_SUBNET={subnet}: a client that Docker's userland proxy forwards appears to come "
                          "from it, so this would let anyone in", "leave that address out of ALLOWED_IP_BLOCKS, "

@@ -57,6 +57,8 @@ MEANINGS = {
     "env-empty-file": "a `.env` that sets no variable at all",
     "env-missing": "no `.env` (run `invoke init`)",
     "env-permissions": "`.env` readable by other users (it must be 0600)",
+    "allow-list": "`ALLOWED_IP_BLOCKS` with trusted proxies or the edge proxy set so that everyone would be refused, or a "
+                  "forged `X-Forwarded-For` could get past it",
     "env-required": "a required variable missing from `.env`",
     "env-syntax": "a line of `.env` that is not `KEY=VALUE`",
     "env-tracked": "`.env` tracked by git",
