@@ -301,10 +301,11 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
             if name in capabilities:
                 row["writes"] = capabilities[name].to_dict()
             rows.append(row)
+        idle = stack.nothing_runs(states, here)
         print(json.dumps({"services": rows, "drift": drift.to_dict(), "disk": disk.to_dict(),
-                          "unfinished": list(unfinished), "interrupted_restore": restoring.interrupted_line(root)},
-                         indent=2))
-        if "restore" in unfinished:
+                          "unfinished": list(unfinished), "interrupted_restore": restoring.interrupted_line(root),
+                          "next_step": "invoke up" if idle else None}, indent=2))
+        if "restore" in unfinished or idle:
             raise SystemExit(1)
         _refuse_unwritable(capabilities)
         return
@@ -364,6 +365,9 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
           f"{' (see above)' if settled and drift.findings else ''}.")
     if "restore" in unfinished:
         raise SystemExit(1)  # the data is not there, whatever the containers say
+    if stack.nothing_runs(states, here):
+        print(stack.NOTHING_RUNS)
+        raise SystemExit(1)
     _refuse_unwritable(capabilities)
 
 

@@ -46,6 +46,8 @@ from posthog_compose.operations.stack.states import (
     ContainerDetail,
     inspect_containers,
     _epoch,
+    NOTHING_RUNS,
+    nothing_runs,
 )
 from posthog_compose.operations.stack.drift import Finding, Survey, survey
 from posthog_compose.operations.stack import capability
