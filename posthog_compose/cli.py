@@ -27,13 +27,14 @@ def friendly(body=None, *, secret=()):
 
     @functools.wraps(body)
     def wrapper(c, *args, **kwargs):
-        from posthog_compose import ROOT, journal, masking
+        from posthog_compose import ROOT, interrupts, journal, masking
 
         with masking.shield(ROOT):
             try:
                 _mask_secret_options(body, secret, (c, *args), kwargs)  # first: before anything reads them
-                journal.recover_files(ROOT)
-                return body(c, *args, **kwargs)
+                with interrupts.acknowledged(body.__name__.replace("_", "-")):  # Ctrl-C said within the second
+                    journal.recover_files(ROOT)
+                    return body(c, *args, **kwargs)
             except OperatorError as exc:
                 raise Exit(masking.mask(f"error: {exc.message}"), code=exc.code)
             except KeyboardInterrupt:

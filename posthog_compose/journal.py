@@ -17,7 +17,7 @@ directory (``.deploy/journal/``), two records:
   never leaves it held): every task that edits the deployment's files or what runs. Every file
   is read and every decision ("already at the target", "a journal is pending") is taken after
   the lock is held.
-- ``critical``: SIGINT/SIGTERM received inside the section are remembered and raised as
+- ``critical``: SIGINT/SIGTERM received inside the section are acknowledged, remembered and raised as
   KeyboardInterrupt when it ends, so a Ctrl-C can never stop a rollback or a recreate halfway.
   Child processes started inside it should use ``own_session=True`` (``popen_kwargs``): a
   terminal's Ctrl-C goes to the whole foreground process group, and would otherwise kill
@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from posthog_compose import fileops
+from posthog_compose import fileops, interrupts
 from posthog_compose.errors import OperatorError
 
 LOCK_FILE = ".deploy/upgrade.lock"  # the name predates the other operations that now take it
@@ -221,8 +221,8 @@ def critical(reason: str = "", reraise: bool = True):
         state.received = None
 
         def handler(signum, frame):
-            if state.received is None and reason:
-                print(f"\n(signal received: {reason}; it takes effect when that step ends)", flush=True)
+            if state.received is None:  # said at once, in the one wording (interrupts.ACKNOWLEDGEMENT)
+                interrupts.acknowledge(reason or None, from_handler=True)
             state.received = signum
 
         state.previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

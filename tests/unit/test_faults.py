@@ -508,5 +508,5 @@ def test_ctrl_c_while_waiting_for_health_is_acknowledged_at_once(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         stack.start_and_wait(tmp_path, Runner(tmp_path), [sys.executable, "-c", "import time; time.sleep(1)"],
                              ["web"], timeout=60)
-    assert "Interrupted: stopping once Compose has finished replacing containers" in said["before the wait"]
+    assert "stopping after the current step: letting Compose finish replacing containers" in said["before the wait"]
     assert time.monotonic() - clock < 10
