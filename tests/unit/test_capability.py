@@ -326,3 +326,23 @@ def test_upgrade_refuses_before_anything_changes_when_a_datastore_cannot_write(d
     with pytest.raises(OperatorError, match="upgrade stopped before the switch, nothing changed: db cannot write"):
         upgrade.run(deployed, runner, upgrade.Request(to="a" * 40))
     assert steps == [] and (deployed / ".env").read_text() == env_before
+
+
+def test_status_asks_the_states_disk_readiness_and_probes_at_once(status_engine, monkeypatch, capsys):
+    """Each part of status takes 0.8 s here (the listing, the disk, web's readiness, every probe): asked
+    one after the other they took 2.4 s and more; at once, about one part's time."""
+    def slow(result):
+        def call(*args, **kwargs):
+            time.sleep(0.8)
+            return result
+        return call
+
+    monkeypatch.setattr(stack, "service_states", slow(_healthy()))
+    monkeypatch.setattr(diskusage, "for_status", slow(diskusage.DiskReport(
+        data_root="/var/lib/docker", measured_by="local", total_bytes=100 * diskusage.GB, free_bytes=80 * diskusage.GB)))
+    monkeypatch.setattr(stack, "readiness", slow((True, True, "/_readyz answered 200")))
+    clock = time.monotonic()
+    lifecycle.status(status_engine, FakeRunner(status_engine, delay=0.8))
+    took = time.monotonic() - clock
+    assert capsys.readouterr().out.rstrip().endswith("8 of 8 services running and healthy.")
+    assert took < 2.0, f"status took {took:.1f} s"

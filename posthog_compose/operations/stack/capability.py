@@ -203,11 +203,11 @@ def kafka_command(root: Path, values: dict[str, str]) -> list[str]:
     """`kafka-console-producer` in the kafka container: one synchronous send (its ExecutionException is
     printed and the tool exits 1 when the broker refuses), acks from every in-sync replica, no retry (the
     broker's first answer is the finding), no linger, and the client's timeouts within the deadline."""
-    from posthog_compose.operations.ingestion.lag import bootstrap_server
+    from posthog_compose.operations.stack.here import kafka_bootstrap_server
 
     timeout = str(KAFKA_CLIENT_MS)
     return compose.command(root, "exec", "-T", "kafka", "kafka-console-producer", "--bootstrap-server",
-                           bootstrap_server(values), "--topic", KAFKA_PROBE_TOPIC, "--sync",
+                           kafka_bootstrap_server(values), "--topic", KAFKA_PROBE_TOPIC, "--sync",
                            "--request-required-acks", "all", "--message-send-max-retries", "0", "--timeout", "0",
                            "--request-timeout-ms", timeout, "--producer-property", f"max.block.ms={timeout}",
                            "--producer-property", f"delivery.timeout.ms={timeout}")
