@@ -16,7 +16,9 @@ Cases (name: measured vs baseline, goal):
                 200 requests each, a new connection each and on one kept-alive connection (<= +5 ms)
                 (only when named: a private engine, the e2e images, the pinned Caddy release)
 `--package DIR` times the package of another checkout of the kit (DIR holds its posthog_compose/), to
-compare a change with the code before it in the same way.
+compare a change with the code before it in the same way; `status --against DIR` makes the status case's
+baseline `invoke status` with DIR's package, alternating with this one's on the same stack (the fairest
+before/after on a machine whose load changes).
 Measured and baseline runs alternate, so a change in the machine's load touches both; the
 medians and their ratio are printed. This is a measurement, not a test: it never fails on a
 slow machine, it reports.
@@ -138,8 +140,14 @@ def case_status(workdir: Path, env: dict, runs: int):
         if started.returncode != 0:
             raise SystemExit(f"bench: invoke up failed: {(started.stdout + started.stderr)[-400:]}")
         env = {**env, **engine.env, "POSTHOG_COMPOSE_ROOT": str(root)}
-        measured, baseline = timed_pair(([sys.executable, "-m", "invoke", "status"], root),
-                                        (compose.command(root, "ps", "--all", "--format", "json"), root), env, runs)
+        status = [sys.executable, "-m", "invoke", "status"]
+        if AGAINST:  # the other checkout's package, through a wrapper that puts it first on the path
+            other = [sys.executable, "-c", "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+                     "runpy.run_module('invoke', run_name='__main__')", str(AGAINST), "status"]
+            measured, baseline = timed_pair((status, root), (other, root), env, runs)
+            return "invoke status (this package)", measured, "invoke status (--against)", baseline, 1.0
+        measured, baseline = timed_pair((status, root), (compose.command(root, "ps", "--all", "--format", "json"),
+                                                         root), env, runs)
     finally:
         stop_engine(engine)
     return "invoke status (running stack)", measured, "docker compose ps --all", baseline, 4.0
@@ -237,6 +245,9 @@ def case_proxy(workdir: Path, env: dict, runs: int):
     return "/_livez via proxy, new conn.", measured, "/_livez straight to web", baseline, 0.005, details
 
 
+#: --against: another checkout whose package the status case times as its baseline.
+AGAINST: Path | None = None
+
 CASES = {"config-check": case_config_check, "config-floor": case_config_check_floor, "list": case_list,
          "up": case_up, "status": case_status, "proxy": case_proxy}
 DEFAULT_CASES = ("config-check", "config-floor", "list")  # `up` needs an engine: run it by name
@@ -248,7 +259,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10, help="timed runs per command (median is reported)")
     parser.add_argument("--package", type=Path, default=REPO,
                         help="a checkout of the kit whose package the tasks run (default: this one)")
+    parser.add_argument("--against", type=Path, help="status case: time DIR's package as the baseline")
     args = parser.parse_args()
+    global AGAINST
+    AGAINST = args.against.resolve() if args.against else None
     if not (args.package / "posthog_compose").is_dir():
         parser.error(f"--package {args.package}: no posthog_compose/ there")
     env = {**os.environ, "PYTHONPATH": str(args.package.resolve()) + os.pathsep + os.environ.get("PYTHONPATH", "")}
