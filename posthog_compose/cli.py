@@ -37,15 +37,16 @@ def friendly(body=None, *, secret=(), fit=False):
     def wrapper(c, *args, **kwargs):
         from contextlib import nullcontext
 
-        from posthog_compose import ROOT, journal, masking
+        from posthog_compose import ROOT, interrupts, journal, masking
 
         # Read before the masking layer puts a pipe in front of the terminal.
         fitted = fitting_output(terminal_width()) if fit and not kwargs.get("json") else nullcontext()
         with masking.shield(ROOT), fitted:
             try:
                 _mask_secret_options(body, secret, (c, *args), kwargs)  # first: before anything reads them
-                journal.recover_files(ROOT)
-                return body(c, *args, **kwargs)
+                with interrupts.acknowledged(body.__name__.replace("_", "-")):  # Ctrl-C said within the second
+                    journal.recover_files(ROOT)
+                    return body(c, *args, **kwargs)
             except OperatorError as exc:
                 raise Exit(masking.mask(f"error: {exc.message}"), code=exc.code)
             except KeyboardInterrupt:

@@ -17,7 +17,7 @@ directory (``.deploy/journal/``), two records:
   never leaves it held): every task that edits the deployment's files or what runs. Every file
   is read and every decision ("already at the target", "a journal is pending") is taken after
   the lock is held.
-- ``critical``: SIGINT/SIGTERM received inside the section are remembered and raised as
+- ``critical``: SIGINT/SIGTERM received inside the section are acknowledged, remembered and raised as
   KeyboardInterrupt when it ends, so a Ctrl-C can never stop a rollback or a recreate halfway.
   Child processes started inside it should use ``own_session=True`` (``popen_kwargs``): a
   terminal's Ctrl-C goes to the whole foreground process group, and would otherwise kill
@@ -39,7 +39,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from posthog_compose import fileops
+from posthog_compose import fileops, interrupts
+# Who a process is, and the children that die with the task, live in processes.py; these names stay here
+# for the modules that use them through the journal.
+from posthog_compose.processes import (  # noqa: F401
+    PID_MAX, _alive, _boot_id, _start_ticks, dies_with_task, popen_kwargs, process_identity, start_ticks_of)
 from posthog_compose.errors import OperatorError
 
 LOCK_FILE = ".deploy/upgrade.lock"  # the name predates the other operations that now take it
@@ -221,8 +225,8 @@ def critical(reason: str = "", reraise: bool = True):
         state.received = None
 
         def handler(signum, frame):
-            if state.received is None and reason:
-                print(f"\n(signal received: {reason}; it takes effect when that step ends)", flush=True)
+            if state.received is None:  # said at once, in the one wording (interrupts.ACKNOWLEDGEMENT)
+                interrupts.acknowledge(reason or None, from_handler=True)
             state.received = signum
 
         state.previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -248,25 +252,6 @@ def _exception_in_flight() -> bool:
 def interrupted_inside() -> bool:
     """Whether a signal arrived in the current critical section (for long waits that may stop early)."""
     return _Deferral.received is not None
-
-
-def popen_kwargs() -> dict:
-    """Keyword arguments for subprocess: a child in its own session does not receive the
-    terminal's Ctrl-C, so it cannot be killed halfway through replacing a container."""
-    return {"start_new_session": True}
-
-
-def dies_with_task(command: list[str]) -> list[str]:
-    """``command`` made to receive SIGTERM when the task that starts it dies, SIGKILL included
-    (the kernel's parent-death signal, set by util-linux's setpriv before it executes the command).
-    A child in its own session outlives a killed task otherwise: a `compose up` left running
-    raced the next task's and left a second container beside the real one. Start such a child
-    from the main thread: the signal follows the thread that started it. Where setpriv is missing
-    the command runs as it is (and the next changing task's journal replay still applies)."""
-    import shutil
-
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else list(command)
 
 
 # ----------------------------------------------------------------------------- faults
@@ -542,58 +527,3 @@ def _writer_of(journal: Path) -> dict | None:
     for a name without one. (Only the pid: the name is made before index.json records more.)"""
     match = re.match(r"\d{8}-\d{6}-(\d+)-", journal.name)
     return {"pid": int(match.group(1))} if match else None
-
-
-#: Linux's PID_MAX_LIMIT: no process has a larger pid (and os.kill overflows past a C int).
-PID_MAX = 4 * 1024 * 1024
-
-
-def process_identity(pid: int | None = None) -> dict:
-    """What names a process across reboots and pid reuse: its pid, the boot it runs in and its
-    start time in that boot (clock ticks since boot, /proc/PID/stat field 22). A pid alone is not
-    enough: after a reboot or a pid wrap an unrelated process can hold it."""
-    pid = os.getpid() if pid is None else pid
-    return {"pid": pid, "boot": _boot_id(), "started": _start_ticks(pid)}
-
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
-    except OSError:
-        return None
-
-
-def _start_ticks(pid: int) -> int | None:
-    try:
-        return start_ticks_of(Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return None
-
-
-def start_ticks_of(stat: str) -> int | None:
-    """Field 22 of a /proc/PID/stat line. The command name (field 2) is in parentheses and may hold
-    spaces and parentheses itself, so the fields are counted from its last closing parenthesis."""
-    try:
-        return int(stat[stat.rindex(")") + 2:].split()[19])
-    except (ValueError, IndexError):
-        return None
-
-
-def _alive(record) -> bool:
-    """Whether the task that wrote ``record`` (a journal's index) still runs: its pid is alive AND,
-    where the record names them, in the same boot with the same start time."""
-    pid = record.get("pid") if isinstance(record, dict) else None
-    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    boot, started = record.get("boot"), record.get("started")
-    if boot is not None and _boot_id() is not None and boot != _boot_id():
-        return False  # written before a reboot: whatever holds that pid now is another process
-    if started is not None and _start_ticks(pid) is not None and started != _start_ticks(pid):
-        return False  # the pid was reused by a process started later
-    return True

@@ -9,9 +9,16 @@ Cases (name: measured vs baseline, goal):
   list:         `invoke --list` here       vs `invoke --list` in an empty Invoke project        (<= 1.3x)
   up:           `invoke up` from scratch   vs `docker compose up -d --wait` from scratch          (<= 1.1x)
                 (only when named: it starts a private Docker Engine with the e2e test images)
+  status:       `invoke status` on a running stack vs `docker compose ps --all` (the listing alone)    (<= 4x)
+                (only when named: a private engine with the e2e test images; status makes a write in
+                each datastore, compares with the files and measures the disk, all at once)
   proxy:        a request through the edge proxy (HTTPS) vs the same request straight to web, p50 of
                 200 requests each, a new connection each and on one kept-alive connection (<= +5 ms)
                 (only when named: a private engine, the e2e images, the pinned Caddy release)
+`--package DIR` times the package of another checkout of the kit (DIR holds its posthog_compose/), to
+compare a change with the code before it in the same way; `status --against DIR` makes the status case's
+baseline `invoke status` with DIR's package, alternating with this one's on the same stack (the fairest
+before/after on a machine whose load changes).
 Measured and baseline runs alternate, so a change in the machine's load touches both; the
 medians and their ratio are printed. This is a measurement, not a test: it never fails on a
 slow machine, it reports.
@@ -119,6 +126,33 @@ def case_up(workdir: Path, env: dict, runs: int):
     return "invoke up", measured, "docker compose up -d --wait", baseline, 1.1
 
 
+def case_status(workdir: Path, env: dict, runs: int):
+    """The whole `invoke status` on a healthy running stack (private engine, test images) against the
+    Compose listing it starts from: what the verdicts cost (write probes, drift, disk, readiness)."""
+    from posthog_compose.configuration import compose
+    from tests.e2e.harness import make_deployment, start_engine, stop_engine
+
+    engine = start_engine()
+    try:
+        deployment = make_deployment(workdir / "deployment", engine)
+        root = deployment.root
+        started = deployment.invoke("up")
+        if started.returncode != 0:
+            raise SystemExit(f"bench: invoke up failed: {(started.stdout + started.stderr)[-400:]}")
+        env = {**env, **engine.env, "POSTHOG_COMPOSE_ROOT": str(root)}
+        status = [sys.executable, "-m", "invoke", "status"]
+        if AGAINST:  # the other checkout's package, through a wrapper that puts it first on the path
+            other = [sys.executable, "-c", "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+                     "runpy.run_module('invoke', run_name='__main__')", str(AGAINST), "status"]
+            measured, baseline = timed_pair((status, root), (other, root), env, runs)
+            return "invoke status (this package)", measured, "invoke status (--against)", baseline, 1.0
+        measured, baseline = timed_pair((status, root), (compose.command(root, "ps", "--all", "--format", "json"),
+                                                         root), env, runs)
+    finally:
+        stop_engine(engine)
+    return "invoke status (running stack)", measured, "docker compose ps --all", baseline, 4.0
+
+
 def _latencies(connect, path: str, count: int, keep_alive: bool) -> list[float]:
     """Seconds per request of ``count`` GETs of ``path``: one every 20 ms on a new connection each,
     or back to back on one kept-alive connection. Bounded in count and time."""
@@ -211,8 +245,11 @@ def case_proxy(workdir: Path, env: dict, runs: int):
     return "/_livez via proxy, new conn.", measured, "/_livez straight to web", baseline, 0.005, details
 
 
+#: --against: another checkout whose package the status case times as its baseline.
+AGAINST: Path | None = None
+
 CASES = {"config-check": case_config_check, "config-floor": case_config_check_floor, "list": case_list,
-         "up": case_up, "proxy": case_proxy}
+         "up": case_up, "status": case_status, "proxy": case_proxy}
 DEFAULT_CASES = ("config-check", "config-floor", "list")  # `up` needs an engine: run it by name
 
 
@@ -220,8 +257,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", nargs="*", help=f"cases to run: {', '.join(CASES)} (default: {', '.join(DEFAULT_CASES)})")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per command (median is reported)")
+    parser.add_argument("--package", type=Path, default=REPO,
+                        help="a checkout of the kit whose package the tasks run (default: this one)")
+    parser.add_argument("--against", type=Path, help="status case: time DIR's package as the baseline")
     args = parser.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    global AGAINST
+    AGAINST = args.against.resolve() if args.against else None
+    if not (args.package / "posthog_compose").is_dir():
+        parser.error(f"--package {args.package}: no posthog_compose/ there")
+    env = {**os.environ, "PYTHONPATH": str(args.package.resolve()) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     # An operator's install keeps Python's bytecode caches; a shell that disables them would time
     # the compilation of every module on every run instead. The warm-up round writes the caches.
     env.pop("PYTHONDONTWRITEBYTECODE", None)

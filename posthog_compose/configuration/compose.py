@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from shutil import which
 
+from posthog_compose import interrupts
 from posthog_compose.errors import OperatorError
 
 COMPOSE_FILE = "docker-compose.yml"
@@ -201,11 +202,16 @@ class ConfigValidation:
                                             errors="replace")  # Compose echoes .env bytes back
         except FileNotFoundError as exc:
             raise OperatorError(f"Docker Compose could not be run ({exc.filename}); run `invoke doctor`")
+        interrupts.watch(self.process)  # it only reads: Ctrl-C ends it at once, in whichever thread it is awaited
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         if self.process is None:
             return "", ""
-        stdout, stderr = self.process.communicate(timeout=timeout)
+        try:
+            stdout, stderr = self.process.communicate(timeout=timeout)
+        finally:
+            if self.process.poll() is not None:
+                interrupts.forget(self.process)
         self.returncode = self.process.returncode
         if self.returncode == 0:
             import json

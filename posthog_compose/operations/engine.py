@@ -9,6 +9,7 @@ v2, no permission) becomes a sentence in the words of the task the operator ran.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from posthog_compose import interrupts
 from posthog_compose.errors import OperatorError
 
 
@@ -50,11 +52,12 @@ class Runner:
             return subprocess.CompletedProcess(cmd, 0, "", "")
         if self.verbose:
             self.show(cmd)
+        if not mutating and interrupts.requested() and not interrupts.in_main_thread():
+            # A probe thread after Ctrl-C: the task is on its way out and waits for this thread.
+            raise OperatorError(f"`{_short(cmd)}` not run: interrupted (Ctrl-C)")
         try:
-            result = subprocess.run(
-                cmd, cwd=self.cwd, env=self.env, input=input, text=True, errors="replace", timeout=timeout,
-                stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
-            )
+            with interrupts.step(f"`{_short(cmd)}`"):  # what Ctrl-C is said to wait for
+                result = _run(cmd, self.cwd, self.env, input, timeout, capture, abortable=not mutating)
         except FileNotFoundError:
             raise OperatorError(not_installed(cmd[0], self.task))
         except subprocess.TimeoutExpired:
@@ -80,6 +83,28 @@ class Runner:
             return subprocess.Popen(cmd, cwd=self.cwd, env=self.env, **kwargs)
         except FileNotFoundError:
             raise OperatorError(not_installed(cmd[0], self.task))
+
+
+def _run(cmd: list[str], cwd, env, input: str | None, timeout: float | None, capture: bool,
+         abortable: bool) -> subprocess.CompletedProcess:
+    """subprocess.run's way (the child killed on a timeout or an exception), with a read-only command
+    (``abortable``) ended by Ctrl-C also when a thread other than the main one waits for it."""
+    pipe = subprocess.PIPE if capture else None
+    with subprocess.Popen(cmd, cwd=cwd, env=env, text=True, errors="replace", stdout=pipe, stderr=pipe,
+                          stdin=subprocess.PIPE if input is not None else None) as process:
+        with (interrupts.abortable(process) if abortable else contextlib.nullcontext()):
+            if abortable and interrupts.requested() and not interrupts.in_main_thread():
+                process.kill()  # started just as Ctrl-C was pressed: the handler did not see it
+            try:
+                stdout, stderr = process.communicate(input, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise
+            except BaseException:  # Ctrl-C included: the child goes with the task's step
+                process.kill()
+                raise
+    return subprocess.CompletedProcess(cmd, process.returncode, stdout, stderr)
 
 
 def _short(cmd: list[str]) -> str:

@@ -281,20 +281,23 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     external = stack.external_services(values)
     shown = stack.known_services(values)  # with the edge proxy while it is on
     here = [name for name in shown if name not in external]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        # Whether what runs is what the files say, and whether each local datastore takes a write (each
-        # probe with its own deadline), asked beside the states, the disk and the readiness (their
-        # Compose and engine calls would otherwise add to the task's time). Before the first run there
-        # is nothing to compare or probe.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        # Whether what runs is what the files say, whether each local datastore takes a write (each
+        # probe with its own deadline), the disk and web's readiness, all asked while the states are
+        # listed: one after the other they added up to the task's time. Readiness is asked before
+        # web's state is known (a web that is not running refuses the connection at once) and used
+        # only when web runs. Before the first run there is nothing to compare or probe.
         surveyed = pool.submit(stack.survey, root, runner) if env_path(root).exists() else None
         probed = (pool.submit(stack.capability.check, root, runner, values,
                               [name for name in here if name in stack.capability.MOUNTS])
                   if env_path(root).exists() else None)
+        measured = pool.submit(diskusage.for_status, root, runner)
+        asked = pool.submit(stack.readiness, values) if env_path(root).exists() else None
         states = {s.service: s for s in stack.service_states(root, runner)}
-        disk = diskusage.for_status(root, runner)
+        disk = measured.result()
         ready = None
-        if "web" in states and states["web"].state == "running" and env_path(root).exists():
-            ready = stack.readiness(values)
+        if "web" in states and states["web"].state == "running" and asked is not None:
+            ready = asked.result()
         drift = surveyed.result() if surveyed is not None else stack.Survey()
         # A datastore that is not running is judged by its state; its probe says nothing more.
         capabilities = {name: found for name, found in (probed.result() if probed is not None else {}).items()
@@ -323,10 +326,11 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
             if name in capabilities:
                 row["writes"] = capabilities[name].to_dict()
             rows.append(row)
+        idle = stack.nothing_runs(states, here)
         print(json.dumps({"services": rows, "drift": drift.to_dict(), "disk": disk.to_dict(),
-                          "unfinished": list(unfinished), "interrupted_restore": restoring.interrupted_line(root)},
-                         indent=2))
-        if "restore" in unfinished:
+                          "unfinished": list(unfinished), "interrupted_restore": restoring.interrupted_line(root),
+                          "next_step": "invoke up" if idle else None}, indent=2))
+        if "restore" in unfinished or idle:
             raise SystemExit(1)
         _refuse_unwritable(capabilities)
         return
@@ -386,6 +390,9 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
           f"{' (see above)' if settled and drift.findings else ''}.")
     if "restore" in unfinished:
         raise SystemExit(1)  # the data is not there, whatever the containers say
+    if stack.nothing_runs(states, here):
+        print(stack.NOTHING_RUNS)
+        raise SystemExit(1)
     _refuse_unwritable(capabilities)
 
 

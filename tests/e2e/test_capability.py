@@ -1,6 +1,7 @@
-"""Health from capability on a real Docker Engine: PostgreSQL's and ClickHouse's data volumes each on a
-small filesystem of its own (tmpfs volumes made before the stack starts), filled until the datastore
-cannot write (PostgreSQL cannot extend a file; ClickHouse cannot reserve room for a part). Every
+"""Health from capability on a real Docker Engine: PostgreSQL's, ClickHouse's and Kafka's data volumes each
+on a small filesystem of its own (tmpfs volumes made before the stack starts), filled until the datastore
+cannot write (PostgreSQL cannot extend a file; ClickHouse cannot reserve room for a part; Kafka cannot
+append the probe's message to its log). Every
 container stays running and healthy, yet `invoke status` must exit non-zero saying db cannot write,
 `invoke doctor` must say so, and `invoke upgrade` must refuse before it changes anything; once the
 space is freed the deployment is healthy again. Also the time `invoke status` takes. (A row of the fault table in spirit; it needs its
@@ -24,7 +25,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", "real")]
 
 #: Large enough for each datastore's data with PostHog's tables, small enough to fill at once.
 VOLUMES = {"postgres-data": ("db", "/var/lib/postgresql/data", "160m"),
-           "clickhouse-data": ("clickhouse", "/var/lib/clickhouse", "256m")}
+           "clickhouse-data": ("clickhouse", "/var/lib/clickhouse", "256m"),
+           "kafka-data": ("kafka", "/var/lib/kafka/data", "64m")}
 FILLER = "posthog-compose-e2e-filler"
 
 
@@ -78,7 +80,7 @@ def test_a_full_postgres_volume_is_failing_blocks_the_upgrade_and_recovers(deplo
         assert started.returncode == 0, started.stdout + started.stderr
         result, rows, report = _status(deployment)
         assert result.returncode == 0, result.stdout + result.stderr
-        for service in ("db", "clickhouse"):
+        for service in ("db", "clickhouse", "kafka"):
             assert rows[service]["verdict"] == "ok" and rows[service]["writes"]["verdict"] == "ok", rows[service]
         own = report["disk"]["filesystems"]["postgres-data"]
         assert own["total_bytes"] <= 170 * 1024 * 1024, own  # measured on the volume, not on the data root
@@ -132,6 +134,16 @@ def test_a_full_postgres_volume_is_failing_blocks_the_upgrade_and_recovers(deplo
         _free(deployment, "clickhouse-data")
         again = deployment.invoke("status")
         assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == "8 of 8 services running and healthy."
+
+        # Kafka on a full volume is failing while its port answers: the produce is refused (KafkaStorageException)
+        # or, where the message still fits the segment's last page, the volume's filesystem is full.
+        _fill(deployment, "kafka-data")
+        kafka = deployment.invoke("status")
+        assert kafka.returncode == 1, kafka.stdout + kafka.stderr
+        assert "kafka (Kafka): cannot write: " in kafka.stdout, kafka.stdout
+        assert "Fix: free space on the filesystem of kafka-data" in kafka.stdout and "kafka cannot write" in kafka.stderr
+        _free(deployment, "kafka-data")
+        assert deployment.invoke("status").returncode == 0
     finally:
         deployment.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
         for name in VOLUMES:

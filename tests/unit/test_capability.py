@@ -25,6 +25,17 @@ PG_FULL = 'ERROR:  could not extend file "base/16384/16999": No space left on de
 # What clickhouse-client prints when the server refuses the part (ClickHouse 22.3's NOT_ENOUGH_SPACE).
 CH_FULL = ("Received exception from server (version 22.3.6):\nCode: 243. DB::Exception: Cannot reserve 1.00 MiB, "
            "not enough space. (NOT_ENOUGH_SPACE)\n")
+# What cp-kafka's kafka-console-producer --sync prints when the broker cannot append to the log (ConsoleProducer's
+# printStackTrace of the send's ExecutionException), and when no broker answers before max.block.ms.
+KAFKA_STORAGE = ("[2026-01-01 00:00:00,000] WARN [Producer clientId=console-producer] Received invalid metadata error "
+                 "in produce request on partition posthog_compose_write_probe-0 due to "
+                 "org.apache.kafka.common.errors.KafkaStorageException: Disk error when trying to access log file on "
+                 "the disk.. Going to request metadata update now\n"
+                 "java.util.concurrent.ExecutionException: org.apache.kafka.common.errors.KafkaStorageException: Disk "
+                 "error when trying to access log file on the disk.\n\tat org.apache.kafka.clients.producer.internals."
+                 "FutureRecordMetadata.valueOrError(FutureRecordMetadata.java:97)\n")
+KAFKA_TIMEOUT = ("java.util.concurrent.ExecutionException: org.apache.kafka.common.errors.TimeoutException: Topic "
+                 "posthog_compose_write_probe not present in metadata after 4000 ms.\n")
 DF = "Filesystem 1024-blocks Used Available Capacity Mounted on\n{rows}"
 
 
@@ -111,6 +122,51 @@ def test_the_clickhouse_table_is_made_once_when_it_is_missing(tmp_path):
     assert queries[1].startswith("CREATE TABLE IF NOT EXISTS posthog.posthog_compose_write_probe ") and "TTL" in queries[1]
 
 
+def test_the_kafka_probe_produces_one_acknowledged_message_to_a_topic_posthog_never_reads(tmp_path):
+    from posthog_compose.operations.ingestion import path as ingestion_path
+
+    runner = FakeRunner(tmp_path)
+    values = {**VALUES, "KAFKA_ADVERTISED_LISTENERS": "PLAINTEXT://kafka:9092"}
+    assert capability.probe_kafka(tmp_path, runner, values) == ("ok", "")
+    call = runner.calls[0]
+    tool = call[call.index("kafka-console-producer"):]
+    assert tool[:5] == ["kafka-console-producer", "--bootstrap-server", "kafka:9092", "--topic",
+                        "posthog_compose_write_probe"]
+    assert "--sync" in tool and tool[tool.index("--request-required-acks") + 1] == "all"
+    assert runner.inputs[0].count("\n") == 1  # one message
+    # The client's own timeouts end before the probe's deadline kills it, so that the broker's error is read.
+    assert capability.KAFKA_CLIENT_MS / 1000 < capability.KAFKA_PROBE_SECONDS
+    assert "max.block.ms=4000" in tool and "delivery.timeout.ms=4000" in tool
+    topics = {value for name, value in vars(ingestion_path).items() if name.isupper() and isinstance(value, str)}
+    assert capability.KAFKA_PROBE_TOPIC not in topics and not capability.KAFKA_PROBE_TOPIC.startswith(
+        ("clickhouse_", "events_", "plugin_"))
+
+
+def test_kafka_refusing_the_produce_is_failing_with_the_reason_and_a_fix(tmp_path):
+    runner = FakeRunner(tmp_path, {("kafka", "kafka-console-producer"): (1, "", KAFKA_STORAGE)})
+    found = capability.check(tmp_path, runner, VALUES, ["kafka"])["kafka"]
+    assert found.verdict == "failing"
+    assert found.reason == "KafkaStorageException: Disk error when trying to access log file on the disk"
+    assert "kafka-data" in found.fix and found.fix.startswith("free space")
+    assert found.line().startswith("kafka (Kafka): cannot write: KafkaStorageException: Disk error")
+    refused = FakeRunner(tmp_path, {("kafka", "kafka-console-producer"): (1, "", (
+        "org.apache.kafka.common.errors.NotEnoughReplicasException: Messages are rejected since there are fewer "
+        "in-sync replicas than required.\n"))})
+    other = capability.check(tmp_path, refused, VALUES, ["kafka"])["kafka"]
+    assert other.verdict == "failing" and other.fix == "read `invoke logs -s kafka --tail 50` for why it refuses writes"
+
+
+def test_kafka_that_answers_too_late_or_not_at_all_is_cannot_tell(tmp_path):
+    runner = FakeRunner(tmp_path, {("kafka", "kafka-console-producer"): (1, "", KAFKA_TIMEOUT)})
+    verdict, reason = capability.probe_kafka(tmp_path, runner, VALUES)
+    assert verdict == "cannot tell" and reason.startswith("TimeoutException: Topic posthog_compose_write_probe")
+    hung = FakeRunner(tmp_path, hang={("kafka", "kafka-console-producer")})
+    assert capability.probe_kafka(tmp_path, hung, VALUES) == (
+        "cannot tell", f"no answer within {capability.KAFKA_PROBE_SECONDS:.0f} s")
+    stopped = FakeRunner(tmp_path, {("kafka", "kafka-console-producer"): (1, "", 'service "kafka" is not running')})
+    assert capability.probe_kafka(tmp_path, stopped, VALUES) == ("cannot tell", "not running")
+
+
 def test_a_client_that_cannot_connect_or_a_stopped_container_is_cannot_tell(tmp_path):
     runner = FakeRunner(tmp_path, {
         ("clickhouse", "clickhouse-client"): (210, "", "Code: 210. DB::NetException: Connection refused (127.0.0.1:9000)."),
@@ -157,7 +213,8 @@ def test_every_probe_runs_at_once(tmp_path):
 def test_any_client_output_gives_one_of_the_three_verdicts(tmp_path_factory, code, stderr):
     root = tmp_path_factory.getbasetemp()
     runner = FakeRunner(root, {("db", "psql"): (code, "", stderr), ("clickhouse", "clickhouse-client"): (code, "", stderr)})
-    for probe in (capability.probe_postgres, capability.probe_clickhouse):
+    runner.answers[("kafka", "kafka-console-producer")] = (code, "", stderr)
+    for probe in (capability.probe_postgres, capability.probe_clickhouse, capability.probe_kafka):
         verdict, reason = probe(root, runner, VALUES)
         assert verdict in ("ok", "failing", "cannot tell") and "\n" not in reason
         assert (verdict == "ok") == (code == 0)
@@ -212,6 +269,23 @@ def test_status_json_carries_the_write_verdicts_and_still_exits_non_zero(status_
     assert report["disk"]["filesystems"]["postgres-data"]["free_bytes"] == 60000 * 1024
 
 
+def test_status_and_upgrade_refuse_on_a_kafka_that_refuses_writes(status_engine, monkeypatch, capsys):
+    runner = FakeRunner(status_engine, {("kafka", "kafka-console-producer"): (1, "", KAFKA_STORAGE)})
+    with pytest.raises(OperatorError, match=r"^kafka cannot write \(KafkaStorageException: Disk error"):
+        lifecycle.status(status_engine, runner)
+    out = capsys.readouterr().out
+    kafka = next(line.split() for line in out.splitlines() if line.startswith("kafka "))
+    assert kafka[1:4] == ["running", "healthy", "failing"], out
+    assert "kafka (Kafka): cannot write: KafkaStorageException" in out and "Fix: free space on the filesystem of " \
+        "kafka-data" in out
+    monkeypatch.setattr(upgrade, "check_gates", lambda root, runner, gates: None)
+    monkeypatch.setattr("posthog_compose.configuration.checks.require_clean", lambda root: None)
+    for name in ("check_free_disk", "backup_postgres", "fetch_image", "_recreate", "_set_image"):
+        monkeypatch.setattr(upgrade, name, lambda *args: pytest.fail("the upgrade went on"))
+    with pytest.raises(OperatorError, match="upgrade stopped before the switch, nothing changed: kafka cannot write"):
+        upgrade.run(status_engine, runner, upgrade.Request(to="a" * 40))
+
+
 def test_status_that_cannot_tell_stays_healthy_and_exits_0(status_engine, capsys):
     runner = FakeRunner(status_engine, hang={("db", "psql")})
     lifecycle.status(status_engine, runner)
@@ -252,3 +326,23 @@ def test_upgrade_refuses_before_anything_changes_when_a_datastore_cannot_write(d
     with pytest.raises(OperatorError, match="upgrade stopped before the switch, nothing changed: db cannot write"):
         upgrade.run(deployed, runner, upgrade.Request(to="a" * 40))
     assert steps == [] and (deployed / ".env").read_text() == env_before
+
+
+def test_status_asks_the_states_disk_readiness_and_probes_at_once(status_engine, monkeypatch, capsys):
+    """Each part of status takes 0.8 s here (the listing, the disk, web's readiness, every probe): asked
+    one after the other they took 2.4 s and more; at once, about one part's time."""
+    def slow(result):
+        def call(*args, **kwargs):
+            time.sleep(0.8)
+            return result
+        return call
+
+    monkeypatch.setattr(stack, "service_states", slow(_healthy()))
+    monkeypatch.setattr(diskusage, "for_status", slow(diskusage.DiskReport(
+        data_root="/var/lib/docker", measured_by="local", total_bytes=100 * diskusage.GB, free_bytes=80 * diskusage.GB)))
+    monkeypatch.setattr(stack, "readiness", slow((True, True, "/_readyz answered 200")))
+    clock = time.monotonic()
+    lifecycle.status(status_engine, FakeRunner(status_engine, delay=0.8))
+    took = time.monotonic() - clock
+    assert capsys.readouterr().out.rstrip().endswith("8 of 8 services running and healthy.")
+    assert took < 2.0, f"status took {took:.1f} s"

@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import shutil
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -513,5 +515,60 @@ def test_ctrl_c_while_waiting_for_health_is_acknowledged_at_once(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         stack.start_and_wait(tmp_path, Runner(tmp_path), [sys.executable, "-c", "import time; time.sleep(1)"],
                              ["web"], timeout=60)
-    assert "Interrupted: stopping once Compose has finished replacing containers" in said["before the wait"]
+    assert "stopping after the current step: letting Compose finish replacing containers" in said["before the wait"]
     assert time.monotonic() - clock < 10
+
+
+# ----------------------------------------------------------------------------- a killed task's children
+_TASK = """
+import sys, time
+from pathlib import Path
+from posthog_compose.operations import stack
+from posthog_compose.operations.engine import Runner
+
+stack.wait_until_healthy = lambda *args, **kwargs: time.sleep(300)  # the wait for health, never ending
+root = Path(sys.argv[1])
+stack.start_and_wait(root, Runner(root), [sys.argv[2]], ["web"], 600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")  # a zombie no longer runs: only its parent's wait is missing
+
+
+@pytest.mark.skipif(not shutil.which("setpriv"), reason="the parent-death signal needs util-linux's setpriv")
+def test_a_sigkilled_harden_leaves_no_process_of_its_compose_up_behind(tmp_path):
+    """Fault row "harden | compose up started | SIGKILL", on a real process tree: harden starts its
+    `compose up` through stack.start_and_wait (harden/changes.py) in a session of its own. The fake
+    Compose is a CLI with a child of its own, as `docker compose` runs its plugin: when the task is
+    SIGKILLed, the CLI and its child must both end (before, the parent-death signal reached the CLI
+    only, and the child kept running)."""
+    pids = tmp_path / "pids"
+    fake = tmp_path / "compose"
+    fake.write_text(f"#!/bin/sh\necho $$ >> {pids}\nsleep 300 &\necho $! >> {pids}\nwait\n")
+    fake.chmod(0o755)
+    task = subprocess.Popen([sys.executable, "-c", _TASK, str(tmp_path), str(fake)],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    started = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(started) < 2:
+            started = [int(word) for word in pids.read_text().split()] if pids.exists() else []
+            time.sleep(0.05)
+        assert len(started) == 2, "the fake compose did not start"
+        os.kill(task.pid, signal.SIGKILL)
+        task.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not all(_gone(pid) for pid in started):
+            time.sleep(0.05)
+        assert all(_gone(pid) for pid in started), f"left running: {[p for p in started if not _gone(p)]}"
+    finally:
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if task.poll() is None:
+            task.kill()

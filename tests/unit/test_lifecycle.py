@@ -130,6 +130,21 @@ def test_status_table(repo, fake_compose):
     assert {row["service"]: row["state"] for row in as_json["services"]}["plugins"] == "restarting"
 
 
+@pytest.mark.parametrize("ps", ["", PS_LINES.replace('"running"', '"exited"')], ids=["none-created", "all-stopped"])
+def test_status_with_nothing_running_exits_1_and_ends_with_the_next_step(repo, fake_compose, ps):
+    fake, _ = fake_compose
+    fake.write_text(fake.read_text().replace(repr(PS_LINES), repr(ps)))
+    result = run_invoke(repo, "status", env=_env(fake))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "Nothing runs: `invoke up` starts the deployment."
+    assert "Traceback" not in result.stdout + result.stderr
+    as_json = run_invoke(repo, "status", "--json", env=_env(fake))
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["next_step"] == "invoke up"
+    # One service running is not "nothing runs": the table says what is down, and no next step is forced.
+    fake.write_text(fake.read_text().replace(repr(ps), repr(PS_LINES)))
+    assert json.loads(run_invoke(repo, "status", "--json", env=_env(fake)).stdout)["next_step"] is None
+
+
 def test_up_dry_run_prints_the_command_and_starts_nothing(repo, fake_compose):
     fake, calls = fake_compose
     assert run_invoke(repo, "init").returncode == 0

@@ -280,3 +280,34 @@ def test_kafka_consumer_groups_prints_what_the_probe_parses(broker):
     assert "Error: Consumer group 'nobody' does not exist." in missing.stderr
     unreachable = _consumer_groups(["127.0.0.1:1"], "--describe", "--all-groups")
     assert unreachable.returncode == 1 and "TimeoutException" in unreachable.stderr
+
+
+# cp-kafka's kafka-console-producer --sync, as the kit's write probe (posthog_compose/operations/stack/capability.py)
+# runs it in the kafka container and reads what it prints.
+def test_kafka_console_producer_takes_the_probe_and_reports_a_log_it_cannot_write(broker, tmp_path):
+    from posthog_compose.operations.stack import capability
+
+    state, hosts = broker
+
+    class InContainer:
+        """Runs the probe's `compose exec -T kafka kafka-console-producer ...` as the stand-in's script."""
+
+        def run(self, cmd, *, capture, check, input, mutating, timeout):
+            tool = cmd[cmd.index("kafka-console-producer") + 1:]
+            tool[tool.index("--bootstrap-server") + 1] = hosts[0]
+            return subprocess.run([sys.executable, str(KAFKA / "kafka_console_producer.py"), *tool], input=input,
+                                  capture_output=True, text=True, timeout=timeout,
+                                  env={**os.environ, "PYTHONPATH": str(KAFKA)})
+
+    assert capability.probe_kafka(tmp_path, InContainer(), {}) == ("ok", "")
+    assert len(state.logs[capability.KAFKA_PROBE_TOPIC]) == 1
+    # The segment cannot be appended to (as on a full volume): Kafka's KAFKA_STORAGE_ERROR, not acknowledged.
+    segment = os.path.join(state.data, f"{capability.KAFKA_PROBE_TOPIC}-0", kafka_standin.LOG_NAME)
+    os.replace(segment, segment + ".kept")
+    os.mkdir(segment)
+    assert capability.probe_kafka(tmp_path, InContainer(), {}) == (
+        "failing", "KafkaStorageException: Disk error when trying to access log file on the disk")
+    assert len(state.logs[capability.KAFKA_PROBE_TOPIC]) == 1
+    hosts[0] = "127.0.0.1:1"  # no broker
+    verdict, reason = capability.probe_kafka(tmp_path, InContainer(), {})
+    assert verdict == "cannot tell" and reason.startswith("TimeoutException: Topic posthog_compose_write_probe")

@@ -58,12 +58,10 @@ def parse(output: str) -> list[LagRow]:
 
 
 def bootstrap_server(values: dict[str, str]) -> str:
-    """The broker as the kafka container knows itself: the first of KAFKA_ADVERTISED_LISTENERS (the
-    handbook's own command uses it too), else localhost:9092."""
-    first = (values.get("KAFKA_ADVERTISED_LISTENERS") or "").split(",")[0].strip()
-    address = first.split("://", 1)[-1]
-    host, _, port = address.rpartition(":")
-    return address if host and port.isdigit() else "localhost:9092"
+    """The broker as the kafka container knows itself (stack/here.py: the write probe asks it too)."""
+    from posthog_compose.operations.stack.here import kafka_bootstrap_server
+
+    return kafka_bootstrap_server(values)
 
 
 def command(root: Path, values: dict[str, str]) -> list[str]:

@@ -23,6 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from posthog_compose import interrupts
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from posthog_compose.configuration.manifest import SERVICES
@@ -48,6 +49,8 @@ from posthog_compose.operations.stack.states import (
     ContainerDetail,
     inspect_containers,
     _epoch,
+    NOTHING_RUNS,
+    nothing_runs,
 )
 from posthog_compose.operations.stack.drift import Finding, Survey, survey
 from posthog_compose.operations.stack import capability
@@ -124,64 +127,66 @@ def wait_until_healthy(root: Path, runner: Runner, services: list[str] | None = 
     watch = Watch(inspect_containers(root, runner), began)
     dependencies = Dependencies(depends_on(root))
     ready_probe = Readiness(readiness_values) if readiness_values is not None and "web" in expected else None
-    while True:
-        # Whether Compose had finished BEFORE the states were read: a state read earlier may
-        # predate what Compose did last, and must not be judged as final.
-        compose_done = process is None or process.poll() is not None
-        listed_at = time.time()
-        states = {s.service: s for s in service_states(root, runner)}
-        display.update(states)
-        dependencies.update(states, expected, listed_at)
-        suspects = [name for name in expected if name in states and states[name].failed]
-        now = inspect_containers(root, runner) if suspects else {}
-        # Judged on the inspect, which is newer than the listing: Compose may have started the
-        # container in between.
-        failed = [name for name in suspects if watch.acted(name, now, compose_done)
-                  and (name not in now or now[name].failed) and dependencies.judgeable(name, now.get(name))]
-        if failed:
-            display.finish()
-            if process is not None and process.poll() is None:
-                process.terminate()
-            raise_failure(root, runner, failed, states)
-        ready = {name: name in states and states[name].ready for name in expected}
-        # Readiness is asked once Compose is done: before, the answer may come from the web
-        # container Compose is about to replace.
-        if ready_probe is not None and compose_done and "web" in states and states["web"].state == "running":
-            web_ready, broken = ready_probe.poll()
-            if broken:
+    with interrupts.step("waiting for the services to become healthy"):
+        while True:
+            # Whether Compose had finished BEFORE the states were read: a state read earlier may
+            # predate what Compose did last, and must not be judged as final.
+            compose_done = process is None or process.poll() is not None
+            listed_at = time.time()
+            states = {s.service: s for s in service_states(root, runner)}
+            display.update(states)
+            dependencies.update(states, expected, listed_at)
+            suspects = [name for name in expected if name in states and states[name].failed]
+            now = inspect_containers(root, runner) if suspects else {}
+            # Judged on the inspect, which is newer than the listing: Compose may have started the
+            # container in between.
+            failed = [name for name in suspects if watch.acted(name, now, compose_done)
+                      and (name not in now or now[name].failed) and dependencies.judgeable(name, now.get(name))]
+            if failed:
                 display.finish()
                 if process is not None and process.poll() is None:
                     process.terminate()
-                raise_failure(root, runner, ["web"], states, broken)
-            # Readiness judges failure early (Docker's health lags: interval 5 s, start_period 300 s);
-            # success needs both, so that `status` agrees the moment the task reports it.
-            ready["web"] = web_ready and ready["web"]
-        if all(ready.values()):
-            if process is None or process.poll() is not None:
+                raise_failure(root, runner, failed, states)
+            ready = {name: name in states and states[name].ready for name in expected}
+            # Readiness is asked once Compose is done: before, the answer may come from the web
+            # container Compose is about to replace.
+            if ready_probe is not None and compose_done and "web" in states and states["web"].state == "running":
+                web_ready, broken = ready_probe.poll()
+                if broken:
+                    display.finish()
+                    if process is not None and process.poll() is None:
+                        process.terminate()
+                    raise_failure(root, runner, ["web"], states, broken)
+                # Readiness judges failure early (Docker's health lags: interval 5 s, start_period 300 s);
+                # success needs both, so that `status` agrees the moment the task reports it.
+                ready["web"] = web_ready and ready["web"]
+            if all(ready.values()):
+                if process is None or process.poll() is not None:
+                    display.finish()
+                    if process is not None and process.returncode != 0:
+                        raise OperatorError(_start_failed(runner, process))
+                    return display.elapsed()
+            elif process is not None and process.poll() is not None and process.returncode != 0:
                 display.finish()
-                if process is not None and process.returncode != 0:
-                    raise OperatorError(_start_failed(runner, process))
-                return display.elapsed()
-        elif process is not None and process.poll() is not None and process.returncode != 0:
-            display.finish()
-            stuck = [name for name in expected if not ready[name]]
-            message = _process_error(process)
-            if retry_dependencies and "dependency failed to start" in _error_output(process) \
-                    and display.elapsed() < timeout:
-                raise DependencyNotReady(message)
-            if any(name in states for name in stuck):  # containers exist: their logs say why
-                raise_failure(root, runner, stuck, states, message)
-            raise OperatorError(_start_failed(runner, process))  # none was created (e.g. an image could not be pulled)
-        if display.elapsed() > timeout:
-            display.finish()
-            if process is not None and process.poll() is None:
-                process.terminate()
-            stuck = [name for name in expected if not ready[name]]
-            reason = f"not healthy after {timeout:.0f} s (--timeout)"
-            if ready_probe is not None and not ready.get("web", True):
-                reason += f"; readiness: {ready_probe.detail}"
-            raise_failure(root, runner, stuck, states, reason)
-        time.sleep(0.5)
+                stuck = [name for name in expected if not ready[name]]
+                message = _process_error(process)
+                if retry_dependencies and "dependency failed to start" in _error_output(process) \
+                        and display.elapsed() < timeout:
+                    raise DependencyNotReady(message)
+                if any(name in states for name in stuck):  # containers exist: their logs say why
+                    raise_failure(root, runner, stuck, states, message)
+                # None was created (e.g. an image could not be pulled).
+                raise OperatorError(_start_failed(runner, process))
+            if display.elapsed() > timeout:
+                display.finish()
+                if process is not None and process.poll() is None:
+                    process.terminate()
+                stuck = [name for name in expected if not ready[name]]
+                reason = f"not healthy after {timeout:.0f} s (--timeout)"
+                if ready_probe is not None and not ready.get("web", True):
+                    reason += f"; readiness: {ready_probe.detail}"
+                raise_failure(root, runner, stuck, states, reason)
+            time.sleep(0.5)
 
 
 def start_and_wait(root: Path, runner: Runner, command: list[str], services: list[str], timeout: float,
@@ -230,8 +235,8 @@ def start_and_wait(root: Path, runner: Runner, command: list[str], services: lis
     finally:
         if process is not None and process.poll() is None:
             if isinstance(sys.exc_info()[1], KeyboardInterrupt):  # say at once what the wait is for
-                print(f"\nInterrupted: stopping once Compose has finished replacing containers (at most "
-                      f"{COMPOSE_FINISH_SECONDS:.0f} s) ...", flush=True)
+                interrupts.acknowledge(f"letting Compose finish replacing containers (at most "
+                                       f"{COMPOSE_FINISH_SECONDS:.0f} s)")
             with journal.critical("letting Compose finish replacing containers"):
                 try:
                     process.wait(timeout=COMPOSE_FINISH_SECONDS)

@@ -15,11 +15,20 @@ writes need, and leaves nothing behind:
 - ClickHouse: INSERT one row into a small kit-owned MergeTree table (its rows expire after a day): every
   INSERT writes a new part on the data volume, and ClickHouse refuses it when it cannot reserve the space
   (NOT_ENOUGH_SPACE) or cannot write the part's files.
-- Kafka and ZooKeeper: the free space of their volumes' filesystems (a produce probe is not made yet).
+- Kafka: one message produced to the kit-owned topic `posthog_compose_write_probe` with
+  `kafka-console-producer --sync` inside the kafka container (the tool cp-kafka ships, as the ingestion
+  probe asks `kafka-consumer-groups` there), acknowledged by every in-sync replica (acks=all, as PostHog's
+  producers ask). Every message Kafka takes is appended to the topic's log segment on the data volume; a
+  broker that cannot write it answers KafkaStorageException ("Disk error when trying to access log file
+  on the disk"). The topic is not one PostHog 1.43 reads or writes (posthog/kafka_client/topics.py:5-16,
+  each `clickhouse_*`, `events_*` or `plugin_log_entries` behind KAFKA_PREFIX), so no consumer ever sees
+  the probe's messages; retention (KAFKA_LOG_RETENTION_HOURS) removes them.
+- ZooKeeper: the free space of its volumes' filesystems.
 - every data volume: `df` inside its container on its mount point (the volume's own filesystem).
 
 Every probe runs at once, each with its own deadline (PROBE_SECONDS); one that does not answer in time
-is "cannot tell", never "failing". A probe never raises.
+is "cannot tell", never "failing". A probe never raises. Kafka's deadline is longer (KAFKA_PROBE_SECONDS): its
+client is a JVM tool, which takes one to three seconds to start before it sends anything.
 """
 
 from __future__ import annotations
@@ -34,6 +43,17 @@ from posthog_compose.errors import OperatorError
 
 #: Each probe's deadline: a datastore slower than this to take one row is reported as "cannot tell".
 PROBE_SECONDS = 5.0
+#: Kafka's probe's deadline: the JVM's start, then the producer's own timeouts (KAFKA_CLIENT_MS each), which
+#: end a produce that is not answered before this deadline kills the client, so the broker's error is read.
+KAFKA_PROBE_SECONDS = 10.0
+KAFKA_CLIENT_MS = 4000
+#: The kit-owned topic of Kafka's probe (PostHog 1.43 neither produces to it nor consumes it).
+KAFKA_PROBE_TOPIC = "posthog_compose_write_probe"
+#: The producer's errors that say nothing about whether Kafka can write (no broker reached in time, a
+#: leader moving, a topic not yet created): "cannot tell". Any other error is Kafka refusing the write.
+KAFKA_UNSURE_ERRORS = frozenset({"TimeoutException", "NetworkException", "DisconnectException",
+                                 "NotLeaderOrFollowerException", "LeaderNotAvailableException",
+                                 "UnknownTopicOrPartitionException", "InterruptException"})
 #: Below this much free space the filesystem of a data volume counts as full (no part, page or segment fits).
 FULL_BYTES = 1024 * 1024
 #: service -> (volume, mount point) of each data volume it holds (docker-compose.yml).
@@ -44,7 +64,7 @@ MOUNTS = {
     "zookeeper": (("zookeeper-data", "/var/lib/zookeeper/data"), ("zookeeper-logs", "/var/lib/zookeeper/log")),
 }
 #: The services whose writes are probed (the others get the free-space check only).
-WRITE_PROBES = ("db", "clickhouse")
+WRITE_PROBES = ("db", "clickhouse", "kafka")
 #: ClickHouse's table for the probe's rows (kit-owned, in PostHog's database; rows expire after a day).
 CLICKHOUSE_PROBE_TABLE = "posthog_compose_write_probe"
 LABELS = {"db": "PostgreSQL", "clickhouse": "ClickHouse", "kafka": "Kafka", "zookeeper": "ZooKeeper"}
@@ -100,13 +120,14 @@ def _postgres_sql() -> str:
             f"CREATE TABLE {table} (written_at timestamptz);\nINSERT INTO {table} VALUES (now());\nROLLBACK;\n")
 
 
-def _run(runner, command: list[str], input: str | None = None):
+def _run(runner, command: list[str], input: str | None = None, seconds: float | None = None):
     """The probe's command within its deadline: (result, None), or (None, why it could not be told)."""
+    seconds = PROBE_SECONDS if seconds is None else seconds
     try:
-        return runner.run(command, capture=True, check=False, input=input, mutating=False, timeout=PROBE_SECONDS), None
+        return runner.run(command, capture=True, check=False, input=input, mutating=False, timeout=seconds), None
     except OperatorError as exc:  # the deadline passed, or the client is missing
         text = str(exc)
-        return None, (f"no answer within {PROBE_SECONDS:.0f} s" if "did not finish" in text else text[:160])
+        return None, (f"no answer within {seconds:.0f} s" if "did not finish" in text else text[:160])
 
 
 def _not_running(text: str) -> bool:
@@ -178,6 +199,43 @@ def probe_clickhouse(root: Path, runner, values: dict[str, str]) -> tuple[str, s
     return CANNOT_TELL, ("not running" if _not_running(detail) else detail)
 
 
+def kafka_command(root: Path, values: dict[str, str]) -> list[str]:
+    """`kafka-console-producer` in the kafka container: one synchronous send (its ExecutionException is
+    printed and the tool exits 1 when the broker refuses), acks from every in-sync replica, no retry (the
+    broker's first answer is the finding), no linger, and the client's timeouts within the deadline."""
+    from posthog_compose.operations.stack.here import kafka_bootstrap_server
+
+    timeout = str(KAFKA_CLIENT_MS)
+    return compose.command(root, "exec", "-T", "kafka", "kafka-console-producer", "--bootstrap-server",
+                           kafka_bootstrap_server(values), "--topic", KAFKA_PROBE_TOPIC, "--sync",
+                           "--request-required-acks", "all", "--message-send-max-retries", "0", "--timeout", "0",
+                           "--request-timeout-ms", timeout, "--producer-property", f"max.block.ms={timeout}",
+                           "--producer-property", f"delivery.timeout.ms={timeout}")
+
+
+def probe_kafka(root: Path, runner, values: dict[str, str]) -> tuple[str, str]:
+    """("ok" | "failing" | "cannot tell", reason): one message produced to KAFKA_PROBE_TOPIC."""
+    import datetime
+    import re
+
+    message = f"write probe {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}\n"
+    result, why = _run(runner, kafka_command(root, values), message, KAFKA_PROBE_SECONDS)
+    if result is None:
+        return CANNOT_TELL, why
+    if result.returncode == 0:
+        return OK, ""
+    text = f"{result.stderr or ''}\n{result.stdout or ''}"
+    # The producer's exception, as the tool prints it: "...ExecutionException: org.apache.kafka.common.
+    # errors.KafkaStorageException: Disk error when trying to access log file on the disk."
+    errors = re.findall(r"org\.apache\.kafka\.common\.errors\.(\w+)(?::[ \t]*([^\r\n]*))?", text)
+    if errors:
+        name, detail = errors[-1]
+        reason = f"{name}: {detail.strip().rstrip('.')}".rstrip(": ")[:200]
+        return (CANNOT_TELL if name in KAFKA_UNSURE_ERRORS else FAILING), reason
+    detail = _last(result.stderr) or f"kafka-console-producer exited {result.returncode}"
+    return CANNOT_TELL, ("not running" if _not_running(detail) else detail)
+
+
 def measure_space(root: Path, runner, service: str) -> tuple[Space, ...]:
     """The free space on the filesystem of each of ``service``'s data volumes, from one `df` inside its
     container (what it sees on its mount point is the volume's own filesystem); unknown fields stay None."""
@@ -203,7 +261,7 @@ def parse_df_rows(output: str) -> list[tuple[int | None, int | None]]:
     return found
 
 
-PROBES = {"db": probe_postgres, "clickhouse": probe_clickhouse}
+PROBES = {"db": probe_postgres, "clickhouse": probe_clickhouse, "kafka": probe_kafka}
 
 
 def judge(service: str, write: tuple[str, str] | None, space: tuple[Space, ...]) -> Capability:
@@ -215,7 +273,7 @@ def judge(service: str, write: tuple[str, str] | None, space: tuple[Space, ...])
     if verdict != FAILING:
         return Capability(service, verdict, reason, "", space)
     where = ", ".join(s.volume for s in space) or "its data volume"
-    if full or "space" in reason.lower() or "No space left" in reason:
+    if full or any(word in reason.lower() for word in ("space", "disk error", "storage")):
         fix = (f"free space on the filesystem of {where} or move it to a larger disk, then `invoke status` "
                "(handbook: Disk and logs)")
     else:

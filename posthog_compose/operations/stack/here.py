@@ -124,3 +124,12 @@ def _external_hint(root: Path, failing: list[str], reason: str) -> str:
     names = ", ".join(f"{DATASTORE_LABELS[name]} at {endpoint_text(endpoint)}" for name, endpoint in found.items())
     return (f"external datastores: {names}. If the logs above show connection, TLS or authentication errors, "
             "`invoke doctor` checks each one from this host")
+
+
+def kafka_bootstrap_server(values: dict[str, str]) -> str:
+    """The broker as the kafka container knows itself: the first of KAFKA_ADVERTISED_LISTENERS (the
+    handbook's own command uses it too), else localhost:9092."""
+    first = (values.get("KAFKA_ADVERTISED_LISTENERS") or "").split(",")[0].strip()
+    address = first.split("://", 1)[-1]
+    host, _, port = address.rpartition(":")
+    return address if host and port.isdigit() else "localhost:9092"

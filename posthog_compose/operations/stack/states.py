@@ -156,3 +156,14 @@ def _epoch(stamp: str) -> float:
         return 0.0
     fraction = "".join(ch for ch in rest if ch.isdigit())
     return seconds + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+#: What `invoke status` ends with when no service of the deployment runs: the one next step (`up` also
+#: writes .env on a first run and finishes an interrupted change, so it is the step in every case).
+NOTHING_RUNS = "Nothing runs: `invoke up` starts the deployment."
+
+
+def nothing_runs(states: dict[str, ServiceState], here: list[str]) -> bool:
+    """True when not one of the services that run on this host is running (stopped, never created, or
+    gone): status then exits non-zero with NOTHING_RUNS as its last line."""
+    return bool(here) and not any(states.get(name) is not None and states[name].state == "running" for name in here)

@@ -57,12 +57,18 @@ class Broker:
 
     def produce(self, topic, key, value):
         with self.lock:
-            log = self._topic(topic)
-            message = {"offset": len(log), "key": key, "value": value, "timestamp": time.time()}
-            with open(os.path.join(self.data, f"{topic}-0", LOG_NAME), "a") as handle:
-                handle.write(json.dumps(message) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                log = self._topic(topic)
+                message = {"offset": len(log), "key": key, "value": value, "timestamp": time.time()}
+                with open(os.path.join(self.data, f"{topic}-0", LOG_NAME), "a") as handle:
+                    handle.write(json.dumps(message) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as exc:
+                # Kafka answers a produce it cannot append to the log with KAFKA_STORAGE_ERROR (error code 56)
+                # and the message is not acknowledged; the stand-in keeps serving (Kafka takes the log
+                # directory offline, and the broker stops once all of them are).
+                return {"error": f"KAFKA_STORAGE_ERROR: {exc.strerror or exc}"}
             log.append(message)
             return {"partition": 0, "offset": message["offset"]}
 
