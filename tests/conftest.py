@@ -141,6 +141,11 @@ def pytest_xdist_make_scheduler(config, log):
     return EngineGroups(config, log)
 
 
+# What a task prints must not depend on the terminal the suite runs in (pytest-xdist gives its workers
+# COLUMNS=80 and LINES=24, and the tasks fit their lines to COLUMNS): a test that wants a width says so.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 _E2E_STARTED: dict[str, float] = {}
 
 
