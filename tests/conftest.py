@@ -126,8 +126,8 @@ def engine_group(nodeid: str) -> str | None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """The end-to-end tests run one after another on a private engine, in two groups of files (one
-    engine per group, each in its own worker) while the other workers share the rest of the suite
-    (pyproject's addopts start three).
+    engine per group, each in its own worker); the rest of the suite goes to whichever worker is free
+    (pyproject's addopts start two: a third beside the engines made their timing bounds flaky).
 
     One work unit per engine group, one per test elsewhere: pytest-xdist's own loadgroup relies on
     rewriting node ids, which pytest 9.2 no longer allows, so the grouping is said here. The biggest

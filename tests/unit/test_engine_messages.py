@@ -153,10 +153,13 @@ def test_doctor_without_daemon_names_the_fix(tmp_path):
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed (.ci/run installs it)")
 def test_real_docker_cli_against_a_socket_nobody_listens_on(tmp_path):
-    silent = tmp_path / "nobody.sock"
     import socket
+    import tempfile
 
-    with socket.socket(socket.AF_UNIX) as server:  # bound, never listening: connections are refused
+    # A socket's path holds at most 107 bytes: a pytest-xdist worker's tmp_path is longer than that.
+    short = tempfile.TemporaryDirectory(prefix="sock-")
+    silent = Path(short.name) / "nobody.sock"
+    with short, socket.socket(socket.AF_UNIX) as server:  # bound, never listening: connections are refused
         server.bind(str(silent))
         (tmp_path / "deployment").mkdir()
         root = copy_repository(tmp_path / "deployment")
