@@ -96,6 +96,8 @@ def ready(deployment) -> tuple[bool, str]:
     try:
         with urllib.request.urlopen(request, timeout=10) as r:
             return r.status == 200, str(r.status)
+    except urllib.error.HTTPError as exc:  # the body names the check that failed
+        return False, f"{exc.code} {exc.read()[:300].decode(errors='replace')}"
     except (urllib.error.URLError, OSError) as exc:
         return False, str(getattr(exc, "code", exc))
 

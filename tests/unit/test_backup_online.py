@@ -68,6 +68,8 @@ def _index(log: list[str], *words: str) -> int:
 
 
 def test_clickhouse_keeps_running_and_is_frozen_while_zookeeper_is_stopped(deployed, logged):
+    """FREEZE (one clickhouse-client for every table) and ZooKeeper's copy both fall between its stop and
+    start; the ClickHouse copy, UNFREEZE and the clean-up of shadow/ come after, with ZooKeeper back."""
     runner = ClickHouseRunner(deployed, logged.log)
     out = io.StringIO()
     result = backup.create(deployed, runner, encrypt=True, out=out)
@@ -80,7 +82,9 @@ def test_clickhouse_keeps_running_and_is_frozen_while_zookeeper_is_stopped(deplo
     clickhouse_copy = _index(log, "clickhouse-copy")
     thawed = _index(log, "UNFREEZE WITH NAME")
     removed = _index(log, "-exec rm -rf")
-    assert listed < stopped < frozen < zookeeper_copy < started < clickhouse_copy < thawed < removed
+    # FREEZE runs beside ZooKeeper's copy: both while ZooKeeper is stopped.
+    assert listed < stopped < min(frozen, zookeeper_copy) and max(frozen, zookeeper_copy) < started
+    assert started < clickhouse_copy < thawed < removed
     name = backup.freeze_name(result.path.name[len("posthog-"):-len(".backup")])
     freeze = log[frozen]
     assert freeze.count("` FREEZE WITH NAME") == 3 and f"'{name}'" in freeze and "--multiquery" in freeze
@@ -95,6 +99,7 @@ def test_clickhouse_keeps_running_and_is_frozen_while_zookeeper_is_stopped(deplo
 
 
 def test_a_stopped_clickhouse_is_copied_as_it_is(deployed, logged, monkeypatch):
+    # A guard of the branch that did not change: no FREEZE, the plain tar of the volume.
     monkeypatch.setattr(backup, "_running", lambda root, runner: {"db": True, "clickhouse": False, "zookeeper": True})
     runner = ClickHouseRunner(deployed, logged.log)
     result = backup.create(deployed, runner, encrypt=True, out=io.StringIO())
@@ -124,6 +129,15 @@ def test_a_refused_statement_fails_only_before_the_copy_and_zookeeper_always_run
     assert len(starts) == len(stops)  # whatever failed, ZooKeeper runs again
     if refused == "` FREEZE WITH NAME":  # a FREEZE cut short is undone, after ZooKeeper is back
         assert starts and _index(logged.log, "UNFREEZE WITH NAME") > starts[-1]
+
+
+def test_without_zookeeper_running_clickhouse_is_frozen_before_its_copy(deployed, logged, monkeypatch):
+    monkeypatch.setattr(backup, "_running", lambda root, runner: {"db": True, "clickhouse": True, "zookeeper": False})
+    runner = ClickHouseRunner(deployed, logged.log)
+    result = backup.create(deployed, runner, encrypt=True, out=io.StringIO())
+    assert not [line for line in logged.log if " stop " in line]
+    assert _index(logged.log, "` FREEZE WITH NAME") < _index(logged.log, "clickhouse-copy")
+    assert result.pause == 0.0 and result.paused == {}
 
 
 def test_a_failed_clickhouse_copy_unfreezes_after_zookeeper_is_back(deployed, logged):

@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from posthog_compose import journal
@@ -146,8 +147,6 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     # Estimate and preflight.
     user, database = values.get("POSTGRES_USER", "posthog"), values.get("POSTGRES_DB", "posthog")
     # The three measurements are container round trips: they run side by side.
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(3) as pool:
         pg_future = pool.submit(_psql, root, runner, values, "SELECT pg_database_size(current_database()) || ' ' || "
                                                               "current_setting('server_version')") if pg_local else None
@@ -229,17 +228,23 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
                     stopped.append(service)  # before the call: a stop cut short is started again too
                     _stop(root, runner, service)
                     journal.fault_point(f"backup-{service}-stopped")
-                if online and not froze:
-                    # With ZooKeeper stopped, no part of a Replicated table can be committed or merged,
-                    # so the frozen parts are the parts ZooKeeper's copy records.
-                    froze = True
+                freeze_now, froze = online and not froze, froze or online
+                if freeze_now and online_copy:  # no ZooKeeper copy to run beside: freeze, then copy
                     freeze(root, runner, tables, frozen_as)
-                    journal.fault_point("backup-clickhouse-frozen")
                 meter = Meter(f"{member} ({sizes[member] / MIB:,.0f} MiB on disk)", out)
                 image = values[f"{service.upper()}_IMAGE"]
                 command = (clickhouse_copy_command(image, volume_name(project, "clickhouse-data"), mount, frozen_as)
                            if online_copy else _tar_command(image, vols, mount, project))
-                _stream_member(writer, member, command, runner, meter, cwd=root)
+                # With ZooKeeper stopped, no part of a Replicated table can be committed or merged, so
+                # parts frozen now are the parts ZooKeeper's copy records: FREEZE runs beside that copy,
+                # which keeps ZooKeeper's pause short. Leaving the block waits for both.
+                with ThreadPoolExecutor(1) as pool:
+                    freezing = pool.submit(freeze, root, runner, tables, frozen_as) if freeze_now and not online_copy \
+                        else None
+                    _stream_member(writer, member, command, runner, meter, cwd=root)
+                if freezing is not None:
+                    freezing.result()
+                    journal.fault_point("backup-clickhouse-frozen")
                 meter.finish()
                 if service in stopped:
                     _start(root, runner, [service])
@@ -308,8 +313,10 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     # The sequence orders archives for --keep (retention.py); the clock in the name never does.
     sidecar.update({"archive": final.name, "archive_size": hashed.size, "sequence": sequence})
     atomic_write(sidecar_path(final), json.dumps(sidecar, indent=2) + "\n", 0o600)
-    restarted = to_pause
-    if restarted:  # only what this backup stopped; a stopped deployment stays stopped
+    # Only what this backup stopped (a stopped deployment stays stopped), and Kafka, whose broker
+    # reconnects to the ZooKeeper it registers in.
+    restarted = to_pause + (["kafka"] if "zookeeper" in to_pause and running.get("kafka") else [])
+    if restarted:
         from posthog_compose.operations import stack
 
         stack.wait_until_healthy(root, runner, restarted, timeout=600, progress=False)
