@@ -191,8 +191,8 @@ def mergetree_tables(root: Path, runner: Runner) -> list[tuple[str, str]]:
     for line in clickhouse_query(root, runner, MERGETREE_TABLES).splitlines():
         database, _, table = line.partition("\t")
         if not (_TABLE_NAME.fullmatch(database) and _TABLE_NAME.fullmatch(table)):
-            raise OperatorError(f"ClickHouse table {line[:200]!r} has a name the backup does not quote; rename it or "
-                                "back up with ClickHouse stopped (`invoke stop -s clickhouse`)")
+            raise OperatorError(f"ClickHouse table {line[:200]!r} has a name the backup does not quote (it takes "
+                                "letters, digits, `_`, `.` and `-`): rename the table and back up again")
         tables.append((database, table))
     return tables
 
