@@ -345,7 +345,7 @@ def backup(c, list=False, verify=None, only="all", no_encrypt=False, passphrase_
         backups.verify_archive(ROOT, verify, passphrase_file=passphrase_file, as_json=json)
         return
     keep = whole_number("--keep", keep) if keep is not None else None
-    with _editing("backup"):  # it stops ClickHouse and ZooKeeper meanwhile, and --keep deletes archives
+    with _editing("backup"):  # it stops ZooKeeper and freezes ClickHouse meanwhile, and --keep deletes archives
         result = backups.create(ROOT, _runner("backup", verbose=verbose), subset=only, encrypt=not no_encrypt,
                                 passphrase_file=passphrase_file, keep=keep, out=sys.stderr if json else sys.stdout)
     if json:

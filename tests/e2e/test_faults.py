@@ -96,6 +96,8 @@ def ready(deployment) -> tuple[bool, str]:
     try:
         with urllib.request.urlopen(request, timeout=10) as r:
             return r.status == 200, str(r.status)
+    except urllib.error.HTTPError as exc:  # the body names the check that failed
+        return False, f"{exc.code} {exc.read()[:300].decode(errors='replace')}"
     except (urllib.error.URLError, OSError) as exc:
         return False, str(getattr(exc, "code", exc))
 
@@ -475,19 +477,30 @@ def files_sigkill_half_written_then_pid_reused(d):
         holder.wait()
 
 
-def _backup_killed_while_clickhouse_is_stopped(d) -> list[str]:
-    """`invoke backup` SIGKILLed right after ClickHouse was stopped for the copy: ClickHouse stays
-    stopped, the journal records the pause, the archive being written is left as .partial."""
-    code, output = run(d, "backup", "--no-encrypt", fault="kill:backup-clickhouse-stopped")
+def _backup_killed_while_clickhouse_is_frozen(d) -> list[str]:
+    """`invoke backup` SIGKILLed right after ClickHouse's tables were frozen, ZooKeeper stopped for the
+    copy: ClickHouse still serves, ZooKeeper stays stopped, the journal records the pause, the
+    snapshot stays under shadow/ and the archive being written is left as .partial."""
+    for sql in ("CREATE TABLE IF NOT EXISTS posthog.e2e_fault (id Int64) ENGINE = MergeTree ORDER BY id",
+                "INSERT INTO posthog.e2e_fault FORMAT TSV"):  # a part, for the snapshot to hold
+        d.compose("exec", "-T", "clickhouse", "clickhouse-client", "--query", sql, input="1\n")
+    code, output = run(d, "backup", "--no-encrypt", fault="kill:backup-clickhouse-frozen")
     assert code == -signal.SIGKILL, output[-3000:]
-    assert d.states()["clickhouse"]["State"] != "running"
+    assert d.states()["clickhouse"]["State"] == "running" and d.states()["zookeeper"]["State"] != "running"
     entry = json.loads((d.root / ".deploy" / "journal" / "backup.json").read_text())
-    assert entry["what"] == "paused clickhouse, zookeeper for backup", entry
+    assert entry["what"] == "paused zookeeper for backup", entry
+    assert _frozen_snapshots(d) == 1
     partials = sorted(p.name for p in (d.root / "backups").iterdir() if p.name.endswith(".partial"))
     assert partials, "the killed backup left no .partial to clean up"
     code, status = run(d, "status")
     assert "An interrupted backup is recorded" in status, status[-3000:]
     return partials
+
+
+def _frozen_snapshots(d) -> int:
+    listed = d.compose("exec", "-T", "clickhouse", "sh", "-c", "ls /var/lib/clickhouse/shadow 2>/dev/null | "
+                                                               "grep -c posthog_compose_backup_ || true")
+    return int(listed.stdout.strip() or 0)
 
 
 def _no_partials_left(d) -> None:
@@ -498,22 +511,23 @@ def _no_partials_left(d) -> None:
 def backup_sigkill_while_clickhouse_stopped_then_backup(d):
     """The next `invoke backup` starts ClickHouse and ZooKeeper again, removes the .partial files
     and writes its archive."""
-    _backup_killed_while_clickhouse_is_stopped(d)
+    _backup_killed_while_clickhouse_is_frozen(d)
     code, output = run(d, "backup", "--no-encrypt", "--keep", "1")
     assert code == 0, output[-3000:]
     no_traceback(output)
-    assert "A backup was interrupted while clickhouse, zookeeper were stopped for its copy" in output, output
+    assert "A backup was interrupted while zookeeper were stopped for its copy" in output, output
     assert "left by a backup that was interrupted" in output and "Backup written:" in output, output
     _no_partials_left(d)
+    assert _frozen_snapshots(d) == 0  # the killed backup's snapshot went with this one's
     assert_healthy(d)
 
 
 def backup_sigkill_while_clickhouse_stopped_then_up(d):
     """`invoke up` starts what the killed backup stopped (through the journal) and says so; the
     next backup then removes the .partial files."""
-    _backup_killed_while_clickhouse_is_stopped(d)
+    _backup_killed_while_clickhouse_is_frozen(d)
     output = recover_with_up(d)
-    assert "A backup was interrupted while clickhouse, zookeeper were stopped for its copy" in output, output
+    assert "A backup was interrupted while zookeeper were stopped for its copy" in output, output
     code, output = run(d, "backup", "--no-encrypt", "--keep", "1")
     assert code == 0 and "left by a backup that was interrupted" in output, output[-3000:]
     _no_partials_left(d)
@@ -540,9 +554,9 @@ ROWS = [
      rotation_sigkill_after_journal_then_sigint_after_alter_role),
     ("add-env-var", "first file written", "SIGKILL, then its pid reused",
      files_sigkill_half_written_then_pid_reused),
-    ("backup", "clickhouse stopped for the copy", "SIGKILL, then backup",
+    ("backup", "zookeeper stopped, clickhouse frozen", "SIGKILL, then backup",
      backup_sigkill_while_clickhouse_stopped_then_backup),
-    ("backup", "clickhouse stopped for the copy", "SIGKILL, then up", backup_sigkill_while_clickhouse_stopped_then_up),
+    ("backup", "zookeeper stopped, clickhouse frozen", "SIGKILL, then up", backup_sigkill_while_clickhouse_stopped_then_up),
     ("engine", "running stack", "dockerd restart, containers kept", engine_restart_keeps_containers),
 ]
 

@@ -244,8 +244,8 @@ def engine(deployed, monkeypatch):
         if "--list" in command:
             return FakeProcess(b";\n; Archive created\n3; 2615 TABLE public t posthog\n",
                                1 if state.fail == "pg_restore --list" else 0, b"pg_restore: error: bad header")
-        if "-cf" in command:
-            mount = command[command.index("-C") + 1]
+        if "-cf" in command or "clickhouse-copy" in command:
+            mount = command[command.index("-C" if "-cf" in command else "clickhouse-copy") + 1]
             if state.fail == f"tar {mount}":
                 return FakeProcess(b"", 2, b"tar: read error")
             return FakeProcess(TARS[mount])
@@ -285,10 +285,9 @@ def test_a_backup_holds_config_postgres_and_the_volumes(deployed, engine):
     assert any("kafka" in line for line in manifest["not_backed_up"])
     stops = [c for c in runner.commands if "stop" in c]
     starts = [c for c in runner.commands if "start" in c]
-    # ClickHouse stops first and starts last; ZooKeeper is stopped only around its own copy.
-    assert [c[-1] for c in stops] == ["clickhouse", "zookeeper"] and [c[-1] for c in starts] == ["zookeeper",
-                                                                                                 "clickhouse"]
-    assert manifest["clickhouse_pause_seconds"] is not None
+    # A running ClickHouse never stops (its tables are frozen); ZooKeeper is stopped around its own copy.
+    assert [c[-1] for c in stops] == ["zookeeper"] and [c[-1] for c in starts] == ["zookeeper"]
+    assert manifest["clickhouse_pause_seconds"] == 0.0
     assert not any(f.endswith(".partial") for f in _files(deployed))
     sidecar = json.loads(backup.sidecar_path(result.path).read_text())
     assert sidecar["archive_size"] == result.path.stat().st_size

@@ -128,13 +128,13 @@ def test_the_property_ran_its_examples():
 
 
 # ----------------------------------------------------------------------------- a killed backup
-def _kill_backup_while_clickhouse_is_stopped(deployed) -> None:
-    """Run a backup in a child process that SIGKILLs itself at the step where ClickHouse is stopped
+def _kill_backup_while_zookeeper_is_stopped(deployed) -> None:
+    """Run a backup in a child process that SIGKILLs itself at the step where ZooKeeper is stopped
     for the copy (journal.fault_point), as the fault table does on a real engine."""
     pid = os.fork()
     if pid == 0:  # the child: the fake engine is the parent's, inherited
         try:
-            os.environ.update(POSTHOG_COMPOSE_FAULT_TEST="1", POSTHOG_COMPOSE_FAULT_AT="kill:backup-clickhouse-stopped")
+            os.environ.update(POSTHOG_COMPOSE_FAULT_TEST="1", POSTHOG_COMPOSE_FAULT_AT="kill:backup-zookeeper-stopped")
             backup.create(deployed, FakeRunner(deployed), encrypt=True, out=io.StringIO())
         finally:
             os._exit(3)  # reached only when the fault point did not kill it
@@ -143,19 +143,19 @@ def _kill_backup_while_clickhouse_is_stopped(deployed) -> None:
 
 
 def test_a_killed_backup_is_taken_back_by_the_next_backup(deployed, engine):
-    _kill_backup_while_clickhouse_is_stopped(deployed)
+    _kill_backup_while_zookeeper_is_stopped(deployed)
     entry = journal.read(deployed, "backup")
-    assert entry["what"] == "paused clickhouse, zookeeper for backup" and entry["paused"] == ["clickhouse", "zookeeper"]
+    assert entry["what"] == "paused zookeeper for backup" and entry["paused"] == ["zookeeper"]
     left = sorted(p.name for p in (deployed / "backups").iterdir())
     assert any(name.endswith(".backup.partial") for name in left) and any(".pgdump.partial" in n for n in left), left
 
     runner, out = FakeRunner(deployed), io.StringIO()
     result = backup.create(deployed, runner, encrypt=True, out=out)
     starts = [c for c in runner.commands if "start" in c]
-    assert starts[0][-2:] == ["clickhouse", "zookeeper"]  # before anything else is started or stopped
+    assert starts[0][-1:] == ["zookeeper"]  # before anything else is started or stopped
     assert runner.commands.index(starts[0]) < min(runner.commands.index(c) for c in runner.commands if "stop" in c)
     text = out.getvalue()
-    assert "A backup was interrupted while clickhouse, zookeeper were stopped for its copy" in text
+    assert "A backup was interrupted while zookeeper were stopped for its copy" in text
     assert "Removed 2 file(s) left by a backup that was interrupted" in text
     assert sorted(p.name for p in (deployed / "backups").iterdir()) == sorted(
         [result.path.name, retention.sidecar_path(result.path).name])
@@ -165,11 +165,11 @@ def test_a_killed_backup_is_taken_back_by_the_next_backup(deployed, engine):
 def test_a_killed_backup_is_taken_back_by_up_through_the_journal(deployed, engine):
     """`invoke up` (and every task that replays the journal) starts what the killed backup stopped,
     in a process that never imported the backup module (the entry names it)."""
-    _kill_backup_while_clickhouse_is_stopped(deployed)
+    _kill_backup_while_zookeeper_is_stopped(deployed)
     assert journal.read(deployed, "backup")["replayed_by"] == "posthog_compose.operations.backup.recovery"
     runner = FakeRunner(deployed)
     journal.replay(deployed, runner)
-    assert [c[-2:] for c in runner.commands if "start" in c] == [["clickhouse", "zookeeper"]]
+    assert [c[-1:] for c in runner.commands if "start" in c] == [["zookeeper"]]
     assert journal.pending(deployed) == []
 
 

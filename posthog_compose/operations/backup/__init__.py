@@ -2,9 +2,13 @@
 
 Owns what goes into an archive and how it is taken: the configuration (.env with every secret, the
 compose files, the manifest, clickhouse/, postgres/, certs/), PostgreSQL as a pg_dump custom-format
-dump (run inside `db`, streamed out in parallel with the volume copies, checked by `pg_restore --list`), and the
-ClickHouse and ZooKeeper volumes as tar streams taken while those two services are stopped (the
-pause is measured and recorded; events keep arriving in Kafka meanwhile and are consumed after).
+dump (run inside `db`, streamed out in parallel with the volume copies, checked by `pg_restore --list`), the
+ZooKeeper volumes as a tar stream taken while ZooKeeper is stopped (a few seconds, measured), and the
+ClickHouse volume taken while ClickHouse serves: every MergeTree-family table is frozen
+(`ALTER TABLE ... FREEZE WITH NAME`) while ZooKeeper is stopped, so the frozen parts and ZooKeeper's
+record of them are of the same moment; the tar holds the data directory with the frozen parts in
+place of the live ones (capture.CLICKHOUSE_COPY), so a restore extracts it as it extracted the tar of
+a stopped ClickHouse. A stopped ClickHouse is copied as it is.
 Also: the passphrase (environment variable or key file, never the command line), the free-space
 preflight, live progress, retention (--keep), --list and --verify. The archive format and its
 encryption live in archive.py; restoring lives in restore.py.
@@ -33,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from posthog_compose import journal
@@ -78,6 +83,13 @@ from posthog_compose.operations.backup.capture import (
     posthog_version,
     _stop,
     _start,
+    FREEZE_PREFIX,
+    freeze_name,
+    mergetree_tables,
+    freeze,
+    unfreeze,
+    clickhouse_copy_command,
+    remove_frozen,
 )
 from posthog_compose.operations.backup.retention import (sidecar_path, archives, apply_retention, next_sequence,
                                                          order_of)
@@ -137,9 +149,7 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
 
     # Estimate and preflight.
     user, database = values.get("POSTGRES_USER", "posthog"), values.get("POSTGRES_DB", "posthog")
-    # The three measurements are container round trips: they run side by side.
-    from concurrent.futures import ThreadPoolExecutor
-
+    # The measurements are container round trips: they run side by side.
     counting_clickhouse = "volumes/clickhouse.tar" in volumes and running.get("clickhouse")
     with ThreadPoolExecutor(5) as pool:
         pg_future = pool.submit(_psql, root, runner, values, "SELECT pg_database_size(current_database()) || ' ' || "
@@ -180,9 +190,13 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     print(f"Plan: back up {SUBSETS[subset]} into {final.relative_to(root)} "
           f"({'encrypted, AES-256-GCM' if encrypted else 'NOT encrypted: it holds every secret of .env'}); "
           f"about {estimate / MIB:,.0f} MiB.", file=out)
-    if volumes and (running.get("clickhouse") or running.get("zookeeper")):
-        print("  ClickHouse and ZooKeeper stop while their volumes are copied; events wait in Kafka meanwhile.",
-              file=out)
+    # A running ClickHouse is copied from its own snapshot and never stops; only ZooKeeper does.
+    online = bool(volumes) and "volumes/clickhouse.tar" in volumes and bool(running.get("clickhouse"))
+    if online:
+        print("  ClickHouse keeps serving: its tables are frozen (ALTER TABLE ... FREEZE) while ZooKeeper stops for "
+              "the copy of its volumes (seconds); inserts wait in Kafka meanwhile.", file=out)
+    elif volumes and running.get("zookeeper"):
+        print("  ZooKeeper stops while its volumes are copied.", file=out)
     for entry in outside.values():
         print(f"  {entry['line']}.", file=out)
     for line in references.uncarried(root, values, {path.as_posix() for path in config_files(root)}):
@@ -191,9 +205,14 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     versions = {"postgres": pg_version, "clickhouse": clickhouse_version}
     stopped: list[str] = []
     pause_started: float | None = None
-    pause: float | None = None
+    pause: float | None = 0.0 if online else None  # ClickHouse's: it no longer stops
+    paused: dict[str, float] = {}  # service -> seconds it was stopped for its copy
     owner = recovery.owner_path(directory, final.name)
-    to_pause = [VOLUMES[m][0] for m in sorted(volumes, key=lambda m: VOLUMES[m][0]) if running.get(VOLUMES[m][0])]
+    to_pause = [VOLUMES[m][0] for m in volumes if running.get(VOLUMES[m][0])
+                and not (online and VOLUMES[m][0] == "clickhouse")]
+    frozen_as = freeze_name(stamp)
+    tables: list[tuple[str, str]] = []
+    froze = False
     dump: _PgDump | None = None
     try:
         sequence = next_sequence(root, directory)
@@ -208,30 +227,45 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
             for path in config_files(root):
                 data = (root / path).read_bytes()
                 writer.add_bytes(f"config/{path.as_posix()}", data, (root / path).stat().st_mode & 0o777)
+            if online:
+                tables = mergetree_tables(root, runner)
             if to_pause:
                 recovery.record_pause(root, to_pause)
-            if volumes and running.get("clickhouse"):
-                pause_started = time.monotonic()
-                print("Stopping clickhouse for a consistent copy ...", file=out)
-                stopped.append("clickhouse")  # before the call: a stop cut short is started again too
-                _stop(root, runner, "clickhouse")
-                journal.fault_point("backup-clickhouse-stopped")
-            for member, (service, mount, vols) in volumes.items():
-                if service != "clickhouse" and running.get(service):
+            for member, (service, mount, vols) in volumes.items():  # ZooKeeper first (contents.VOLUMES)
+                online_copy = online and service == "clickhouse"
+                if not online_copy and running.get(service):
+                    pause_started = time.monotonic()
+                    print(f"Stopping {service} for a consistent copy ...", file=out)
+                    stopped.append(service)  # before the call: a stop cut short is started again too
                     _stop(root, runner, service)
-                    stopped.append(service)
+                    journal.fault_point(f"backup-{service}-stopped")
+                freeze_now, froze = online and not froze, froze or online
+                if freeze_now and online_copy:  # no ZooKeeper copy to run beside: freeze, then copy
+                    freeze(root, runner, tables, frozen_as)
                 meter = Meter(f"{member} ({sizes[member] / MIB:,.0f} MiB on disk)", out)
-                _stream_member(writer, member, _tar_command(values[f"{service.upper()}_IMAGE"], vols, mount, project), runner,
-                               meter, cwd=root)
+                image = values[f"{service.upper()}_IMAGE"]
+                command = (clickhouse_copy_command(image, volume_name(project, "clickhouse-data"), mount, frozen_as)
+                           if online_copy else _tar_command(image, vols, mount, project))
+                # With ZooKeeper stopped, no part of a Replicated table can be committed or merged, so
+                # parts frozen now are the parts ZooKeeper's copy records: FREEZE runs beside that copy,
+                # which keeps ZooKeeper's pause short. Leaving the block waits for both.
+                with ThreadPoolExecutor(1) as pool:
+                    freezing = pool.submit(freeze, root, runner, tables, frozen_as) if freeze_now and not online_copy \
+                        else None
+                    _stream_member(writer, member, command, runner, meter, cwd=root)
+                if freezing is not None:
+                    freezing.result()
+                    journal.fault_point("backup-clickhouse-frozen")
                 meter.finish()
-                if service != "clickhouse" and service in stopped:
+                if service in stopped:
                     _start(root, runner, [service])
                     stopped.remove(service)
-            if stopped:
-                _start(root, runner, stopped)
-                pause = time.monotonic() - pause_started
-                print(f"Started {', '.join(stopped)} again: paused {pause:.1f} s.", file=out)
-                stopped = []
+                    paused[service] = time.monotonic() - pause_started
+                    print(f"Started {service} again: paused {paused[service]:.1f} s"
+                          f"{'; ClickHouse kept serving' if online else ''}.", file=out)
+            if froze:
+                froze = False
+                _thaw(root, runner, tables, frozen_as, values["CLICKHOUSE_IMAGE"], project, out)
             if to_pause:
                 recovery.pause_over(root)
             entries = None
@@ -276,6 +310,8 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
                 _start(root, runner, stopped)
             if to_pause:
                 recovery.pause_over(root)
+            if froze:  # after ZooKeeper is back: UNFREEZE of a Replicated table may ask it
+                _thaw(root, runner, tables, frozen_as, values["CLICKHOUSE_IMAGE"], project, sys.stderr)
         except OperatorError as again:
             print(f"warning: could not start {', '.join(stopped)} again ({again}); run `invoke up`", file=sys.stderr)
         if isinstance(exc, OSError):
@@ -289,12 +325,29 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     # The sequence orders archives for --keep (retention.py); the clock in the name never does.
     sidecar.update({"archive": final.name, "archive_size": hashed.size, "sequence": sequence})
     atomic_write(sidecar_path(final), json.dumps(sidecar, indent=2) + "\n", 0o600)
-    restarted = [VOLUMES[m][0] for m in volumes if running.get(VOLUMES[m][0])]
-    if restarted:  # only what this backup stopped; a stopped deployment stays stopped
+    # Only what this backup stopped (a stopped deployment stays stopped), and Kafka, whose broker
+    # reconnects to the ZooKeeper it registers in.
+    restarted = to_pause + (["kafka"] if "zookeeper" in to_pause and running.get("kafka") else [])
+    if restarted:
         from posthog_compose.operations import stack
 
         stack.wait_until_healthy(root, runner, restarted, timeout=600, progress=False)
-    result = Result(final, manifest, time.monotonic() - started, hashed.size, pause)
+    result = Result(final, manifest, time.monotonic() - started, hashed.size, pause, paused=paused)
     if keep:
         result.removed = apply_retention(directory, keep, subset, written=final, out=out)
     return result
+
+
+def _thaw(root: Path, runner: Runner, tables: list[tuple[str, str]], name: str, image: str, project: str,
+          out) -> None:
+    """UNFREEZE this backup's snapshot, then remove what is left under shadow/ (empty folders, and
+    the snapshots of killed backups). Never fails the backup: the archive does not depend on it, and
+    the next backup removes what this one could not."""
+    for step in (lambda: unfreeze(root, runner, tables, name),
+                 lambda: remove_frozen(runner, image, volume_name(project, "clickhouse-data"), "/var/lib/clickhouse")):
+        try:
+            step()
+        except OperatorError as exc:
+            print(f"warning: ClickHouse's snapshot {name} under shadow/ could not be removed ({exc}); the next backup "
+                  "removes it", file=out)
+            return

@@ -1,11 +1,15 @@
 """Taking each part from the engine: which volumes exist and which services run, the sizes the
 free-space preflight needs, the tar stream of a volume, the pg_dump stream from `db` (checked by
-pg_restore --list), and stopping and starting the services whose volumes are copied.
+pg_restore --list), stopping and starting ZooKeeper (and a stopped-anyway ClickHouse) around their
+copies, and ClickHouse's own snapshot of a running server: `ALTER TABLE ... FREEZE WITH NAME` of
+every MergeTree-family table, a tar of the data directory with the frozen parts in place of the live
+ones, then `UNFREEZE` and the removal of what is left under shadow/.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -152,3 +156,109 @@ def _stop(root: Path, runner: Runner, service: str) -> None:
 
 def _start(root: Path, runner: Runner, services: list[str]) -> None:
     runner.run(compose.command(root, "start", *services), capture=True, timeout=300)
+
+
+# ----------------------------------------------------------------------------- ClickHouse, while it serves
+#: Every FREEZE of a backup is named FREEZE_PREFIX + the archive's time stamp; what a killed backup
+#: left under shadow/ is removed by the next one (`remove_frozen`). Letters, digits and _ only:
+#: ClickHouse escapes any other character of the name in the folder's name (escapeForFileName).
+FREEZE_PREFIX = "posthog_compose_backup_"
+#: Names the kit puts between backquotes in ALTER TABLE: PostHog's tables, and the inner tables of
+#: materialized views (`.inner_id.<uuid>`). Anything else is refused rather than quoted.
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
+#: The tables FREEZE covers: MergeTree and every engine of its family (Replacing-, Collapsing-,
+#: Aggregating-, Replicated...). Kafka-engine tables, materialized views with TO, Distributed tables
+#: and dictionaries keep no parts: their definitions (metadata/) are copied as they are.
+MERGETREE_TABLES = ("SELECT database, name FROM system.tables WHERE engine LIKE '%MergeTree' AND database NOT IN "
+                    "('system', 'INFORMATION_SCHEMA', 'information_schema') ORDER BY database, name FORMAT TSV")
+
+
+def clickhouse_query(root: Path, runner: Runner, sql: str, *, multiquery: bool = False) -> str:
+    """``sql`` through clickhouse-client inside the `clickhouse` container (it reads the password from
+    the container's environment); one line naming the statement when ClickHouse refuses it."""
+    command = ["clickhouse-client", *(["--multiquery"] if multiquery else []), "--query", sql]
+    result = runner.run(compose.command(root, "exec", "-T", "clickhouse", *command), capture=True, check=False,
+                        timeout=600)
+    if result.returncode != 0:
+        detail = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+        raise OperatorError(f"ClickHouse refused `{sql[:80]}` ({detail[0][:300]}); no archive was written")
+    return result.stdout or ""
+
+
+def mergetree_tables(root: Path, runner: Runner) -> list[tuple[str, str]]:
+    """(database, table) of every table FREEZE can snapshot."""
+    tables = []
+    for line in clickhouse_query(root, runner, MERGETREE_TABLES).splitlines():
+        database, _, table = line.partition("\t")
+        if not (_TABLE_NAME.fullmatch(database) and _TABLE_NAME.fullmatch(table)):
+            raise OperatorError(f"ClickHouse table {line[:200]!r} has a name the backup does not quote (it takes "
+                                "letters, digits, `_`, `.` and `-`): rename the table and back up again")
+        tables.append((database, table))
+    return tables
+
+
+def _alter_all(tables: list[tuple[str, str]], clause: str) -> str:
+    return "; ".join(f"ALTER TABLE `{database}`.`{table}` {clause}" for database, table in tables)
+
+
+def freeze(root: Path, runner: Runner, tables: list[tuple[str, str]], name: str) -> None:
+    """Hard links of every active part under shadow/NAME/ (one clickhouse-client for all tables)."""
+    if tables:
+        clickhouse_query(root, runner, _alter_all(tables, f"FREEZE WITH NAME '{name}'"), multiquery=True)
+
+
+def unfreeze(root: Path, runner: Runner, tables: list[tuple[str, str]], name: str) -> None:
+    if tables:
+        clickhouse_query(root, runner, _alter_all(tables, f"UNFREEZE WITH NAME '{name}'"), multiquery=True)
+
+
+#: The copy of a running ClickHouse, run by sh in a throwaway container of the ClickHouse image with
+#: the volume mounted read-only at $1. A table FREEZE covered is a directory three levels below
+#: shadow/$2 (store/<abc>/<uuid> for an Atomic database, data/<db>/<table> for an Ordinary one), the
+#: same path as its live directory. The tar holds the data directory as it is, except: no shadow/
+#: and no tmp/, and in each frozen table's directory its files (format_version.txt, mutation_*.txt)
+#: and detached/ but not the live parts, whose places the frozen parts take. Restore extracts it like
+#: the tar of a stopped ClickHouse: the same layout, and ClickHouse starts on it.
+#: tar exits 1 when a live file changed while it was read (a log, a Distributed table's queue): what
+#: the snapshot covers cannot change (FREEZE's hard links), so only 2 and above fail the copy.
+CLICKHOUSE_COPY = r"""
+set -uf  # -f: the patterns below go to find as they are, never expanded by the shell
+cd "$1" || exit 2
+frozen="shadow/$2"
+prune=""
+if [ -d "$frozen" ]; then
+    for table in $(cd "$frozen" && find . -mindepth 3 -maxdepth 3 -type d); do
+        prune="$prune -o ( -path $table/* ! -path $table/*/* -type d ! -name detached )"
+    done
+fi
+{
+    # shellcheck disable=SC2086  # $prune is a list of find expressions, split on purpose
+    find . \( -path ./shadow -o -path ./tmp $prune \) -prune -o -print0  # "." too: the volume's owner and mode
+    [ -d "$frozen" ] && find "./$frozen" -mindepth 4 -print0
+} | tar --numeric-owner --ignore-failed-read --null --no-recursion -T - \
+        --transform "s|^\./$frozen/|./|" -cf -
+code=$?
+[ "$code" -le 1 ] || exit "$code"
+"""
+
+
+def freeze_name(stamp: str) -> str:
+    return FREEZE_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", stamp)
+
+
+def clickhouse_copy_command(image: str, volume: str, mount: str, name: str) -> list[str]:
+    """The tar of a running ClickHouse's volume with FREEZE ``name``'s parts in place (CLICKHOUSE_COPY)."""
+    return ["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--volume", f"{volume}:{mount}:ro",
+            "--entrypoint", "sh", image, "-c", CLICKHOUSE_COPY, "clickhouse-copy", mount, name]
+
+
+def remove_frozen(runner: Runner, image: str, volume: str, mount: str) -> None:
+    """Remove shadow/FREEZE_PREFIX* (what UNFREEZE leaves, empty folders, and what a killed backup
+    froze). Only hard links go: ClickHouse's live parts keep their files."""
+    result = runner.run(["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--volume", f"{volume}:{mount}",
+                         "--entrypoint", "find", image, mount, "-mindepth", "2", "-maxdepth", "2", "-path",
+                         f"{mount}/shadow/{FREEZE_PREFIX}*", "-prune", "-exec", "rm", "-rf", "{}", "+"],
+                        capture=True, check=False, timeout=600)
+    if result.returncode != 0:
+        detail = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+        raise OperatorError(f"removing shadow/{FREEZE_PREFIX}* failed ({detail[0][:200]})")

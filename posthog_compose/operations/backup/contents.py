@@ -31,8 +31,8 @@ CONFIG_DIRS = ("clickhouse", "postgres", "certs", "datastore-ca", "proxy")
 
 #: Data volumes copied as tar streams: member -> (service, mount point in a helper container,
 #: {volume: path below the mount point}).
-#: ZooKeeper first: it is stopped only for its own (small) copy, while ClickHouse, which writes to it,
-#: stays stopped for both copies.
+#: ZooKeeper first: it is stopped only for its own (small) copy, and a running ClickHouse's tables are
+#: frozen meanwhile, so the ClickHouse copy that follows matches ZooKeeper's.
 VOLUMES = {
     "volumes/zookeeper.tar": ("zookeeper", "/var/lib/zookeeper", {"zookeeper-data": "data", "zookeeper-logs": "log"}),
     "volumes/clickhouse.tar": ("clickhouse", "/var/lib/clickhouse", {"clickhouse-data": "."}),
@@ -43,7 +43,7 @@ SUBSETS = {
 }
 NOT_BACKED_UP = [
     "kafka-data: Kafka's log of events in flight. Events that had not yet been consumed into ClickHouse when "
-    "ClickHouse stopped for the copy are not in the archive; a restore starts with an empty Kafka.",
+    "ClickHouse's tables were frozen for the copy are not in the archive; a restore starts with an empty Kafka.",
     "redis: cache, Celery queue and locks only. Queued background jobs (e.g. an export in progress) are lost; "
     "PostHog rebuilds the cache.",
     "container images: pulled again from the registry by the image references in .env.",
@@ -59,10 +59,13 @@ class Result:
     size: int
     pause: float | None = None
     removed: list[Path] = field(default_factory=list)
+    #: service -> seconds it was stopped for its copy (ZooKeeper; ClickHouse only when it was not running)
+    paused: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {"archive": str(self.path), "size": self.size, "seconds": round(self.seconds, 1),
                 "clickhouse_pause_seconds": None if self.pause is None else round(self.pause, 1),
+                "paused_seconds": {service: round(seconds, 1) for service, seconds in self.paused.items()},
                 "encrypted": self.manifest.get("encrypted"), "subset": self.manifest.get("subset"),
                 "removed_by_keep": [str(p) for p in self.removed],
                 "members": self.manifest.get("members", [])}
@@ -139,7 +142,9 @@ def config_files(root: Path) -> list[Path]:
 
 def last_line(root: Path, result: Result) -> str:
     where = result.path.relative_to(root) if result.path.is_relative_to(root) else result.path
-    pause = f"; ClickHouse paused {result.pause:.1f} s" if result.pause is not None else ""
+    pause = ("; ClickHouse kept serving" if result.pause == 0 else f"; ClickHouse paused {result.pause:.1f} s"
+             ) if result.pause is not None else ""
+    pause += "".join(f", {service} paused {seconds:.1f} s" for service, seconds in result.paused.items())
     removed = f"; removed {len(result.removed)} old archive(s) (--keep)" if result.removed else ""
     kind = "encrypted" if result.manifest.get("encrypted") else "NOT encrypted"
     return (f"Backup written: {where} ({result.size / MIB:,.1f} MiB, {kind}, {len(result.manifest['members'])} "

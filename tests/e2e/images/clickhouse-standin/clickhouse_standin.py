@@ -25,8 +25,9 @@ with Code 62 (SYNTAX_ERROR); an unknown table or database with Code 60 / 81.
 
 What it does not model: the native protocol's wire format, the Atomic database engine's store/<uuid> layout (the
 parts live under data/<db>/<table>/ as with the Ordinary engine), merges, replication and its
-ZooKeeper metadata, views other than a Kafka table's, ALTER TABLE ... FREEZE. The backup
-copies the volume while the server is stopped, which works the same for the real server's files.
+ZooKeeper metadata, views other than a Kafka table's. ALTER TABLE ... FREEZE / UNFREEZE WITH NAME and the list of
+MergeTree tables the backup asks system.tables for are modelled as 22.8 does them (freeze.py): the
+backup copies the volume while the server serves, with the frozen parts in place of the live ones.
 """
 import base64
 import errno
@@ -46,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, "/usr/local/lib/clickhouse-standin")
+import freeze  # noqa: E402
 import kafka_engine  # noqa: E402
 import kafka_wire  # noqa: E402
 import select_where  # noqa: E402
@@ -337,6 +339,21 @@ def run_query(query, body):
             numeric = all(re.fullmatch(r"-?\d+", value) for value in first)
             lines.sort(key=lambda line: int(line.split("\t", 1)[0]) if numeric else line.split("\t", 1)[0])
         return "".join(line + "\n" for line in lines)
+    if freeze.TABLES.fullmatch(query):
+        return "".join(f"{database}\t{table}\n" for database, table in freeze.mergetree_tables(DATA))
+    match = freeze.ALTER.fullmatch(query)
+    if match:  # freeze.py: FREEZE / UNFREEZE WITH NAME, as 22.8 does them
+        database, table, un, name = match.groups()
+        path = table_path(f"{database}.{table}")
+        with LOCK:  # no insert renames a part in between: the snapshot is of one moment
+            if un:
+                freeze.unfreeze(DATA, database, table, name)
+                return ""
+            try:
+                freeze.freeze(DATA, database, table, name, parts(path), freeze.engine_of(definition(f"{database}.{table}")))
+            except NotImplementedError as exc:
+                raise QueryError(48, "NOT_IMPLEMENTED", str(exc)) from None
+        return ""
     raise QueryError(62, "SYNTAX_ERROR", f"Syntax error: the ClickHouse stand-in does not implement {query[:60]!r}")
 
 

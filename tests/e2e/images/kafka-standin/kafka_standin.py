@@ -217,9 +217,14 @@ def main():
     print(f"[KafkaServer id={broker_id}] started (kafka.server.KafkaServer) [stand-in, retention "
           f"{env.get('KAFKA_LOG_RETENTION_HOURS', '168')}h, {len(broker.logs)} topic(s)]", flush=True)
     threading.Thread(target=serve, args=(broker, listener), daemon=True).start()
+    # Like the real broker: a ZooKeeper that is away for less than the session timeout (kazoo's
+    # SUSPENDED, e.g. while `invoke backup` copies ZooKeeper's volumes) keeps the session and the
+    # registration; only an expired session (LOST) ends this stand-in.
+    lost = threading.Event()
+    zk.add_listener(lambda state: lost.set() if state == "LOST" else None)
     while True:
         time.sleep(5)
-        if not zk.connected:
+        if lost.is_set():
             print("ERROR lost ZooKeeper session", flush=True)
             sys.exit(1)
 
