@@ -76,6 +76,50 @@ def timed(function) -> float:
     return time.monotonic() - started
 
 
+def dataset_sizes(engine, values) -> dict[str, int]:
+    """Bytes on disk of the PostgreSQL and ClickHouse volumes."""
+    sizes = {}
+    for volume in ("postgres-data", "clickhouse-data"):
+        out = engine.docker("run", "--rm", "-v", f"posthog_{volume}:/v:ro", "--entrypoint", "du",
+                            values["POSTGRES_IMAGE"], "-sb", "/v").stdout
+        sizes[volume] = int(out.split()[0])
+    return sizes
+
+
+def bare_backup(deployment, engine, values, bare_dir: Path) -> None:
+    """What an operator would type without the kit: pg_dump, and a tar of ClickHouse's volume."""
+    from posthog_compose.configuration import compose
+
+    with open(bare_dir / "db.dump", "wb") as handle:
+        subprocess.run(compose.command(deployment.root, "exec", "-T", "db", "pg_dump", "-U",
+                                       values["POSTGRES_USER"], "-d", values["POSTGRES_DB"],
+                                       "--format=custom"), stdout=handle, env=engine.env, check=True,
+                       cwd=deployment.root)
+    with open(bare_dir / "clickhouse.tar", "wb") as handle:
+        subprocess.run(["docker", "run", "--rm", "--network", "none", "-v",
+                        "posthog_clickhouse-data:/var/lib/clickhouse:ro", "--entrypoint", "tar",
+                        values["CLICKHOUSE_IMAGE"], "-C", "/var/lib/clickhouse", "-cf", "-", "."],
+                       stdout=handle, env=engine.env, check=True)
+
+
+def bare_restore(deployment, engine, values, bare_dir: Path) -> None:
+    """The bare restore of what bare_backup wrote: empty volumes, pg_restore, tar back, up."""
+    from posthog_compose.configuration import compose
+
+    deployment.compose("down", "--volumes", "--timeout", "10")
+    deployment.compose("up", "--detach", "--wait", "db")
+    with open(bare_dir / "db.dump", "rb") as handle:
+        subprocess.run(compose.command(deployment.root, "exec", "-T", "db", "pg_restore", "-U",
+                                       values["POSTGRES_USER"], "-d", values["POSTGRES_DB"],
+                                       "--single-transaction"), stdin=handle, env=engine.env, check=True,
+                       cwd=deployment.root)
+    with open(bare_dir / "clickhouse.tar", "rb") as handle:
+        subprocess.run(compose.command(deployment.root, "run", "--rm", "--no-deps", "-T", "--entrypoint",
+                                       "tar", "clickhouse", "-C", "/var/lib/clickhouse", "-xf", "-"),
+                       stdin=handle, env=engine.env, check=True, cwd=deployment.root, capture_output=True)
+    deployment.compose("up", "--detach", "--wait", "--wait-timeout", "600")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0, help="dataset size in GiB (default 1.0)")
@@ -83,7 +127,6 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
-    from posthog_compose.configuration import compose
     from tests.e2e.harness import make_deployment, start_engine, stop_engine
 
     engine = start_engine()
@@ -97,27 +140,14 @@ def main() -> int:
         if result.returncode != 0:
             raise SystemExit(f"invoke up failed: {result.stderr[-500:]}")
         fill(deployment, args.gib)
-        sizes = {}
-        for volume in ("postgres-data", "clickhouse-data"):
-            out = engine.docker("run", "--rm", "-v", f"posthog_{volume}:/v:ro", "--entrypoint", "du",
-                                values["POSTGRES_IMAGE"], "-sb", "/v").stdout
-            sizes[volume] = int(out.split()[0])
+        sizes = dataset_sizes(engine, values)
         figures["dataset_bytes"] = sizes
         log(f"dataset: {sum(sizes.values()) / MIB:,.0f} MiB on disk ({sizes})")
         bare_dir = work / "bare"
         bare_dir.mkdir()
 
-        def bare_backup():
-            with open(bare_dir / "db.dump", "wb") as handle:
-                subprocess.run(compose.command(deployment.root, "exec", "-T", "db", "pg_dump", "-U",
-                                               values["POSTGRES_USER"], "-d", values["POSTGRES_DB"],
-                                               "--format=custom"), stdout=handle, env=engine.env, check=True,
-                               cwd=deployment.root)
-            with open(bare_dir / "clickhouse.tar", "wb") as handle:
-                subprocess.run(["docker", "run", "--rm", "--network", "none", "-v",
-                                "posthog_clickhouse-data:/var/lib/clickhouse:ro", "--entrypoint", "tar",
-                                values["CLICKHOUSE_IMAGE"], "-C", "/var/lib/clickhouse", "-cf", "-", "."],
-                               stdout=handle, env=engine.env, check=True)
+        def bare_backup_here():
+            bare_backup(deployment, engine, values, bare_dir)
 
         archives: list[str] = []
 
@@ -127,19 +157,8 @@ def main() -> int:
                 raise SystemExit(f"invoke backup failed: {made.stderr[-500:]}")
             archives.append(json.loads(made.stdout)["archive"])
 
-        def bare_restore():
-            deployment.compose("down", "--volumes", "--timeout", "10")
-            deployment.compose("up", "--detach", "--wait", "db")
-            with open(bare_dir / "db.dump", "rb") as handle:
-                subprocess.run(compose.command(deployment.root, "exec", "-T", "db", "pg_restore", "-U",
-                                               values["POSTGRES_USER"], "-d", values["POSTGRES_DB"],
-                                               "--single-transaction"), stdin=handle, env=engine.env, check=True,
-                               cwd=deployment.root)
-            with open(bare_dir / "clickhouse.tar", "rb") as handle:
-                subprocess.run(compose.command(deployment.root, "run", "--rm", "--no-deps", "-T", "--entrypoint",
-                                               "tar", "clickhouse", "-C", "/var/lib/clickhouse", "-xf", "-"),
-                               stdin=handle, env=engine.env, check=True, cwd=deployment.root, capture_output=True)
-            deployment.compose("up", "--detach", "--wait", "--wait-timeout", "600")
+        def bare_restore_here():
+            bare_restore(deployment, engine, values, bare_dir)
 
         def our_restore():
             done = deployment.invoke("restore", archives[-1], "--yes")
@@ -148,8 +167,8 @@ def main() -> int:
 
         for number in range(args.rounds):
             round_figures = {}
-            for name, function in (("bare_backup", bare_backup), ("backup", our_backup),
-                                   ("bare_restore", bare_restore), ("restore", our_restore)):
+            for name, function in (("bare_backup", bare_backup_here), ("backup", our_backup),
+                                   ("bare_restore", bare_restore_here), ("restore", our_restore)):
                 round_figures[name] = round(timed(function), 2)
                 log(f"round {number + 1}: {name} {round_figures[name]:.1f} s")
             round_figures["archive_bytes"] = Path(archives[-1]).stat().st_size

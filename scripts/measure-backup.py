@@ -79,27 +79,16 @@ def measure_engine(gib: float, work: Path) -> dict:
     try:
         if deployment.invoke("up", "--timeout", "600").returncode != 0:
             raise SystemExit("invoke up failed")
-        _bench().fill(deployment, gib)
-        sizes = {}
-        for volume in ("postgres-data", "clickhouse-data"):
-            out = engine.docker("run", "--rm", "-v", f"posthog_{volume}:/v:ro", "--entrypoint", "du",
-                                values["POSTGRES_IMAGE"], "-sb", "/v").stdout
-            sizes[volume] = int(out.split()[0])
+        bench = _bench()
+        bench.fill(deployment, gib)
+        sizes = bench.dataset_sizes(engine, values)
         figures["dataset_bytes"] = sizes
         log(f"dataset: {sum(sizes.values()) / MIB:,.0f} MiB on disk")
         bare = work / "bare"
         bare.mkdir()
 
         def bare_backup():
-            with open(bare / "db.dump", "wb") as handle:
-                subprocess.run(compose.command(deployment.root, "exec", "-T", "db", "pg_dump", "-U",
-                                               values["POSTGRES_USER"], "-d", values["POSTGRES_DB"], "--format=custom"),
-                               stdout=handle, env=engine.env, check=True, cwd=deployment.root)
-            with open(bare / "clickhouse.tar", "wb") as handle:
-                subprocess.run(["docker", "run", "--rm", "--network", "none", "-v",
-                                "posthog_clickhouse-data:/var/lib/clickhouse:ro", "--entrypoint", "tar",
-                                values["CLICKHOUSE_IMAGE"], "-C", "/var/lib/clickhouse", "-cf", "-", "."],
-                               stdout=handle, env=engine.env, check=True)
+            bench.bare_backup(deployment, engine, values, bare)
 
         made: dict = {}
 
@@ -123,18 +112,7 @@ def measure_engine(gib: float, work: Path) -> dict:
                                   "longest_gap_s": round(max(gaps), 2)}
 
         def bare_restore():
-            deployment.compose("down", "--volumes", "--timeout", "10")
-            deployment.compose("up", "--detach", "--wait", "db")
-            with open(bare / "db.dump", "rb") as handle:
-                subprocess.run(compose.command(deployment.root, "exec", "-T", "db", "pg_restore", "-U",
-                                               values["POSTGRES_USER"], "-d", values["POSTGRES_DB"],
-                                               "--single-transaction"), stdin=handle, env=engine.env, check=True,
-                               cwd=deployment.root)
-            with open(bare / "clickhouse.tar", "rb") as handle:
-                subprocess.run(compose.command(deployment.root, "run", "--rm", "--no-deps", "-T", "--entrypoint",
-                                               "tar", "clickhouse", "-C", "/var/lib/clickhouse", "-xf", "-"),
-                               stdin=handle, env=engine.env, check=True, cwd=deployment.root, capture_output=True)
-            deployment.compose("up", "--detach", "--wait", "--wait-timeout", "600")
+            bench.bare_restore(deployment, engine, values, bare)
 
         def kit_restore():
             if deployment.invoke("restore", made["archive"], "--yes").returncode != 0:
