@@ -1,5 +1,6 @@
 """The daily tasks, driven as an operator would on a real Docker Engine: up, status,
-logs --errors, down, up again, down --volumes --yes; and a broken encryption key."""
+logs --errors, every read-only command the handbook shows, down, up again, down --volumes --yes;
+and a broken encryption key."""
 
 from __future__ import annotations
 
@@ -10,6 +11,34 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", "real")]
 
 SERVICES = {"db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins"}
+
+#: Tasks that only read, run as the pages show them on a live deployment (the offline commands run in
+#: tests/unit/test_docs_commands.py; the ones that change a deployment have end-to-end tests of their own).
+READ_ONLY_TASKS = {"status", "ps", "logs", "doctor", "probe"}
+READ_ONLY_OPTIONS = {"harden": "--check", "backup": "--list", "upgrade": "--history"}
+READ_ONLY_COMPOSE = {"ps", "logs", "config", "top", "images"}
+#: A judgment that may fail on a default deployment: exit 1 with its reason is an answer, not a defect.
+JUDGMENTS = {("harden", "--check"), ("doctor",), ("doctor", "--json"), ("logs", "-s", "proxy"),
+             ("compose", "--", "logs", "proxy"),
+             # Before the first-run setup there is no project to send to: the probe says so in one line
+             # (tests/e2e/test_probe.py makes a project and follows an event all the way).
+             ("probe",)}
+
+
+def documented_read_only_commands() -> dict[tuple[str, ...], str]:
+    """Each read-only `invoke ...` of README.md and docs/ without a placeholder: argv -> where it is shown."""
+    from tests.unit.test_docs_commands import INVOKE_COMMANDS, placeholder
+
+    found: dict[tuple[str, ...], str] = {}
+    for command in INVOKE_COMMANDS:
+        argv = tuple(command.argv[1:])
+        if not argv or any(placeholder(token) for token in argv) or {"-f", "--follow"} & set(argv):
+            continue
+        task = argv[0]
+        if (task in READ_ONLY_TASKS or READ_ONLY_OPTIONS.get(task) in argv
+                or (argv[:2] == ("compose", "--") and argv[2:3] and argv[2] in READ_ONLY_COMPOSE)):
+            found.setdefault(argv, str(command))
+    return found
 
 
 def test_up_status_logs_down_keeps_data_and_down_volumes_deletes_it(deployment):
@@ -36,6 +65,18 @@ def test_up_status_logs_down_keeps_data_and_down_volumes_deletes_it(deployment):
     assert "Skipping async migrations setup" not in errors.stdout  # ...and filtered out
     assert errors.returncode == 0, errors.stdout
     assert errors.stdout.strip().splitlines()[-1].startswith("0 error line(s) (db 0,")
+
+    # Every read-only command the handbook shows runs as written on the live deployment.
+    shown = documented_read_only_commands()
+    assert len(shown) >= 20 and ("probe",) in shown and ("status", "--json") in shown, sorted(shown)
+    for argv, where in shown.items():
+        ran = deployment.invoke(*argv)
+        said = ran.stdout + ran.stderr
+        assert "Traceback" not in said, f"{where}: {said[-2000:]}"
+        # A kit task always ends with a line; Compose's own `logs` of a service that is off prints nothing.
+        assert said.strip() or argv[0] == "compose", f"{where}: printed nothing"
+        allowed = (0, 1) if argv in JUDGMENTS else (0,)
+        assert ran.returncode in allowed, f"{where}: exit {ran.returncode}\n{said[-2000:]}"
 
     deployment.psql("CREATE TABLE e2e_probe (note text); INSERT INTO e2e_probe VALUES ('survives down/up');")
     down = deployment.invoke("down")
