@@ -75,7 +75,7 @@ def test_clickhouse_keeps_running_and_is_frozen_while_zookeeper_is_stopped(deplo
     result = backup.create(deployed, runner, encrypt=True, out=out)
     log = logged.log
     assert not [line for line in log if " stop " in f"{line} " and "clickhouse" in line.split()[-1:]], log
-    listed = _index(log, "FROM system.tables")
+    listed = _index(log, "FROM system.tables WHERE engine LIKE")  # the tables to freeze (not the row counts)
     stopped, started = _index(log, "stop", "zookeeper"), _index(log, "start", "zookeeper")
     frozen = _index(log, "` FREEZE WITH NAME")
     zookeeper_copy = _index(log, "-cf", "/var/lib/zookeeper")

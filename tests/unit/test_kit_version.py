@@ -81,7 +81,8 @@ def test_an_archive_records_the_kit_and_the_row_counts(deployed, engine, monkeyp
     assert manifest["tables"] == {"postgres": {"public.posthog_team": 3}, "clickhouse": {"posthog.events": 500}}
 
 
-def test_verify_and_list_show_the_kit(deployed, engine, made, capsys):  # noqa: F811
+def test_verify_and_list_show_the_kit(deployed, engine, made, capsys, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("COLUMNS", "200")  # the whole table on one line a row, as a wide terminal shows it
     backup.verify_archive(deployed, made.name)
     assert "made by kit version 0.1.0" in capsys.readouterr().out  # the copy under test is not a git checkout
     backup.list_archives(deployed)

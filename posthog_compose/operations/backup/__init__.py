@@ -162,8 +162,8 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
         ch_counts = pool.submit(clickhouse_counts, root, runner) if counting_clickhouse else None
         kit = pool.submit(provenance.kit_version, root)
         answer = ((pg_future.result() if pg_future else None) or "0 ?").split(" ", 1)
-        tables = {"postgres": pg_counts.result() if pg_counts else None,
-                  "clickhouse": ch_counts.result() if ch_counts else None}
+        row_counts = {"postgres": pg_counts.result() if pg_counts else None,
+                      "clickhouse": ch_counts.result() if ch_counts else None}
         kit = kit.result()
         sizes = sizes_future.result() if sizes_future else {}
         clickhouse_version = ch_future.result() if ch_future else None
@@ -292,7 +292,7 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
                              for name, entry in outside.items()},
                 "not_backed_up": [entry["line"] for entry in outside.values()] + (NOT_BACKED_UP if subset == "all" else
                 ["clickhouse, zookeeper: only PostgreSQL and the configuration are in this subset"] + NOT_BACKED_UP),
-                "kit": kit, "tables": tables,
+                "kit": kit, "tables": row_counts,
             })
             if encrypted:
                 sink.finish()
