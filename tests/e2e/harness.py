@@ -134,7 +134,9 @@ class Engine:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "DOCKER_HOST": self.docker_host, **self.extra_env}
+        # COLUMNS: the tasks fit their lines to the terminal (100 columns when there is none); the tests
+        # read what a task says, not where its lines break (tests/unit/test_output_width.py does that).
+        return {**os.environ, "COLUMNS": "1000", "DOCKER_HOST": self.docker_host, **self.extra_env}
 
     def docker(self, *args: str, check: bool = True, input: str | None = None,
                timeout: float | None = None) -> subprocess.CompletedProcess:

@@ -120,8 +120,11 @@ def test_doctor_status_and_backup_with_external_postgres_and_redis(deployment, m
     for secret in (managed["pg_password"], managed["redis_password"]):
         assert secret not in result.stdout + result.stderr
 
+    # Nothing of this deployment has been started: status shows the external rows, then exits 1 naming
+    # the next step (a status of a deployment where nothing runs is not a success).
     status = deployment.invoke("status")
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 1, status.stderr
+    assert status.stdout.strip().splitlines()[-1] == "Nothing runs: `invoke up` starts the deployment."
     rows = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
     assert rows["db"].split()[1] == "external" and f"localhost:{managed['pg_port']}" in rows["db"]
     assert rows["redis"].split()[1] == "external" and f"localhost:{managed['redis_port']}" in rows["redis"]
