@@ -50,7 +50,9 @@ def test_harden_a_live_stack_rotates_secrets_and_turns_on_tls(deployment):
     checked = deployment.invoke("harden", "--check", "--json")
     assert checked.returncode == 1
     failing = {i["id"] for i in json.loads(checked.stdout)["items"] if i["status"] == "fail"}
-    assert failing == {"certificates", "clickhouse-tls", "postgres-tls", "redis-tls", "https", "public-https"}
+    # app-private: a default deployment answers every network (ALLOWED_IP_BLOCKS is the operator's choice).
+    assert failing == {"certificates", "clickhouse-tls", "postgres-tls", "redis-tls", "https", "public-https",
+                       "app-private"}
 
     hardened = deployment.invoke("harden", "--yes", "--rotate-secrets")
     assert hardened.returncode == 0, hardened.stdout + hardened.stderr
@@ -97,7 +99,8 @@ def test_harden_a_live_stack_rotates_secrets_and_turns_on_tls(deployment):
 
     final = deployment.invoke("harden", "--check", "--json")
     failing = {i["id"] for i in json.loads(final.stdout)["items"] if i["status"] == "fail"}
-    assert failing == {"https", "public-https"}  # need the edge proxy and a domain (invoke proxy)
+    # need the edge proxy and a domain (invoke proxy), and the operator's allow-list
+    assert failing == {"https", "public-https", "app-private"}
 
     again = deployment.invoke("harden", "--yes")
     assert again.returncode == 0 and "Nothing to apply" in again.stdout
