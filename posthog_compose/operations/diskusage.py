@@ -95,10 +95,15 @@ class DiskReport:
 
 
 def _low(fs: dict) -> bool:
-    free, total = fs.get("free_bytes"), fs.get("total_bytes")
+    return below_warning(fs.get("free_bytes"), fs.get("total_bytes"))
+
+
+def below_warning(free: int | None, total: int | None) -> bool:
+    """The one warning rule of every filesystem the kit measures, as the handbook's disk page states it:
+    less than WARN_FREE_GB free, or less than WARN_FREE_PERCENT of the filesystem free."""
     if free is None:
         return False
-    return free < WARN_FREE_GB * GB and (not total or 100.0 * free / total < WARN_FREE_PERCENT)
+    return free < WARN_FREE_GB * GB or bool(total and 100.0 * free / total < WARN_FREE_PERCENT)
 
 
 def project_volumes(df_volumes: list[dict], project: str) -> dict[str, int | None]:
@@ -115,9 +120,7 @@ def project_volumes(df_volumes: list[dict], project: str) -> dict[str, int | Non
 def judge(report: DiskReport) -> DiskReport:
     if report.free_bytes is None:
         return report
-    free_gb = report.free_bytes / GB
-    percent = report.free_percent
-    if free_gb < WARN_FREE_GB or (percent is not None and percent < WARN_FREE_PERCENT):
+    if below_warning(report.free_bytes, report.total_bytes):
         report.warning = (f"only {human(report.free_bytes)} free on the engine's data disk: Kafka, ClickHouse and "
                           "PostgreSQL stop writing when it is full. Free space (`docker system prune`), lower "
                           "KAFKA_LOG_RETENTION_HOURS, or move Docker's data root to a larger disk "

@@ -10,7 +10,7 @@ import subprocess
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from posthog_compose.operations import bootstrap
 
@@ -57,6 +57,18 @@ def test_warning_below_the_threshold(free_gb, total_gb, warned):
     report = diskusage.judge(diskusage.DiskReport(free_bytes=free_gb * diskusage.GB, total_bytes=total_gb * diskusage.GB))
     assert bool(report.warning) is warned
     assert any(line.startswith("warning:") for line in report.lines()) is warned
+
+
+@settings(max_examples=300, deadline=None)
+@given(free=st.integers(0, 20 * 10 ** 12), extra=st.integers(1, 20 * 10 ** 12))
+def test_a_volume_on_its_own_disk_is_judged_like_the_data_disk(free, extra):
+    # One rule for every filesystem (the handbook's disk page: "X GB or Y % free"): a volume on a
+    # disk of its own warns exactly when the engine's data disk with the same numbers would.
+    total = free + extra
+    data_disk = diskusage.judge(diskusage.DiskReport(free_bytes=free, total_bytes=total))
+    report = diskusage.DiskReport(free_bytes=10 ** 15, total_bytes=2 * 10 ** 15)
+    report.add_filesystems([SimpleNamespace(volume="clickhouse-data", total_bytes=total, free_bytes=free)])
+    assert bool(report.warning) is bool(data_disk.warning)
 
 
 class FakeRunner:
