@@ -126,3 +126,28 @@ def test_a_changed_docstring_shows_on_the_next_build(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = table_rows((tmp_path / "site" / "index.html").read_text())
     assert ["invoke logs", "Logs, as rewritten by a test."] in rows
+
+
+def readme_task_names(readme: str) -> set[str]:
+    """The tasks the README's task table names: `invoke NAME ...`, and `NAME` after a ` / `."""
+    table = readme[readme.index("## Tasks"):readme.index("## Environment Variables")]
+    rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| `")]
+    names = set()
+    for row in rows:
+        for cell in re.findall(r"`([^`]+)`", row):
+            words = cell.split()
+            names.add(words[1] if words[0] == "invoke" and len(words) > 1 else words[0])
+    return names
+
+
+def test_the_readme_task_table_names_every_task():
+    # The README's table is written by hand (its rows say more than a docstring's first line); this
+    # keeps it whole: a new task that the README does not mention fails here.
+    collection = docs.load_collection(REPO)
+    missing = sorted(set(collection.task_names) - readme_task_names((REPO / "README.md").read_text(encoding="utf-8")))
+    assert not missing, f"README.md's task table does not name: {', '.join(missing)}"
+
+
+def test_the_readme_task_table_reader_sees_a_missing_row():
+    readme = "## Tasks\n| `invoke up` / `status` | x |\n| `invoke backup` / `restore ARCHIVE` | y |\n## Environment Variables\n"
+    assert readme_task_names(readme) == {"up", "status", "backup", "restore"}
