@@ -364,7 +364,7 @@ def _up(root: Path, runner: Runner, services: list[str], timeout: float, out) ->
     result = runner.run(command, check=False, timeout=timeout + 120)
     if result.returncode != 0:
         states = {s.service: s for s in stack.service_states(root, runner)}
-        expected = services or stack.services_here(_values(root))
+        expected = services or stack.deployment_services(_values(root))  # the edge proxy too, when it is on
         failing = [n for n in expected if not (n in states and states[n].ready)] or list(expected)
         with contextlib.redirect_stdout(out):
             stack.raise_failure(root, runner, failing, states, f"not healthy after the restore (compose exit "

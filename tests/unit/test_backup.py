@@ -590,3 +590,22 @@ def test_the_shell_names_the_deployment_before_the_archive_does(monkeypatch):
     assert compose.project_name_of({"COMPOSE_PROJECT_NAME": "analytics"}) == "analytics"
     monkeypatch.setenv("COMPOSE_PROJECT_NAME", "staging")
     assert compose.project_name_of({"COMPOSE_PROJECT_NAME": "analytics"}) == "staging"
+
+
+def test_an_edge_proxy_that_stays_unhealthy_after_the_restore_is_named(deployed, engine, made, monkeypatch):
+    # With the proxy on, `up --wait` waits for it too; when it is the one that fails, the message
+    # names it (not the eight services, which are healthy).
+    from posthog_compose.operations import stack
+
+    class ProxyDown(FakeRunner):
+        def run(self, cmd, **kwargs):
+            self.commands.append(list(cmd))
+            failed = "--wait" in cmd and cmd[-1] != "db"
+            return subprocess.CompletedProcess(cmd, 1 if failed else 0, "proxy log line\n", "")
+
+    monkeypatch.setattr(stack, "service_states", lambda root, runner: [
+        stack.ServiceState(name, "running", "healthy") for name in
+        ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")])
+    monkeypatch.setattr(restore, "_values", lambda root: {"COMPOSE_FILE": "docker-compose.yml:docker-compose.proxy.yml"})
+    with pytest.raises(OperatorError, match=r"services failed: proxy \(not started\); not healthy after the restore"):
+        restore.restore(deployed, ProxyDown(deployed), str(made), yes=True)
