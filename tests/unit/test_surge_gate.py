@@ -45,8 +45,6 @@ def _one_line(reason: str | None) -> str | None:
 @pytest.mark.parametrize("current, target, expected", [
     # PostgreSQL migration 0283 of 1.43.0 drops a table 1.42.0's web uses on every page load
     ("release-1.42.0", "release-1.43.0", "drops the table posthog_userpromptsequencestate"),
-    ("release-1.43.0", "release-1.43.1", None),  # no migration between the tags
-    ("release-1.41.3", "release-1.41.4", None),
     ("release-1.41.4", "release-1.42.0", "crosses the upgrade gate async-migrations-0005-0007-before-1.42"),
     ("release-1.39.1", "release-1.40.0", "crosses the upgrade gate async-migration-0006-before-1.40"),
     ("release-1.40.1", "release-1.41.0", "is not a move upgrades.yml has reviewed"),  # not reviewed
@@ -56,15 +54,27 @@ def _one_line(reason: str | None) -> str | None:
     (SHA, "release-1.43.0", f"{SHA} is not a numbered release"),
     ("release-1.43.0", "latest", "latest is not a numbered release"),
     ("latest", "latest", "latest is not a numbered release"),  # a moving tag is not the same image twice
-    ("release-1.43.0", "release-1.43.0", None),  # nothing migrates
-    (SHA, SHA, None),
 ])
-def test_which_moves_surge_with_the_kits_own_upgrades_yml(repo, current, target, expected):
+def test_which_moves_switch_web_in_place_with_the_kits_own_upgrades_yml(repo, current, target, expected):
     reason = _one_line(surge_refusal(repo, _image(current), _image(target)))
-    if expected is None:
-        assert reason is None
-    else:
-        assert reason is not None and reason.startswith("web is switched in place: ") and expected in reason, reason
+    assert reason is not None and reason.startswith("web is switched in place: ") and expected in reason, reason
+
+
+@pytest.mark.parametrize("current, target", [
+    ("release-1.43.0", "release-1.43.1"),  # reviewed: no migration between the tags
+    ("release-1.41.3", "release-1.41.4"),
+    ("release-1.43.0", "release-1.43.0"),  # the same release: nothing migrates
+    (SHA, SHA),
+])
+def test_a_reviewed_allowed_move_or_the_same_release_surges_and_its_reverse_does_not(repo, current, target):
+    assert surge_refusal(repo, _image(current), _image(target)) is None
+    if current != target:
+        assert (current, target) in {(f"release-{'.'.join(map(str, r.from_version))}",
+                                      f"release-{'.'.join(map(str, r.to_version))}")
+                                     for r in upgrades.load_surge_reviews(repo) if r.surge == "allowed"}
+        assert "is a downgrade" in surge_refusal(repo, _image(target), _image(current))
+    else:  # the same tag of a datastore still does not surge
+        assert "always switched in place" in surge_refusal(repo, f"postgres:{target}", f"postgres:{target}")
 
 
 @pytest.mark.parametrize("current, target", [
