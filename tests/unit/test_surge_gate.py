@@ -292,3 +292,16 @@ def test_every_reader_of_the_surge_reviews_accepts_or_names_the_file_in_one_line
                 tuple(map(int, old.split("."))) < gate.version <= tuple(map(int, new.split(".")))
                 for gate in upgrades.load(repo))
             assert (reason is None) == allowed, (old, new, reason)
+
+
+# ----------------------------------------------------------------------------- the handbook says what the file says
+def test_the_handbooks_table_of_reviewed_moves_is_upgrades_yml():
+    from .test_docs_stale_claims import section
+
+    text = section("upgrading.md", "surge-refusals")
+    table = text[text.index("| From | To |"):]
+    rows = [line.split("|")[1:4] for line in table.splitlines()[2:] if line.startswith("| ")]
+    shown = [(old.strip(), new.strip(), verdict.strip()) for old, new, verdict in rows]
+    in_file = [(".".join(map(str, r.from_version)), ".".join(map(str, r.to_version)),
+                "surge" if r.surge == "allowed" else "in place") for r in upgrades.load_surge_reviews(REPO)]
+    assert shown == in_file
