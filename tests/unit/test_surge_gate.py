@@ -49,7 +49,8 @@ def _one_line(reason: str | None) -> str | None:
     ("release-1.39.1", "release-1.40.0", "crosses the upgrade gate async-migration-0006-before-1.40"),
     ("release-1.40.1", "release-1.41.0", "is not a move upgrades.yml has reviewed"),  # not reviewed
     ("release-1.41.0", "release-1.41.4", "is not a move upgrades.yml has reviewed"),  # a jump: each step is not enough
-    ("release-1.43.0", "release-1.42.0", "is a downgrade"),
+    ("release-1.43.0", "release-1.42.0", "is a downgrade"),  # its move up is refused
+    ("release-1.41.4", "release-1.41.0", "is a downgrade"),  # a jump back: only single reviewed moves go back
     ("release-1.43.0", SHA, f"{SHA} is not a numbered release"),
     (SHA, "release-1.43.0", f"{SHA} is not a numbered release"),
     ("release-1.43.0", "latest", "latest is not a numbered release"),
@@ -66,13 +67,14 @@ def test_which_moves_switch_web_in_place_with_the_kits_own_upgrades_yml(repo, cu
     ("release-1.43.0", "release-1.43.0"),  # the same release: nothing migrates
     (SHA, SHA),
 ])
-def test_a_reviewed_allowed_move_or_the_same_release_surges_and_its_reverse_does_not(repo, current, target):
+def test_a_reviewed_allowed_move_or_the_same_release_surges_and_so_does_its_way_back(repo, current, target):
     assert surge_refusal(repo, _image(current), _image(target)) is None
     if current != target:
         assert (current, target) in {(f"release-{'.'.join(map(str, r.from_version))}",
                                       f"release-{'.'.join(map(str, r.to_version))}")
                                      for r in upgrades.load_surge_reviews(repo) if r.surge == "allowed"}
-        assert "is a downgrade" in surge_refusal(repo, _image(target), _image(current))
+        # the rollback pairs the same two releases on the same schema as the move's own surge
+        assert surge_refusal(repo, _image(target), _image(current)) is None
     else:  # the same tag of a datastore still does not surge
         assert "always switched in place" in surge_refusal(repo, f"postgres:{target}", f"postgres:{target}")
 

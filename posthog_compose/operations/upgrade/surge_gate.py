@@ -4,8 +4,10 @@ reviews of upgrades.yml (configuration/upgrades.py).
 
 The rule, most certain first: a datastore never surges; the same release on both sides surges (nothing
 migrates); a side that is not a numbered release (a commit-SHA tag, a digest the kit did not pin, a moving
-tag) does not, as the kit cannot tell which migrations it brings; nor a downgrade, nor a move across an
-upgrade gate; any other move surges only when upgrades.yml reviewed exactly that move and allowed it.
+tag) does not, as the kit cannot tell which migrations it brings; nor a downgrade, except the way back over
+a reviewed and allowed move (the rollback pairs the same two releases as that move's own surge); nor a
+move across an upgrade gate; any other move surges only when upgrades.yml reviewed exactly that move
+and allowed it.
 PostHog checks a migration against the code one deploy earlier, never one release against the next,
 so a move nobody reviewed, a jump over several releases included, is switched in place.
 """
@@ -50,14 +52,19 @@ def surge_refusal(root: Path, current: str, target: str) -> str | None:
     move = f"release-{_shown(old)} -> release-{_shown(new)}"
     if old == new:
         return None  # one release, named once by its tag and once by the digest pinned from it
-    if new < old:
-        return (f"{_IN_PLACE}: {move} is a downgrade, and only upgrades are reviewed for running beside "
-                "the old release")
     try:
         gates = upgrades.load(root)
         reviews = upgrades.load_surge_reviews(root)
     except OperatorError as exc:
         return f"{_IN_PLACE}: {one_line(exc)}"
+    if new < old:
+        # Going back over a move reviewed and allowed pairs the same two releases on the same schema as
+        # that move's own surge did (the older web serving while the newer had migrated), so it surges too.
+        if any((review.from_version, review.to_version) == (new, old) and review.surge == "allowed"
+               for review in reviews):
+            return None
+        return (f"{_IN_PLACE}: {move} is a downgrade that {upgrades.GATES_FILE} has not reviewed the other way "
+                "(section surge): the older release would run on a schema it was never checked against")
     crossed = [gate.id for gate in gates if old < gate.version <= new]
     if crossed:
         return (f"{_IN_PLACE}: {move} crosses the upgrade gate {crossed[0]}, a release that reworks PostHog's "
