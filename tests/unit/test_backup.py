@@ -298,14 +298,14 @@ def inject_backup_fault(engine, monkeypatch, step: str) -> None:
     a failing fsync or rename (shared with the external-datastore fault table)."""
     engine.fail = step
     if step == "write":
-        original = archive.ArchiveWriter.add_stream
+        original = archive.TarArchiveWriter.add_stream
 
         def full_disk(self, name, *args, **kwargs):
             if name == "volumes/zookeeper.tar":
                 raise OSError(28, "No space left on device")
             return original(self, name, *args, **kwargs)
 
-        monkeypatch.setattr(archive.ArchiveWriter, "add_stream", full_disk)
+        monkeypatch.setattr(archive.TarArchiveWriter, "add_stream", full_disk)
     if step == "interrupt":
         monkeypatch.setattr(backup.Meter, "__call__", lambda self, done: (_ for _ in ()).throw(KeyboardInterrupt()))
     if step == "fsync":
