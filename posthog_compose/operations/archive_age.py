@@ -224,8 +224,8 @@ class AgeReader(io.RawIOBase):
         try:
             self.plain = self.aead.decrypt(_chunk_nonce(self.counter, last), sealed, None)
         except InvalidTag:
-            what = "the last one, or the file is truncated" if last else "damaged or tampered with"
-            raise ArchiveError(f"damaged or tampered with (age chunk {self.counter} fails authentication: {what})")
+            what = ", the last one read: damaged, tampered with or truncated" if last else ": damaged or tampered with"
+            raise ArchiveError(f"age chunk {self.counter} fails authentication{what}")
         self.offset = 0
         self.counter += 1
         self.pending = following
