@@ -25,13 +25,15 @@ def require_age() -> str:
     pytest.skip("the `age` tool is not installed (Debian: apt-get install age); CI installs it")
 
 
-def run_age(args: list[str], passphrase: bytes, timeout: float = 60) -> tuple[int, bytes]:
+def run_age(args: list[str], passphrase: bytes, timeout: float = 60, cwd=None) -> tuple[int, bytes]:
     """Run ``age ARGS`` with a terminal that answers every passphrase prompt; (exit status, what it
     printed on the terminal). Files are given with -o and as the input path, never through stdin."""
     binary = require_age()
     pid, master = pty.fork()
     if pid == 0:  # the child: the pty is its controlling terminal, which age opens as /dev/tty
         try:
+            if cwd is not None:
+                os.chdir(cwd)
             os.execv(binary, [binary, *args])
         finally:
             os._exit(127)
