@@ -105,9 +105,10 @@ class AgeWriter(io.RawIOBase):
     """A write-only file that encrypts what it is given into ``sink`` as an age file with one scrypt
     recipient; ``finish()`` writes the last chunk (a file without it is refused as truncated)."""
 
-    def __init__(self, sink: BinaryIO, passphrase: bytes, *, work_factor: int = AGE_WORK_FACTOR):
+    def __init__(self, sink: BinaryIO, passphrase: bytes, *, work_factor: int | None = None):
         from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+        work_factor = AGE_WORK_FACTOR if work_factor is None else work_factor
         if not passphrase:
             raise ValueError("an empty passphrase")
         file_key, salt, nonce = os.urandom(16), os.urandom(16), os.urandom(16)
@@ -125,18 +126,24 @@ class AgeWriter(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
-        self.buffer += data
-        if len(self.buffer) > AGE_CHUNK:  # keep at least one byte back: the last chunk is written by finish()
-            view, start = memoryview(self.buffer), 0
-            while len(self.buffer) - start > AGE_CHUNK:
+        # Chunks are sealed straight from ``data`` (a 32 MiB part is not copied); at least one byte is
+        # always kept back, since only finish() knows which chunk is the last.
+        with memoryview(data) as view, view.cast("B") as view:
+            size = len(view)
+            if len(self.buffer) + size <= AGE_CHUNK:
+                self.buffer += view
+                return size
+            start = AGE_CHUNK - len(self.buffer)
+            self.buffer += view[:start]
+            self._seal(self.buffer, last=False)
+            while size - start > AGE_CHUNK:
                 self._seal(view[start:start + AGE_CHUNK], last=False)
                 start += AGE_CHUNK
-            view.release()
-            del self.buffer[:start]
-        return len(data)
+            self.buffer = bytearray(view[start:])
+        return size
 
     def _seal(self, plain, last: bool) -> None:
-        self.sink.write(self.aead.encrypt(_chunk_nonce(self.counter, last), bytes(plain), None))
+        self.sink.write(self.aead.encrypt(_chunk_nonce(self.counter, last), plain, None))
         self.counter += 1
 
     def finish(self) -> None:
