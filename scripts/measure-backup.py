@@ -11,8 +11,10 @@ engine (a private Docker Engine with the e2e test images, as scripts/bench_backu
            100 ms: answered and failed queries, the longest gap, the ZooKeeper pause;
   restore: `invoke restore --yes` vs down --volumes, up db, pg_restore, tar -x, up --wait.
 formats (no engine; a file of --gib GiB of random bytes, which is what compressed dumps and
-ClickHouse's LZ4 parts look like): the kit's format (ArchiveWriter in EncryptingWriter: sha256 and
-AES-256-GCM chunks) against a tar inside `age` (the Debian tool; X25519 recipient, since `age -p`
+ClickHouse's LZ4 parts look like): the kit's archive format 4 (archive.writer: a tar in the kit's own
+age writer, scrypt 2^18, 32 MiB parts; read back by the kit's reader, which checks every sha256, and
+by `age -d | tar -t`, the stock tools), the kit's older format 3 (ArchiveWriter in EncryptingWriter:
+sha256 and AES-256-GCM chunks) against a tar inside `age` (the Debian tool; X25519 recipient, since `age -p`
 reads its passphrase only from a terminal: the payload cipher is the same ChaCha20-Poly1305 STREAM
 whatever the recipient) and `pyrage`'s passphrase API when it is importable (scrypt recipient):
 seconds, MiB/s and peak memory (the child process's maximum RSS) to write and to read back, and
@@ -184,6 +186,16 @@ def _age_passphrase(argv: list[str], passphrase: str) -> tuple[float, int, int]:
     return time.monotonic() - started, os.waitstatus_to_exitcode(status), peak
 
 
+KIT_WRITE_4 = """
+import sys
+sys.path.insert(0, {repo!r})
+from posthog_compose.operations import archive
+with open(sys.argv[1], "rb") as source, open(sys.argv[2], "wb") as out:
+    writer, sink = archive.writer(out, {passphrase!r})
+    writer.add_stream("volumes/clickhouse.tar", source, 0o600)
+    writer.close({{}})
+    sink.finish()
+"""
 KIT_WRITE = """
 import sys
 sys.path.insert(0, {repo!r})
@@ -256,7 +268,28 @@ def measure_formats(gib: float, work: Path, python: str, pyrage_python: str) -> 
                          **refused}
         log(f"{name}: {figures[name]}")
 
-    # The kit's format.
+    # The kit's format 4: a tar inside age.
+    kit4 = work / "kit4.backup"
+    write = _child([python, "-c", KIT_WRITE_4.format(repo=str(REPO), passphrase=passphrase), str(data), str(kit4)])
+    read = _child([python, "-c", kit_read, str(kit4)], stdout=subprocess.DEVNULL)
+    refused = {}
+    for how in ("flip", "truncate"):
+        damaged = _damaged(kit4, work / f"kit4-{how}.backup", how)
+        refused[f"{how}_refused"] = _child([python, "-c", kit_read, str(damaged)], stdout=subprocess.DEVNULL)[1] != 0
+        damaged.unlink()
+    row("kit format 4 (tar in age, scrypt 2^18; the kit's reader)", write, read, refused)
+    if shutil.which("age"):  # the same archive read by the stock tools: age -d, then tar lists it
+        listing = work / "kit4.tar"
+        read = _age_passphrase([shutil.which("age"), "-d", "-o", str(listing), str(kit4)], PASSPHRASE)
+        tar_seconds = timed(lambda: subprocess.run(["tar", "-tf", str(listing)], check=True, capture_output=True))
+        figures["kit format 4 read by age -d, then tar -t"] = {
+            "read_s": round(read[0] + tar_seconds, 1), "read_mib_s": round(size / MIB / (read[0] + tar_seconds), 1),
+            "read_peak_mib": round(read[2] / 1024, 1), "exit": read[1]}
+        log(f"age -d + tar -t of format 4: {figures['kit format 4 read by age -d, then tar -t']}")
+        listing.unlink(missing_ok=True)
+    kit4.unlink()
+
+    # The kit's older format 3.
     kit = work / "kit.backup"
     write = _child([python, "-c", kit_write, str(data), str(kit)])
     read = _child([python, "-c", kit_read, str(kit)], stdout=subprocess.DEVNULL)
@@ -266,7 +299,8 @@ def measure_formats(gib: float, work: Path, python: str, pyrage_python: str) -> 
         # The restore reads everything before it changes anything: no plaintext is used before the check.
         refused[f"{how}_refused"] = _child([python, "-c", kit_read, str(damaged)], stdout=subprocess.DEVNULL)[1] != 0
         damaged.unlink()
-    row("kit (AES-256-GCM, sha256)", write, read, refused)
+    row("kit format 3 (AES-256-GCM, sha256)", write, read, refused)
+    kit.unlink()
 
     age = shutil.which("age")
     if age and shutil.which("age-keygen"):
@@ -363,7 +397,7 @@ def main() -> int:
         print("| format | write | write peak | read | read peak | flipped byte | truncated |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for name, row in figures["formats"].items():
-            if not isinstance(row, dict):
+            if not isinstance(row, dict) or "write_mib_s" not in row:
                 continue
             def verdict(how):
                 leaked = row.get(f"{how}_plaintext_before_refusal_mib")
@@ -371,6 +405,9 @@ def main() -> int:
                     f" ({leaked} MiB out first)" if leaked else "")
             print(f"| {name} | {row['write_mib_s']} MiB/s | {row['write_peak_mib']} MiB | {row['read_mib_s']} MiB/s | "
                   f"{row['read_peak_mib']} MiB | {verdict('flip')} | {verdict('truncate')} |")
+        for name, row in figures["formats"].items():
+            if isinstance(row, dict) and "write_mib_s" not in row:
+                print(f"\n{name}: {row['read_mib_s']} MiB/s, peak {row['read_peak_mib']} MiB (exit {row['exit']})")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -1,5 +1,14 @@
-"""The backup archive format: a stream of named members with a manifest at the end, optionally
-encrypted, written and read in chunks so that an archive of any size never sits in memory.
+"""The backup archive: how a reader tells the formats apart, and formats 1-3, kept readable.
+
+An archive of format 4 (what `invoke backup` writes) is a POSIX tar (archive_tar.py), encrypted with
+age and a passphrase when one is set (archive_age.py): `age -d`, `tar` and `sha256sum` read it on any
+host. ``writer(handle, passphrase)`` gives the writer; ``open_stream``, ``iter_members`` and ``verify``
+read every format, telling them apart by their first bytes (age's first line, the kit's magic of
+formats 1-3, or a ustar header), and give the callers the same members whatever the format.
+
+Formats 1-3: a stream of named members with a manifest at the end, optionally encrypted, written and
+read in chunks so that an archive of any size never sits in memory. Their writer (ArchiveWriter,
+EncryptingWriter) stays, for the tests that prove old archives restorable.
 
 Layout of the plain stream (every integer big-endian)::
 
@@ -52,12 +61,14 @@ import json
 import os
 import struct
 import threading
-from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
 # The rules a reader applies live in archive_checks; they are re-exported here, the format's one name.
+from posthog_compose.operations.archive_age import AGE_MAGIC, AgeReader, AgeWriter
+from posthog_compose.operations.archive_members import Member, MemberInfo, ReadResult  # noqa: F401
+from posthog_compose.operations.archive_tar import BLOCK, TarArchiveWriter, is_tar_header, iter_tar_members
 from posthog_compose.operations.archive_checks import (  # noqa: F401
-    CHUNK, ENC_MAGIC, FORMAT, FORMATS, FRAME, HEADER_FIELDS, KEY_CHECK, LISTED_FIELDS, MAX_CHUNK, MAX_HEADER,
+    CHUNK, ENC_MAGIC, FORMAT, FORMATS, LEGACY_FORMAT, FRAME, HEADER_FIELDS, KEY_CHECK, LISTED_FIELDS, MAX_CHUNK, MAX_HEADER,
     MAX_MANIFEST, MAX_MEMBER_SIZE, MAX_MEMBERS, MEMBER_FIELDS, MIB, MIN_PASSPHRASE, PLAIN_MAGIC, SCRYPT_MAX_N,
     SCRYPT_MIN_N, SCRYPT_N, SCRYPT_P, SCRYPT_R, ArchiveError, WrongPassphrase, base64_bytes, check_kdf, final_mode,
     listed_members, load_json, manifest_format, member_mode, name_problem, safe_mode, scrypt_memory, shown,
@@ -248,29 +259,15 @@ class DecryptingReader(io.RawIOBase):
 
 def is_encrypted(path) -> bool:
     with open(path, "rb") as handle:
-        magic = handle.read(len(ENC_MAGIC))
-    if magic == ENC_MAGIC:
+        head = handle.read(BLOCK)
+    if head.startswith(AGE_MAGIC) or head.startswith(ENC_MAGIC):
         return True
-    if magic == PLAIN_MAGIC:
+    if head.startswith(PLAIN_MAGIC) or is_tar_header(head):
         return False
-    raise ArchiveError("not a backup archive of this kit (unknown magic)")
+    raise ArchiveError("not a backup archive of this kit (neither age, nor tar, nor the kit's older format)")
 
 
 # ----------------------------------------------------------------------------- member stream
-@dataclass
-class MemberInfo:
-    name: str
-    size: int
-    sha256: str
-    mode: int = 0o600
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "size": self.size, "sha256": self.sha256, "mode": self.mode}
-
-    def key(self) -> tuple[str, int, str, int]:
-        return self.name, self.size, self.sha256, self.mode
-
-
 class ArchiveWriter:
     """Writes members into ``sink`` (a plain file or an EncryptingWriter); ``close(manifest)``
     appends the manifest with every member's size, sha256 and mode."""
@@ -326,7 +323,9 @@ class ArchiveWriter:
     def close(self, manifest: dict) -> dict:
         """Append the manifest: ``manifest``'s fields, "format" (this writer's unless given) and the
         member list."""
-        manifest = {"format": FORMAT, **manifest, "members": [m.to_dict() for m in self.members]}
+        version = manifest.get("format", LEGACY_FORMAT)
+        manifest = {**manifest, "format": LEGACY_FORMAT if version == FORMAT else version,
+                    "members": [m.to_dict() for m in self.members]}
         self._header(b"E", manifest)
         return manifest
 
@@ -391,24 +390,6 @@ class _MemberReader(io.RawIOBase):
             pass
 
 
-@dataclass
-class Member:
-    name: str
-    mode: int  # as its header says; the mode to restore is ReadResult.mode_of(name), known after the manifest
-    stream: _MemberReader
-
-
-@dataclass
-class ReadResult:
-    manifest: dict
-    seen: list[MemberInfo] = field(default_factory=list)
-    #: name -> the mode a restore gives the member (safe: see archive_checks.final_mode)
-    modes: dict[str, int] = field(default_factory=dict)
-
-    def mode_of(self, name: str) -> int:
-        return self.modes[name]
-
-
 def _read_record(source: BinaryIO) -> tuple[bytes, object]:
     kind = _read_exact(source, 1)
     if kind not in (b"M", b"E"):
@@ -428,9 +409,19 @@ def _read_record(source: BinaryIO) -> tuple[bytes, object]:
 def iter_members(source: BinaryIO, result: ReadResult) -> Iterator[Member]:
     """Yield each member (the caller reads or ignores its stream); afterwards ``result.manifest``
     holds the manifest, the member list matches what was read (names, sizes, sha256, modes, in
-    order) and ``result.modes`` the mode of each; ArchiveError otherwise."""
-    if _read_exact(source, len(PLAIN_MAGIC)) != PLAIN_MAGIC:
-        raise ArchiveError("not a backup archive of this kit (unknown magic)")
+    order) and ``result.modes`` the mode of each; ArchiveError otherwise. Any format: a tar
+    (format 4) or the kit's own stream (formats 1-3)."""
+    head = _read_exact(source, len(PLAIN_MAGIC))
+    if head == PLAIN_MAGIC:
+        yield from _iter_legacy_members(source, result)
+        return
+    head += _read_exact(source, BLOCK - len(head))
+    if not is_tar_header(head):
+        raise ArchiveError("not a backup archive of this kit (neither a tar nor the kit's older format)")
+    yield from iter_tar_members(source, head, result)
+
+
+def _iter_legacy_members(source: BinaryIO, result: ReadResult) -> Iterator[Member]:
     names: set[str] = set()
     while True:
         kind, data = _read_record(source)
@@ -456,6 +447,8 @@ def iter_members(source: BinaryIO, result: ReadResult) -> Iterator[Member]:
     if not isinstance(data, dict):
         raise ArchiveError("damaged (the manifest is not an object)")
     version = manifest_format(data)
+    if version > LEGACY_FORMAT:
+        raise ArchiveError(f"damaged (the kit's older stream with a manifest of format {version})")
     listed = listed_members(data)
     found = [m.key() for m in result.seen]
     if listed != found:
@@ -467,16 +460,30 @@ def iter_members(source: BinaryIO, result: ReadResult) -> Iterator[Member]:
 
 
 def open_stream(handle: BinaryIO, passphrase: bytes | None) -> BinaryIO:
-    """The plain member stream of an archive file, decrypting when it is encrypted."""
-    magic = _read_exact(handle, len(ENC_MAGIC))
-    handle.seek(0)
-    if magic == ENC_MAGIC:
+    """The plain stream of an archive file (a tar or the kit's older stream), decrypting when it is
+    encrypted (age, or the older AES-GCM)."""
+    magic = _read_exact(handle, len(AGE_MAGIC))
+    if magic == AGE_MAGIC or magic.startswith(ENC_MAGIC):
         if passphrase is None:
             raise WrongPassphrase("the archive is encrypted and no passphrase was given")
+        if magic == AGE_MAGIC:
+            return io.BufferedReader(AgeReader(handle, passphrase, magic_read=True), buffer_size=CHUNK)
+        handle.seek(0)
         return io.BufferedReader(DecryptingReader(handle, passphrase), buffer_size=CHUNK)
-    if magic == PLAIN_MAGIC:
+    handle.seek(0)
+    if magic.startswith(PLAIN_MAGIC) or is_tar_header(_read_exact(handle, BLOCK)):
+        handle.seek(0)
         return handle
-    raise ArchiveError("not a backup archive of this kit (unknown magic)")
+    raise ArchiveError("not a backup archive of this kit (neither age, nor tar, nor the kit's older format)")
+
+
+def writer(sink: BinaryIO, passphrase: bytes | None, **age_options) -> tuple[TarArchiveWriter, AgeWriter | None]:
+    """The writer of a new archive (format 4) into ``sink``: a tar, inside age when there is a
+    passphrase; the AgeWriter (None without a passphrase) must be finished after the writer's close."""
+    if passphrase is not None and len(passphrase) < MIN_PASSPHRASE:
+        raise ValueError(f"the passphrase must have at least {MIN_PASSPHRASE} characters")
+    encrypting = AgeWriter(sink, passphrase, **age_options) if passphrase is not None else None
+    return TarArchiveWriter(encrypting or sink), encrypting
 
 
 def verify(handle: BinaryIO, passphrase: bytes | None) -> ReadResult:

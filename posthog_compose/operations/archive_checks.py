@@ -18,9 +18,12 @@ CHUNK = MIB
 FRAME = MIB
 #: The manifest's "format": what this writer writes, and what a reader accepts. Format 3 adds the
 #: kit's version and the tables' row counts to the manifest (an older kit reading it says which kit it
-#: needs rather than calling it damaged); the member stream is the same as format 2's.
-FORMAT = 3
-FORMATS = (1, 2, 3)
+#: needs rather than calling it damaged); the member stream is the same as format 2's. Format 4 is a
+#: POSIX tar, in age encryption when a passphrase is set (archive_tar.py, archive_age.py), with the
+#: manifest of format 3; formats 1-3 (LEGACY_FORMAT and older) are the kit's own stream (archive.py).
+FORMAT = 4
+LEGACY_FORMAT = 3
+FORMATS = (1, 2, 3, 4)
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 15, 8, 1
 #: The work factors a reader accepts: r and p as the writer uses them, N up to four times the
 #: writer's, so a header asks for at most 128 MiB (scrypt needs 128 * r * (N + p + 2) bytes).
@@ -41,6 +44,8 @@ OWNER_RW = 0o600
 HEADER_FIELDS = {"kdf": str, "cipher": str, "n": int, "r": int, "p": int, "salt": str, "nonce": str, "chunk": int}
 MEMBER_FIELDS = {"name": str, "mode": int}
 LISTED_FIELDS = {"name": str, "size": int, "sha256": str, "mode": int}
+#: Format 4 lists how many tar parts each member was cut into (0: one file under its own name).
+LISTED_FIELDS_PARTS = {**LISTED_FIELDS, "parts": int}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -151,14 +156,15 @@ def manifest_format(manifest: dict) -> int:
     return version
 
 
-def listed_members(manifest: dict) -> list[tuple[str, int, str, int]]:
-    """The manifest's member list as (name, size, sha256, mode), every entry typed and bounded."""
+def listed_members(manifest: dict, with_parts: bool = False) -> list[tuple]:
+    """The manifest's member list as (name, size, sha256, mode), every entry typed and bounded;
+    with ``with_parts`` (format 4), (name, size, sha256, mode, parts)."""
     listed = manifest.get("members")
     if not isinstance(listed, list) or len(listed) > MAX_MEMBERS:
         raise ArchiveError(f"damaged (the manifest's member list is missing or longer than {MAX_MEMBERS})")
     found, names = [], set()
     for entry in listed:
-        entry = typed_fields(entry, LISTED_FIELDS, "a manifest entry")
+        entry = typed_fields(entry, LISTED_FIELDS_PARTS if with_parts else LISTED_FIELDS, "a manifest entry")
         name = entry["name"]
         problem = name_problem(name)
         if problem:
@@ -168,5 +174,10 @@ def listed_members(manifest: dict) -> list[tuple[str, int, str, int]]:
         names.add(name)
         if not 0 <= entry["size"] <= MAX_MEMBER_SIZE or not _SHA256.fullmatch(entry["sha256"]):
             raise ArchiveError(f"damaged (the manifest's size or sha256 of {name!r} is not one)")
-        found.append((name, entry["size"], entry["sha256"], member_mode(entry["mode"], name)))
+        row = (name, entry["size"], entry["sha256"], member_mode(entry["mode"], name))
+        if with_parts:
+            if not 0 <= entry["parts"] <= 2 ** 20:
+                raise ArchiveError(f"damaged (the manifest's part count of {name!r} is not one)")
+            row += (entry["parts"],)
+        found.append(row)
     return found

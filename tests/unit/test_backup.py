@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from posthog_compose.operations import archive, backup, restore
+from posthog_compose.operations import archive, archive_age, backup, restore
 from posthog_compose.operations.backup import provenance
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
@@ -219,6 +219,9 @@ def engine(deployed, monkeypatch):
     state = State()
     state.fed = {}
     state.popens = []
+    # age's default scrypt work factor costs 256 MiB and a second or more per archive: the fake backups
+    # use the smallest a reader accepts (the real factor is tested in test_archive_age.py).
+    monkeypatch.setattr(archive_age, "AGE_WORK_FACTOR", archive_age.AGE_MIN_WORK_FACTOR)
     monkeypatch.setattr(backup, "_running", lambda root, runner: {s: True for s in ("db", "clickhouse", "zookeeper")})
     monkeypatch.setattr(backup, "existing_volumes", lambda runner, project: {backup.volume_name(project, v) for v in (
         "postgres-data", "clickhouse-data", "zookeeper-data", "zookeeper-logs", "kafka-data")})
@@ -298,14 +301,14 @@ def inject_backup_fault(engine, monkeypatch, step: str) -> None:
     a failing fsync or rename (shared with the external-datastore fault table)."""
     engine.fail = step
     if step == "write":
-        original = archive.ArchiveWriter.add_stream
+        original = archive.TarArchiveWriter.add_stream
 
         def full_disk(self, name, *args, **kwargs):
             if name == "volumes/zookeeper.tar":
                 raise OSError(28, "No space left on device")
             return original(self, name, *args, **kwargs)
 
-        monkeypatch.setattr(archive.ArchiveWriter, "add_stream", full_disk)
+        monkeypatch.setattr(archive.TarArchiveWriter, "add_stream", full_disk)
     if step == "interrupt":
         monkeypatch.setattr(backup.Meter, "__call__", lambda self, done: (_ for _ in ()).throw(KeyboardInterrupt()))
     if step == "fsync":

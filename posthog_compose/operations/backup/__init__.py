@@ -188,7 +188,7 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
     partial = directory / f".{final.name}.partial"
 
     print(f"Plan: back up {SUBSETS[subset]} into {final.relative_to(root)} "
-          f"({'encrypted, AES-256-GCM' if encrypted else 'NOT encrypted: it holds every secret of .env'}); "
+          f"({'encrypted with age and the passphrase' if encrypted else 'NOT encrypted: it holds every secret of .env'}); "
           f"about {estimate / MIB:,.0f} MiB.", file=out)
     # A running ClickHouse is copied from its own snapshot and never stops; only ZooKeeper does.
     online = bool(volumes) and "volumes/clickhouse.tar" in volumes and bool(running.get("clickhouse"))
@@ -222,8 +222,8 @@ def create(root: Path, runner: Runner, subset: str = "all", *, encrypt: bool | N
             if pg_local:
                 dump = _PgDump(root, runner, user, database, directory / f".{final.name}.pgdump.partial")
             hashed = _CountingFile(handle)
-            sink = archive.EncryptingWriter(hashed, passphrase) if encrypted else hashed
-            writer = archive.ArchiveWriter(sink)
+            # Format 4: a tar, inside age with the passphrase (archive.writer); stock tools read it.
+            writer, sink = archive.writer(hashed, passphrase if encrypted else None)
             for path in config_files(root):
                 data = (root / path).read_bytes()
                 writer.add_bytes(f"config/{path.as_posix()}", data, (root / path).stat().st_mode & 0o777)

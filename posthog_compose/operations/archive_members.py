@@ -1,0 +1,44 @@
+"""The records every archive reader gives its callers, whatever the format: a member as it is
+read (name, mode, a stream of its content), a member as it was checked (name, size, sha256, mode),
+and the result of a read (the manifest, the members seen, the mode each one is restored with).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+
+@dataclass
+class MemberInfo:
+    name: str
+    size: int
+    sha256: str
+    mode: int = 0o600
+    #: Format 4: the number of tar files a stream was cut into (0: one file under the member's own name).
+    parts: int | None = None
+
+    def to_dict(self) -> dict:
+        entry = {"name": self.name, "size": self.size, "sha256": self.sha256, "mode": self.mode}
+        return entry if self.parts is None else {**entry, "parts": self.parts}
+
+    def key(self) -> tuple[str, int, str, int]:
+        return self.name, self.size, self.sha256, self.mode
+
+
+@dataclass
+class Member:
+    name: str
+    mode: int  # as its header says; the mode to restore is ReadResult.mode_of(name), known after the manifest
+    stream: BinaryIO  # read(size), read_all(limit), drain(); hashed as it is read
+
+
+@dataclass
+class ReadResult:
+    manifest: dict
+    seen: list[MemberInfo] = field(default_factory=list)
+    #: name -> the mode a restore gives the member (safe: see archive_checks.final_mode)
+    modes: dict[str, int] = field(default_factory=dict)
+
+    def mode_of(self, name: str) -> int:
+        return self.modes[name]
