@@ -51,13 +51,18 @@ class GracefulServer(ThreadingHTTPServer):
 
 
 def serve(server: GracefulServer, graceful_timeout: float = GRACEFUL_TIMEOUT) -> None:
-    """Serve until SIGTERM, then stop as a gthread worker does: stop accepting, close the listener (new
-    connections are refused from then on), finish the requests in flight within ``graceful_timeout``."""
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": SELECT_TIMEOUT / 4}, daemon=True).start()
-    while not stopping.wait(0.5):
-        pass
-    server.shutdown()  # the accept loop ends (gthread.py:193)
-    server.socket.close()  # the listener goes (gthread.py:226-227)
-    server.drain(graceful_timeout)  # the requests in flight finish (gthread.py:229)
+    """Serve until SIGTERM, then stop as a gthread worker does: the accept loop runs on until its select
+    of at most SELECT_TIMEOUT returns (accepting what is ready then), the listener closes (new
+    connections are refused from then on), the requests in flight finish within ``graceful_timeout``."""
+    import selectors
+
+    alive = [True]
+    signal.signal(signal.SIGTERM, lambda signum, frame: alive.__setitem__(0, False))  # base.py:190-191
+    poller = selectors.DefaultSelector()
+    poller.register(server.socket, selectors.EVENT_READ)
+    while alive[0]:  # gthread.py:193-201: the listener's callback runs before alive is looked at again
+        for _ in poller.select(SELECT_TIMEOUT):
+            server._handle_request_noblock()
+    poller.close()
+    server.socket.close()  # gthread.py:223-227
+    server.drain(graceful_timeout)  # gthread.py:229
