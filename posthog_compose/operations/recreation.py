@@ -148,10 +148,8 @@ def _by_service(containers) -> dict[str, list]:
 
 def surge_unavailable(root: Path) -> str | None:
     """None when web can be switched without failed requests (the surge), else why not."""
-    try:
-        from posthog_compose.operations import surge
-    except ImportError:  # a kit without the surge recreates web in place
-        return "this kit has no surge"
+    from posthog_compose.operations import surge
+
     return surge.unavailable_reason(Path(root))
 
 
