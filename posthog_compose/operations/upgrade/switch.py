@@ -95,10 +95,13 @@ def _versions_switched(root: Path) -> tuple[str, str] | None:
 def surge_refusal(root: Path, current: str, target: str) -> str | None:
     """The upgrade gate's word on running ``current`` and ``target`` side by side (upgrade/surge_gate.py);
     a kit without that gate allows it."""
+    import importlib
+
+    name = "posthog_compose.operations.upgrade.surge_gate"
     try:
-        from posthog_compose.operations.upgrade import surge_gate
+        surge_gate = importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name != "posthog_compose.operations.upgrade.surge_gate":
+        if exc.name != name:  # the gate is there but something it needs is not: that is a fault, not "allowed"
             raise
         return None
     return surge_gate.surge_refusal(root, current, target)
