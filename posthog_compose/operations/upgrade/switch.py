@@ -1,6 +1,10 @@
 """The switch and what it is judged by: the image variable written to .env, the services
 recreated on it (web judged by PostHog's readiness), the containers checked to run the new image, whether a
 container of the new version ever ran, and the logs kept when it failed.
+
+Behind the edge proxy web is replaced beside the running container (operations/surge: no request
+fails) when the upgrade's surge gate allows the two versions side by side, the rollback the same way
+back; otherwise, and outside an upgrade (the replay of a killed one), it is recreated in place.
 """
 
 from __future__ import annotations
