@@ -1,6 +1,10 @@
 """The switch and what it is judged by: the image variable written to .env, the services
 recreated on it (web judged by PostHog's readiness), the containers checked to run the new image, whether a
 container of the new version ever ran, and the logs kept when it failed.
+
+Behind the edge proxy web is replaced beside the running container (operations/surge: no request
+fails) when the upgrade's surge gate allows the two versions side by side, the rollback the same way
+back; otherwise, and outside an upgrade (the replay of a killed one), it is recreated in place.
 """
 
 from __future__ import annotations
@@ -117,9 +121,10 @@ def _replace_web_by_surge(root: Path, runner: Runner, timeout: float) -> bool:
     if reason is None and versions is None:
         reason = "the versions switched are not known"
     if reason is None:
-        reason = surge_refusal(root, *versions)
-        if reason is not None:
-            reason = f"{versions[0]} and {versions[1]} may not run side by side: {reason}"
+        refusal = surge_refusal(root, *versions)
+        if refusal is not None:  # the gate's own line says what is done and why
+            print(f"{refusal.rstrip('.')}; the URL is down while web restarts.", flush=True)
+            return False
     if reason is not None:
         print(f"web: recreated in place ({reason}); the URL is down while it restarts.", flush=True)
         return False
