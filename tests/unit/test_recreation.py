@@ -232,3 +232,16 @@ def test_harden_prints_each_service_it_will_recreate_before_it_asks(deployed, mo
             "      web: surge (no failed requests through the proxy); configuration changes\n"
             "      worker: recreated after web; configuration changes\n") in out
     assert out.index("worker: recreated after web") < out.index("Dry run: nothing changed.")
+
+
+def test_the_upgrade_plan_keeps_web_in_place_when_the_gate_refuses_both_versions_side_by_side(deployed, monkeypatch,
+                                                                                             capsys):
+    from posthog_compose.operations.upgrade.plan import Request, make_plan, print_plan
+
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None)  # the proxy is on
+    request = Request(to="a" * 40)  # a commit no entry of upgrades.yml reviews
+    plan = make_plan(deployed, request)
+    print_plan(plan, request, True, deployed)
+    out = capsys.readouterr().out
+    assert f"\n       web: recreated in place ({plan.current} and {plan.target} may not run side by side: " in out
+    assert "web: surge" not in out
