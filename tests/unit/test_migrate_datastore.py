@@ -311,7 +311,17 @@ def test_any_input_is_a_target_or_one_line_without_the_password(text, password):
             message = str(exc)
             assert "\n" not in message
             if len(password) >= 8 and candidate is url:
-                assert password not in message
+                # A password that is an ordinary word of the message (e.g. "database") shows whatever
+                # the password is: judge the message the same URL gets with another password.
+                assert password not in message or password in _message_for(f"postgres://u:{'Q' * 8}@{text}")
+
+
+def _message_for(url: str) -> str:
+    try:
+        migrate.parse_target(url)
+    except OperatorError as exc:
+        return str(exc)
+    return ""
 
 
 def with_manifest(root: Path) -> Path:
