@@ -339,3 +339,40 @@ def effective_services(root: Path) -> dict | None:
         return None
     model = validation.model
     return model.get("services") if isinstance(model, dict) and isinstance(model.get("services"), dict) else None
+
+
+class Reset(list):
+    """A value written with Compose's `!reset` tag: it replaces what earlier files gave, never merges."""
+
+
+class Override(dict):
+    """A mapping written with Compose's `!override` tag: it replaces what earlier files gave, never merges."""
+
+
+def load_compose_yaml(text: str | bytes):
+    """A Compose file's YAML as data, reading Compose's own tags as Compose does (`!reset` as an empty
+    or given value that replaces, `!override` as a value that replaces): yaml.safe_load refuses them,
+    so an overlay such as docker-compose.proxy.yml would read as "not valid YAML". Raises yaml.YAMLError
+    like safe_load for anything else."""
+    import yaml
+
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        pass
+
+    def reset(loader, node):
+        if isinstance(node, yaml.SequenceNode):
+            return Reset(loader.construct_sequence(node))
+        if isinstance(node, yaml.MappingNode):
+            return Override(loader.construct_mapping(node))
+        return Reset()
+
+    def override(loader, node):
+        if isinstance(node, yaml.MappingNode):
+            return Override(loader.construct_mapping(node))
+        if isinstance(node, yaml.SequenceNode):
+            return Reset(loader.construct_sequence(node))
+        return loader.construct_scalar(node)
+
+    Loader.add_constructor("!reset", reset)
+    Loader.add_constructor("!override", override)
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader with two more tags

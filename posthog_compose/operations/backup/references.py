@@ -49,8 +49,10 @@ def _compose_sources(name: str, text: bytes) -> tuple[list[tuple[str, str]], str
     """The deployment's files compose file ``name`` uses, or the reason it is not a Compose file."""
     import yaml
 
+    from posthog_compose.configuration.compose import load_compose_yaml
+
     try:
-        document = yaml.safe_load(text)
+        document = load_compose_yaml(text)  # Compose's own tags (`!reset` in the proxy's overlay) included
     except (yaml.YAMLError, RecursionError, ValueError):
         return [], "is not valid YAML"
     if not isinstance(document, dict) or not isinstance(document.get("services", {}), dict):

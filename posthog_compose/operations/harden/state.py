@@ -51,34 +51,22 @@ def _with_overlays(root: Path, values: dict[str, str], published: dict[str, list
 
     from posthog_compose.configuration import edge
 
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def reset(loader, node):
-        value = loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else None
-        return _Reset(value or [])
-
-    Loader.add_constructor("!reset", reset)
     merged = {name: list(ports) for name, ports in published.items()}
     for name in edge.compose_files(values)[1:]:
         path = Path(root) / name
         if os.path.basename(name) == compose.COMPOSE_FILE or not path.is_file():
             continue
         try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 - SafeLoader subclass
+            data = compose.load_compose_yaml(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
             continue
         for service, body in ((data or {}).get("services") or {}).items() if isinstance(data, dict) else ():
             ports = body.get("ports") if isinstance(body, dict) else None
-            if isinstance(ports, _Reset):
+            if isinstance(ports, compose.Reset):
                 merged[service] = list(ports)
             elif isinstance(ports, list):
                 merged[service] = merged.get(service, []) + ports
     return merged
-
-
-class _Reset(list):
-    """A value Compose's `!reset` tag replaces instead of merging."""
 
 
 def _container_image(runner: Runner, service: str) -> str | None:
