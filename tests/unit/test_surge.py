@@ -137,6 +137,8 @@ class Engine:
                 for network in box.networks.values():  # a stopped container keeps its networks, not its address
                     network["IPAddress"] = ""
             return 0, ""
+        if cmd[:2] == ["docker", "logs"]:
+            return 0, f"Booting gunicorn stand-in for {cmd[-1]}\n"
         if cmd[:2] == ["docker", "rm"]:
             self.boxes.pop(cmd[-1], None)
             return 0, ""
@@ -198,13 +200,16 @@ def test_nothing_is_replaced_when_web_already_runs_the_configuration(root, capsy
     (("status 503",), "answers but is not ready"),
     (("starting",), "was not ready within"),
 ])
-def test_a_new_version_that_never_turns_ready_is_removed_and_the_old_serves_on(root, monkeypatch, answers, said):
+def test_a_new_version_that_never_turns_ready_is_removed_and_the_old_serves_on(root, monkeypatch, capsys, answers,
+                                                                                said):
     clock = iter(range(0, 10_000, 5))
     monkeypatch.setattr(ready.time, "monotonic", lambda: float(next(clock)))
     engine = Engine(root, answers=answers)
     with pytest.raises(OperatorError, match=said) as raised:
         surge.replace_web(root, engine, timeout=60)
     assert "posthog-web-1 serves on unchanged" in str(raised.value) and "\n" not in str(raised.value)
+    # Its logs go with the container: their last lines are shown first.
+    assert "Booting gunicorn stand-in for new2" in capsys.readouterr().out
     assert consistent(engine, root).id == "old"
     assert not any(c[:3] == ["docker", "network", "connect"] for c in engine.log)
 
@@ -310,6 +315,15 @@ def test_after_a_kill_the_old_one_is_kept_when_env_went_back_to_it(root, monkeyp
     engine.wanted = "h-old"
     surge.recover(root, engine)
     assert consistent(engine, root).id == "old"
+
+
+def test_after_a_kill_once_the_old_one_stopped_the_serving_new_one_is_kept_even_if_env_went_back(root, monkeypatch):
+    """Found by the property below: keeping the stopped old container would leave no web serving."""
+    engine = Engine(root)
+    assert kill_at(monkeypatch, root, engine, "surge-stopped")
+    engine.wanted = "h-old"
+    surge.recover(root, engine)
+    assert consistent(engine, root).id == "new2"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -89,6 +89,8 @@ def replace_web(root: Path, runner: Runner, timeout: float) -> None:
         took = ready.wait(runner, new, max(timeout - (time.monotonic() - started), 1.0))
     except BaseException as exc:  # noqa: B902 - Ctrl-C too: the new container goes, the old one serves on
         with journal.critical("removing the new web container", reraise=False):
+            if new is not None and isinstance(exc, OperatorError):
+                ready.show_logs(runner, new.id)
             for container in ([new] if new else [c for c in web_containers(root, runner) if c.id != old.id]):
                 beside.remove(runner, container.id)
             journal.clear(root, JOURNAL_KIND)
@@ -116,7 +118,8 @@ def replace_web(root: Path, runner: Runner, timeout: float) -> None:
 @journal.recovers(JOURNAL_KIND)
 def recover(root: Path, runner: Runner) -> None:
     """After a killed switch: keep the new web container when it joined the rotation and is the one
-    .env describes, else the old one; the other goes (gracefully when it may be serving)."""
+    .env describes (or the old one no longer runs), else the old one; the other goes (gracefully when
+    it may be serving)."""
     root = Path(root)
     entry = journal.read(root, JOURNAL_KIND)
     if not entry:
@@ -131,7 +134,12 @@ def recover(root: Path, runner: Runner) -> None:
         wanted = wanted_hash(root, runner)
     except OperatorError:
         wanted = ""
-    keep_new = new is not None and new.state == "running" and new.on_edge and new.config_hash == wanted
+    joined = new is not None and new.state == "running" and new.on_edge
+    old_serves = old is not None and old.state == "running"
+    # The one .env describes, when it had joined the rotation; but never a stopped old one over a new one
+    # that serves (killed while the old was retiring and .env put back since): the caller's replay or
+    # `up` then makes web what .env says, from a deployment that serves.
+    keep_new = joined and (new.config_hash == wanted or not old_serves)
     kept, gone = (new, old) if keep_new else (old, new)
     print(f"A switch of web was interrupted ({entry.get('phase')}); keeping "
           f"{kept.name if kept else 'neither container'}{', removing ' + gone.name if gone else ''}.", flush=True)

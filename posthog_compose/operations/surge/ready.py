@@ -30,6 +30,15 @@ PROBE = ("import urllib.request as u, urllib.error as e\n"
          " print('starting')\n")
 
 
+def show_logs(runner: Runner, container_id: str, lines: int = 30) -> None:
+    """The new container's last log lines, printed before it is removed (its logs go with it)."""
+    result = runner.run(["docker", "logs", "--tail", str(lines), container_id], capture=True, check=False,
+                        mutating=False, timeout=30)
+    text = ((result.stdout or "") + (result.stderr or "")).rstrip()
+    if text:
+        print(f"Last log lines of the new web container:\n{text}", flush=True)
+
+
 def state_of(runner: Runner, container_id: str) -> tuple[str, int]:
     result = runner.run(["docker", "inspect", "--format", "{{json .State}}", container_id], capture=True,
                         check=False, mutating=False, timeout=30)
@@ -57,8 +66,8 @@ def wait(runner: Runner, new: WebContainer, timeout: float, fail_after: float = 
         status, code = state_of(runner, new.id)
         if status != "running":
             raise OperatorError(f"the new web container {status}"
-                                f"{f' (exit {code})' if status == 'exited' else ''} before it was ready: "
-                                f"`invoke logs web` shows why")
+                                f"{f' (exit {code})' if status == 'exited' else ''} before it was ready "
+                                "(its last log lines are above)")
         answer = ask(runner, new.id)
         now = time.monotonic()
         if answer == "ready":
@@ -67,8 +76,8 @@ def wait(runner: Runner, new: WebContainer, timeout: float, fail_after: float = 
             last = f"/_readyz answers {answer.split()[-1]}"
             answered_at = answered_at if answered_at is not None else now
             if now - answered_at >= fail_after:
-                raise OperatorError(f"the new web container answers but is not ready ({last}): "
-                                    f"`invoke logs web` shows why")
+                raise OperatorError(f"the new web container answers but is not ready ({last}; its last log "
+                                    "lines are above)")
         if now - started >= timeout:
             raise OperatorError(f"the new web container was not ready within {timeout:.0f} s ({last}); raise "
                                 "--timeout when migrations take longer")
