@@ -58,6 +58,7 @@ from posthog_compose.operations.upgrade.versions import (
     postgres_major,
 )
 from posthog_compose.operations.upgrade.gates import GATES_FILE, Gate, load_gates, applicable_gates, check_gates
+from posthog_compose.operations.upgrade.surge_gate import surge_refusal
 from posthog_compose.operations.upgrade.preflight import (
     check_datastores_write,
     check_free_disk,

@@ -1,0 +1,104 @@
+"""Whether an upgrade of PostHog may run as a surge (the new web starts and runs PostHog's migrations
+while the old web keeps serving) or must switch web in place. Owns the rule; its data are the surge
+reviews of upgrades.yml (configuration/upgrades.py).
+
+The rule, most certain first: a datastore never surges; the same release on both sides surges (nothing
+migrates); a side that is not a numbered release (a commit-SHA tag, a digest the kit did not pin, a moving
+tag) does not, as the kit cannot tell which migrations it brings; nor a downgrade, nor a move across an
+upgrade gate; any other move surges only when upgrades.yml reviewed exactly that move and allowed it.
+PostHog checks a migration against the code one deploy earlier, never one release against the next,
+so a move nobody reviewed, a jump over several releases included, is switched in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from posthog_compose.configuration import images, upgrades
+from posthog_compose.configuration.images import ImageRef
+from posthog_compose.configuration.schema import one_line
+from posthog_compose.errors import OperatorError
+
+#: PostHog's image on Docker Hub, as `docker image inspect` spells it.
+POSTHOG_REPOSITORY = "posthog/posthog"
+_IN_PLACE = "web is switched in place"
+
+
+def surge_refusal(root: Path, current: str, target: str) -> str | None:
+    """None when an upgrade from image ``current`` to image ``target`` may surge; else one line saying
+    why web must be switched in place."""
+    root = Path(root)
+    try:
+        before = images.parse(images.with_known_tag(root, current))
+        after = images.parse(images.with_known_tag(root, target))
+    except OperatorError as exc:
+        return f"{_IN_PLACE}: an image reference cannot be read ({one_line(exc)})"
+    for ref in (before, after):
+        if not _is_posthog(root, ref):
+            return (f"{ref.repository} is not PostHog's image: a datastore never runs twice beside itself on one "
+                    "data directory, so it is always switched in place")
+    if _same_image(before, after):
+        return None
+    versions = []
+    for ref in (before, after):
+        version = images.release_version(ref.tag)
+        if version is None:
+            return (f"{_IN_PLACE}: {_name(ref)} is not a numbered release (release-X.Y.Z), so the kit cannot tell "
+                    "which migrations the move brings")
+        versions.append(version)
+    old, new = versions
+    move = f"release-{_shown(old)} -> release-{_shown(new)}"
+    if old == new:
+        return None  # one release, named once by its tag and once by the digest pinned from it
+    if new < old:
+        return (f"{_IN_PLACE}: {move} is a downgrade, and only upgrades are reviewed for running beside "
+                "the old release")
+    try:
+        gates = upgrades.load(root)
+        reviews = upgrades.load_surge_reviews(root)
+    except OperatorError as exc:
+        return f"{_IN_PLACE}: {one_line(exc)}"
+    crossed = [gate.id for gate in gates if old < gate.version <= new]
+    if crossed:
+        return (f"{_IN_PLACE}: {move} crosses the upgrade gate {crossed[0]}, a release that reworks PostHog's "
+                "ClickHouse schema")
+    for review in reviews:
+        if (review.from_version, review.to_version) == (old, new):
+            if review.surge == "allowed":
+                return None
+            return f"{_IN_PLACE}: {move}: {one_line(review.reason)} ({upgrades.GATES_FILE}, surge)"
+    return (f"{_IN_PLACE}: {move} is not a move {upgrades.GATES_FILE} has reviewed for running its migrations "
+            "under the old release (section surge); PostHog only checks them against the code one deploy earlier")
+
+
+def _is_posthog(root: Path, ref: ImageRef) -> bool:
+    """PostHog's image: Docker Hub's posthog/posthog, or the repository `.env` runs PostHog from (a mirror)."""
+    repository = images._familiar(ref.repository)
+    return repository == POSTHOG_REPOSITORY or repository == _configured_repository(root)
+
+
+def _configured_repository(root: Path) -> str | None:
+    from posthog_compose.configuration.envfile import EnvFile, env_path
+
+    path = env_path(root)
+    try:
+        value = EnvFile.load(path).resolved().get("POSTHOG_IMAGE", "") if path.exists() else ""
+        return images._familiar(images.parse(value).repository) if value else None
+    except (OperatorError, OSError, ValueError):
+        return None
+
+
+def _same_image(before: ImageRef, after: ImageRef) -> bool:
+    """The same content on both sides: the same digest, or the same tag when neither side names a digest
+    and the tag does not move (`latest` today is not `latest` of last month)."""
+    if before.digest or after.digest:
+        return before.digest is not None and before.digest == after.digest
+    return before.tag is not None and before.tag == after.tag and before.tag.lower() not in images.MOVING_TAGS
+
+
+def _name(ref: ImageRef) -> str:
+    return ref.tag if ref.tag else (ref.digest[:19] + "..." if ref.digest else ref.repository)
+
+
+def _shown(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
