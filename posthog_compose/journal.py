@@ -48,7 +48,8 @@ from posthog_compose.errors import OperatorError
 
 LOCK_FILE = ".deploy/upgrade.lock"  # the name predates the other operations that now take it
 JOURNAL_DIR = ".deploy/journal"
-KINDS = ("upgrade", "rotation", "migration", "backup", "restore")  # migration: migrate-datastore; backup: its
+KINDS = ("surge", "upgrade", "rotation", "migration", "backup", "restore")  # surge: web replaced beside itself
+# (first: the upgrade's replay may switch web again); migration: migrate-datastore; backup: its
 # paused services; restore: last
 #: Test-only fault injection: a step name from this variable (set by the end-to-end fault table)
 #: makes the task pause there, or kill itself, so a signal lands at an exact step. It is read only
@@ -168,7 +169,8 @@ _REPLAYS: dict[str, Callable] = {}
 #: The key of an entry that names the module whose import registers its replay.
 REPLAYED_BY = "replayed_by"
 #: For an entry written before entries named their module (a kit updated mid-operation).
-_EARLIER_ENTRIES = {"upgrade": "posthog_compose.operations.upgrade", "rotation": "posthog_compose.operations.rotation",
+_EARLIER_ENTRIES = {"surge": "posthog_compose.operations.surge", "upgrade": "posthog_compose.operations.upgrade",
+                    "rotation": "posthog_compose.operations.rotation",
                     "migration": "posthog_compose.operations.migrate", "backup": "posthog_compose.operations.backup",
                     "restore": "posthog_compose.operations.restore"}
 

@@ -69,6 +69,8 @@ def _recreate(root: Path, runner: Runner, services: list[str], timeout: float) -
     deadline = time.monotonic() + timeout
     for service in services:
         remaining = max(deadline - time.monotonic(), 1.0)
+        if service == "web" and _replace_web_by_surge(root, runner, remaining):
+            continue
         stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--no-deps", service), [service],
                              remaining, readiness_values=values if service == "web" else None)
     if "web" in services:
@@ -76,6 +78,51 @@ def _recreate(root: Path, runner: Runner, services: list[str], timeout: float) -
         if not ok:
             raise OperatorError(f"URL check failed: {detail}")
         print(f"URL check: {detail}.")
+
+
+def _versions_switched(root: Path) -> tuple[str, str] | None:
+    """(running, wanted) for the switch under way, read from the upgrade's journal entry: from -> to
+    while switching, to -> from while rolling back; None outside an upgrade."""
+    from posthog_compose import journal
+
+    entry = journal.read(root, "upgrade") or {}
+    current, target = str(entry.get("from") or ""), str(entry.get("to") or "")
+    if not current or not target:
+        return None
+    return (target, current) if entry.get("phase") == "rolling back" else (current, target)
+
+
+def surge_refusal(root: Path, current: str, target: str) -> str | None:
+    """The upgrade gate's word on running ``current`` and ``target`` side by side (upgrade/surge_gate.py);
+    a kit without that gate allows it."""
+    try:
+        from posthog_compose.operations.upgrade import surge_gate
+    except ModuleNotFoundError as exc:
+        if exc.name != "posthog_compose.operations.upgrade.surge_gate":
+            raise
+        return None
+    return surge_gate.surge_refusal(root, current, target)
+
+
+def _replace_web_by_surge(root: Path, runner: Runner, timeout: float) -> bool:
+    """Replace web beside itself behind the edge proxy (operations/surge) when that is possible here and
+    the gate allows the two versions side by side; says in one line how web is switched. True when done."""
+    from posthog_compose.operations import surge
+
+    reason = surge.unavailable_reason(root)
+    versions = _versions_switched(root)
+    if reason is None and versions is None:
+        reason = "the versions switched are not known"
+    if reason is None:
+        reason = surge_refusal(root, *versions)
+        if reason is not None:
+            reason = f"{versions[0]} and {versions[1]} may not run side by side: {reason}"
+    if reason is not None:
+        print(f"web: recreated in place ({reason}); the URL is down while it restarts.", flush=True)
+        return False
+    print("web: replaced beside the running container behind the edge proxy (no request fails).", flush=True)
+    surge.replace_web(root, runner, timeout)
+    return True
 
 
 def save_logs(root: Path, runner: Runner, services: list[str]) -> Path | None:
