@@ -39,7 +39,9 @@ DEFAULT_RATE = 150.0
 #: The loop shares a two-core host with the deployment it watches: faster would measure the host, not PostHog.
 MAX_RATE = 300.0
 DEFAULT_THREADS = 16
-DEFAULT_TIMEOUT = 10.0
+#: Above the edge proxy's own retry budget for web (lb_try_duration 10s in proxy/Caddyfile): a request the
+#: proxy is still placing is answered by the proxy, not cut short by this client.
+DEFAULT_TIMEOUT = 15.0
 EVENT_NAME = "zero-downtime-check"
 
 #: One cycle of the mix: 4 captures, 3 /_health, 2 /preflight, 1 readiness in every 10 requests.
@@ -183,6 +185,8 @@ class Summary:
     accepted_uuids: frozenset[str]
     seconds: float
     window: tuple[float, float] | None = None
+    #: The first failed requests, when they started (from the window's start, else the loop's) and how they failed.
+    first_failures: tuple[str, ...] = ()
 
     @property
     def failed_total(self) -> int:
@@ -216,7 +220,19 @@ def summarize(records: Sequence[Record], window: tuple[float, float] | None = No
         latency=latency_summary([r.latency for r in records]), window_latency=latency_summary(inside),
         outage=longest_outage(((r.started, r.ok) for r in records), end=end),
         accepted_uuids=frozenset(r.event_uuid for r in records if r.accepted and r.event_uuid),
-        seconds=seconds, window=window)
+        seconds=seconds, window=window, first_failures=tuple(describe_failures(records, window)))
+
+
+def describe_failures(records: Sequence[Record], window: tuple[float, float] | None = None,
+                      limit: int = 5) -> list[str]:
+    """The first ``limit`` failed requests in one phrase each: "+12.34 s POST /e/: status 502 after 3012 ms",
+    the time from the window's start (negative: before it), else from the first request."""
+    if not records:
+        return []
+    origin = window[0] if window is not None else min(record.started for record in records)
+    failed = sorted((record for record in records if not record.ok), key=lambda record: record.started)
+    return [f"{record.started - origin:+.2f} s {'POST' if record.kind == 'capture' else 'GET'} {record.path}: "
+            f"{record.failure} after {record.latency * 1000:.0f} ms" for record in failed[:limit]]
 
 
 # --- where requests go -----------------------------------------------------------------------------------

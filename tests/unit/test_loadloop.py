@@ -265,3 +265,15 @@ def test_a_summary_counts_window_latencies_only_inside_the_window():
     assert summary.window_latency["max"] == pytest.approx(0.06) and summary.window_latency["p50"] == pytest.approx(0.05)
     assert summary.latency["max"] == pytest.approx(0.10) and summary.failed == {} and summary.outage == 0
     assert loadloop.MAX_RATE == 300
+
+
+def test_the_first_failures_say_when_from_the_window_start_which_request_and_how():
+    records = [Record(10.0, 0.02, "GET", "/_health", status=200),
+               Record(12.5, 3.012, "capture", "/e/", status=502),
+               Record(9.0, 15.0, "GET", "/preflight", error="timeout"),
+               Record(13.0, 0.01, "capture", "/e/", error="ConnectionResetError")]
+    summary = summarize(records, window=(10.0, 20.0))
+    assert summary.first_failures == ("-1.00 s GET /preflight: timeout after 15000 ms",
+                                      "+2.50 s POST /e/: status 502 after 3012 ms",
+                                      "+3.00 s POST /e/: ConnectionResetError after 10 ms")
+    assert summarize(records[:1]).first_failures == ()
