@@ -1,6 +1,10 @@
 """The switch and what it is judged by: the image variable written to .env, the services
 recreated on it (web judged by PostHog's readiness), the containers checked to run the new image, whether a
 container of the new version ever ran, and the logs kept when it failed.
+
+Behind the edge proxy web is replaced beside the running container (operations/surge: no request
+fails) when the upgrade's surge gate allows the two versions side by side, the rollback the same way
+back; otherwise, and outside an upgrade (the replay of a killed one), it is recreated in place.
 """
 
 from __future__ import annotations
@@ -95,10 +99,13 @@ def _versions_switched(root: Path) -> tuple[str, str] | None:
 def surge_refusal(root: Path, current: str, target: str) -> str | None:
     """The upgrade gate's word on running ``current`` and ``target`` side by side (upgrade/surge_gate.py);
     a kit without that gate allows it."""
+    import importlib
+
+    name = "posthog_compose.operations.upgrade.surge_gate"
     try:
-        from posthog_compose.operations.upgrade import surge_gate
+        surge_gate = importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name != "posthog_compose.operations.upgrade.surge_gate":
+        if exc.name != name:  # the gate is there but something it needs is not: that is a fault, not "allowed"
             raise
         return None
     return surge_gate.surge_refusal(root, current, target)

@@ -1,0 +1,77 @@
+"""How `invoke upgrade` switches web: beside the old container (operations/surge) when the edge proxy is
+on, web runs and the upgrade's surge gate allows the two versions side by side, the rollback the same
+way back; else in place, saying why in one line."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from posthog_compose import journal
+from posthog_compose.operations import stack, surge
+from posthog_compose.operations.upgrade import switch
+
+OLD, NEW = "posthog/posthog:release-1.42.0", "posthog/posthog:release-1.43.0"
+
+
+@pytest.fixture()
+def deployment(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("WEB_PORT=8080\n")
+    calls: list = []
+    monkeypatch.setattr(stack, "start_and_wait", lambda root, runner, command, services, timeout, **kw:
+                        calls.append(("in place", tuple(services))))
+    monkeypatch.setattr(stack, "check_url", lambda values, timeout=60: (True, "200"))
+    monkeypatch.setattr(surge, "replace_web", lambda root, runner, timeout: calls.append(("surge", ("web",))))
+    monkeypatch.setattr(surge, "unavailable_reason", lambda root: None)
+    return tmp_path, calls
+
+
+def upgrading(root, phase="switching"):
+    journal.write(root, "upgrade", {"variable": "POSTHOG_IMAGE", "from": OLD, "to": NEW, "phase": phase})
+
+
+def test_behind_the_proxy_web_is_replaced_beside_the_old_one_and_the_rest_in_place(deployment, capsys):
+    root, calls = deployment
+    upgrading(root)
+    switch._recreate(root, None, ["web", "worker", "plugins"], 600)
+    assert calls == [("surge", ("web",)), ("in place", ("worker",)), ("in place", ("plugins",))]
+    assert "web: replaced beside the running container behind the edge proxy" in capsys.readouterr().out
+
+
+def test_without_the_proxy_web_is_recreated_in_place_and_the_line_says_why(deployment, monkeypatch, capsys):
+    root, calls = deployment
+    upgrading(root)
+    monkeypatch.setattr(surge, "unavailable_reason", lambda root: "the edge proxy is off")
+    switch._recreate(root, None, ["web"], 600)
+    assert calls == [("in place", ("web",))]
+    assert "web: recreated in place (the edge proxy is off)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("phase, asked", [("switching", (OLD, NEW)), ("rolling back", (NEW, OLD))])
+def test_the_gate_is_asked_about_the_versions_side_by_side_both_ways(deployment, monkeypatch, capsys, phase, asked):
+    root, calls = deployment
+    upgrading(root, phase)
+    seen = []
+    gate = types.ModuleType("posthog_compose.operations.upgrade.surge_gate")
+    gate.surge_refusal = lambda root, current, target: seen.append((current, target)) or "a migration drops a column"
+    monkeypatch.setitem(sys.modules, "posthog_compose.operations.upgrade.surge_gate", gate)
+    switch._recreate(root, None, ["web"], 600)
+    assert seen == [asked] and calls == [("in place", ("web",))]
+    assert "may not run side by side: a migration drops a column" in capsys.readouterr().out
+
+
+def test_a_kit_without_the_gate_allows_the_surge(deployment, monkeypatch):
+    root, calls = deployment
+    upgrading(root)
+    monkeypatch.setitem(sys.modules, "posthog_compose.operations.upgrade.surge_gate", None)  # not importable
+    assert switch.surge_refusal(root, OLD, NEW) is None
+    switch._recreate(root, None, ["web"], 600)
+    assert calls == [("surge", ("web",))]
+
+
+def test_outside_an_upgrade_web_is_recreated_in_place(deployment, capsys):
+    root, calls = deployment
+    switch._recreate(root, None, ["web"], 600)
+    assert calls == [("in place", ("web",))] and "the versions switched are not known" in capsys.readouterr().out
