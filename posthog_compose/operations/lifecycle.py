@@ -94,6 +94,8 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
         values = _values(root)
         if not services and not withheld:  # .env may have been written just now
             targets = stack.deployment_services(values)
+        if targets and not withheld:
+            _recreate_changed(root, runner, targets, timeout, values)
         if targets or not withheld:
             stack.start_and_wait(root, runner, command, targets, timeout,
                                  readiness_values=values if "web" in targets else None)
@@ -115,6 +117,24 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
                             f"URL check failed: {detail}")
     print(f"Readiness and URL check: {detail}.")
     print(f"PostHog is up at {values.get('SITE_URL', '')} ({len(targets)} services healthy in {elapsed:.0f}s).")
+
+
+def _recreate_changed(root: Path, runner: Runner, targets: list[str], timeout: float,
+                      values: dict[str, str]) -> None:
+    """Recreate, in order and one group at a time, only the services whose configuration changed
+    (operations/recreation.py): the datastores, then web (surging when it can), then worker and
+    plugins. Nothing to recreate (a first start, only stopped containers) is left to Compose."""
+    from posthog_compose.operations import recreation
+
+    planned = recreation.plan(root, runner, targets)
+    if planned.error or not planned.recreates:
+        return
+    print("Recreating only what changed, in this order:")
+    for line in planned.lines():
+        print(f"  {line}")
+    if planned.unchanged:
+        print(f"  left as they are: {', '.join(planned.unchanged)}")
+    recreation.apply(root, runner, planned, timeout, values)
 
 
 def show_changes(root: Path, runner: Runner, services: list[str]) -> None:
@@ -147,6 +167,13 @@ def show_changes(root: Path, runner: Runner, services: list[str]) -> None:
         print("(dry run) up would change nothing: every service it would start runs as the files say.")
     if plan and unchanged:
         print(f"  left as they are (running as the files say): {', '.join(unchanged)}")
+    from posthog_compose.operations import recreation
+
+    ordered = recreation.from_survey(found, targets, recreation.surge_unavailable(root))
+    if ordered.recreates:
+        print("(dry run) in this order:")
+        for line in ordered.lines():
+            print(f"  {line}")
     for finding in found.findings:
         if finding.kind not in stack.drift.UP_FIXES and not finding.blocks_up \
                 and (finding.service in targets or not finding.service):

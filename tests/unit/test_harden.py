@@ -327,6 +327,10 @@ def test_renewed_certificates_recreate_the_services_that_mount_them(deployed, mo
     commands = []
     monkeypatch.setattr(stack, "start_and_wait", lambda root, runner, command, services, timeout, **kw:
                         commands.append(command[command.index("up"):]))
+    from posthog_compose.operations import recreation
+
+    # What runs cannot be compared with the files here (tests/unit/test_recreation.py has the planned path).
+    monkeypatch.setattr(recreation, "plan", lambda *args, **kw: recreation.Plan(error="no engine"))
     harden._recreate_all(deployed, None, force=["db", "redis", "clickhouse"])
     assert commands == [["up", "--detach", "--force-recreate", "--no-deps", "db", "redis", "clickhouse"],
                         ["up", "--detach", "--remove-orphans"]]

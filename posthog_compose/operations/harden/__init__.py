@@ -85,6 +85,7 @@ from posthog_compose.operations.harden.items import (
 from posthog_compose.operations.harden.planning import Change, plan, _with_query
 from posthog_compose.operations.harden.acceptance import ACCEPTABLE, ACCEPT_FILE, app_private, record as accept
 from posthog_compose.operations.harden.changes import (
+    predicted_recreation,
     services_mounting,
     _recreate_all,
     _all_services,
@@ -151,6 +152,20 @@ def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate
         return _apply_planned(root, runner, only, yes, rotate_all)
 
 
+def _print_recreation(planned) -> None:
+    """The plan's lines on recreation: each service that changes, in order, and how."""
+    if planned.error:
+        print(f"  - then recreate the services whose configuration changed and check health and the URL "
+              f"(which ones could not be foreseen: {planned.error})")
+    elif planned.changing:
+        print("  - then recreate only what changes, in this order, and check health and the URL:")
+        for line in planned.lines():
+            print(f"      {line}")
+    else:
+        print("  - no running service's configuration changes: no container is recreated; health and the URL "
+              "are checked")
+
+
 def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotate_all: bool) -> int:
     change, results = plan(root, runner, only, rotate_all)
     for line in change.skipped:
@@ -172,9 +187,10 @@ def _apply_planned(root: Path, runner: Runner, only: list[str], yes: bool, rotat
     print(f"  - back up .env{' and ' + OVERRIDE_FILE if (root / OVERRIDE_FILE).exists() else ''} under backups/")
     if change.offline:
         print("  - then recreate the services that run (the Docker engine does not answer: which run is unknown)")
+    elif not running:
+        print("  - the deployment is not running: start it afterwards with `invoke up`")
     else:
-        print("  - then recreate the services whose configuration changed and check health and the URL"
-              if running else "  - the deployment is not running: start it afterwards with `invoke up`")
+        _print_recreation(predicted_recreation(root, runner, change))
     if runner.dry_run:
         print("Dry run: nothing changed." + (" The Docker engine does not answer" + (
             ", so the steps that need it are listed, not planned in full." if change.needs_engine else ".")

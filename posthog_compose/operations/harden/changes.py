@@ -44,20 +44,60 @@ def services_mounting(root: Path, names: list[str]) -> list[str]:
 
 
 def _recreate_all(root: Path, runner: Runner, force: list[str] | None = None) -> None:
-    from posthog_compose.operations import stack
+    """Recreate only the services whose configuration changed (and ``force``: those that mount a
+    renewed certificate), in order (operations/recreation.py), then wait for every service's health."""
+    from posthog_compose.operations import recreation, stack
     from posthog_compose.configuration.envfile import EnvFile, env_path
 
-    here = stack.services_here(EnvFile.load(env_path(root)).resolved())
-    force = [service for service in force or [] if service in here]  # never start an external datastore's service
-    if force:
-        print(f"Recreating {', '.join(force)} so that they load the renewed certificates ...")
-        stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--force-recreate", "--no-deps",
-                                                           *force),
-                             list(force), 600, readiness_values=EnvFile.load(env_path(root)).resolved())
-    print("Recreating the services whose configuration changed ...")
     values = EnvFile.load(env_path(root)).resolved()
+    here = stack.services_here(values)
+    force = [service for service in force or [] if service in here]  # never start an external datastore's service
+    planned = recreation.plan(root, runner, force={service: "loads the renewed certificates" for service in force})
+    if planned.error:  # what runs could not be compared: every service is brought up to date by Compose
+        if force:
+            print(f"Recreating {', '.join(force)} so that they load the renewed certificates ...")
+            stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--force-recreate",
+                                                               "--no-deps", *force),
+                                 list(force), 600, readiness_values=values)
+        print("Recreating the services whose configuration changed ...")
+    elif planned.changing:
+        print("Recreating only what changed, in this order:")
+        for line in planned.lines():
+            print(f"  {line}")
+        recreation.apply(root, runner, planned, 600, values)
+    else:
+        print("No service's configuration changed: no container is recreated.")
     stack.start_and_wait(root, runner, compose.command(root, "up", "--detach", "--remove-orphans"),
-                         stack.services_here(values), 600, readiness_values=values)
+                         here, 600, readiness_values=values)
+
+
+def predicted_recreation(root: Path, runner: Runner, change: Change):
+    """What applying ``change`` will recreate (a recreation.Plan), before anything is written: the
+    hashes of the planned .env compared with the running containers; the services the override file
+    mounts certificates into (first TLS run) or that mount a renewed certificate are recreated too."""
+    from posthog_compose.configuration.envfile import EnvFile, env_path
+    import yaml
+
+    from posthog_compose.operations import recreation
+
+    env = EnvFile.load(env_path(root))
+    for name, value in change.env.items():
+        env.set(name, value)
+    for name in change.env_remove:
+        env.remove(name)
+    force: dict[str, str] = {}
+    if change.override:
+        values = {**env.resolved(), **change.env}
+        try:
+            text = render_override((root / TLS_TEMPLATE).read_text(encoding="utf-8"), values)
+            mounted = [str(name) for name in ((yaml.safe_load(text) or {}).get("services") or {})]
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            mounted = list(_all_services())
+        force.update({name: "mounts the certificates (TLS)" for name in mounted})
+    elif change.certificates:
+        force.update({name: "loads the renewed certificates"
+                      for name in services_mounting(root, ["ca", "db", "redis", "clickhouse"])})
+    return recreation.predict(root, runner, env.render(), force)
 
 
 def _all_services() -> tuple[str, ...]:

@@ -99,7 +99,7 @@ def run(root: Path, runner: Runner, request: Request) -> int:
         if plan.current == plan.target and not request.pin_digest:
             print(f"{plan.variable} is already {plan.target}: nothing to do.")
             return 0
-        print_plan(plan, request, True)
+        print_plan(plan, request, True, root)
         print("Dry run: nothing changed.")
         return 0
     # Every decision below is taken under the lock: a second upgrade to the same target waits
@@ -113,7 +113,7 @@ def run(root: Path, runner: Runner, request: Request) -> int:
             _require_running_on(root, runner, plan)
             print(f"{plan.variable} is already {plan.target} and the running containers use it: nothing to do.")
             return 0
-        print_plan(plan, request, False)
+        print_plan(plan, request, False, root)
         return _run(root, runner, request, plan)
 
 

@@ -136,7 +136,9 @@ def _where(endpoint) -> str:
     return stack.endpoint_text(endpoint)
 
 
-def print_plan(plan: Plan, request: Request, dry_run: bool) -> None:
+def print_plan(plan: Plan, request: Request, dry_run: bool, root: Path | None = None) -> None:
+    """The plan, before anything changes; with ``root``, each service to recreate says how (web
+    surges when the edge proxy makes it possible, worker and plugins follow web)."""
     if plan.current == plan.target:
         return
     steps = []
@@ -151,7 +153,8 @@ def print_plan(plan: Plan, request: Request, dry_run: bool) -> None:
         steps.append("skip the PostgreSQL backup (--skip-backup)" if request.skip_backup
                      else "back up PostgreSQL (`invoke backup --only postgres`: a verified pg_dump archive in backups/)")
     steps.append(f"pull {plan.target}" + (" and pin its digest" if request.pin_digest else ""))
-    steps.append(f"set {plan.variable} in .env and recreate {', '.join(plan.services)}")
+    steps.append(f"set {plan.variable} in .env and recreate {', '.join(plan.services)}"
+                 + ("".join(f"\n       {line}" for line in _recreation_lines(plan, root)) if root is not None else ""))
     steps.append(f"wait until healthy (at most {request.timeout:.0f} s) and check the URL; roll back on any failure")
     print(f"Plan: upgrade {plan.variable} {plan.current} -> {plan.target}")
     for number, step in enumerate(steps, 1):
@@ -160,3 +163,39 @@ def print_plan(plan: Plan, request: Request, dry_run: bool) -> None:
         print(f"warning: {warning}")
     if dry_run:
         print(plan.diff(), end="")
+
+
+class _Running:
+    """A running container as recreation.decide reads it: every service of an upgrade runs."""
+
+    running = True
+
+    @staticmethod
+    def label() -> str:
+        return "running"
+
+
+def _recreation_lines(plan: Plan, root: Path) -> list[str]:
+    """One line per service the upgrade recreates, in the order the switch takes them, and how."""
+    from posthog_compose.operations import recreation
+
+    reason = recreation.surge_unavailable(root)
+    if reason is None and "web" in plan.services:
+        refusal = _surge_refusal(root, plan.current, plan.target)
+        if refusal is not None:
+            reason = f"{plan.current} and {plan.target} may not run side by side: {refusal}"
+    planned = recreation.decide(plan.services, {name: [_Running()] for name in plan.services},
+                                {name: "" for name in plan.services}, reason)
+    return planned.lines()
+
+
+def _surge_refusal(root: Path, current: str, target: str) -> str | None:
+    """The upgrade gate's word on running both versions side by side, as the switch asks it
+    (upgrade/switch.py); a kit without that gate allows it."""
+    import importlib
+    import importlib.util
+
+    name = "posthog_compose.operations.upgrade.surge_gate"
+    if importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name).surge_refusal(root, current, target)

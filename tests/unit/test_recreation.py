@@ -1,0 +1,234 @@
+"""Recreating only what changed (operations/recreation.py): which services `up` and `harden` recreate,
+decided from Compose's config hashes and the containers' labels as the engine lists them (a faked engine,
+tests/unit/test_drift.py's), in which order (datastores, web, then worker and plugins) and how (web
+surges only when the surge is available); then that applying the plan names only those services to
+Compose. The proof on an engine is tests/e2e/test_recreate_changed.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from posthog_compose.configuration.manifest import SERVICES
+from posthog_compose.operations import lifecycle, recreation, stack
+from posthog_compose.operations.engine import Runner
+from posthog_compose.operations.stack import drift
+from tests.conftest import set_env
+from tests.unit.test_drift import HASH, FakeEngine, container, hashes_text, running  # noqa: F401 (fixture)
+
+PROXY_OFF = "the edge proxy is off"
+DATASTORES = [name for name in SERVICES if name not in ("web", "worker", "plugins")]
+STATES = ("unchanged", "changed", "new image", "missing", "stopped")
+
+
+def _model(monkeypatch):
+    from tests.unit.test_drift import IMAGES
+
+    model = {name: {"image": IMAGES[name], "environment": {}} for name in SERVICES}
+    monkeypatch.setattr(drift, "_model", lambda root: model)
+
+
+@pytest.fixture
+def bare(tmp_path, monkeypatch):
+    """A deployment folder with only its compose file, a Compose the faked engine answers for, and the
+    model Compose would build: the eight services."""
+    monkeypatch.setenv("POSTHOG_COMPOSE_BINARY", "compose-of-the-test")
+    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+    _model(monkeypatch)
+    return tmp_path
+
+
+def _rows(root, states: dict[str, str]) -> list[dict]:
+    rows = []
+    for name, state in states.items():
+        if state == "missing":
+            continue
+        row = container(root, name, "0" * 64 if state == "changed" else None,
+                        state="exited" if state == "stopped" else "running")
+        if state == "new image":  # created from an image the pinned reference no longer names
+            row[drift.IMAGE_LABEL] = "sha256:" + "e" * 64
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- the decision
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(states=st.fixed_dictionaries({name: st.sampled_from(STATES) for name in SERVICES}), proxy=st.booleans())
+def test_the_plan_recreates_exactly_the_changed_services_in_order_and_web_surges_only_behind_the_proxy(
+        bare, monkeypatch, states, proxy):
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None if proxy else PROXY_OFF)
+    engine = FakeEngine(bare, _rows(bare, states), hashes=hashes_text(HASH))
+    planned = recreation.plan(bare, engine)
+    assert planned.error == ""
+    actions = {step.service: step.action for step in planned.steps}
+    assert set(actions) == set(SERVICES)
+    recreated = {name for name, action in actions.items() if action in (recreation.RECREATE, recreation.SURGE)}
+    assert recreated == {name for name, state in states.items() if state in ("changed", "new image")}
+    assert {name for name, action in actions.items() if action == recreation.START} == \
+        {name for name, state in states.items() if state in ("missing", "stopped")}
+    assert set(planned.unchanged) == {name for name, state in states.items() if state == "unchanged"}
+    assert (actions["web"] == recreation.SURGE) == (proxy and "web" in recreated)
+    assert all(actions[name] != recreation.SURGE for name in SERVICES if name != "web")
+    order = [step.service for step in planned.steps]
+    assert order[:len(DATASTORES)] == DATASTORES and order[len(DATASTORES):] == ["web", "worker", "plugins"]
+    lines = planned.lines()
+    assert len(lines) == sum(1 for state in states.values() if state != "unchanged")  # one per service that changes
+    if "web" in recreated:
+        web_line = next(line for line in lines if line.startswith("web: "))
+        assert web_line.startswith("web: surge (no failed requests through the proxy)" if proxy else
+                                   "web: recreated in place (the edge proxy is off: about 1-2 s without answers)")
+    if actions["web"] != recreation.UNCHANGED:
+        for name in ("worker", "plugins"):
+            if name in recreated:
+                assert f"{name}: recreated after web" in "\n".join(lines)
+    assert not any(c for c in engine.calls if c[0] != "docker" and "up" in c)  # planning changes nothing
+
+
+def test_a_plan_that_cannot_compare_leaves_compose_to_decide(bare, monkeypatch):
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: PROXY_OFF)
+    planned = recreation.plan(bare, FakeEngine(bare, engine_down=True, hashes=hashes_text(HASH)))
+    assert planned.error and planned.steps == [] and not planned.recreates
+
+
+# ----------------------------------------------------------------------------- applying it
+class Recorder:
+    """stack.start_and_wait and the surge, recorded instead of run."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[list[str]] = []
+        monkeypatch.setattr(stack, "start_and_wait", self.start_and_wait)
+        monkeypatch.setattr(recreation, "replace_web", lambda root, runner, timeout: self.calls.append(["surge web"]))
+
+    def start_and_wait(self, root, runner, command, services, timeout, readiness_values=None):
+        self.calls.append(command[command.index("up"):])
+        return 1.0
+
+
+@pytest.mark.parametrize("proxy", [True, False])
+def test_apply_acts_on_the_changed_services_only_datastores_then_web_then_worker_and_plugins(
+        bare, monkeypatch, proxy):
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None if proxy else PROXY_OFF)
+    states = {name: "unchanged" for name in SERVICES}
+    states.update(redis="changed", web="changed", worker="changed", plugins="stopped")
+    planned = recreation.plan(bare, FakeEngine(bare, _rows(bare, states), hashes=hashes_text(HASH)))
+    recorder = Recorder(monkeypatch)
+    recreation.apply(bare, Runner(bare), planned, 600, {})
+    web = ["surge web"] if proxy else ["up", "--detach", "--no-deps", "web"]
+    assert recorder.calls == [["up", "--detach", "--no-deps", "redis"], web,
+                              ["up", "--detach", "--no-deps", "worker", "plugins"]]
+
+
+def test_a_renewed_certificate_forces_its_users_and_nothing_else(bare, monkeypatch):
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: PROXY_OFF)
+    engine = FakeEngine(bare, _rows(bare, {name: "unchanged" for name in SERVICES}), hashes=hashes_text(HASH))
+    planned = recreation.plan(bare, engine, force={"db": "loads the renewed certificates"})
+    assert planned.lines() == ["db: recreated in place; loads the renewed certificates"]
+    recorder = Recorder(monkeypatch)
+    recreation.apply(bare, Runner(bare), planned, 600, {})
+    assert recorder.calls == [["up", "--detach", "--force-recreate", "--no-deps", "db"]]
+
+
+# ----------------------------------------------------------------------------- up
+def test_up_recreates_only_what_changed_in_order_before_its_usual_wait(deployed, monkeypatch, capsys):
+    """`up` after an .env change that reaches worker only: worker alone is named to Compose before the
+    usual `compose up` (which then finds nothing to change)."""
+    from posthog_compose.configuration import checks
+
+    monkeypatch.setattr(checks, "require_clean", lambda root: None)
+    monkeypatch.setattr(lifecycle, "check_images_match", lambda *args: None)
+    monkeypatch.setattr(lifecycle, "check_datastores_write", lambda *args: None)
+    monkeypatch.setattr(stack, "check_url", lambda values, **kw: (True, "ok"))
+    monkeypatch.setattr(lifecycle, "recover", lambda root, runner: None)
+    states = {name: "unchanged" for name in SERVICES}
+    states["worker"] = "changed"
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: PROXY_OFF)
+    _model(monkeypatch)
+    engine = FakeEngine(deployed, _rows(deployed, states), hashes=hashes_text(HASH))  # refuses any change
+    recorder = Recorder(monkeypatch)
+    lifecycle.up(deployed, engine, [])
+    assert recorder.calls[0] == ["up", "--detach", "--no-deps", "worker"]
+    assert recorder.calls[1:] == [["up", "--detach"]]
+    out = capsys.readouterr().out
+    assert "Recreating only what changed, in this order:\n  worker: recreated in place" in out
+    assert "  left as they are: db, redis, clickhouse, zookeeper, kafka, web, plugins\n" in out
+
+
+def test_up_dry_run_says_how_each_changed_service_is_recreated(running, monkeypatch, capsys):
+    root, rows, image_ids = running
+    set_env(root, TRUSTED_PROXIES="10.1.2.3")  # read by web and worker only
+    for proxy, web_line in ((False, "  web: recreated in place (the edge proxy is off: about 1-2 s without answers)"),
+                            (True, "  web: surge (no failed requests through the proxy)")):
+        monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None if proxy else PROXY_OFF)
+        engine = FakeEngine(root, rows, images=image_ids, real_compose=True, dry_run=True)
+        lifecycle.up(root, engine, [])
+        out = capsys.readouterr().out
+        assert "(dry run) in this order:\n" + web_line in out
+        assert "  worker: recreated after web; configuration changed since it was started (TRUSTED_PROXIES)\n" in out
+        assert "  db: " not in out and "  plugins: " not in out
+
+
+# ----------------------------------------------------------------------------- harden's plan
+def test_harden_foresees_from_the_planned_env_which_services_it_recreates(running, monkeypatch):
+    """Before .env is written, Compose's hashes of the planned text say which running services change:
+    here a new SECRET_KEY reaches web, worker and plugins only. The planned text (secrets) is not left behind."""
+    from posthog_compose.operations.harden import Change, predicted_recreation
+
+    root, rows, image_ids = running
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: PROXY_OFF)
+    engine = FakeEngine(root, rows, images=image_ids, real_compose=True)
+    planned = predicted_recreation(root, engine, Change(items=["debug"], env={"SECRET_KEY": "x" * 50}))
+    assert planned.error == ""
+    assert [step.line() for step in planned.changing] == [
+        "web: recreated in place (the edge proxy is off: about 1-2 s without answers); configuration changes",
+        "worker: recreated after web; configuration changes", "plugins: recreated after web; configuration changes"]
+    assert not [path for path in (root / ".deploy").iterdir() if path.name.startswith("planned-env")]
+    unchanged = predicted_recreation(root, engine, Change(items=["debug"]))
+    assert (unchanged.error, unchanged.changing) == ("", [])
+
+
+# ----------------------------------------------------------------------------- upgrade's plan
+@pytest.mark.parametrize("proxy", [True, False])
+def test_the_upgrade_plan_says_how_each_service_is_recreated(deployed, monkeypatch, capsys, proxy):
+    from posthog_compose.operations.upgrade.plan import Request, make_plan, print_plan
+
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None if proxy else PROXY_OFF)
+    request = Request(to="release-1.43.1")
+    print_plan(make_plan(deployed, request), request, True, deployed)
+    out = capsys.readouterr().out
+    web = ("web: surge (no failed requests through the proxy)" if proxy else
+           "web: recreated in place (the edge proxy is off: about 1-2 s without answers)")
+    assert f"\n       {web}\n       worker: recreated after web\n       plugins: recreated after web\n" in out
+
+
+def test_harden_recreates_only_the_changed_services_then_waits_for_all(deployed, monkeypatch, capsys):
+    from posthog_compose.operations import harden
+
+    states = {name: "unchanged" for name in SERVICES}
+    states.update(web="changed", worker="changed")
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None)
+    _model(monkeypatch)
+    recorder = Recorder(monkeypatch)
+    harden._recreate_all(deployed, FakeEngine(deployed, _rows(deployed, states), hashes=hashes_text(HASH)))
+    assert recorder.calls == [["surge web"], ["up", "--detach", "--no-deps", "worker"],
+                              ["up", "--detach", "--remove-orphans"]]
+    assert "  web: surge (no failed requests through the proxy); configuration changed since it was started\n" \
+           "  worker: recreated after web; configuration changed since it was started\n" in capsys.readouterr().out
+
+
+def test_harden_prints_each_service_it_will_recreate_before_it_asks(deployed, monkeypatch, capsys):
+    from posthog_compose.operations import harden
+
+    change = harden.Change(items=["debug"], env_remove=["DEBUG"], running=True, lines=["debug: remove DEBUG"])
+    monkeypatch.setattr(harden, "plan", lambda *args: (change, []))
+    planned = recreation.decide(["db", "web", "worker"], {name: [drift.Container("i", name, {}, "", "running")]
+                                                         for name in ("db", "web", "worker")},
+                                {"web": "configuration changes", "worker": "configuration changes"}, None)
+    monkeypatch.setattr(harden, "predicted_recreation", lambda root, runner, change: planned)
+    assert harden._apply_planned(deployed, Runner(deployed, dry_run=True), [], True, False) == 0
+    out = capsys.readouterr().out
+    assert ("  - then recreate only what changes, in this order, and check health and the URL:\n"
+            "      web: surge (no failed requests through the proxy); configuration changes\n"
+            "      worker: recreated after web; configuration changes\n") in out
+    assert out.index("worker: recreated after web") < out.index("Dry run: nothing changed.")
