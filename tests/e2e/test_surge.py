@@ -17,10 +17,14 @@ import time
 import pytest
 
 from tests.e2e.harness import free_port, start_registry
-from tests.e2e.test_upgrade import REPOSITORY, SHA_BROKEN, SHA_V2
+from tests.e2e.test_upgrade import REPOSITORY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", reason="upgrades between stand-in tags pushed to a "
                                                  "registry built here (v1, v2, broken)")]
+
+# Numbered releases whose moves upgrades.yml reviewed and allowed to surge (1.41.2 -> 1.41.3 -> 1.41.4): the
+# stand-in v1, v2 and broken are published under them.
+V1, V2, BROKEN = "release-1.41.2", "release-1.41.3", "release-1.41.4"
 
 DOMAIN = "posthog.test"
 #: At most this many requests a second in all (two clients), so the loop measures the switch, not the host.
@@ -31,9 +35,9 @@ RATE = 100
 def registry(e2e_engine):
     registry = start_registry(e2e_engine)
     prefix = "posthog-compose-e2e/posthog-standin"
-    registry.publish(f"{prefix}:v1", REPOSITORY, "release-1.41.0")
-    registry.publish(f"{prefix}:v2", REPOSITORY, SHA_V2)
-    registry.publish(f"{prefix}:broken", REPOSITORY, SHA_BROKEN)
+    registry.publish(f"{prefix}:v1", REPOSITORY, V1)
+    registry.publish(f"{prefix}:v2", REPOSITORY, V2)
+    registry.publish(f"{prefix}:broken", REPOSITORY, BROKEN)
     yield registry
     registry.stop()
 
@@ -107,7 +111,7 @@ def test_web_is_replaced_behind_the_proxy_without_a_failed_request(deployment, r
     image = f"{registry.address}/{REPOSITORY}"
     third = random.randint(1, 250)  # engines of parallel runs share the host's routes: one subnet each
     https_port = free_port()
-    deployment.set_env(POSTHOG_IMAGE=f"{image}:release-1.41.0", PROXY_HTTP_PORT=str(free_port()),
+    deployment.set_env(POSTHOG_IMAGE=f"{image}:{V1}", PROXY_HTTP_PORT=str(free_port()),
                        PROXY_HTTPS_PORT=str(https_port), PROXY_SUBNET=f"10.254.{third}.0/29",
                        PROXY_ADDRESS=f"10.254.{third}.6")
     try:
@@ -120,20 +124,21 @@ def test_web_is_replaced_behind_the_proxy_without_a_failed_request(deployment, r
         # v1 -> v2: web replaced beside the old container.
         with Traffic(https_port, ca) as traffic:
             time.sleep(2)
-            upgraded = deployment.invoke("upgrade", "--to", SHA_V2, "--timeout", "240")
+            upgraded = deployment.invoke("upgrade", "--to", V2, "--timeout", "240")
             time.sleep(2)
         assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
         assert "web: replaced beside the running container behind the edge proxy" in upgraded.stdout
         assert traffic.sent > 100 and not traffic.failed, (traffic.sent, traffic.failed[:10])
         (web,) = web_containers(deployment)
-        assert web["Config"]["Image"] == f"{image}:{SHA_V2}" and web["State"]["Status"] == "running"
+        assert web["Config"]["Image"] == f"{image}:{V2}" and web["State"]["Status"] == "running"
 
         # v2 -> broken: the broken web never turns ready, never joins; the old one serves throughout.
         with Traffic(https_port, ca) as traffic:
             time.sleep(2)
-            broken = deployment.invoke("upgrade", "--to", SHA_BROKEN, "--timeout", "90")
+            broken = deployment.invoke("upgrade", "--to", BROKEN, "--timeout", "90")
             time.sleep(2)
         assert broken.returncode == 1, broken.stdout + broken.stderr
+        assert "web: replaced beside the running container behind the edge proxy" in broken.stdout
         assert "Rolled back in" in broken.stdout
         assert traffic.sent > 100 and not traffic.failed, (traffic.sent, traffic.failed[:10])
         (after,) = web_containers(deployment)

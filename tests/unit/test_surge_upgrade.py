@@ -4,6 +4,7 @@ way back; else in place, saying why in one line."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import types
 
@@ -12,13 +13,15 @@ import pytest
 from posthog_compose import journal
 from posthog_compose.operations import stack, surge
 from posthog_compose.operations.upgrade import switch
+from tests.conftest import REPO
 
-OLD, NEW = "posthog/posthog:release-1.42.0", "posthog/posthog:release-1.43.0"
+OLD, NEW = "posthog/posthog:release-1.43.0", "posthog/posthog:release-1.43.1"  # a move upgrades.yml allows to surge
 
 
 @pytest.fixture()
 def deployment(tmp_path, monkeypatch):
     (tmp_path / ".env").write_text("WEB_PORT=8080\n")
+    shutil.copy(REPO / "upgrades.yml", tmp_path / "upgrades.yml")  # the gate's reviews
     calls: list = []
     monkeypatch.setattr(stack, "start_and_wait", lambda root, runner, command, services, timeout, **kw:
                         calls.append(("in place", tuple(services))))
@@ -59,7 +62,7 @@ def test_the_gate_is_asked_about_the_versions_side_by_side_both_ways(deployment,
     monkeypatch.setitem(sys.modules, "posthog_compose.operations.upgrade.surge_gate", gate)
     switch._recreate(root, None, ["web"], 600)
     assert seen == [asked] and calls == [("in place", ("web",))]
-    assert "may not run side by side: a migration drops a column" in capsys.readouterr().out
+    assert "a migration drops a column; the URL is down while web restarts" in capsys.readouterr().out
 
 
 def test_a_kit_without_the_gate_allows_the_surge(deployment, monkeypatch):
@@ -69,6 +72,14 @@ def test_a_kit_without_the_gate_allows_the_surge(deployment, monkeypatch):
     assert switch.surge_refusal(root, OLD, NEW) is None
     switch._recreate(root, None, ["web"], 600)
     assert calls == [("surge", ("web",))]
+
+
+def test_the_kits_gate_keeps_a_reviewed_refusal_in_place(deployment, capsys):
+    root, calls = deployment
+    journal.write(root, "upgrade", {"variable": "POSTHOG_IMAGE", "from": "posthog/posthog:release-1.42.0",
+                                    "to": "posthog/posthog:release-1.43.0", "phase": "switching"})
+    switch._recreate(root, None, ["web"], 600)
+    assert calls == [("in place", ("web",))] and "drops the table" in capsys.readouterr().out
 
 
 def test_outside_an_upgrade_web_is_recreated_in_place(deployment, capsys):

@@ -121,9 +121,10 @@ def _replace_web_by_surge(root: Path, runner: Runner, timeout: float) -> bool:
     if reason is None and versions is None:
         reason = "the versions switched are not known"
     if reason is None:
-        reason = surge_refusal(root, *versions)
-        if reason is not None:
-            reason = f"{versions[0]} and {versions[1]} may not run side by side: {reason}"
+        refusal = surge_refusal(root, *versions)
+        if refusal is not None:  # the gate's own line says what is done and why
+            print(f"{refusal.rstrip('.')}; the URL is down while web restarts.", flush=True)
+            return False
     if reason is not None:
         print(f"web: recreated in place ({reason}); the URL is down while it restarts.", flush=True)
         return False
