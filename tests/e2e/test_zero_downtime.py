@@ -100,7 +100,9 @@ def _measure(deployment, case: str, target: Target, *operation: str, expect_exit
     missing = missing_from_clickhouse(deployment, set(summary.accepted_uuids)) if summary.accepted_uuids else set()
     line = summary.line(case, worker=outages["worker"], plugins=outages["plugins"])
     line += f"; web container outage {outages['web']:.1f} s; {len(missing)} accepted events missing in ClickHouse"
-    switched = [text.strip() for text in result.stdout.splitlines() if text.startswith("web: ")]
+    # The task's own line on how web was switched (beside the old one, or in place and why), as it printed it.
+    switched = [text.strip() for text in result.stdout.splitlines()
+                if text.startswith("web") and ("beside" in text or "in place" in text)]
     line += f"; {switched[0] if switched else 'the task said nothing of how web was switched'}"
     if summary.first_failures:
         line += f"; first failures: {'; '.join(summary.first_failures)}"
