@@ -251,10 +251,11 @@ def test_the_loop_keeps_its_rate_records_every_request_and_measures_an_outage():
 def test_a_loop_with_a_duration_stops_by_itself_and_counts_refused_connections():
     with _Server() as server:
         port = server.http.server_address[1]
-    loop = LoadLoop(Target.web_port(port), "phc_token", rate=50, threads=2, duration=0.3, timeout=1).start()
+    # A second of it: the threads start within it even on a loaded host (the suite runs beside engines).
+    loop = LoadLoop(Target.web_port(port), "phc_token", rate=20, threads=2, duration=1.0, timeout=1).start()
     loop.wait()
     summary = loop.summary()
-    assert 1 <= summary.sent <= 16 and summary.ok == 0
+    assert 1 <= summary.sent <= 21 and summary.ok == 0
     assert set(summary.failed) == {"ConnectionRefusedError"} and not summary.accepted_uuids
 
 
