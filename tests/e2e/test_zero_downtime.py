@@ -1,0 +1,186 @@
+"""Zero failed requests behind the edge proxy, measured on a real engine: PostHog's own traffic (pages,
+readiness, captured events each with its own uuid; tests/e2e/loadloop.py) runs through the proxy at up to
+150 requests/s while the deployment changes under it:
+
+  (a) a good `invoke upgrade` (v1 -> v2),
+  (b) the automatic rollback of a version whose web never gets ready (v2 -> broken -> v2), then
+      `invoke upgrade --to` the previous version (v2 -> v1),
+  (c) a live `invoke harden` of an item that recreates web (an insecure SECRET_KEY, `--only secrets`),
+  (d) an `.env` change that touches web (TRUSTED_PROXIES), then `invoke up`.
+
+Each case: 0 failed requests, and every event PostHog accepted is stored in ClickHouse afterwards. Then,
+without the proxy, a good upgrade leaves web's published port unanswered for at most 2 s.
+
+One deployment serves every case in order (each starts from where the previous one left it): its images
+come from a registry on the engine, as in tests/e2e/test_upgrade.py. Each case prints one line: requests,
+failed, latency p50/p95/p99/max of the requests started during the operation, the outage clients saw of
+web, and the worker's and plugin server's outages from their containers' health during the operation."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from tests.e2e import harness
+from tests.e2e.harness import free_port, make_deployment, start_registry
+from tests.e2e.loadloop import LoadLoop, ServiceWatch, Target, missing_from_clickhouse
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lanes(
+    "local", reason="switches between stand-in tags pushed to a registry built here (v1, v2, broken) and writes "
+                    "the project straight into the stand-in's posthog_team")]
+
+REPOSITORY = "posthog/posthog"
+# Numbered releases one patch apart, moves upgrades.yml reviewed and allowed to run side by side (a commit-SHA
+# tag or a downgrade is switched in place: operations/upgrade/surge_gate.py).
+V1, V2, BROKEN = "release-1.41.0", "release-1.41.1", "release-1.41.2"
+TOKEN = "phc_e2eZeroDowntimeKey0123456789"
+DOMAIN = "posthog.test"
+#: Through the proxy the loop runs at the default 150 requests/s; this bounds the web outage without it.
+MAX_WEB_OUTAGE_WITHOUT_PROXY = 2.0
+
+#: Seconds the loop runs before the operation starts and after it ends.
+BEFORE_AND_AFTER = 2.0
+
+MEASURED: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module")
+def live(e2e_engine, tmp_path_factory):
+    """A running deployment at v1 with a project, its images from a registry on the engine; removed with its
+    volumes (the proxy's too) after the module, also when a case failed."""
+    registry = start_registry(e2e_engine)
+    deployment = None
+    try:
+        prefix = "posthog-compose-e2e/posthog-standin"
+        registry.publish(f"{prefix}:v1", REPOSITORY, V1)
+        registry.publish(f"{prefix}:v2", REPOSITORY, V2)
+        registry.publish(f"{prefix}:broken", REPOSITORY, BROKEN)
+        deployment = make_deployment(tmp_path_factory.mktemp("zero-downtime") / "deployment", e2e_engine)
+        third = random.randint(1, 250)  # engines of parallel runs share the host's routes: one subnet each
+        deployment.set_env(POSTHOG_IMAGE=f"{registry.address}/{REPOSITORY}:{V1}", PROXY_HTTP_PORT=str(free_port()),
+                           PROXY_HTTPS_PORT=str(free_port()), PROXY_SUBNET=f"10.254.{third}.0/29",
+                           PROXY_ADDRESS=f"10.254.{third}.6")
+        started = deployment.invoke("up", "--timeout", "300")
+        assert started.returncode == 0, started.stdout + started.stderr
+        deployment.psql(f"INSERT INTO posthog_team (api_token, name) VALUES ('{TOKEN}', 'e2e');")
+        enabled = deployment.invoke("proxy", "--enable", "--domain", DOMAIN)
+        assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+        yield deployment
+    finally:
+        if deployment is not None:
+            deployment.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+            # Once the proxy is off, its volumes are no longer in the files `down --volumes` reads.
+            e2e_engine.docker("volume", "rm", "posthog_proxy-data", "posthog_proxy-config", check=False)
+        registry.stop()
+        if MEASURED:
+            harness.progress("zero-downtime measurements: " + json.dumps(MEASURED))
+
+
+def _through_proxy(deployment) -> Target:
+    values = deployment.values()
+    return Target.through_proxy(DOMAIN, int(values["PROXY_HTTPS_PORT"]), str(deployment.root / "certs" / "ca.crt"))
+
+
+def _measure(deployment, case: str, target: Target, *operation: str, expect_exit: int = 0):
+    """Run `invoke OPERATION` under the loop and the watch of web, worker and plugins; print the case's line.
+    Returns (the task's result, the loop's summary, {service: outage from container health})."""
+    project = deployment.values().get("COMPOSE_PROJECT_NAME") or "posthog"
+    loop = LoadLoop(target, TOKEN)
+    with loop:
+        with ServiceWatch(deployment.engine.docker, project, ("web", "worker", "plugins")) as watch:
+            time.sleep(BEFORE_AND_AFTER)  # answers before the operation: the target works to begin with
+            with loop.window():
+                result = deployment.invoke(*operation)
+            time.sleep(BEFORE_AND_AFTER)  # and after it: what the task left serves too
+    summary = loop.summary()
+    outages = {service: round(watch.outage(service), 1) for service in ("web", "worker", "plugins")}
+    missing = missing_from_clickhouse(deployment, set(summary.accepted_uuids)) if summary.accepted_uuids else set()
+    line = summary.line(case, worker=outages["worker"], plugins=outages["plugins"])
+    line += f"; web container outage {outages['web']:.1f} s; {len(missing)} accepted events missing in ClickHouse"
+    # The task's own line on how web was switched (beside the old one, or in place and why), as it printed it.
+    switched = [text.strip() for text in result.stdout.splitlines()
+                if text.startswith("web") and ("beside" in text or "in place" in text)]
+    line += f"; {switched[0] if switched else 'the task said nothing of how web was switched'}"
+    if summary.first_failures:
+        line += f"; first failures: {'; '.join(summary.first_failures)}"
+    harness.progress(f"  {line}")
+    print(line)
+    window = summary.window_latency
+    MEASURED[case] = {"requests": summary.sent, "failed": summary.failed_total, "failed_by_kind": summary.failed,
+                      "accepted_events": len(summary.accepted_uuids), "missing_in_clickhouse": len(missing),
+                      "window_ms": {k: None if v is None else round(v * 1000) for k, v in window.items()},
+                      "web_outage_s": round(summary.outage, 2), "container_outage_s": outages,
+                      "task_exit": result.returncode, "web_switch": switched}
+    assert result.returncode == expect_exit, result.stdout + result.stderr
+    return result, summary, missing
+
+
+def _assert_no_failed_request_and_every_event_stored(summary, missing) -> None:
+    assert summary.sent > 0 and summary.accepted_uuids, summary
+    assert summary.failed_total == 0, \
+        f"{summary.failed_total} failed requests: {summary.failed}; first: {'; '.join(summary.first_failures)}"
+    assert not missing, f"{len(missing)} accepted events are not in ClickHouse, e.g. {sorted(missing)[:3]}"
+
+
+def _image(deployment) -> str:
+    return deployment.values()["POSTHOG_IMAGE"]
+
+
+def test_a_good_upgrade_fails_no_request_through_the_proxy(live):
+    _, summary, missing = _measure(live, "(a) upgrade v1 -> v2 through the proxy", _through_proxy(live),
+                                   "upgrade", "--to", V2, "--timeout", "240")
+    assert _image(live).endswith(f":{V2}")
+    _assert_no_failed_request_and_every_event_stored(summary, missing)
+
+
+def test_the_automatic_rollback_of_a_broken_version_fails_no_request_through_the_proxy(live):
+    before = _image(live)
+    result, summary, missing = _measure(live, "(b) upgrade to a broken version, rolled back through the proxy",
+                                        _through_proxy(live), "upgrade", "--to", BROKEN, "--timeout", "90",
+                                        expect_exit=1)
+    assert "back on" in result.stdout and _image(live) == before, result.stdout + result.stderr
+    _assert_no_failed_request_and_every_event_stored(summary, missing)
+
+
+def test_going_back_to_the_previous_version_fails_no_request_through_the_proxy(live):
+    _, summary, missing = _measure(live, "(b) upgrade --to the previous version v2 -> v1 through the proxy",
+                                   _through_proxy(live), "upgrade", "--to", V1, "--timeout", "240")
+    assert _image(live).endswith(f":{V1}")
+    _assert_no_failed_request_and_every_event_stored(summary, missing)
+
+
+def test_a_live_harden_that_recreates_web_fails_no_request_through_the_proxy(live):
+    # An insecure SECRET_KEY in .env (short), not yet applied: harden's secrets item replaces it, and the new
+    # key reaches web, worker and plugins.
+    live.set_env(SECRET_KEY="e2e-short-secret-key")
+    _, summary, missing = _measure(live, "(c) harden --only secrets through the proxy", _through_proxy(live),
+                                   "harden", "--only", "secrets", "--yes")
+    assert live.values()["SECRET_KEY"] != "e2e-short-secret-key"
+    _assert_no_failed_request_and_every_event_stored(summary, missing)
+
+
+def test_an_env_change_to_web_then_up_fails_no_request_through_the_proxy(live):
+    values = live.values()
+    # One more trusted proxy address inside the proxy's own network: web's (and the worker's) environment
+    # changes, what they do with requests does not.
+    extra = values["PROXY_ADDRESS"].rsplit(".", 1)[0] + ".5"
+    live.set_env(TRUSTED_PROXIES=f"{values['TRUSTED_PROXIES']},{extra}")
+    _, summary, missing = _measure(live, "(d) .env change to web, then up, through the proxy", _through_proxy(live),
+                                   "up", "--timeout", "300")
+    _assert_no_failed_request_and_every_event_stored(summary, missing)
+
+
+def test_without_the_proxy_a_good_upgrade_leaves_web_unanswered_at_most_two_seconds(live):
+    disabled = live.invoke("proxy", "--disable")
+    assert disabled.returncode == 0, disabled.stdout + disabled.stderr
+    target = Target.web_port(int(live.values()["WEB_PORT"]))
+    _, summary, missing = _measure(live, "upgrade v1 -> v2 without the proxy (web's published port)", target,
+                                   "upgrade", "--to", V2, "--timeout", "240")
+    assert _image(live).endswith(f":{V2}")
+    # Without the proxy web's port belongs to one container: an in-place switch costs its outage, bounded here;
+    # every event PostHog did accept is still stored.
+    assert summary.outage <= MAX_WEB_OUTAGE_WITHOUT_PROXY, summary.line("without the proxy")
+    assert not missing, f"{len(missing)} accepted events are not in ClickHouse"
