@@ -109,7 +109,7 @@ def set_env(repo: Path, **values) -> None:
 # (the managed datastores: test_external*, test_migrate_datastore).
 SECOND_ENGINE_FILES = frozenset({
     "test_backup.py", "test_backup_online.py", "test_restore_faults.py", "test_upgrade.py",
-    "test_migrate_datastore.py", "test_external.py", "test_external_ops.py",
+    "test_migrate_datastore.py", "test_external.py", "test_external_ops.py", "test_zero_downtime.py",
 })
 
 

@@ -9,7 +9,7 @@ order they are acted on: the datastores first, then web, then worker, plugins an
 Worker and plugins follow web because PostHog's worker exits while a migration is pending
 (bin/docker-worker-celery runs bin/migrate-check under `set -e`) and only web's start runs the
 migrations. Web is switched by the surge (operations/surge: a second web behind the edge proxy, so no
-request fails) when the surge is available, else recreated in place (1-2 s without answers).
+request fails) when the surge is available, else recreated in place (no answers while it stops and boots).
 
 ``predict`` makes the same plan for a .env not written yet (harden's plan, shown before it asks):
 Compose computes the hashes from that text, given with --env-file, in a 0600 file under .deploy/.
@@ -50,7 +50,7 @@ class Step:
         if self.action == SURGE:
             what = "surge (no failed requests through the proxy)"
         elif self.action == RECREATE and self.service == "web":
-            what = f"recreated in place ({self.why_not_surge}: about 1-2 s without answers)"
+            what = f"recreated in place ({self.why_not_surge}: no answers while it stops and boots)"
         elif self.action == RECREATE:
             what = "recreated after web" if self.after_web else "recreated in place"
         elif self.action == START:

@@ -78,7 +78,7 @@ def test_the_plan_recreates_exactly_the_changed_services_in_order_and_web_surges
     if "web" in recreated:
         web_line = next(line for line in lines if line.startswith("web: "))
         assert web_line.startswith("web: surge (no failed requests through the proxy)" if proxy else
-                                   "web: recreated in place (the edge proxy is off: about 1-2 s without answers)")
+                                   "web: recreated in place (the edge proxy is off: no answers while it stops and boots)")
     if actions["web"] != recreation.UNCHANGED:
         for name in ("worker", "plugins"):
             if name in recreated:
@@ -158,7 +158,7 @@ def test_up_recreates_only_what_changed_in_order_before_its_usual_wait(deployed,
 def test_up_dry_run_says_how_each_changed_service_is_recreated(running, monkeypatch, capsys):
     root, rows, image_ids = running
     set_env(root, TRUSTED_PROXIES="10.1.2.3")  # read by web and worker only
-    for proxy, web_line in ((False, "  web: recreated in place (the edge proxy is off: about 1-2 s without answers)"),
+    for proxy, web_line in ((False, "  web: recreated in place (the edge proxy is off: no answers while it stops and boots)"),
                             (True, "  web: surge (no failed requests through the proxy)")):
         monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None if proxy else PROXY_OFF)
         engine = FakeEngine(root, rows, images=image_ids, real_compose=True, dry_run=True)
@@ -181,7 +181,7 @@ def test_harden_foresees_from_the_planned_env_which_services_it_recreates(runnin
     planned = predicted_recreation(root, engine, Change(items=["debug"], env={"SECRET_KEY": "x" * 50}))
     assert planned.error == ""
     assert [step.line() for step in planned.changing] == [
-        "web: recreated in place (the edge proxy is off: about 1-2 s without answers); configuration changes",
+        "web: recreated in place (the edge proxy is off: no answers while it stops and boots); configuration changes",
         "worker: recreated after web; configuration changes", "plugins: recreated after web; configuration changes"]
     assert not [path for path in (root / ".deploy").iterdir() if path.name.startswith("planned-env")]
     unchanged = predicted_recreation(root, engine, Change(items=["debug"]))
@@ -198,7 +198,7 @@ def test_the_upgrade_plan_says_how_each_service_is_recreated(deployed, monkeypat
     print_plan(make_plan(deployed, request), request, True, deployed)
     out = capsys.readouterr().out
     web = ("web: surge (no failed requests through the proxy)" if proxy else
-           "web: recreated in place (the edge proxy is off: about 1-2 s without answers)")
+           "web: recreated in place (the edge proxy is off: no answers while it stops and boots)")
     assert f"\n       {web}\n       worker: recreated after web\n       plugins: recreated after web\n" in out
 
 
