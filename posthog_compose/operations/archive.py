@@ -65,7 +65,7 @@ from typing import BinaryIO, Callable, Iterator
 
 # The rules a reader applies live in archive_checks; they are re-exported here, the format's one name.
 from posthog_compose.operations.archive_age import AGE_MAGIC, AgeReader, AgeWriter
-from posthog_compose.operations.archive_members import Member, MemberInfo, ReadResult  # noqa: F401
+from posthog_compose.operations.archive_members import Member, MemberInfo, MemberStream, ReadResult  # noqa: F401
 from posthog_compose.operations.archive_tar import BLOCK, TarArchiveWriter, is_tar_header, iter_tar_members
 from posthog_compose.operations.archive_checks import (  # noqa: F401
     CHUNK, ENC_MAGIC, FORMAT, FORMATS, LEGACY_FORMAT, FRAME, HEADER_FIELDS, KEY_CHECK, LISTED_FIELDS, MAX_CHUNK, MAX_HEADER,
@@ -330,8 +330,10 @@ class ArchiveWriter:
         return manifest
 
 
-class _MemberReader(io.RawIOBase):
+class _MemberReader(MemberStream):
     """The content of one member, hashed as it is read."""
+
+    STEP = FRAME
 
     def __init__(self, source: BinaryIO):
         self.source = source
@@ -368,26 +370,6 @@ class _MemberReader(io.RawIOBase):
         self.size += want
         return data
 
-    def readinto(self, target) -> int:
-        data = self.read(len(target))
-        target[:len(data)] = data
-        return len(data)
-
-    def read_all(self, limit: int | None = None) -> bytes:
-        """The rest of the member (every frame); ArchiveError past ``limit`` bytes."""
-        parts, total = [], 0
-        while True:
-            data = self.read(FRAME)
-            if not data:
-                return b"".join(parts)
-            total += len(data)
-            if limit is not None and total > limit:
-                raise ArchiveError("a member is larger than a reader allows for what it is")
-            parts.append(data)
-
-    def drain(self) -> None:
-        while self.read(FRAME):
-            pass
 
 
 def _read_record(source: BinaryIO) -> tuple[bytes, object]:

@@ -5,8 +5,11 @@ and the result of a read (the manifest, the members seen, the mode each one is r
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+from posthog_compose.operations.archive_checks import ArchiveError
 
 
 @dataclass
@@ -42,3 +45,34 @@ class ReadResult:
 
     def mode_of(self, name: str) -> int:
         return self.modes[name]
+
+
+class MemberStream(io.RawIOBase):
+    """What every format's member reader offers on top of its own ``read``: reading into a buffer, the
+    whole rest within a limit, and skipping the rest. ``STEP`` is how much one read asks for."""
+
+    STEP = 1024 * 1024
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        data = self.read(len(target))
+        target[:len(data)] = data
+        return len(data)
+
+    def read_all(self, limit: int | None = None) -> bytes:
+        """The rest of the member; ArchiveError past ``limit`` bytes."""
+        parts, total = [], 0
+        while True:
+            data = self.read(self.STEP)
+            if not data:
+                return b"".join(parts)
+            total += len(data)
+            if limit is not None and total > limit:
+                raise ArchiveError("a member is larger than a reader allows for what it is")
+            parts.append(data)
+
+    def drain(self) -> None:
+        while self.read(self.STEP):
+            pass

@@ -39,7 +39,7 @@ from typing import BinaryIO, Callable, Iterator
 from posthog_compose.operations.archive_checks import (MAX_MANIFEST, MAX_MEMBERS, MIB, ArchiveError, final_mode,
                                                        listed_members, load_json, manifest_format, member_mode,
                                                        name_problem, safe_mode, shown)
-from posthog_compose.operations.archive_members import Member, MemberInfo, ReadResult
+from posthog_compose.operations.archive_members import Member, MemberInfo, MemberStream, ReadResult
 
 TAR_FORMAT = 4
 BLOCK = 512
@@ -290,7 +290,7 @@ class _Tar:
         return data
 
 
-class _TarMemberReader:
+class _TarMemberReader(MemberStream):
     """The content of one member, its parts one after the other, hashed as it is read."""
 
     def __init__(self, tar: _Tar, name: str, size: int, mode: int, parts: bool, sums: list[tuple[str, str]]):
@@ -336,25 +336,6 @@ class _TarMemberReader:
         self.size += len(data)
         return data
 
-    def readinto(self, target) -> int:
-        data = self.read(len(target))
-        target[:len(data)] = data
-        return len(data)
-
-    def read_all(self, limit: int | None = None) -> bytes:
-        parts, total = [], 0
-        while True:
-            data = self.read(MIB)
-            if not data:
-                return b"".join(parts)
-            total += len(data)
-            if limit is not None and total > limit:
-                raise ArchiveError("a member is larger than a reader allows for what it is")
-            parts.append(data)
-
-    def drain(self) -> None:
-        while self.read(MIB):
-            pass
 
 
 def iter_tar_members(source: BinaryIO, first: bytes, result: ReadResult) -> Iterator[Member]:
