@@ -130,8 +130,8 @@ class Engine:
         if cmd[:3] == ["docker", "exec", "-i"] and cmd[3] == "proxy":
             if not self.hosts_writable:
                 return 1, ""
-            assert cmd[4:6] == ["sh", "-c"] and cmd[6] in ("cat > /etc/hosts", "cat >> /etc/hosts"), cmd
-            self.hosts = (self.hosts if ">>" in cmd[6] else "") + input
+            assert cmd[4:] in (["tee", "/etc/hosts"], ["tee", "-a", "/etc/hosts"]), cmd
+            self.hosts = (self.hosts if "-a" in cmd else "") + input
             return 0, ""
         if cmd[:2] == ["docker", "exec"] and cmd[2] == "proxy":
             addresses = self.resolved()
@@ -394,8 +394,8 @@ def test_a_hostile_address_from_the_engine_is_never_written_and_never_reaches_a_
     with pytest.raises(OperatorError, match="not an IPv4 address"):
         surge.replace_web(root, engine, timeout=60)
     assert engine.hosts == HOSTS
-    # Every write to the proxy runs a fixed script; text only ever goes on stdin.
-    assert all(c[4:] in (["sh", "-c", "cat > /etc/hosts"], ["sh", "-c", "cat >> /etc/hosts"])
+    # Every write to the proxy is a fixed command, no shell; text only ever goes on stdin.
+    assert all(c[4:] in (["tee", "/etc/hosts"], ["tee", "-a", "/etc/hosts"])
                for c in engine.log if c[:3] == ["docker", "exec", "-i"])
     assert consistent(engine, root).id == "old"
 

@@ -19,14 +19,14 @@ cacheMaxAge = 5 s (net/hosts.go, readHosts). So:
 Preflight: the proxy's /etc/hosts can be read and written from inside its container; a pin left by
 an earlier switch is drift and is taken out (``preflight``). Action: one line `ADDRESS web` is
 appended to the proxy's /etc/hosts (``pin``: the address, read from `docker inspect`, is checked to be
-an IPv4 address and is passed as data on stdin, never as shell text), the proxy's own resolver is seen
+an IPv4 address and is passed as data on stdin, never on a command line), the proxy's own resolver is seen
 to answer `web` with that address only (getent reads nsswitch.conf in the same order), and Go's
 cache age plus a margin is waited out (``settle``). Undo: the line is taken out again (``unpin``);
 Docker's DNS then answers the one web container left.
 
 /etc/hosts is a file Docker bind-mounts into the container (and rewrites when the container is
-recreated), so it is rewritten in place (`cat >`/`cat >>` inside the container), never replaced by a
-rename, which would detach it from the mount.
+recreated), so it is rewritten in place (`tee`/`tee -a` inside the container, no shell), never
+replaced by a rename, which would detach it from the mount.
 """
 
 from __future__ import annotations
@@ -92,12 +92,12 @@ def read_hosts(runner: Runner, proxy: str) -> str:
 
 def write_hosts(runner: Runner, proxy: str, before: str, after: str) -> None:
     """Rewrite the proxy's /etc/hosts in place: an append when only lines are added (the file is never
-    seen empty), else truncate-and-write. The text goes on stdin; the script is fixed."""
+    seen empty), else truncate-and-write. The text goes on stdin; the command is fixed."""
     if after == before:
         return
     append = after.startswith(before)
-    script = f"cat >> {HOSTS}" if append else f"cat > {HOSTS}"
-    result = runner.run(["docker", "exec", "-i", proxy, "sh", "-c", script],
+    # tee opens the file itself (appending, or truncating it): the same inode, no shell, text on stdin.
+    result = runner.run(["docker", "exec", "-i", proxy, "tee", *(["-a"] if append else []), HOSTS],
                         input=after[len(before):] if append else after, capture=True, check=False, timeout=20)
     if result.returncode != 0:
         detail = (result.stderr or "").strip()[:120] or "no output"
