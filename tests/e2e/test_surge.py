@@ -128,7 +128,11 @@ def test_web_is_replaced_behind_the_proxy_without_a_failed_request(deployment, r
             time.sleep(2)
         assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
         assert "web: replaced beside the running container behind the edge proxy" in upgraded.stdout
+        assert "the proxy now dials it alone" in upgraded.stdout  # drained before the old one stopped
         assert traffic.sent > 100 and not traffic.failed, (traffic.sent, traffic.failed[:10])
+        # The pin is gone again: the proxy's /etc/hosts is as Docker wrote it, and web resolves by DNS.
+        hosts = deployment.compose("exec", "-T", "proxy", "cat", "/etc/hosts").stdout
+        assert "posthog-compose" not in hosts and "\tweb\t" not in hosts, hosts
         (web,) = web_containers(deployment)
         assert web["Config"]["Image"] == f"{image}:{V2}" and web["State"]["Status"] == "running"
 
@@ -138,7 +142,9 @@ def test_web_is_replaced_behind_the_proxy_without_a_failed_request(deployment, r
             broken = deployment.invoke("upgrade", "--to", BROKEN, "--timeout", "90")
             time.sleep(2)
         assert broken.returncode == 1, broken.stdout + broken.stderr
-        assert "web: replaced beside the running container behind the edge proxy" in broken.stdout
+        # The messages are true: the new web was not replaced in, and the rollback had nothing to replace.
+        assert "web was not replaced" in broken.stdout + broken.stderr
+        assert "web: replaced beside" not in broken.stdout and "nothing to replace" in broken.stdout
         assert "Rolled back in" in broken.stdout
         assert traffic.sent > 100 and not traffic.failed, (traffic.sent, traffic.failed[:10])
         (after,) = web_containers(deployment)

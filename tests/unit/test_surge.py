@@ -18,10 +18,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from posthog_compose import journal
 from posthog_compose.errors import OperatorError
 from posthog_compose.operations import surge
-from posthog_compose.operations.surge import containers, join, ready, retire
+from posthog_compose.operations.surge import containers, drain, join, ready, retire
 
 EDGE = "posthog_edge"
-STEPS = ("surge-created", "surge-started", "surge-joined", "surge-stopped")
+STEPS = ("surge-created", "surge-started", "surge-joined", "surge-pinned", "surge-stopped")
+WRITES = (1, 2, 3, 4, 5)  # the journal entry: creating, starting, joining, draining, retiring
+HOSTS = "127.0.0.1\tlocalhost\n172.20.0.254\tproxy-1\n"
 
 
 @dataclass
@@ -56,11 +58,16 @@ class Engine:
         self.log: list[list[str]] = []
         self.next_ip = 3
         self.proxy_saw: list[set] = []  # what the proxy resolved `web` to, each time it was asked
+        self.hosts = HOSTS  # the proxy's /etc/hosts
+        self.hosts_writable = True
+        # container stopped while serving -> (its address, what the proxy resolved `web` to then, whether
+        # another web container served then)
+        self.dialled_at_stop: dict[str, tuple] = {}
 
     # -- the Runner interface
     def run(self, cmd, *, capture=False, check=True, input=None, mutating=True, timeout=None):
         self.log.append(list(cmd))
-        rc, out = self.answer(list(cmd))
+        rc, out = self.answer(list(cmd), input)
         if check and rc != 0:
             raise OperatorError(f"`{' '.join(cmd[:3])}` failed (exit {rc})")
         return subprocess.CompletedProcess(cmd, rc, out, "")
@@ -69,6 +76,11 @@ class Engine:
         return OperatorError(f"`{cmd[0]}` failed")
 
     # -- the model
+    def resolved(self) -> set:
+        """What the proxy resolves `web` to: a line of its /etc/hosts naming web, else Docker's DNS."""
+        pinned = {line.split()[0] for line in self.hosts.splitlines() if "web" in line.split("#")[0].split()[1:]}
+        return pinned or {b.networks[EDGE]["IPAddress"] for b in self.on_edge()}
+
     def on_edge(self):
         return [b for b in self.boxes.values() if b.state == "running" and EDGE in b.networks]
 
@@ -80,7 +92,7 @@ class Engine:
                                       containers.HASH_LABEL: box.hash}},
                 "NetworkSettings": {"Networks": box.networks}}
 
-    def answer(self, cmd):  # noqa: C901 - one branch a command
+    def answer(self, cmd, input=None):  # noqa: C901 - one branch a command
         if "--project-directory" in cmd:
             args = cmd[cmd.index("--project-directory") + 2:]
             if args[:3] == ["config", "--hash", "web"]:
@@ -115,8 +127,18 @@ class Engine:
         if cmd[:2] == ["docker", "start"]:
             self.boxes[cmd[-1]].state = "running"
             return 0, ""
+        if cmd[:3] == ["docker", "exec", "-i"] and cmd[3] == "proxy":
+            if not self.hosts_writable:
+                return 1, ""
+            assert cmd[4:] in (["tee", "/etc/hosts"], ["tee", "-a", "/etc/hosts"]), cmd
+            self.hosts = (self.hosts if "-a" in cmd else "") + input
+            return 0, ""
         if cmd[:2] == ["docker", "exec"] and cmd[2] == "proxy":
-            addresses = {b.networks[EDGE]["IPAddress"] for b in self.on_edge()}
+            addresses = self.resolved()
+            if cmd[3:] == ["cat", "/etc/hosts"]:
+                return 0, self.hosts
+            if cmd[3:] == ["test", "-w", "/etc/hosts"]:
+                return (0, "") if self.hosts_writable else (1, "")
             if cmd[3] == "getent":
                 self.proxy_saw.append(addresses)
                 return 0, "".join(f"{a}     STREAM web\n" for a in sorted(addresses))
@@ -132,6 +154,9 @@ class Engine:
             return 0, said + "\n"
         if cmd[:2] == ["docker", "stop"]:
             box = self.boxes.get(cmd[-1])
+            if box and box.state == "running" and EDGE in box.networks:
+                others = [b for b in self.on_edge() if b is not box]
+                self.dialled_at_stop[cmd[-1]] = (box.networks[EDGE]["IPAddress"], self.resolved(), bool(others))
             if box:
                 box.state = "exited"
                 for network in box.networks.values():  # a stopped container keeps its networks, not its address
@@ -155,19 +180,26 @@ def root(tmp_path):
 def quick(monkeypatch):
     monkeypatch.setattr(surge.ready.time, "sleep", lambda seconds: None)
     monkeypatch.setattr(surge.join.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(surge.drain.time, "sleep", lambda seconds: None)
 
 
 def serving(engine: Engine) -> list[Box]:
     return [b for b in engine.boxes.values() if b.state == "running" and EDGE in b.networks]
 
 
-def consistent(engine: Engine, root: Path) -> Box:
-    """Exactly one web container, running, on the proxy's network, and no journal entry left."""
+def consistent(engine: Engine, root: Path, drained: bool = True) -> Box:
+    """Exactly one web container, running, on the proxy's network, no journal entry and no pin left;
+    ``drained``: no container was told to stop while the proxy could still dial it and another served
+    (not so for the undo of a join or drain that failed, nor where the proxy's /etc/hosts is read-only)."""
     assert len(engine.boxes) == 1, [b.name for b in engine.boxes.values()]
     (box,) = engine.boxes.values()
     assert box.state == "running" and EDGE in box.networks
     assert "web" in box.networks[EDGE]["Aliases"]
     assert journal.pending(root) == []
+    assert engine.hosts == HOSTS  # no pin left in the proxy's /etc/hosts: Docker's DNS answers again
+    for stopped, (address, dialled, others) in engine.dialled_at_stop.items() if drained else ():
+        # A container is never told to stop while the proxy may still dial it and another could serve.
+        assert not others or address not in dialled, (stopped, address, dialled)
     return box
 
 
@@ -232,7 +264,7 @@ def test_a_proxy_that_never_sees_the_new_one_keeps_the_old(root, monkeypatch):
     monkeypatch.setattr(join, "resolved", lambda output: set())
     with pytest.raises(OperatorError, match="the proxy does not see the new web container"):
         surge.replace_web(root, engine, timeout=60)
-    assert consistent(engine, root).id == "old"
+    assert consistent(engine, root, drained=False).id == "old"
 
 
 def test_unavailable_reason_says_why_in_a_few_words(root, monkeypatch):
@@ -243,6 +275,146 @@ def test_unavailable_reason_says_why_in_a_few_words(root, monkeypatch):
     assert surge.unavailable_reason(root) == "web is not running"
     (root / ".env").write_text("WEB_PORT=8080\n")
     assert surge.unavailable_reason(root) == "the edge proxy is off"
+
+
+# ----------------------------------------------------------------------------- the drain (drain.py)
+class Clock:
+    """time for drain.py: sleeping moves it on; the engine notes when the pin was written and the old
+    container stopped."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += max(seconds, 0.0)
+
+
+def test_the_old_container_is_stopped_only_once_the_proxy_dials_the_new_one_alone_and_the_pin_goes_after(
+        root, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(drain, "time", clock)
+    engine = Engine(root)
+    moments = {}
+    answer = engine.answer
+
+    def timed(cmd, input=None):
+        if cmd[:3] == ["docker", "exec", "-i"] and drain.MARK in (input or ""):
+            moments["pinned"] = clock.now
+        if cmd[:2] == ["docker", "stop"] and cmd[-1] == "old":
+            moments["stopped"] = clock.now
+            moments["hosts at stop"] = engine.hosts
+        return answer(cmd, input)
+
+    engine.answer = timed
+    assert surge.replace_web(root, engine, timeout=60) is True
+    consistent(engine, root)  # the pin is gone again afterwards
+    assert engine.dialled_at_stop["old"] == ("172.20.0.2", {"172.20.0.3"}, True)
+    assert moments["hosts at stop"] == HOSTS + f"172.20.0.3\tweb\t{drain.MARK}\n"  # appended, the rest untouched
+    # Go re-reads /etc/hosts at most every 5 s: the old one is told to stop only after that and a margin.
+    assert moments["stopped"] - moments["pinned"] >= drain.HOSTS_CACHE_AGE + drain.MARGIN
+
+
+def test_the_switch_says_replaced_beside_only_when_it_replaced_and_nothing_to_replace_otherwise(root, monkeypatch,
+                                                                                                capsys):
+    """The rollback of a version whose new container never served: web already runs .env's version."""
+    from posthog_compose.operations.upgrade import switch
+
+    monkeypatch.setattr(surge, "unavailable_reason", lambda root: None)
+    monkeypatch.setattr(switch, "surge_refusal", lambda root, current, target: None)
+    journal.write(root, "upgrade", {"from": "v1", "to": "v2", "phase": "rolling back"})
+    engine = Engine(root, wanted="h-old")
+    assert switch._replace_web_by_surge(root, engine, 60) is True
+    out = capsys.readouterr().out
+    assert "nothing to replace" in out and "replaced beside" not in out
+    engine.wanted = "h-new"
+    switch._replace_web_by_surge(root, engine, 60)
+    out = capsys.readouterr().out
+    assert "web: replaced beside the running container behind the edge proxy" in out and "nothing" not in out
+
+
+def test_a_pin_left_in_the_proxy_is_drift_the_next_switch_takes_out(root, capsys):
+    engine = Engine(root)
+    engine.hosts = HOSTS + f"172.20.0.9\tweb\t{drain.MARK}\n"
+    surge.replace_web(root, engine, timeout=60)
+    consistent(engine, root)
+    assert "still pinned web to 172.20.0.9" in capsys.readouterr().out
+
+
+def test_a_recovery_takes_a_pin_out_whatever_the_phase(root):
+    engine = Engine(root)
+    engine.hosts = HOSTS + f"172.20.0.9\tweb\t{drain.MARK}\n"
+    journal.write(root, "surge", {"old": "old", "old_name": "posthog-web-1", "new": None, "phase": "creating"})
+    surge.recover(root, engine)
+    assert consistent(engine, root).id == "old"
+
+
+def test_a_proxy_whose_hosts_file_cannot_be_written_gets_web_replaced_undrained_and_says_so(root, capsys):
+    engine = Engine(root)
+    engine.hosts_writable = False
+    surge.replace_web(root, engine, timeout=60)
+    assert consistent(engine, root, drained=False).id == "new2"
+    assert "warning: web is replaced without draining the old container" in capsys.readouterr().out
+
+
+def test_a_proxy_that_does_not_read_its_hosts_file_first_keeps_the_old_one(root, monkeypatch):
+    """A resolver asking DNS before /etc/hosts never resolves web to the new container alone: the new one
+    goes, the pin too, and the old one serves on."""
+    engine = Engine(root)
+    monkeypatch.setattr(drain, "SEE_WITHIN", 0)
+    monkeypatch.setattr(engine, "resolved", lambda: {b.networks[EDGE]["IPAddress"] for b in engine.on_edge()})
+    with pytest.raises(OperatorError, match="still resolves web to 172.20.0.2, 172.20.0.3, not to 172.20.0.3 alone"):
+        surge.replace_web(root, engine, timeout=60)
+    assert consistent(engine, root, drained=False).id == "old"
+
+
+@settings(max_examples=300, deadline=None)
+@given(address=st.one_of(st.text(max_size=40), st.ip_addresses(v=4).map(str), st.ip_addresses(v=4).flatmap(
+    lambda a: st.sampled_from([f"{a}\n1.2.3.4 web", f"{a}; reboot", f"$({a})", f" {a} ", f"{a} evil", f"{a}`id`"]))))
+def test_the_pin_line_is_data_one_line_naming_an_ipv4_address_or_refused(address):
+    import ipaddress
+
+    try:
+        line = drain.pin_line(address)
+    except OperatorError as exc:
+        assert "\n" not in exc.message and "not an IPv4 address" in exc.message
+        return
+    fields = line.split()
+    assert line.count("\n") == 1 and line.endswith("\n")
+    assert str(ipaddress.IPv4Address(fields[0])) == fields[0] and fields[1] == "web"
+    assert drain.pinned(line) == [fields[0]]
+
+
+def test_a_hostile_address_from_the_engine_is_never_written_and_never_reaches_a_shell(root, monkeypatch):
+    engine = Engine(root)
+    monkeypatch.setattr(join, "connect", lambda root, runner, new, aliases: "172.20.0.3\n1.2.3.4 web; $(reboot)")
+    monkeypatch.setattr(join, "proxy_sees", lambda root, runner, address: None)
+    with pytest.raises(OperatorError, match="not an IPv4 address"):
+        surge.replace_web(root, engine, timeout=60)
+    assert engine.hosts == HOSTS
+    # Every write to the proxy is a fixed command, no shell; text only ever goes on stdin.
+    assert all(c[4:] in (["tee", "/etc/hosts"], ["tee", "-a", "/etc/hosts"])
+               for c in engine.log if c[:3] == ["docker", "exec", "-i"])
+    assert consistent(engine, root).id == "old"
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30),
+    st.ip_addresses(v=4).map(lambda a: f"{a}\tweb\t{drain.MARK}"),
+    st.ip_addresses(v=4).map(lambda a: f"{a} web"),
+    st.just("# a comment"), st.just("")), max_size=8), end=st.sampled_from(["", "\n", "\r\n"]),
+    address=st.ip_addresses(v=4).map(str))
+def test_any_hosts_file_keeps_its_own_lines_byte_for_byte_and_holds_at_most_one_pin(lines, end, address):
+    text = "\n".join(lines) + end
+    base = drain.without_pins(text)
+    assert drain.pinned(base) == []
+    assert [line for line in drain.lines_of(text) if drain.MARK not in line] == drain.lines_of(base)
+    with_pin = (base if not base or base.endswith("\n") else base + "\n") + drain.pin_line(address)
+    assert drain.pinned(with_pin) == [address]
+    assert drain.without_pins(with_pin).rstrip("\n") == base.rstrip("\n")
 
 
 # ----------------------------------------------------------------------------- a kill at every step
@@ -297,10 +469,10 @@ def test_a_kill_at_each_step_is_finished_by_the_next_task(root, monkeypatch, ste
     journal.replay(root, engine)
     box = consistent(engine, root)
     # Joined the rotation and the one .env describes: kept; otherwise the old one serves on.
-    assert box.id == ("new2" if step in ("surge-joined", "surge-stopped") else "old")
+    assert box.id == ("new2" if step in ("surge-joined", "surge-pinned", "surge-stopped") else "old")
 
 
-@pytest.mark.parametrize("write", [1, 2, 3, 4])
+@pytest.mark.parametrize("write", WRITES)
 def test_a_kill_right_after_each_journal_write_is_finished_by_the_next_task(root, monkeypatch, write):
     engine = Engine(root)
     assert kill_at(monkeypatch, root, engine, "", after_write=write)
@@ -328,7 +500,7 @@ def test_after_a_kill_once_the_old_one_stopped_the_serving_new_one_is_kept_even_
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(answers=st.lists(st.sampled_from(["starting", "status 503", "ready", "exit"]), min_size=1, max_size=6),
-       step=st.sampled_from(("",) + STEPS), write=st.sampled_from([None, 1, 2, 3, 4]),
+       step=st.sampled_from(("",) + STEPS), write=st.sampled_from((None,) + WRITES),
        env_back=st.booleans())
 def test_any_answers_and_any_kill_leave_one_web_container_serving(tmp_path_factory, answers, step, write, env_back):
     root = tmp_path_factory.mktemp("deployment")

@@ -40,7 +40,8 @@ def test_behind_the_proxy_web_is_replaced_beside_the_old_one_and_the_rest_in_pla
     upgrading(root)
     switch._recreate(root, None, ["web", "worker", "plugins"], 600)
     assert calls == [("surge", ("web",)), ("in place", ("worker",)), ("in place", ("plugins",))]
-    assert "web: replaced beside the running container behind the edge proxy" in capsys.readouterr().out
+    # The surge says itself what it did (replaced, or nothing to replace): the switch does not say it first.
+    assert "replaced beside" not in capsys.readouterr().out
 
 
 def test_without_the_proxy_web_is_recreated_in_place_and_the_line_says_why(deployment, monkeypatch, capsys):
@@ -86,3 +87,23 @@ def test_outside_an_upgrade_web_is_recreated_in_place(deployment, capsys):
     root, calls = deployment
     switch._recreate(root, None, ["web"], 600)
     assert calls == [("in place", ("web",))] and "the versions switched are not known" in capsys.readouterr().out
+
+
+def test_the_replay_of_a_killed_upgrade_replaces_web_beside_itself_back_on_the_previous_version(deployment,
+                                                                                               monkeypatch, capsys):
+    """The replay clears the upgrade's journal entry before it recreates what runs the new version: the
+    versions are named to the switch all the same, so web goes back beside itself, not in place."""
+    from posthog_compose.operations import upgrade
+
+    root, calls = deployment
+    seen = []
+    monkeypatch.setattr(switch, "surge_refusal", lambda root, current, target: seen.append((current, target)))
+    journal.write(root, "upgrade", {"variable": "POSTHOG_IMAGE", "service": "posthog", "services": ["web", "worker"],
+                                    "from": OLD, "to": NEW, "phase": "switching"})
+    monkeypatch.setattr(stack, "inspect_containers", lambda root, runner: {
+        "web": types.SimpleNamespace(image=NEW), "worker": types.SimpleNamespace(image=OLD)})
+    upgrade.recover(root, None)
+    assert journal.pending(root) == []
+    assert calls == [("surge", ("web",))] and seen == [(NEW, OLD)]
+    assert "recreated in place" not in capsys.readouterr().out
+    assert switch._versions_switched(root) is None  # named for that replay only

@@ -73,6 +73,7 @@ from posthog_compose.operations.upgrade.switch import (
     check_running_images,
     _set_image,
     _recreate,
+    replaying,
     save_logs,
 )
 from posthog_compose.operations.upgrade.history import (
@@ -274,7 +275,10 @@ def recover(root: Path, runner: Runner) -> None:
     stale = [name for name in entry.get("services") or [] if name in details and details[name].image != previous]
     if stale:
         print(f"Recreating {', '.join(stale)} on {previous} ...")
-        _recreate(root, runner, stale, 600)
+        # The journal entry is gone by now, so the versions are named here: web can still be replaced
+        # beside itself behind the proxy (no failed request) rather than recreated in place.
+        with replaying(str(entry.get("to") or ""), previous):
+            _recreate(root, runner, stale, 600)
 
 
 def take_backup(root: Path, runner: Runner) -> Path:

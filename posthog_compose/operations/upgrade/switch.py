@@ -4,11 +4,12 @@ container of the new version ever ran, and the logs kept when it failed.
 
 Behind the edge proxy web is replaced beside the running container (operations/surge: no request
 fails) when the upgrade's surge gate allows the two versions side by side, the rollback the same way
-back; otherwise, and outside an upgrade (the replay of a killed one), it is recreated in place.
+back, and the replay of a killed upgrade too; otherwise it is recreated in place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -84,11 +85,31 @@ def _recreate(root: Path, runner: Runner, services: list[str], timeout: float) -
         print(f"URL check: {detail}.")
 
 
+#: (running, wanted) named by the replay of a killed upgrade, which has cleared its journal entry
+#: before it recreates what the killed task left on the new version (see ``replaying``).
+_replayed: tuple[str, str] | None = None
+
+
+@contextlib.contextmanager
+def replaying(running: str, wanted: str):
+    """While the replay of a killed upgrade recreates web: the versions it switches between, so that web
+    is replaced beside itself (when the gate allows) rather than recreated in place."""
+    global _replayed
+    saved, _replayed = _replayed, (running, wanted)
+    try:
+        yield
+    finally:
+        _replayed = saved
+
+
 def _versions_switched(root: Path) -> tuple[str, str] | None:
     """(running, wanted) for the switch under way, read from the upgrade's journal entry: from -> to
-    while switching, to -> from while rolling back; None outside an upgrade."""
+    while switching, to -> from while rolling back; those the replay names (``replaying``); None
+    outside an upgrade."""
     from posthog_compose import journal
 
+    if _replayed is not None and all(_replayed):
+        return _replayed
     entry = journal.read(root, "upgrade") or {}
     current, target = str(entry.get("from") or ""), str(entry.get("to") or "")
     if not current or not target:
@@ -128,7 +149,8 @@ def _replace_web_by_surge(root: Path, runner: Runner, timeout: float) -> bool:
     if reason is not None:
         print(f"web: recreated in place ({reason}); the URL is down while it restarts.", flush=True)
         return False
-    print("web: replaced beside the running container behind the edge proxy (no request fails).", flush=True)
+    # The surge says itself what it did: "replaced beside ...", or "nothing to replace" when web already
+    # runs .env's version (the rollback of a version whose new container never served).
     surge.replace_web(root, runner, timeout)
     return True
 
