@@ -133,3 +133,4 @@ def acknowledged(task: str):
             yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        _requested.clear()  # a Ctrl-C belongs to its task: what runs after it in this process starts clean

@@ -44,6 +44,16 @@ def _forget_registered_secrets():
     masking.MASKER.__init__()
 
 
+@pytest.fixture(autouse=True)
+def _forget_a_ctrl_c():
+    """A Ctrl-C a test simulated belongs to that test, as it belongs to its task: a later test in the same
+    process must not find its probe threads refusing to start a command ("not run: interrupted")."""
+    yield
+    from posthog_compose import interrupts
+
+    interrupts._requested.clear()
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A fresh copy of the deployment files (no .env) to modify freely."""

@@ -333,7 +333,11 @@ def test_the_copy_button_copies_the_block(site, phone):
     block = phone.locator(".code-block").first
     expected = block.locator("pre").inner_text().rstrip("\n")
     block.locator(".copy-button").click()
-    assert block.locator(".copy-button").inner_text() == "Copied"
+    # The label changes once the clipboard has taken the text (a promise), and goes back after 1.5 s:
+    # waited for, not read at once (a loaded machine resolves the promise after the click returns).
+    from playwright.sync_api import expect
+
+    expect(block.locator(".copy-button")).to_have_text("Copied", timeout=5000)
     assert phone.evaluate("navigator.clipboard.readText()") == expected
 
 

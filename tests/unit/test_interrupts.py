@@ -144,3 +144,16 @@ def test_the_step_named_is_the_innermost_of_the_main_thread(capsys):
         assert interrupts.current() == "`invoke up`"
     assert "stopping after the current step: waiting for the services to become healthy" in capsys.readouterr().out
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_does_not_outlive_its_task():
+    # Tasks run one after another in one process (the test suite does): a Ctrl-C of one must not make the
+    # next one's probe threads refuse their commands.
+    import signal
+
+    from posthog_compose import interrupts
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.acknowledged("demo"):
+            interrupts._stop(signal.SIGINT, None)
+    assert not interrupts.requested()

@@ -216,7 +216,8 @@ def reviewed_files(draw):
 
 @settings(FUZZ, max_examples=200)
 @given(file=reviewed_files(), old=versions, new=versions, spelt=st.sampled_from(["tag", "pinned"]))
-def test_a_move_surges_exactly_when_it_is_the_same_release_or_a_reviewed_allowed_upgrade(repo, file, old, new, spelt):
+def test_a_move_surges_exactly_when_it_is_the_same_release_or_a_reviewed_allowed_upgrade_or_its_way_back(
+        repo, file, old, new, spelt):
     gates, reviews = file
     _write(repo, {
         "gates": [{"id": f"g{i}", "version": _text(v), "check": ["true"], "requires": "r", "instructions": "i"}
@@ -230,7 +231,8 @@ def test_a_move_surges_exactly_when_it_is_the_same_release_or_a_reviewed_allowed
         (repo / ".deploy" / "digest-versions.json").write_text(json.dumps({f"posthog/posthog@{DIGEST}": f"release-{_text(new)}"}))
         target = f"posthog/posthog@{DIGEST}"
     reason = _one_line(surge_refusal(repo, current, target))
-    expected = old == new or (old < new and reviews.get((old, new)) is True)
+    expected = old == new or (old < new and reviews.get((old, new)) is True) \
+        or (new < old and reviews.get((new, old)) is True)  # the way back over an allowed move
     event("surge" if expected else "in place")
     assert (reason is None) == expected, (old, new, reason)
     if reason is not None:
