@@ -118,7 +118,7 @@ def set_env(repo: Path, **values) -> None:
 # split keeps the two sums of the files' times close, and files sharing a session fixture together
 # (the managed datastores: test_external*, test_migrate_datastore).
 SECOND_ENGINE_FILES = frozenset({
-    "test_backup.py", "test_backup_online.py", "test_restore_faults.py", "test_upgrade.py",
+    "test_backup.py", "test_backup_online.py", "test_restore_faults.py",
     "test_migrate_datastore.py", "test_external.py", "test_external_ops.py", "test_zero_downtime.py",
 })
 

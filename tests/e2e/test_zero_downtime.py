@@ -146,23 +146,58 @@ def _assert_at_most_the_join_transient_and_every_event_stored(summary, missing) 
     assert not missing, f"{len(missing)} accepted events are not in ClickHouse, e.g. {sorted(missing)[:3]}"
 
 
+def _web_containers(deployment) -> list[dict]:
+    ids = deployment.engine.docker("ps", "--all", "--quiet", "--filter", "label=com.docker.compose.project=posthog",
+                                   "--filter", "label=com.docker.compose.service=web").stdout.split()
+    return json.loads(deployment.engine.docker("inspect", *ids).stdout) if ids else []
+
+
+def _all_containers(deployment) -> set[str]:
+    return set(deployment.engine.docker("ps", "--all", "--quiet", "--no-trunc", "--filter",
+                                        "label=com.docker.compose.project=posthog").stdout.split())
+
+
+def _one_web_unpinned_and_settled(deployment, version: str) -> dict:
+    """After a switch beside the old web: exactly one web container, running ``version``; the proxy's
+    /etc/hosts as Docker wrote it (the drain's pin taken out again); a plain `compose up -d` recreates
+    nothing (the new container carries the configuration hash Compose expects)."""
+    hosts = deployment.compose("exec", "-T", "proxy", "cat", "/etc/hosts").stdout
+    assert "posthog-compose" not in hosts and "\tweb\t" not in hosts, hosts
+    (web,) = _web_containers(deployment)
+    assert web["Config"]["Image"].endswith(f":{version}") and web["State"]["Status"] == "running", web["Config"]
+    before = _all_containers(deployment)
+    deployment.compose("up", "--detach")
+    assert _all_containers(deployment) == before
+    return web
+
+
 def _image(deployment) -> str:
     return deployment.values()["POSTHOG_IMAGE"]
 
 
 def test_a_good_upgrade_through_the_proxy_fails_at_most_the_join_transient(live):
-    _, summary, missing = _measure(live, "(a) upgrade v1 -> v2 through the proxy", _through_proxy(live),
-                                   "upgrade", "--to", V2, "--timeout", "240")
+    result, summary, missing = _measure(live, "(a) upgrade v1 -> v2 through the proxy", _through_proxy(live),
+                                        "upgrade", "--to", V2, "--timeout", "240")
     assert _image(live).endswith(f":{V2}")
+    assert "web: replaced beside the running container behind the edge proxy" in result.stdout, result.stdout
+    assert "the proxy now dials it alone" in result.stdout  # drained before the old one stopped
+    _one_web_unpinned_and_settled(live, V2)
     _assert_at_most_the_join_transient_and_every_event_stored(summary, missing)
 
 
 def test_the_automatic_rollback_of_a_broken_version_fails_no_request_through_the_proxy(live):
     before = _image(live)
+    (serving,) = _web_containers(live)
     result, summary, missing = _measure(live, "(b) upgrade to a broken version, rolled back through the proxy",
                                         _through_proxy(live), "upgrade", "--to", BROKEN, "--timeout", "90",
                                         expect_exit=1)
     assert "back on" in result.stdout and _image(live) == before, result.stdout + result.stderr
+    # The broken web never turned ready, so it never joined; the messages say so, and the serving
+    # container was never touched.
+    assert "web was not replaced" in result.stdout + result.stderr
+    assert "web: replaced beside" not in result.stdout and "nothing to replace" in result.stdout, result.stdout
+    (after,) = _web_containers(live)
+    assert after["Id"] == serving["Id"]
     _assert_no_failed_request_and_every_event_stored(summary, missing)
 
 
