@@ -257,6 +257,23 @@ def free_port() -> int:
     raise HarnessError(f"no free local port in {low}-{low + 1499}")
 
 
+def free_proxy_subnet() -> tuple[str, str]:
+    """A /29 for the edge proxy's network (PROXY_SUBNET) and the proxy's address in it (PROXY_ADDRESS).
+
+    The engines of one run share the host's routes, and a subnet given explicitly bypasses their own
+    address pools: two bridges with one subnet make the host send a published port's traffic into the
+    wrong one (the TLS handshake with the proxy then never finishes). So each worker draws from a band
+    of its own, and a subnet some bridge on this host already routes is never drawn."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=False).stdout
+    index = _worker_index() or 0
+    low = 1 + 60 * (index % 4)
+    free = [third for third in range(low, low + 60) if f"10.254.{third}.0/29" not in routes]
+    if not free:
+        raise HarnessError(f"every proxy subnet 10.254.{low}-{low + 59}.0/29 is routed on this host already")
+    third = random.choice(free)
+    return f"10.254.{third}.0/29", f"10.254.{third}.6"
+
+
 @dataclass
 class Deployment:
     """A copy of the repository with a real .env (from `invoke init`) using the test images."""

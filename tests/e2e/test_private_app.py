@@ -19,12 +19,11 @@ One deployment, the direct checks first, then `invoke proxy --enable` and both p
 from __future__ import annotations
 
 import json
-import random
 import shlex
 
 import pytest
 
-from tests.e2e.harness import free_port
+from tests.e2e.harness import free_port, free_proxy_subnet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lanes(
     "local", reason="captures for a project written straight into the stand-in's posthog_team table")]
@@ -71,7 +70,7 @@ def _refused(answer: tuple[int, str]) -> bool:
 
 
 def test_ingestion_is_public_and_the_app_private_directly_and_through_the_proxy(deployment):
-    third = random.randint(1, 250)  # engines of parallel runs share the host's routes: one subnet each
+    third = int(free_proxy_subnet()[1].split(".")[2])  # a /29 no bridge here routes, in this worker's band
     subnet, proxy_address = f"10.254.{third}.0/29", f"10.254.{third}.6"
     outside_edge, inside_edge = f"10.254.{third}.4", f"10.254.{third}.5"
     deployment.set_env(PROXY_HTTP_PORT=str(free_port()), PROXY_HTTPS_PORT=str(free_port()), PROXY_SUBNET=subnet,

@@ -9,7 +9,6 @@ showing volume sizes and free disk, and log rotation on the containers."""
 from __future__ import annotations
 
 import json
-import random
 import socket
 import subprocess
 
@@ -17,7 +16,7 @@ import pytest
 
 from posthog_compose.configuration import manifest
 from tests.conftest import REPO
-from tests.e2e.harness import free_port
+from tests.e2e.harness import free_port, free_proxy_subnet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", reason="reads what PostHog saw from the stand-in's /_standin/request endpoint")]
 
@@ -37,7 +36,7 @@ def _closed(port: int) -> bool:
 
 def test_proxy_on_and_off_on_a_live_deployment(deployment):
     http_port, https_port = free_port(), free_port()
-    third = random.randint(1, 250)  # engines of parallel runs share the host's routes: one subnet each
+    third = int(free_proxy_subnet()[1].split(".")[2])  # a /29 no bridge here routes, in this worker's band
     subnet, address = f"10.254.{third}.0/29", f"10.254.{third}.6"
     deployment.set_env(PROXY_HTTP_PORT=str(http_port), PROXY_HTTPS_PORT=str(https_port), PROXY_SUBNET=subnet,
                        PROXY_ADDRESS=address)

@@ -7,13 +7,12 @@ then recreates worker, and leaves the rest alone."""
 
 from __future__ import annotations
 
-import random
 import subprocess
 import threading
 
 import pytest
 
-from tests.e2e.harness import free_port
+from tests.e2e.harness import free_port, free_proxy_subnet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lanes("local", "real")]
 
@@ -59,7 +58,7 @@ def test_an_env_change_that_reaches_worker_only_recreates_only_worker(deployment
 
 def test_with_the_proxy_on_up_surges_web_then_recreates_worker_and_no_request_fails(deployment):
     https_port = free_port()
-    third = random.randint(1, 250)  # engines of parallel runs share the host's routes: one subnet each
+    third = int(free_proxy_subnet()[1].split(".")[2])  # a /29 no bridge here routes, in this worker's band
     deployment.set_env(PROXY_HTTP_PORT=str(free_port()), PROXY_HTTPS_PORT=str(https_port),
                        PROXY_SUBNET=f"10.254.{third}.0/29", PROXY_ADDRESS=f"10.254.{third}.6")
     added = deployment.invoke("add-env-var", "WEB_AND_WORKER_TUNING", "--description", "A setting of web and worker.",

@@ -19,13 +19,12 @@ web, and the worker's and plugin server's outages from their containers' health 
 from __future__ import annotations
 
 import json
-import random
 import time
 
 import pytest
 
 from tests.e2e import harness
-from tests.e2e.harness import free_port, make_deployment, start_registry
+from tests.e2e.harness import free_port, free_proxy_subnet, make_deployment, start_registry
 from tests.e2e.loadloop import LoadLoop, ServiceWatch, Target, missing_from_clickhouse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lanes(
@@ -64,7 +63,7 @@ def live(e2e_engine, tmp_path_factory):
         registry.publish(f"{prefix}:v2", REPOSITORY, V2)
         registry.publish(f"{prefix}:broken", REPOSITORY, BROKEN)
         deployment = make_deployment(tmp_path_factory.mktemp("zero-downtime") / "deployment", e2e_engine)
-        third = random.randint(1, 250)  # engines of parallel runs share the host's routes: one subnet each
+        third = int(free_proxy_subnet()[1].split(".")[2])  # a /29 no bridge here routes, in this worker's band
         deployment.set_env(POSTHOG_IMAGE=f"{registry.address}/{REPOSITORY}:{V1}", PROXY_HTTP_PORT=str(free_port()),
                            PROXY_HTTPS_PORT=str(free_port()), PROXY_SUBNET=f"10.254.{third}.0/29",
                            PROXY_ADDRESS=f"10.254.{third}.6")
