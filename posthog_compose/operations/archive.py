@@ -65,7 +65,8 @@ from typing import BinaryIO, Callable, Iterator
 
 # The rules a reader applies live in archive_checks; they are re-exported here, the format's one name.
 from posthog_compose.operations.archive_age import AGE_MAGIC, AgeReader, AgeWriter
-from posthog_compose.operations.archive_members import Member, MemberInfo, MemberStream, ReadResult  # noqa: F401
+from posthog_compose.operations.archive_members import (  # noqa: F401
+    ChunkedPlainReader, Member, MemberInfo, MemberStream, ReadResult, read_exact)
 from posthog_compose.operations.archive_tar import BLOCK, TarArchiveWriter, is_tar_header, iter_tar_members
 from posthog_compose.operations.archive_checks import (  # noqa: F401
     CHUNK, ENC_MAGIC, FORMAT, FORMATS, LEGACY_FORMAT, FRAME, HEADER_FIELDS, KEY_CHECK, LISTED_FIELDS, MAX_CHUNK, MAX_HEADER,
@@ -145,33 +146,23 @@ class EncryptingWriter(io.RawIOBase):
             self.finished = True
 
 
-def _read_exact(source: BinaryIO, size: int) -> bytes:
-    data = source.read(size)
-    if data is None:
-        data = b""
-    while len(data) < size:
-        more = source.read(size - len(data))
-        if not more:
-            break
-        data += more
-    return data
-
-
-class DecryptingReader(io.RawIOBase):
+class DecryptingReader(ChunkedPlainReader):
     """A read-only file of the plain stream inside an encrypted archive."""
+
+    STEP = CHUNK
 
     def __init__(self, source: BinaryIO, passphrase: bytes):
         from cryptography.exceptions import InvalidTag  # noqa: F401  (fail early if missing)
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        magic = _read_exact(source, len(ENC_MAGIC))
+        magic = read_exact(source, len(ENC_MAGIC))
         if magic != ENC_MAGIC:
             raise ArchiveError("not an encrypted backup archive")
-        length_bytes = _read_exact(source, 2)
+        length_bytes = read_exact(source, 2)
         if len(length_bytes) != 2:
             raise ArchiveError("truncated header")
         (length,) = struct.unpack(">H", length_bytes)
-        raw = _read_exact(source, length)
+        raw = read_exact(source, length)
         if len(raw) != length:
             raise ArchiveError("truncated header")
         header = typed_fields(load_json(raw, "the encryption header"), HEADER_FIELDS, "the encryption header")
@@ -183,7 +174,7 @@ class DecryptingReader(io.RawIOBase):
             raise ArchiveError(f"damaged header (chunk size outside 1 byte to {MAX_CHUNK // MIB} MiB)")
         check_kdf(n, r, p)  # before the derivation: the parameters decide its memory and time
         key = derive_key(passphrase, salt, n, r, p)
-        check = _read_exact(source, 16)
+        check = read_exact(source, 16)
         if len(check) != 16:
             raise ArchiveError("truncated header")
         if not hmac.compare_digest(check, hmac.new(key, KEY_CHECK, "sha256").digest()[:16]):
@@ -198,7 +189,7 @@ class DecryptingReader(io.RawIOBase):
         self.done = False
 
     def _next_frame(self) -> bytes | None:
-        length = _read_exact(self.source, 4)
+        length = read_exact(self.source, 4)
         if not length:
             return None
         if len(length) != 4:
@@ -206,7 +197,7 @@ class DecryptingReader(io.RawIOBase):
         (size,) = struct.unpack(">I", length)
         if not 16 <= size <= self.chunk + 16:  # a sealed chunk is its text and a 16-byte tag
             raise ArchiveError("damaged (a chunk's length is outside what the header allows)")
-        sealed = _read_exact(self.source, size)
+        sealed = read_exact(self.source, size)
         if len(sealed) != size:
             raise ArchiveError("truncated (a chunk is cut off)")
         return sealed
@@ -227,34 +218,6 @@ class DecryptingReader(io.RawIOBase):
         self.pending = following
         self.done = last
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while self.offset >= len(self.plain):
-            if self.done:
-                return 0
-            self._fill()
-        size = min(len(target), len(self.plain) - self.offset)
-        target[:size] = self.plain[self.offset:self.offset + size]
-        self.offset += size
-        return size
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            parts = []
-            while True:
-                part = self.read(CHUNK)
-                if not part:
-                    return b"".join(parts)
-                parts.append(part)
-        while self.offset >= len(self.plain):
-            if self.done:
-                return b""
-            self._fill()
-        part = self.plain[self.offset:self.offset + size]
-        self.offset += len(part)
-        return part
 
 
 def is_encrypted(path) -> bool:
@@ -352,7 +315,7 @@ class _MemberReader(MemberStream):
         if self.ended:
             return b""
         if self.remaining == 0:
-            raw = _read_exact(self.source, 4)
+            raw = read_exact(self.source, 4)
             if len(raw) != 4:
                 raise ArchiveError("truncated (inside a member)")
             (self.remaining,) = struct.unpack(">I", raw)
@@ -362,7 +325,7 @@ class _MemberReader(MemberStream):
             if self.remaining > FRAME:
                 raise ArchiveError("damaged (a frame is larger than allowed)")
         want = min(size, self.remaining)
-        data = _read_exact(self.source, want)
+        data = read_exact(self.source, want)
         if len(data) != want:
             raise ArchiveError("truncated (inside a member)")
         self.remaining -= want
@@ -373,16 +336,16 @@ class _MemberReader(MemberStream):
 
 
 def _read_record(source: BinaryIO) -> tuple[bytes, object]:
-    kind = _read_exact(source, 1)
+    kind = read_exact(source, 1)
     if kind not in (b"M", b"E"):
         raise ArchiveError("damaged (expected a member or the manifest)" if kind else "truncated (no manifest)")
-    raw = _read_exact(source, 4)
+    raw = read_exact(source, 4)
     if len(raw) != 4:
         raise ArchiveError("truncated")
     (length,) = struct.unpack(">I", raw)
     if length > (MAX_HEADER if kind == b"M" else MAX_MANIFEST):
         raise ArchiveError("damaged (a member header or the manifest is larger than a reader allows)")
-    body = _read_exact(source, length)
+    body = read_exact(source, length)
     if len(body) != length:
         raise ArchiveError("truncated")
     return kind, load_json(body, "a member header" if kind == b"M" else "the manifest")
@@ -393,11 +356,11 @@ def iter_members(source: BinaryIO, result: ReadResult) -> Iterator[Member]:
     holds the manifest, the member list matches what was read (names, sizes, sha256, modes, in
     order) and ``result.modes`` the mode of each; ArchiveError otherwise. Any format: a tar
     (format 4) or the kit's own stream (formats 1-3)."""
-    head = _read_exact(source, len(PLAIN_MAGIC))
+    head = read_exact(source, len(PLAIN_MAGIC))
     if head == PLAIN_MAGIC:
         yield from _iter_legacy_members(source, result)
         return
-    head += _read_exact(source, BLOCK - len(head))
+    head += read_exact(source, BLOCK - len(head))
     if not is_tar_header(head):
         raise ArchiveError("not a backup archive of this kit (neither a tar nor the kit's older format)")
     yield from iter_tar_members(source, head, result)
@@ -424,7 +387,7 @@ def _iter_legacy_members(source: BinaryIO, result: ReadResult) -> Iterator[Membe
         yield Member(name, mode, stream)
         stream.drain()
         result.seen.append(MemberInfo(name, stream.size, stream.digest.hexdigest(), mode))
-    if _read_exact(source, 1):
+    if read_exact(source, 1):
         raise ArchiveError("damaged (data after the manifest)")
     if not isinstance(data, dict):
         raise ArchiveError("damaged (the manifest is not an object)")
@@ -444,7 +407,7 @@ def _iter_legacy_members(source: BinaryIO, result: ReadResult) -> Iterator[Membe
 def open_stream(handle: BinaryIO, passphrase: bytes | None) -> BinaryIO:
     """The plain stream of an archive file (a tar or the kit's older stream), decrypting when it is
     encrypted (age, or the older AES-GCM)."""
-    magic = _read_exact(handle, len(AGE_MAGIC))
+    magic = read_exact(handle, len(AGE_MAGIC))
     if magic == AGE_MAGIC or magic.startswith(ENC_MAGIC):
         if passphrase is None:
             raise WrongPassphrase("the archive is encrypted and no passphrase was given")
@@ -453,7 +416,7 @@ def open_stream(handle: BinaryIO, passphrase: bytes | None) -> BinaryIO:
         handle.seek(0)
         return io.BufferedReader(DecryptingReader(handle, passphrase), buffer_size=CHUNK)
     handle.seek(0)
-    if magic.startswith(PLAIN_MAGIC) or is_tar_header(_read_exact(handle, BLOCK)):
+    if magic.startswith(PLAIN_MAGIC) or is_tar_header(read_exact(handle, BLOCK)):
         handle.seek(0)
         return handle
     raise ArchiveError("not a backup archive of this kit (neither age, nor tar, nor the kit's older format)")

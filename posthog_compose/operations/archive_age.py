@@ -38,6 +38,7 @@ import re
 from typing import BinaryIO
 
 from posthog_compose.operations.archive_checks import MIB, ArchiveError, WrongPassphrase
+from posthog_compose.operations.archive_members import ChunkedPlainReader, read_exact
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 SCRYPT_LABEL = b"age-encryption.org/v1/scrypt"
@@ -167,25 +168,16 @@ def _line(source: BinaryIO, what: str) -> bytes:
             raise ArchiveError(f"damaged age header ({what} is longer than {MAX_LINE} bytes)")
 
 
-def _read_exact(source: BinaryIO, size: int) -> bytes:
-    parts, got = [], 0
-    while got < size:
-        data = source.read(size - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
-
-
-class AgeReader(io.RawIOBase):
+class AgeReader(ChunkedPlainReader):
     """A read-only file of the plain text of an age file encrypted with a passphrase."""
+
+    STEP = AGE_CHUNK
 
     def __init__(self, source: BinaryIO, passphrase: bytes, magic_read: bool = False):
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-        if not magic_read and _read_exact(source, len(AGE_MAGIC)) != AGE_MAGIC:
+        if not magic_read and read_exact(source, len(AGE_MAGIC)) != AGE_MAGIC:
             raise ArchiveError("not an age file (its first line is not age-encryption.org/v1)")
         stanza = _line(source, "the recipient stanza")
         fields = stanza.split(b" ")
@@ -209,13 +201,13 @@ class AgeReader(io.RawIOBase):
         header = AGE_MAGIC + stanza + b"\n" + body + b"\n---"
         if not hmac.compare_digest(mac, _header_mac(file_key, header)):
             raise ArchiveError("damaged or tampered with (the age header fails its MAC)")
-        nonce = _read_exact(source, 16)
+        nonce = read_exact(source, 16)
         if len(nonce) != 16:
             raise ArchiveError("truncated (the age payload's nonce is cut off)")
         self.aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
         self.source = source
         self.counter = 0
-        self.pending = _read_exact(source, AGE_CHUNK + TAG)
+        self.pending = read_exact(source, AGE_CHUNK + TAG)
         self.plain = b""
         self.offset = 0
         self.done = False
@@ -224,7 +216,7 @@ class AgeReader(io.RawIOBase):
         from cryptography.exceptions import InvalidTag
 
         sealed = self.pending
-        following = _read_exact(self.source, AGE_CHUNK + TAG) if len(sealed) == AGE_CHUNK + TAG else b""
+        following = read_exact(self.source, AGE_CHUNK + TAG) if len(sealed) == AGE_CHUNK + TAG else b""
         last = not following
         if len(sealed) < TAG or (last and len(sealed) == TAG and self.counter > 0):
             raise ArchiveError(f"truncated or damaged (age chunk {self.counter} is cut off or empty)")
@@ -237,27 +229,3 @@ class AgeReader(io.RawIOBase):
         self.counter += 1
         self.pending = following
         self.done = last
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            parts = []
-            while True:
-                part = self.read(AGE_CHUNK)
-                if not part:
-                    return b"".join(parts)
-                parts.append(part)
-        while self.offset >= len(self.plain):
-            if self.done:
-                return b""
-            self._fill()
-        part = self.plain[self.offset:self.offset + size]
-        self.offset += len(part)
-        return part
-
-    def readinto(self, target) -> int:
-        data = self.read(len(target))
-        target[:len(data)] = data
-        return len(data)

@@ -76,3 +76,50 @@ class MemberStream(io.RawIOBase):
     def drain(self) -> None:
         while self.read(self.STEP):
             pass
+
+
+def read_exact(source: BinaryIO, size: int) -> bytes:
+    """``size`` bytes from ``source``, fewer only where it ends (a short read is the caller's to judge)."""
+    parts, got = [], 0
+    while got < size:
+        data = source.read(size - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+class ChunkedPlainReader(io.RawIOBase):
+    """The reading side every decryptor shares: the plain text of one authenticated chunk at a time.
+    A subclass sets ``plain``, ``offset`` and ``done`` and fills ``plain`` in ``_fill``; ``STEP`` is how
+    much one read asks for when the whole rest is wanted."""
+
+    STEP = 1024 * 1024
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        raise NotImplementedError
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while True:
+                part = self.read(self.STEP)
+                if not part:
+                    return b"".join(parts)
+                parts.append(part)
+        while self.offset >= len(self.plain):
+            if self.done:
+                return b""
+            self._fill()
+        part = self.plain[self.offset:self.offset + size]
+        self.offset += len(part)
+        return part
+
+    def readinto(self, target) -> int:
+        data = self.read(len(target))
+        target[:len(data)] = data
+        return len(data)
