@@ -66,7 +66,7 @@ from typing import BinaryIO, Callable, Iterator
 # The rules a reader applies live in archive_checks; they are re-exported here, the format's one name.
 from posthog_compose.operations.archive_age import AGE_MAGIC, AgeReader, AgeWriter
 from posthog_compose.operations.archive_members import (  # noqa: F401
-    ChunkedPlainReader, Member, MemberInfo, MemberStream, ReadResult, read_exact)
+    ChunkedPlainReader, Member, MemberInfo, MemberStream, ReadResult, check_new_member, read_exact)
 from posthog_compose.operations.archive_tar import BLOCK, TarArchiveWriter, is_tar_header, iter_tar_members
 from posthog_compose.operations.archive_checks import (  # noqa: F401
     CHUNK, ENC_MAGIC, FORMAT, FORMATS, LEGACY_FORMAT, FRAME, HEADER_FIELDS, KEY_CHECK, LISTED_FIELDS, MAX_CHUNK, MAX_HEADER,
@@ -246,13 +246,7 @@ class ArchiveWriter:
 
     def add_stream(self, name: str, source: BinaryIO, mode: int = 0o600,
                    progress: Callable[[int], None] | None = None) -> MemberInfo:
-        problem = name_problem(name)
-        if problem:
-            raise ValueError(problem)
-        if any(m.name == name for m in self.members):
-            raise ValueError(f"duplicate member {name}")
-        if len(self.members) >= MAX_MEMBERS:
-            raise ValueError(f"more than {MAX_MEMBERS} members")
+        check_new_member(self.members, name, name_problem(name))
         mode = safe_mode(mode)  # a reader of this format refuses any other mode
         self._header(b"M", {"name": name, "mode": mode})
         digest, size = hashlib.sha256(), 0

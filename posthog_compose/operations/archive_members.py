@@ -9,7 +9,7 @@ import io
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from posthog_compose.operations.archive_checks import ArchiveError
+from posthog_compose.operations.archive_checks import MAX_MEMBERS, ArchiveError
 
 
 @dataclass
@@ -123,3 +123,14 @@ class ChunkedPlainReader(io.RawIOBase):
         data = self.read(len(target))
         target[:len(data)] = data
         return len(data)
+
+
+def check_new_member(members: list[MemberInfo], name: str, problem: str | None) -> None:
+    """What every writer refuses before it adds member ``name`` (``problem``: what its format's name rule
+    says of the name, or None): a bad name, a name written twice, one member too many."""
+    if problem:
+        raise ValueError(problem)
+    if any(m.name == name for m in members):
+        raise ValueError(f"duplicate member {name}")
+    if len(members) >= MAX_MEMBERS:
+        raise ValueError(f"more than {MAX_MEMBERS} members")

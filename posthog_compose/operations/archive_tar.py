@@ -39,7 +39,7 @@ from typing import BinaryIO, Callable, Iterator
 from posthog_compose.operations.archive_checks import (MAX_MANIFEST, MAX_MEMBERS, MIB, ArchiveError, final_mode,
                                                        listed_members, load_json, manifest_format, member_mode,
                                                        name_problem, safe_mode, shown)
-from posthog_compose.operations.archive_members import Member, MemberInfo, MemberStream, ReadResult
+from posthog_compose.operations.archive_members import Member, MemberInfo, MemberStream, ReadResult, check_new_member
 
 TAR_FORMAT = 4
 BLOCK = 512
@@ -107,13 +107,7 @@ class TarArchiveWriter:
         return digest
 
     def _check(self, name: str) -> None:
-        problem = tar_name_problem(name)
-        if problem:
-            raise ValueError(problem)
-        if any(m.name == name for m in self.members):
-            raise ValueError(f"duplicate member {name}")
-        if len(self.members) >= MAX_MEMBERS:
-            raise ValueError(f"more than {MAX_MEMBERS} members")
+        check_new_member(self.members, name, tar_name_problem(name))
 
     def add_bytes(self, name: str, data: bytes, mode: int = 0o600) -> MemberInfo:
         """A member whose content is known: one file under its own name."""
