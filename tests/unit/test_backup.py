@@ -534,21 +534,24 @@ def test_a_failure_while_writing_the_configuration_leaves_whole_files(deployed, 
     assert not [c for c in engine.popens if "-xf" in c]  # no data was loaded after the failure
 
 
+class WaitFails(FakeRunner):
+    """The restore's `up --wait` of the whole deployment fails (the one of db alone succeeds)."""
+
+    def run(self, cmd, **kwargs):
+        self.commands.append(list(cmd))
+        failed = "--wait" in cmd and cmd[-1] != "db"
+        return subprocess.CompletedProcess(cmd, 1 if failed else 0, "a log line\n", "")
+
+
 def test_a_service_that_stays_unhealthy_after_the_restore_is_named_with_its_logs(deployed, engine, made, monkeypatch,
                                                                                    capsys):
     from posthog_compose.operations import stack
-
-    class Unhealthy(FakeRunner):
-        def run(self, cmd, **kwargs):
-            self.commands.append(list(cmd))
-            failed = "--wait" in cmd and cmd[-1] != "db"
-            return subprocess.CompletedProcess(cmd, 1 if failed else 0, "web log line\n", "")
 
     monkeypatch.setattr(stack, "service_states", lambda root, runner: [
         stack.ServiceState(name, "running", "unhealthy" if name == "web" else "healthy") for name in
         ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")])
     with pytest.raises(OperatorError, match=r"services failed: web \(unhealthy\); not healthy after the restore"):
-        restore.restore(deployed, Unhealthy(deployed), str(made), yes=True)
+        restore.restore(deployed, WaitFails(deployed), str(made), yes=True)
 
 
 def test_a_named_deployment_is_backed_up_and_restored_under_its_own_name(deployed, engine, monkeypatch):
@@ -600,15 +603,9 @@ def test_an_edge_proxy_that_stays_unhealthy_after_the_restore_is_named(deployed,
     # names it (not the eight services, which are healthy).
     from posthog_compose.operations import stack
 
-    class ProxyDown(FakeRunner):
-        def run(self, cmd, **kwargs):
-            self.commands.append(list(cmd))
-            failed = "--wait" in cmd and cmd[-1] != "db"
-            return subprocess.CompletedProcess(cmd, 1 if failed else 0, "proxy log line\n", "")
-
     monkeypatch.setattr(stack, "service_states", lambda root, runner: [
         stack.ServiceState(name, "running", "healthy") for name in
         ("db", "redis", "clickhouse", "zookeeper", "kafka", "web", "worker", "plugins")])
     monkeypatch.setattr(restore, "_values", lambda root: {"COMPOSE_FILE": "docker-compose.yml:docker-compose.proxy.yml"})
     with pytest.raises(OperatorError, match=r"services failed: proxy \(not started\); not healthy after the restore"):
-        restore.restore(deployed, ProxyDown(deployed), str(made), yes=True)
+        restore.restore(deployed, WaitFails(deployed), str(made), yes=True)
