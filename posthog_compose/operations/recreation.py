@@ -48,7 +48,7 @@ class Step:
     def line(self) -> str:
         """One short line for people: what happens to the service, and why."""
         if self.action == SURGE:
-            what = "surge (started beside the old one, behind the proxy)"
+            what = "surge (no failed requests through the proxy)"
         elif self.action == RECREATE and self.service == "web":
             what = f"recreated in place ({self.why_not_surge}: no answers while it stops and boots)"
         elif self.action == RECREATE:

@@ -111,6 +111,25 @@ def longest_outage(samples: Iterable[tuple[float, bool]], end: float | None = No
     return longest
 
 
+def in_place_gap(events: str) -> float | None:
+    """From `docker events` lines "TIMENANO ACTION ID" of one service's containers: the seconds from the
+    first container told to stop (its "kill", the SIGTERM of a stop) to the start of another container after
+    it, the part of an in-place switch between the old server's stop and the new one's boot; None when no
+    container started after another was told to stop (a switch beside the old one starts the new first)."""
+    parsed = []
+    for line in events.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0].isdigit():
+            parsed.append((int(fields[0]), fields[1], fields[2]))
+    parsed.sort()
+    stopped = next(((at, ident) for at, action, ident in parsed if action == "kill"), None)
+    if stopped is None:
+        return None
+    started = next((at for at, action, ident in parsed if action == "start" and ident != stopped[1]
+                    and at >= stopped[0]), None)
+    return None if started is None else (started - stopped[0]) / 1e9
+
+
 def uuids_in(text: str) -> set[str]:
     """Every UUID written in ``text`` (rows as ClickHouse prints them), lower-cased."""
     return {match.lower() for match in UUID_PATTERN.findall(text)}

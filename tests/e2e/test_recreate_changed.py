@@ -88,7 +88,7 @@ def test_with_the_proxy_on_up_surges_web_then_recreates_worker_and_no_request_fa
         before = _container_ids(deployment)
         deployment.set_env(WEB_AND_WORKER_TUNING="b")
         dry = deployment.invoke("up", "--dry-run")
-        assert "  web: surge (started beside the old one, behind the proxy); configuration changed since it was started " \
+        assert "  web: surge (no failed requests through the proxy); configuration changed since it was started " \
                "(WEB_AND_WORKER_TUNING)" in dry.stdout.splitlines(), dry.stdout
         assert _container_ids(deployment) == before
 
@@ -99,7 +99,7 @@ def test_with_the_proxy_on_up_surges_web_then_recreates_worker_and_no_request_fa
         watcher.join(timeout=30)
         assert again.returncode == 0, again.stdout + again.stderr
         lines = again.stdout.splitlines()
-        assert lines.index("  web: surge (started beside the old one, behind the proxy); configuration changed since it "
+        assert lines.index("  web: surge (no failed requests through the proxy); configuration changed since it "
                            "was started (WEB_AND_WORKER_TUNING)") + 1 == \
             lines.index("  worker: recreated after web; configuration changed since it was started "
                         "(WEB_AND_WORKER_TUNING)"), again.stdout

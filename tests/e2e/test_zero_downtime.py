@@ -8,8 +8,10 @@ readiness, captured events each with its own uuid; tests/e2e/loadloop.py) runs t
   (c) a live `invoke harden` of an item that recreates web (an insecure SECRET_KEY, `--only secrets`),
   (d) an `.env` change that touches web (TRUSTED_PROXIES), then `invoke up`.
 
-Each case: 0 failed requests, and every event PostHog accepted is stored in ClickHouse afterwards. Then,
-without the proxy, a good upgrade leaves web's published port unanswered for at most 2 s.
+Each case: 0 failed requests, web never stopped before its successor started, and every event PostHog
+accepted is stored in ClickHouse afterwards. Then, without the proxy, a good upgrade leaves web's published
+port unanswered only while it switches (at most 2 s, from the old web's SIGTERM to the new one's start) and
+boots (see MAX_IN_PLACE_SWITCH).
 
 One deployment serves every case in order (each starts from where the previous one left it): its images
 come from a registry on the engine, as in tests/e2e/test_upgrade.py. Each case prints one line: requests,
@@ -25,7 +27,7 @@ import pytest
 
 from tests.e2e import harness
 from tests.e2e.harness import free_port, free_proxy_subnet, make_deployment, start_registry
-from tests.e2e.loadloop import LoadLoop, ServiceWatch, Target, missing_from_clickhouse
+from tests.e2e.loadloop import LoadLoop, ServiceWatch, Target, in_place_gap, missing_from_clickhouse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lanes(
     "local", reason="switches between stand-in tags pushed to a registry built here (v1, v2, broken) and writes "
@@ -38,11 +40,16 @@ V1, V2, BROKEN = "release-1.41.0", "release-1.41.1", "release-1.41.2"
 TOKEN = "phc_e2eZeroDowntimeKey0123456789"
 DOMAIN = "posthog.test"
 #: Without the proxy web's published port belongs to one container, so an in-place switch leaves it unanswered
-#: while the old web stops and the new one boots: its start runs PostHog's migrations and their check (eight
-#: Django management commands, bin/migrate and bin/migrate-check at 1.43.0) before the server listens. On the
-#: stand-in images that measured 3.7-9.9 s on a loaded 2-core host (2 s is not reachable in place: the
-#: stand-in's boot alone takes longer; PostHog's own takes longer still). The bound says the kit adds no
-#: wait of its own to that: no pull, backup or health wait happens while web is down.
+#: while the old web stops and the new one boots. Two parts, bounded apart:
+#: - the switch itself, from the old container's SIGTERM to the new container's start (gunicorn's stop, at
+#:   most its 1 s select with nothing in flight, then Docker removing one container and starting the other,
+#:   which Compose created before it stopped the old one): the part the kit decides, at most 2 s;
+#: - the new web's boot, which the image decides: its start runs PostHog's migrations and their check (eight
+#:   Django management commands, bin/migrate and bin/migrate-check at 1.43.0) before gunicorn listens. On the
+#:   stand-in images that is 0.7 s on a quiet host and 2-9 s on a loaded 2-core one; PostHog's own takes
+#:   tens of seconds. The whole outage clients see is bounded by this (no pull, backup or health wait of the
+#:   kit's happens while web is down).
+MAX_IN_PLACE_SWITCH = 2.0
 MAX_WEB_OUTAGE_WITHOUT_PROXY = 15.0
 
 #: Seconds the loop runs before the operation starts and after it ends.
@@ -96,14 +103,22 @@ def _measure(deployment, case: str, target: Target, *operation: str, expect_exit
     with loop:
         with ServiceWatch(deployment.engine.docker, project, ("web", "worker", "plugins")) as watch:
             time.sleep(BEFORE_AND_AFTER)  # answers before the operation: the target works to begin with
+            started = time.time()
             with loop.window():
                 result = deployment.invoke(*operation)
             time.sleep(BEFORE_AND_AFTER)  # and after it: what the task left serves too
+    # What the engine did to web's containers meanwhile: the in-place switch's own part of the outage.
+    events = deployment.engine.docker("events", "--since", f"{started:.3f}", "--until", f"{time.time():.3f}",
+                                      "--filter", "label=com.docker.compose.service=web", "--format",
+                                      "{{.TimeNano}} {{.Action}} {{.Actor.ID}}", timeout=60).stdout
+    switch = in_place_gap(events)
     summary = loop.summary()
     outages = {service: round(watch.outage(service), 1) for service in ("web", "worker", "plugins")}
     missing = missing_from_clickhouse(deployment, set(summary.accepted_uuids)) if summary.accepted_uuids else set()
     line = summary.line(case, worker=outages["worker"], plugins=outages["plugins"])
     line += f"; web container outage {outages['web']:.1f} s; {len(missing)} accepted events missing in ClickHouse"
+    if switch is not None:
+        line += f"; in-place switch (old web's SIGTERM to new web's start) {switch:.2f} s"
     # The task's own line on how web was switched (beside the old one, or in place and why), as it printed it.
     switched = [text.strip() for text in result.stdout.splitlines()
                 if text.startswith("web") and ("beside" in text or "in place" in text)]
@@ -117,31 +132,16 @@ def _measure(deployment, case: str, target: Target, *operation: str, expect_exit
                       "accepted_events": len(summary.accepted_uuids), "missing_in_clickhouse": len(missing),
                       "window_ms": {k: None if v is None else round(v * 1000) for k, v in window.items()},
                       "web_outage_s": round(summary.outage, 2), "container_outage_s": outages,
-                      "task_exit": result.returncode, "web_switch": switched}
+                      "task_exit": result.returncode, "web_switch": switched,
+                      "in_place_switch_s": None if switch is None else round(switch, 2)}
     assert result.returncode == expect_exit, result.stdout + result.stderr
-    return result, summary, missing
+    return result, summary, missing, switch
 
 
-def _assert_no_failed_request_and_every_event_stored(summary, missing) -> None:
+def _assert_no_failed_request_and_every_event_stored(summary, missing, switch) -> None:
+    assert switch is None, f"web was stopped {switch:.2f} s before a new one started: not a switch beside it"
     assert summary.sent > 0 and summary.accepted_uuids, summary
     assert summary.failed_total == 0, \
-        f"{summary.failed_total} failed requests: {summary.failed}; first: {'; '.join(summary.first_failures)}"
-    assert not missing, f"{len(missing)} accepted events are not in ClickHouse, e.g. {sorted(missing)[:3]}"
-
-
-#: A switch that brings a new web container into the proxy's network: a few POSTs in flight through the
-#: proxy fail with its 502 (Caddy 2.8.4 resends no request body) in one burst, all at the same instant,
-#: while the new container joins and the old one is drained: 0 in CI's first run of this file, 2-5 on
-#: other runs, none at the old one's retire once the drain holds. Its cause is not pinned down yet.
-#: The bound keeps every other failure out: only the proxy's 502, at
-#: most this many (an in-place switch fails hundreds), and every event PostHog accepted is stored.
-JOIN_TRANSIENT = 10
-
-
-def _assert_at_most_the_join_transient_and_every_event_stored(summary, missing) -> None:
-    assert summary.sent > 0 and summary.accepted_uuids, summary
-    other = {kind: count for kind, count in summary.failed.items() if kind != "status 502"}
-    assert not other and summary.failed_total <= JOIN_TRANSIENT, \
         f"{summary.failed_total} failed requests: {summary.failed}; first: {'; '.join(summary.first_failures)}"
     assert not missing, f"{len(missing)} accepted events are not in ClickHouse, e.g. {sorted(missing)[:3]}"
 
@@ -175,20 +175,20 @@ def _image(deployment) -> str:
     return deployment.values()["POSTHOG_IMAGE"]
 
 
-def test_a_good_upgrade_through_the_proxy_fails_at_most_the_join_transient(live):
-    result, summary, missing = _measure(live, "(a) upgrade v1 -> v2 through the proxy", _through_proxy(live),
+def test_a_good_upgrade_through_the_proxy_fails_no_request(live):
+    result, summary, missing, switch = _measure(live, "(a) upgrade v1 -> v2 through the proxy", _through_proxy(live),
                                         "upgrade", "--to", V2, "--timeout", "240")
     assert _image(live).endswith(f":{V2}")
     assert "web: replaced beside the running container behind the edge proxy" in result.stdout, result.stdout
     assert "the proxy now dials it alone" in result.stdout  # drained before the old one stopped
     _one_web_unpinned_and_settled(live, V2)
-    _assert_at_most_the_join_transient_and_every_event_stored(summary, missing)
+    _assert_no_failed_request_and_every_event_stored(summary, missing, switch)
 
 
 def test_the_automatic_rollback_of_a_broken_version_fails_no_request_through_the_proxy(live):
     before = _image(live)
     (serving,) = _web_containers(live)
-    result, summary, missing = _measure(live, "(b) upgrade to a broken version, rolled back through the proxy",
+    result, summary, missing, switch = _measure(live, "(b) upgrade to a broken version, rolled back through the proxy",
                                         _through_proxy(live), "upgrade", "--to", BROKEN, "--timeout", "90",
                                         expect_exit=1)
     assert "back on" in result.stdout and _image(live) == before, result.stdout + result.stderr
@@ -198,45 +198,47 @@ def test_the_automatic_rollback_of_a_broken_version_fails_no_request_through_the
     assert "web: replaced beside" not in result.stdout and "nothing to replace" in result.stdout, result.stdout
     (after,) = _web_containers(live)
     assert after["Id"] == serving["Id"]
-    _assert_no_failed_request_and_every_event_stored(summary, missing)
+    _assert_no_failed_request_and_every_event_stored(summary, missing, switch)
 
 
-def test_going_back_to_the_previous_version_through_the_proxy_fails_at_most_the_join_transient(live):
-    _, summary, missing = _measure(live, "(b) upgrade --to the previous version v2 -> v1 through the proxy",
+def test_going_back_to_the_previous_version_through_the_proxy_fails_no_request(live):
+    _, summary, missing, switch = _measure(live, "(b) upgrade --to the previous version v2 -> v1 through the proxy",
                                    _through_proxy(live), "upgrade", "--to", V1, "--timeout", "240")
     assert _image(live).endswith(f":{V1}")
-    _assert_at_most_the_join_transient_and_every_event_stored(summary, missing)
+    _assert_no_failed_request_and_every_event_stored(summary, missing, switch)
 
 
-def test_a_live_harden_that_recreates_web_through_the_proxy_fails_at_most_the_join_transient(live):
+def test_a_live_harden_that_recreates_web_through_the_proxy_fails_no_request(live):
     # An insecure SECRET_KEY in .env (short), not yet applied: harden's secrets item replaces it, and the new
     # key reaches web, worker and plugins.
     live.set_env(SECRET_KEY="e2e-short-secret-key")
-    _, summary, missing = _measure(live, "(c) harden --only secrets through the proxy", _through_proxy(live),
+    _, summary, missing, switch = _measure(live, "(c) harden --only secrets through the proxy", _through_proxy(live),
                                    "harden", "--only", "secrets", "--yes")
     assert live.values()["SECRET_KEY"] != "e2e-short-secret-key"
-    _assert_at_most_the_join_transient_and_every_event_stored(summary, missing)
+    _assert_no_failed_request_and_every_event_stored(summary, missing, switch)
 
 
-def test_an_env_change_to_web_then_up_through_the_proxy_fails_at_most_the_join_transient(live):
+def test_an_env_change_to_web_then_up_through_the_proxy_fails_no_request(live):
     values = live.values()
     # One more trusted proxy address inside the proxy's own network: web's (and the worker's) environment
     # changes, what they do with requests does not.
     extra = values["PROXY_ADDRESS"].rsplit(".", 1)[0] + ".5"
     live.set_env(TRUSTED_PROXIES=f"{values['TRUSTED_PROXIES']},{extra}")
-    _, summary, missing = _measure(live, "(d) .env change to web, then up, through the proxy", _through_proxy(live),
+    _, summary, missing, switch = _measure(live, "(d) .env change to web, then up, through the proxy", _through_proxy(live),
                                    "up", "--timeout", "300")
-    _assert_at_most_the_join_transient_and_every_event_stored(summary, missing)
+    _assert_no_failed_request_and_every_event_stored(summary, missing, switch)
 
 
 def test_without_the_proxy_a_good_upgrade_leaves_web_unanswered_only_while_it_boots(live):
     disabled = live.invoke("proxy", "--disable")
     assert disabled.returncode == 0, disabled.stdout + disabled.stderr
     target = Target.web_port(int(live.values()["WEB_PORT"]))
-    _, summary, missing = _measure(live, "upgrade v1 -> v2 without the proxy (web's published port)", target,
+    _, summary, missing, switch = _measure(live, "upgrade v1 -> v2 without the proxy (web's published port)", target,
                                    "upgrade", "--to", V2, "--timeout", "240")
     assert _image(live).endswith(f":{V2}")
-    # Without the proxy web's port belongs to one container: an in-place switch costs its outage, bounded here;
-    # every event PostHog did accept is still stored.
-    assert summary.outage <= MAX_WEB_OUTAGE_WITHOUT_PROXY, summary.line("without the proxy")
+    # Without the proxy web's port belongs to one container: an in-place switch costs its outage, bounded here
+    # in its two parts (see MAX_IN_PLACE_SWITCH); every event PostHog did accept is still stored.
+    assert switch is not None, "the engine saw no stop of the old web and start of a new one"
+    assert switch <= MAX_IN_PLACE_SWITCH, f"the in-place switch took {switch:.2f} s"
+    assert 0 < summary.outage <= MAX_WEB_OUTAGE_WITHOUT_PROXY, summary.line("without the proxy")
     assert not missing, f"{len(missing)} accepted events are not in ClickHouse"

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.e2e import loadloop
-from tests.e2e.loadloop import (LoadLoop, Record, Target, check_rate, healthy_services, longest_outage, next_start,
-                                percentile, summarize, uuids_in, wait_until_stored)
+from tests.e2e.loadloop import (LoadLoop, Record, Target, check_rate, healthy_services, in_place_gap, longest_outage,
+                                next_start, percentile, summarize, uuids_in, wait_until_stored)
 
 FAST = settings(max_examples=300, deadline=None)
 latencies = st.lists(st.floats(min_value=0, max_value=60, allow_nan=False), min_size=1, max_size=200)
@@ -278,3 +278,41 @@ def test_the_first_failures_say_when_from_the_window_start_which_request_and_how
                                       "+2.50 s POST /e/: status 502 after 3012 ms",
                                       "+3.00 s POST /e/: ConnectionResetError after 10 ms")
     assert summarize(records[:1]).first_failures == ()
+
+
+# --- the in-place switch's own part, from the engine's events ---------------------------------------------
+
+COMPOSE_RECREATE = """1796646245800808125 create new0000
+1796646245823440710 kill old00000
+1796646246403012075 die old00000
+1796646246502113888 stop old00000
+1796646246516717904 destroy old00000
+1796646246518529436 rename new0000
+1796646246929119529 start new0000
+1796646252472196898 health_status: healthy new0000
+"""
+
+
+def test_the_in_place_gap_runs_from_the_old_ones_sigterm_to_the_new_ones_start():
+    # Compose v2 and later create the new container first, then stop the old one, then start the new one.
+    assert in_place_gap(COMPOSE_RECREATE) == pytest.approx(1.105678819)
+
+
+def test_a_switch_beside_the_old_one_has_no_in_place_gap():
+    beside = ("100000000000 create new\n200000000000 start new\n300000000000 connect new\n"
+              "400000000000 kill old\n500000000000 die old\n600000000000 destroy old\n")
+    assert in_place_gap(beside) is None
+    assert in_place_gap("") is None and in_place_gap("garbage\n\n1 2\n") is None
+
+
+@given(st.lists(st.tuples(st.integers(0, 10**12), st.sampled_from(["create", "kill", "die", "start", "destroy"]),
+                          st.sampled_from(["a", "b", "c"])), max_size=12))
+def test_the_in_place_gap_is_never_negative_and_needs_a_kill_and_a_later_start_of_another(events):
+    text = "".join(f"{at} {action} {ident}\n" for at, action, ident in events)
+    gap = in_place_gap(text)
+    kills = sorted((at, ident) for at, action, ident in events if action == "kill")
+    if gap is None:
+        assert not kills or not any(action == "start" and ident != kills[0][1] and at >= kills[0][0]
+                                    for at, action, ident in events)
+    else:
+        assert gap >= 0 and kills

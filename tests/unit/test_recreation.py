@@ -77,7 +77,7 @@ def test_the_plan_recreates_exactly_the_changed_services_in_order_and_web_surges
     assert len(lines) == sum(1 for state in states.values() if state != "unchanged")  # one per service that changes
     if "web" in recreated:
         web_line = next(line for line in lines if line.startswith("web: "))
-        assert web_line.startswith("web: surge (started beside the old one, behind the proxy)" if proxy else
+        assert web_line.startswith("web: surge (no failed requests through the proxy)" if proxy else
                                    "web: recreated in place (the edge proxy is off: no answers while it stops and boots)")
     if actions["web"] != recreation.UNCHANGED:
         for name in ("worker", "plugins"):
@@ -159,7 +159,7 @@ def test_up_dry_run_says_how_each_changed_service_is_recreated(running, monkeypa
     root, rows, image_ids = running
     set_env(root, TRUSTED_PROXIES="10.1.2.3")  # read by web and worker only
     for proxy, web_line in ((False, "  web: recreated in place (the edge proxy is off: no answers while it stops and boots)"),
-                            (True, "  web: surge (started beside the old one, behind the proxy)")):
+                            (True, "  web: surge (no failed requests through the proxy)")):
         monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None if proxy else PROXY_OFF)
         engine = FakeEngine(root, rows, images=image_ids, real_compose=True, dry_run=True)
         lifecycle.up(root, engine, [])
@@ -197,7 +197,7 @@ def test_the_upgrade_plan_says_how_each_service_is_recreated(deployed, monkeypat
     request = Request(to="release-1.43.1")
     print_plan(make_plan(deployed, request), request, True, deployed)
     out = capsys.readouterr().out
-    web = ("web: surge (started beside the old one, behind the proxy)" if proxy else
+    web = ("web: surge (no failed requests through the proxy)" if proxy else
            "web: recreated in place (the edge proxy is off: no answers while it stops and boots)")
     assert f"\n       {web}\n       worker: recreated after web\n       plugins: recreated after web\n" in out
 
@@ -213,7 +213,7 @@ def test_harden_recreates_only_the_changed_services_then_waits_for_all(deployed,
     harden._recreate_all(deployed, FakeEngine(deployed, _rows(deployed, states), hashes=hashes_text(HASH)))
     assert recorder.calls == [["surge web"], ["up", "--detach", "--no-deps", "worker"],
                               ["up", "--detach", "--remove-orphans"]]
-    assert "  web: surge (started beside the old one, behind the proxy); configuration changed since it was started\n" \
+    assert "  web: surge (no failed requests through the proxy); configuration changed since it was started\n" \
            "  worker: recreated after web; configuration changed since it was started\n" in capsys.readouterr().out
 
 
@@ -229,7 +229,7 @@ def test_harden_prints_each_service_it_will_recreate_before_it_asks(deployed, mo
     assert harden._apply_planned(deployed, Runner(deployed, dry_run=True), [], True, False) == 0
     out = capsys.readouterr().out
     assert ("  - then recreate only what changes, in this order, and check health and the URL:\n"
-            "      web: surge (started beside the old one, behind the proxy); configuration changes\n"
+            "      web: surge (no failed requests through the proxy); configuration changes\n"
             "      worker: recreated after web; configuration changes\n") in out
     assert out.index("worker: recreated after web") < out.index("Dry run: nothing changed.")
 

@@ -33,15 +33,23 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"ok")
 
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
 server = graceful.GracefulServer(("127.0.0.1", 0), Handler)
 print(server.server_address[1], flush=True)
+time.sleep(float(sys.argv[2]))  # busy before its first accept: connections wait in the listener's queue
 graceful.serve(server, graceful_timeout=float(sys.argv[1]))
 """
 
 
-def start(graceful_timeout: float):
-    process = subprocess.Popen([sys.executable, "-B", "-c", SERVER, str(graceful_timeout)], stdout=subprocess.PIPE,
-                               text=True)
+def start(graceful_timeout: float, busy_first: float = 0.0):
+    process = subprocess.Popen([sys.executable, "-B", "-c", SERVER, str(graceful_timeout), str(busy_first)],
+                               stdout=subprocess.PIPE, text=True)
     return process, int(process.stdout.readline())
 
 
@@ -98,6 +106,38 @@ def test_past_the_graceful_timeout_the_server_ends_anyway():
         in_flight["thread"].join(10)
         assert "status" not in in_flight
     finally:
+        process.kill()
+        process.wait()
+
+
+def test_connections_that_arrive_while_the_server_is_busy_wait_for_it_as_in_gunicorns_queue_of_2048():
+    """gunicorn 20.1.0 listens with a backlog of 2048 (gunicorn/config.py:613-620, sock.py:56; PostHog's
+    bin/docker-server and gunicorn.config.py set none): a burst of connections to a web that is slow to
+    accept, as a freshly joined one on a loaded host is, waits and is answered. socketserver's own backlog
+    of 5 made the kernel answer such a burst with SYN cookies and then reset the request's second segment
+    (the proxy writes headers and body apart): the proxy's 502s while a new web joined."""
+    process, port = start(graceful_timeout=5, busy_first=1.5)
+    clients = []
+    try:
+        for number in range(64):
+            # A SYN that a full queue drops is sent again only after 1 s: a wait gunicorn never makes.
+            client = socket.create_connection(("127.0.0.1", port), timeout=0.5)
+            client.settimeout(10)
+            body = b'{"n": %d}' % number
+            client.sendall(b"POST /e/ HTTP/1.1\r\nHost: web\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(body))
+            clients.append((client, body))
+        time.sleep(0.05)
+        for client, body in clients:
+            client.sendall(body)  # the second segment, as the proxy sends a request's body
+        for client, body in clients:
+            answer = b""
+            while chunk := client.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.0 200") and answer.endswith(body), answer[:80]
+    finally:
+        for client, _ in clients:
+            client.close()
         process.kill()
         process.wait()
 

@@ -81,7 +81,7 @@ def replace_web(root: Path, runner: Runner, timeout: float) -> bool:
     if old.config_hash == wanted_hash(root, runner):
         print(f"web ({old.name}) already runs the current configuration: nothing to replace.")
         return False
-    print(f"web: replacing {old.name} beside it behind the edge proxy ...", flush=True)
+    print(f"web: replacing {old.name} beside it behind the edge proxy (no request fails) ...", flush=True)
     proxy = _drain_preflight(root, runner)
     entry = {"old": old.id, "old_name": old.name, "new": None, "phase": "creating"}
     journal.write(root, JOURNAL_KIND, entry)
@@ -132,7 +132,7 @@ def replace_web(root: Path, runner: Runner, timeout: float) -> bool:
         if proxy is not None:
             drain.unpin(root, runner, proxy)
         journal.clear(root, JOURNAL_KIND)
-    print(f"web: replaced beside the running container behind the edge proxy: {new.name} "
+    print(f"web: replaced beside the running container behind the edge proxy (no request fails): {new.name} "
           "serves.", flush=True)
     return True
 

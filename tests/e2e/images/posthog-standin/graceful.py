@@ -28,6 +28,10 @@ class GracefulServer(ThreadingHTTPServer):
     """A threading HTTP server that counts the requests in flight, so that a stop can wait for them."""
 
     daemon_threads = True  # past the graceful timeout the process exits anyway (gunicorn SIGKILLs)
+    #: gunicorn's listen backlog (gunicorn/config.py:613-620, sock.py:56; neither PostHog's bin/docker-server
+    #: nor its gunicorn.config.py sets one), not socketserver's 5: with 5, a burst of connections to a web
+    #: that is slow to accept (a new one on a loaded host) had SYNs dropped and requests reset.
+    request_queue_size = 2048
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
