@@ -104,3 +104,20 @@ def test_the_length_check_finds_a_long_module(tmp_path):
     (package / "short.py").write_text("x = 1\n" * 3)
     (package / "steps" / "long.py").write_text("x = 1\n" * 4)
     assert _too_long(package, 3) == ["package/steps/long.py: 4 lines"]
+
+
+def test_an_install_carries_every_package_and_the_templates():
+    """pyproject.toml's package selection, as setuptools applies it, takes every directory of the package
+    that has an __init__.py (a listed selection once left the step packages out of a wheel), and the
+    templates the documents are rendered from."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    selected = set(find_packages(where=str(REPO), **config["packages"]["find"]))
+    present = {str(path.parent.relative_to(REPO)).replace(os.sep, ".")
+               for path in (REPO / PACKAGE).rglob("__init__.py")}
+    assert present and selected == present, sorted(present ^ selected)
+    (templates,) = config["package-data"][f"{PACKAGE}.documents"]
+    assert list((REPO / PACKAGE / "documents").glob(templates))
