@@ -105,7 +105,7 @@ def is_digest_pinned(reference: str) -> bool:
     return parse(reference).digest is not None
 
 
-def _familiar(repository: str) -> str:
+def familiar_repository(repository: str) -> str:
     """Docker Hub's short spelling, as `docker image inspect` reports it (docker.io/library/x -> x)."""
     for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
         if repository.startswith(prefix):
@@ -141,10 +141,10 @@ def repo_digest(runner, reference: str, image: str | None = None) -> str | None:
         digests = json.loads(output) or []
     except ValueError:
         return None
-    wanted = _familiar(ref.repository)
+    wanted = familiar_repository(ref.repository)
     for entry in digests:
         repository, _, digest = str(entry).partition("@")
-        if _familiar(repository) == wanted and _DIGEST.match(digest):
+        if familiar_repository(repository) == wanted and _DIGEST.match(digest):
             return f"{ref.repository}@{digest}"
     return None
 
@@ -178,7 +178,7 @@ def record_digest_version(root, tagged: str, pinned: str) -> None:
     if not tag or not ref.digest:
         return
     data = _digest_versions(root)
-    data[f"{_familiar(ref.repository)}@{ref.digest}"] = tag
+    data[f"{familiar_repository(ref.repository)}@{ref.digest}"] = tag
     path = Path(root) / DIGEST_VERSIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -195,7 +195,7 @@ def with_known_tag(root, reference: str) -> str:
         return reference
     if ref.tag or not ref.digest:
         return reference
-    tag = _digest_versions(root).get(f"{_familiar(ref.repository)}@{ref.digest}")
+    tag = _digest_versions(root).get(f"{familiar_repository(ref.repository)}@{ref.digest}")
     return f"{ref.repository}:{tag}@{ref.digest}" if tag and _TAG.match(tag) else reference
 
 

@@ -5,7 +5,6 @@ way back; else in place, saying why in one line."""
 from __future__ import annotations
 
 import shutil
-import sys
 import types
 
 import pytest
@@ -58,21 +57,11 @@ def test_the_gate_is_asked_about_the_versions_side_by_side_both_ways(deployment,
     root, calls = deployment
     upgrading(root, phase)
     seen = []
-    gate = types.ModuleType("posthog_compose.operations.upgrade.surge_gate")
-    gate.surge_refusal = lambda root, current, target: seen.append((current, target)) or "a migration drops a column"
-    monkeypatch.setitem(sys.modules, "posthog_compose.operations.upgrade.surge_gate", gate)
+    monkeypatch.setattr(switch, "surge_refusal",
+                        lambda root, current, target: seen.append((current, target)) or "a migration drops a column")
     switch._recreate(root, None, ["web"], 600)
     assert seen == [asked] and calls == [("in place", ("web",))]
     assert "a migration drops a column; the URL is down while web restarts" in capsys.readouterr().out
-
-
-def test_a_kit_without_the_gate_allows_the_surge(deployment, monkeypatch):
-    root, calls = deployment
-    upgrading(root)
-    monkeypatch.setitem(sys.modules, "posthog_compose.operations.upgrade.surge_gate", None)  # not importable
-    assert switch.surge_refusal(root, OLD, NEW) is None
-    switch._recreate(root, None, ["web"], 600)
-    assert calls == [("surge", ("web",))]
 
 
 def test_the_kits_gate_keeps_a_reviewed_refusal_in_place(deployment, capsys):

@@ -178,10 +178,11 @@ class _Running:
 def _recreation_lines(plan: Plan, root: Path) -> list[str]:
     """One line per service the upgrade recreates, in the order the switch takes them, and how."""
     from posthog_compose.operations import recreation
+    from posthog_compose.operations.upgrade import surge_gate
 
     reason = recreation.surge_unavailable(root)
     if reason is None and "web" in plan.services:
-        refusal = _surge_refusal(root, plan.current, plan.target)
+        refusal = surge_gate.surge_refusal(root, plan.current, plan.target)
         if refusal is not None:
             reason = f"{plan.current} and {plan.target} may not run side by side: {refusal}"
     planned = recreation.decide(plan.services, {name: [_Running()] for name in plan.services},
@@ -189,13 +190,3 @@ def _recreation_lines(plan: Plan, root: Path) -> list[str]:
     return planned.lines()
 
 
-def _surge_refusal(root: Path, current: str, target: str) -> str | None:
-    """The upgrade gate's word on running both versions side by side, as the switch asks it
-    (upgrade/switch.py); a kit without that gate allows it."""
-    import importlib
-    import importlib.util
-
-    name = "posthog_compose.operations.upgrade.surge_gate"
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name).surge_refusal(root, current, target)

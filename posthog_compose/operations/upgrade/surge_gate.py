@@ -80,7 +80,7 @@ def surge_refusal(root: Path, current: str, target: str) -> str | None:
 
 def _is_posthog(root: Path, ref: ImageRef) -> bool:
     """PostHog's image: Docker Hub's posthog/posthog, or the repository `.env` runs PostHog from (a mirror)."""
-    repository = images._familiar(ref.repository)
+    repository = images.familiar_repository(ref.repository)
     return repository == POSTHOG_REPOSITORY or repository == _configured_repository(root)
 
 
@@ -90,7 +90,7 @@ def _configured_repository(root: Path) -> str | None:
     path = env_path(root)
     try:
         value = EnvFile.load(path).resolved().get("POSTHOG_IMAGE", "") if path.exists() else ""
-        return images._familiar(images.parse(value).repository) if value else None
+        return images.familiar_repository(images.parse(value).repository) if value else None
     except (OperatorError, OSError, ValueError):
         return None
 

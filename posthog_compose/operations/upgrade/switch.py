@@ -18,6 +18,7 @@ from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from posthog_compose.fileops import atomic_write, timestamp
 from posthog_compose.operations.upgrade.plan import BACKUP_DIR, Plan
+from posthog_compose.operations.upgrade.surge_gate import surge_refusal
 
 
 def _require_running_on(root: Path, runner: Runner, plan: Plan) -> None:
@@ -115,21 +116,6 @@ def _versions_switched(root: Path) -> tuple[str, str] | None:
     if not current or not target:
         return None
     return (target, current) if entry.get("phase") == "rolling back" else (current, target)
-
-
-def surge_refusal(root: Path, current: str, target: str) -> str | None:
-    """The upgrade gate's word on running ``current`` and ``target`` side by side (upgrade/surge_gate.py);
-    a kit without that gate allows it."""
-    import importlib
-
-    name = "posthog_compose.operations.upgrade.surge_gate"
-    try:
-        surge_gate = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:  # the gate is there but something it needs is not: that is a fault, not "allowed"
-            raise
-        return None
-    return surge_gate.surge_refusal(root, current, target)
 
 
 def _replace_web_by_surge(root: Path, runner: Runner, timeout: float) -> bool:
