@@ -85,6 +85,8 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
         command = compose.command(root, "up", "--detach", *services)
         started = time.monotonic()
         if not wait:
+            if targets and not withheld:
+                _warn_web_recreated_in_place(root, runner, targets)
             if targets or not withheld:  # an empty list would start every service
                 runner.run(command)
             if withheld:
@@ -135,6 +137,17 @@ def _recreate_changed(root: Path, runner: Runner, targets: list[str], timeout: f
     if planned.unchanged:
         print(f"  left as they are: {', '.join(planned.unchanged)}")
     recreation.apply(root, runner, planned, timeout, values)
+
+
+def _warn_web_recreated_in_place(root: Path, runner: Runner, targets: list[str]) -> None:
+    """`up --no-wait` hands every change to Compose at once: said before it acts when that costs the
+    surge (web changed behind the edge proxy), since replacing web beside itself waits for its readiness."""
+    from posthog_compose.operations import recreation
+
+    planned = recreation.plan(root, runner, targets)
+    if any(step.service == "web" and step.action == recreation.SURGE for step in planned.steps):
+        print("warning: web changed, and with --no-wait Compose recreates it in place: the URL fails while it "
+              "boots. Without --no-wait it is replaced beside the running one, behind the proxy.", flush=True)
 
 
 def show_changes(root: Path, runner: Runner, services: list[str]) -> None:

@@ -7,6 +7,7 @@ Compose. The proof on an engine is tests/e2e/test_recreate_changed.py."""
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -153,6 +154,35 @@ def test_up_recreates_only_what_changed_in_order_before_its_usual_wait(deployed,
     out = capsys.readouterr().out
     assert "Recreating only what changed, in this order:\n  worker: recreated in place" in out
     assert "  left as they are: db, redis, clickhouse, zookeeper, kafka, web, plugins\n" in out
+
+
+@pytest.mark.parametrize("proxy", [True, False])
+def test_up_without_waiting_says_first_when_compose_recreates_a_web_that_would_surge(deployed, monkeypatch, capsys,
+                                                                                   proxy):
+    from posthog_compose.configuration import checks
+
+    monkeypatch.setattr(checks, "require_clean", lambda root: None)
+    monkeypatch.setattr(lifecycle, "recover", lambda root, runner: None)
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None if proxy else PROXY_OFF)
+    states = {name: "unchanged" for name in SERVICES}
+    states["web"] = "changed"
+    _model(monkeypatch)
+    engine = FakeEngine(deployed, _rows(deployed, states), hashes=hashes_text(HASH))
+    ran = []
+    faked = engine.run
+
+    def run(command, *, mutating=True, **kwargs):  # what changes is recorded; the rest the fake engine answers
+        if mutating:
+            ran.append(list(command))
+            return subprocess.CompletedProcess(command, 0, "", "")
+        return faked(command, mutating=False, **kwargs)
+
+    monkeypatch.setattr(engine, "run", run)
+    lifecycle.up(deployed, engine, [], wait=False)
+    out = capsys.readouterr().out
+    warned = "warning: web changed, and with --no-wait Compose recreates it in place" in out
+    assert warned == proxy, out
+    assert [command[command.index("up"):] for command in ran] == [["up", "--detach"]]
 
 
 def test_up_dry_run_says_how_each_changed_service_is_recreated(running, monkeypatch, capsys):
