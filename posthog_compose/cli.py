@@ -182,6 +182,23 @@ def _help_as_operators_read_it() -> None:
 _help_as_operators_read_it()
 
 
+def confirm_by_name(name: str, to_do: str, unchanged: str, out=None) -> None:
+    """Ask the operator to type ``name`` (the deployment's) to ``to_do``; anything else, or no input
+    (stdin closed: automation), is an OperatorError that says ``unchanged``. What was typed is echoed
+    back escaped and cut short: it may be anything, a pasted secret or a terminal escape."""
+    out = out or sys.stdout
+    out.write(f"Type the deployment's name ({name}) to {to_do}: ")
+    out.flush()
+    answer = sys.stdin.readline()
+    if not answer:
+        raise OperatorError(f"no confirmation (no input): {unchanged}; pass --yes for automation")
+    typed = answer.strip()
+    if typed != name:
+        echoed = "".join(c if c.isprintable() else repr(c)[1:-1] for c in typed)
+        echoed = echoed[:40] + ("..." if len(echoed) > 40 else "")
+        raise OperatorError(f"confirmation '{echoed}' is not {name!r}: {unchanged}")
+
+
 def split_list(values) -> list[str]:
     """Options given as repeated flags and/or comma-separated lists, flattened."""
     if not values:

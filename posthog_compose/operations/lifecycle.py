@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from posthog_compose.cli import confirm_by_name
 from posthog_compose.configuration import compose
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
@@ -521,12 +522,6 @@ def down(root: Path, runner: Runner, volumes: bool = False, yes: bool = False) -
         runner.run(command)
         return
     if not yes:
-        sys.stdout.write(f"Type the deployment name ({project}) to delete the data: ")
-        sys.stdout.flush()
-        answer = sys.stdin.readline()
-        if not answer:
-            raise OperatorError("no confirmation (no input): nothing was deleted; pass --yes for automation")
-        if answer.strip() != project:
-            raise OperatorError(f"confirmation {answer.strip()!r} is not {project!r}: nothing was deleted")
+        confirm_by_name(project, "delete the data", "nothing was deleted")
     runner.run(command)
     print(f"Stopped and deleted {len(doomed)} data volume(s).")

@@ -39,6 +39,7 @@ import time
 from pathlib import Path, PurePosixPath
 
 from posthog_compose import journal
+from posthog_compose.cli import confirm_by_name
 from posthog_compose.configuration import compose
 from posthog_compose.operations.archive_checks import shown
 from posthog_compose.operations.backup import (BACKUP_DIR, MIB, VOLUMES, Meter, _Counting, _passphrase_for, describe,
@@ -264,13 +265,7 @@ def _restore(root: Path, runner: Runner, path: Path, handle, passphrase: bytes |
         print(f"The deployment {project!r} already holds data: {', '.join(existing)}. Restoring DELETES it and "
               "puts the archive's data in its place.", file=out)
         if not yes:
-            out.write(f"Type the deployment's name ({project}) to replace the data: ")
-            out.flush()
-            answer = sys.stdin.readline()
-            if not answer:
-                raise OperatorError("no confirmation (no input): nothing was changed; pass --yes for automation")
-            if answer.strip() != project:
-                raise OperatorError(f"confirmation {shown(answer.strip())!r} is not {project!r}: nothing was changed")
+            confirm_by_name(project, "replace the data", "nothing was changed", out)
     _check_disk(runner, sum(m["size"] for n, m in members.items() if not n.startswith("config/")))
     record.announce(sha256, out)
 
@@ -573,14 +568,7 @@ def abandon(root: Path, value: str, yes: bool = False, out=None) -> None:
           "is. To get the archive's data back instead, run the command above.", file=out)
     project = str(entry.get("project") or compose.project_name(root))
     if not yes:
-        out.write(f"Type the deployment's name ({project}) to abandon the restore: ")
-        out.flush()
-        answer = sys.stdin.readline()
-        if not answer:
-            raise OperatorError("no confirmation (no input): the restore is still recorded; pass --yes for automation")
-        if answer.strip() != project:
-            raise OperatorError(f"confirmation {shown(answer.strip())!r} is not {project!r}: the restore is still "
-                                "recorded")
+        confirm_by_name(project, "abandon the restore", "the restore is still recorded", out)
     journal.clear(root, "restore")
     print(f"The interrupted restore of {_archive_shown(root, entry)} is abandoned; `invoke up` starts the deployment "
           "on the data it has now.", file=out)

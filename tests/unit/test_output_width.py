@@ -95,9 +95,9 @@ def test_a_narrow_terminal_wraps_cells_and_then_shows_rows_as_lines():
 def test_the_fitting_stream_passes_prompts_and_redrawn_lines_as_they_are():
     target = io.StringIO()
     stream = cli._FittingStream(target, 20)
-    stream.write("Type the deployment name (posthog) to delete the data: ")
+    stream.write("Type the deployment's name (posthog) to delete the data: ")
     stream.flush()
-    assert target.getvalue() == "Type the deployment name (posthog) to delete the data: "
+    assert target.getvalue() == "Type the deployment's name (posthog) to delete the data: "
     stream.write("\r[ 12s] 5/8 ready | starting: web, worker | waiting: plugins")
     stream.flush()
     stream.write("\n")
@@ -166,3 +166,27 @@ def test_status_fits_the_terminal(deployment, tmp_path):
     shown = run_invoke(deployment, "status", env=environ)
     assert "services running" in shown.stdout, shown.stdout + shown.stderr
     assert _wide_lines(shown.stdout, 70) == [], shown.stdout
+
+
+# --- the typed confirmation ---------------------------------------------------------------------------------
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_a_typed_confirmation_passes_only_for_the_name_and_echoes_any_other_answer_on_one_short_safe_line(typed):
+    import sys
+
+    from posthog_compose.errors import OperatorError
+
+    answer = typed.split("\n")[0].strip()  # the first line is the answer
+    out, saved = io.StringIO(), sys.stdin
+    sys.stdin = io.StringIO(typed + "\n")
+    try:
+        cli.confirm_by_name("posthog", "delete the data", "nothing was deleted", out)
+        assert answer == "posthog"
+    except OperatorError as exc:
+        assert answer != "posthog"
+        assert exc.message.endswith(": nothing was deleted") and len(exc.message) < 140
+        assert exc.message.isprintable(), exc.message  # no line break or terminal escape from what was typed
+    finally:
+        sys.stdin = saved
+    assert out.getvalue() == "Type the deployment's name (posthog) to delete the data: "

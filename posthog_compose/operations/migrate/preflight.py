@@ -5,10 +5,10 @@ has room), one problem per line; then the plan and the typed confirmation. Nothi
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from posthog_compose.cli import confirm_by_name
 from posthog_compose.configuration import compose
 from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
@@ -148,10 +148,4 @@ def plan_lines(root: Path, target: Target, facts: Facts, dump: str) -> list[str]
 
 def confirm(root: Path, out) -> None:
     project = compose.project_name(root)
-    out.write(f"Type the deployment name ({project}) to start the migration: ")
-    out.flush()
-    answer = sys.stdin.readline()
-    if not answer:
-        raise OperatorError("no confirmation (no input): nothing was changed; pass --yes for automation")
-    if answer.strip() != project:
-        raise OperatorError(f"confirmation {answer.strip()!r} is not {project!r}: nothing was changed")
+    confirm_by_name(project, "start the migration", "nothing was changed", out)
