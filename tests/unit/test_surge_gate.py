@@ -47,7 +47,9 @@ def _one_line(reason: str | None) -> str | None:
     ("release-1.42.0", "release-1.43.0", "drops the table posthog_userpromptsequencestate"),
     ("release-1.41.4", "release-1.42.0", "crosses the upgrade gate async-migrations-0005-0007-before-1.42"),
     ("release-1.39.1", "release-1.40.0", "crosses the upgrade gate async-migration-0006-before-1.40"),
-    ("release-1.40.1", "release-1.41.0", "is not a move upgrades.yml has reviewed"),  # not reviewed
+    # PostgreSQL migration 0260 of 1.41.0 hashes the personal API keys 1.40.1 looks up by value
+    ("release-1.40.1", "release-1.41.0", "sets every personal API key's value to NULL"),
+    ("release-1.40.1", "release-1.41.1", "is not a move upgrades.yml has reviewed"),  # not reviewed
     ("release-1.41.0", "release-1.41.4", "is not a move upgrades.yml has reviewed"),  # a jump: each step is not enough
     ("release-1.43.0", "release-1.42.0", "is a downgrade"),  # its move up is refused
     ("release-1.41.4", "release-1.41.0", "is a downgrade"),  # a jump back: only single reviewed moves go back
@@ -64,6 +66,7 @@ def test_which_moves_switch_web_in_place_with_the_kits_own_upgrades_yml(repo, cu
 @pytest.mark.parametrize("current, target", [
     ("release-1.43.0", "release-1.43.1"),  # reviewed: no migration between the tags
     ("release-1.41.3", "release-1.41.4"),
+    ("release-1.39.0", "release-1.39.1"),  # reviewed: only an async migration's operations change, never run at boot
     ("release-1.43.0", "release-1.43.0"),  # the same release: nothing migrates
     (SHA, SHA),
 ])
@@ -141,10 +144,11 @@ FIX = "correct that field (the handbook's Upgrading page, section Upgrade gates,
     (lambda d: d["surge"][1].update({"from": "1.43.0", "to": "1.43.0"}),
      "upgrades.yml: surge[1]: `from` 1.43.0 is not below `to` 1.43.0; a review is of an upgrade: correct the "
      "versions or remove the entry"),
-    (lambda d: d["surge"].append(dict(d["surge"][1], surge="refused")),
-     "upgrades.yml: surge[8]: 1.43.0 -> 1.43.1 repeats surge[1]; keep one review per move"),
-    (lambda d: d["surge"].append({"from": "1.39.1", "to": "1.40.0", "surge": "allowed", "reason": "r", "sources": ["s"]}),
-     "upgrades.yml: surge[8].surge: allows a surge across the upgrade gate async-migration-0006-before-1.40; a move "
+    (lambda d: d["surge"].insert(2, dict(d["surge"][1], surge="refused")),
+     "upgrades.yml: surge[2]: 1.43.0 -> 1.43.1 repeats surge[1]; keep one review per move"),
+    (lambda d: d["surge"].insert(2, {"from": "1.39.1", "to": "1.40.0", "surge": "allowed", "reason": "r",
+                                     "sources": ["s"]}),
+     "upgrades.yml: surge[2].surge: allows a surge across the upgrade gate async-migration-0006-before-1.40; a move "
      "across a gate switches web in place: set `surge: refused` or remove the entry"),
     (lambda d: d["surge"][1].update(surge="yes"),
      f"upgrades.yml: surge[1].surge: expected one of allowed, refused, got 'yes'; {FIX}"),
