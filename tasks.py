@@ -116,16 +116,17 @@ def _runner(task_name, dry_run=False, verbose=False):
     "wait": "wait until every service is healthy and the URL answers (--no-wait to return at once)",
     "timeout": "seconds to wait for health before giving up (default 600)",
     "dry_run": DRY_RUN,
+    "json": "with --dry-run: print the plan (what changes, in which order, surge or in place) as JSON",
     "verbose": VERBOSE,
 })
 @friendly(fit=True)
-def up(c, service=None, wait=True, timeout=600, dry_run=False, verbose=False):
+def up(c, service=None, wait=True, timeout=600, dry_run=False, json=False, verbose=False):
     """Start PostHog: create .env on the first run, check the configuration, start and wait until healthy."""
     from posthog_compose.operations import engine, lifecycle
 
     runner = _runner("up", dry_run, verbose)
     engine.preflight("up", runner.env, engine=not dry_run)  # one line when Compose or the engine is missing
-    lifecycle.up(ROOT, runner, split_list(service), wait=wait, timeout=float(timeout))
+    lifecycle.up(ROOT, runner, split_list(service), wait=wait, timeout=float(timeout), as_json=json)
 
 
 @task(aliases=["ps"], help={"json": JSON, "verbose": VERBOSE})

@@ -42,7 +42,8 @@ def _values(root: Path) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- up
-def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeout: float = 600.0) -> None:
+def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeout: float = 600.0,
+       as_json: bool = False) -> None:
     from posthog_compose.operations import bootstrap
     from posthog_compose.configuration import checks, manifest
     from posthog_compose import journal
@@ -51,6 +52,14 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
     from posthog_compose.operations.restore import POSTHOG_SERVICES, InterruptedRestore
 
     services = _services(services, root)
+    if as_json:  # the plan, for a machine: only with --dry-run, and nothing else printed
+        if not runner.dry_run:
+            raise OperatorError("--json goes with --dry-run (the plan, for a machine to read); "
+                                "`invoke status --json` says what runs")
+        if not env_path(root).exists():
+            raise OperatorError(".env does not exist yet: there is nothing to compare; `invoke up` writes it first")
+        print(json.dumps(planned_changes(root, runner, services), indent=2))
+        return
     present = _values(root) if env_path(root).exists() else {}
     targets = services or stack.deployment_services(present)
     outside = stack.external_services(present)
@@ -151,15 +160,18 @@ def _warn_web_recreated_in_place(root: Path, runner: Runner, targets: list[str])
               "boots. Without --no-wait it is replaced beside the running one, behind the proxy.", flush=True)
 
 
-def show_changes(root: Path, runner: Runner, services: list[str]) -> None:
-    """`up --dry-run`: what `up` would create, recreate, pull or start, and why; nothing is changed.
-    Compose also acts on the dependencies of the services named with -s, so they are listed too."""
-    from posthog_compose.operations import stack
+def planned_changes(root: Path, runner: Runner, services: list[str]) -> dict:
+    """What `up` would create, recreate, pull or start, and why, and in which order and how it
+    recreates (surge or in place); nothing is changed. Compose also acts on the dependencies of the
+    services named with -s, so they are listed too. The shape `up --dry-run --json` prints:
+    {"error", "changes": [{"service", "action", "why"}], "unchanged", "order": [{"service", "action",
+    "why", "line"}], "surge_unavailable", "not_changed_by_up"}."""
+    from posthog_compose.operations import recreation, stack
 
     found = stack.survey(root, runner)
     if found.error:
-        print(f"(dry run) what runs could not be compared with the files: {found.error}")
-        return
+        return {"error": found.error, "changes": [], "unchanged": [], "order": [], "surge_unavailable": None,
+                "not_changed_by_up": []}
     targets = found.active
     if services:
         depends = dependencies(root)
@@ -172,26 +184,41 @@ def show_changes(root: Path, runner: Runner, services: list[str]) -> None:
                 queue.extend(depends.get(name, []))
         targets = list(dict.fromkeys(name for name in [*found.active, *services] if name in wanted))
     plan, unchanged = stack.drift.changes(found, targets)
-    if plan:
-        width = max(len(change.service) for change in plan)
-        print("(dry run) up would change:")
-        for change in plan:
-            print(f"  {change.service.ljust(width)}  {change.action}: {change.why}")
-    else:
-        print("(dry run) up would change nothing: every service it would start runs as the files say.")
-    if plan and unchanged:
-        print(f"  left as they are (running as the files say): {', '.join(unchanged)}")
+    ordered = recreation.from_survey(found, targets, recreation.surge_unavailable(root))
+    return {
+        "error": None,
+        "changes": [{"service": c.service, "action": c.action, "why": c.why} for c in plan],
+        "unchanged": unchanged if plan else [],
+        **ordered.to_dict(),
+        "not_changed_by_up": [finding.reason for finding in found.findings
+                              if finding.kind not in stack.drift.UP_FIXES and not finding.blocks_up
+                              and (finding.service in targets or not finding.service)],
+    }
+
+
+def show_changes(root: Path, runner: Runner, services: list[str]) -> None:
+    """`up --dry-run`: ``planned_changes`` for people."""
     from posthog_compose.operations import recreation
 
-    ordered = recreation.from_survey(found, targets, recreation.surge_unavailable(root))
-    if ordered.recreates:
+    planned = planned_changes(root, runner, services)
+    if planned["error"]:
+        print(f"(dry run) what runs could not be compared with the files: {planned['error']}")
+        return
+    if planned["changes"]:
+        width = max(len(change["service"]) for change in planned["changes"])
+        print("(dry run) up would change:")
+        for change in planned["changes"]:
+            print(f"  {change['service'].ljust(width)}  {change['action']}: {change['why']}")
+    else:
+        print("(dry run) up would change nothing: every service it would start runs as the files say.")
+    if planned["unchanged"]:
+        print(f"  left as they are (running as the files say): {', '.join(planned['unchanged'])}")
+    if any(step["action"] in (recreation.RECREATE, recreation.SURGE) for step in planned["order"]):
         print("(dry run) in this order:")
-        for line in ordered.lines():
-            print(f"  {line}")
-    for finding in found.findings:
-        if finding.kind not in stack.drift.UP_FIXES and not finding.blocks_up \
-                and (finding.service in targets or not finding.service):
-            print(f"  not changed by up: {finding.reason}")
+        for step in planned["order"]:
+            print(f"  {step['line']}")
+    for reason in planned["not_changed_by_up"]:
+        print(f"  not changed by up: {reason}")
 
 
 def recover(root: Path, runner: Runner) -> None:

@@ -84,8 +84,11 @@ class Plan:
         return [step.line() for step in self.changing]
 
     def to_dict(self) -> dict:
-        return {"error": self.error or None, "surge_unavailable": self.surge_unavailable,
-                "services": [{"service": s.service, "action": s.action, "why": s.why} for s in self.steps]}
+        """The services that change, in order, each with its action (surge, recreate in place, start), why,
+        and its line for people; and why web cannot surge here (None when it can)."""
+        return {"surge_unavailable": self.surge_unavailable,
+                "order": [{"service": s.service, "action": s.action, "why": s.why, "line": s.line()}
+                          for s in self.changing]}
 
 
 def in_order(names) -> list[str]:

@@ -199,6 +199,32 @@ def test_up_dry_run_says_how_each_changed_service_is_recreated(running, monkeypa
         assert "  db: " not in out and "  plugins: " not in out
 
 
+def test_up_dry_run_json_is_the_same_plan_for_a_machine_and_nothing_else(running, monkeypatch, capsys):
+    import json
+
+    root, rows, image_ids = running
+    set_env(root, TRUSTED_PROXIES="10.1.2.3")  # read by web and worker only
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None)
+    lifecycle.up(root, FakeEngine(root, rows, images=image_ids, real_compose=True, dry_run=True), [])
+    text = capsys.readouterr().out
+    lifecycle.up(root, FakeEngine(root, rows, images=image_ids, real_compose=True, dry_run=True), [], as_json=True)
+    planned = json.loads(capsys.readouterr().out)  # the whole output is one document
+    assert planned["error"] is None and planned["surge_unavailable"] is None
+    assert [(c["service"], c["action"]) for c in planned["changes"]] == [("web", "recreate"), ("worker", "recreate")]
+    assert [(s["service"], s["action"]) for s in planned["order"]] == [("web", recreation.SURGE),
+                                                                       ("worker", recreation.RECREATE)]
+    for step in planned["order"]:  # the lines people read are the same
+        assert f"  {step['line']}\n" in text
+
+
+def test_up_json_without_dry_run_is_refused_in_one_line_and_changes_nothing(running):
+    from posthog_compose.errors import OperatorError
+
+    root, rows, image_ids = running
+    with pytest.raises(OperatorError, match=r"^--json goes with --dry-run"):
+        lifecycle.up(root, FakeEngine(root, rows, images=image_ids), [], as_json=True)  # refuses any change
+
+
 # ----------------------------------------------------------------------------- harden's plan
 def test_harden_foresees_from_the_planned_env_which_services_it_recreates(running, monkeypatch):
     """Before .env is written, Compose's hashes of the planned text say which running services change:
