@@ -28,6 +28,7 @@ import math
 import re
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import uuid as uuid_module
@@ -112,22 +113,64 @@ def longest_outage(samples: Iterable[tuple[float, bool]], end: float | None = No
 
 
 def in_place_gap(events: str) -> float | None:
-    """From `docker events` lines "TIMENANO ACTION ID" of one service's containers: the seconds from the
-    first container told to stop (its "kill", the SIGTERM of a stop) to the start of another container after
-    it, the part of an in-place switch between the old server's stop and the new one's boot; None when no
-    container started after another was told to stop (a switch beside the old one starts the new first)."""
+    """From `docker events` lines "TIMENANO ACTION ID" of one service's containers, streamed from before an
+    operation: the seconds from the serving container's stop (the "kill" of its SIGTERM; serving: it was not
+    created during the operation) to the start of another container after it, the part of an in-place
+    switch between the old server's stop and the new one's boot. None when no container started after the
+    serving one was told to stop: a switch beside it starts the new one first, and a new one that never
+    served and is removed (killed) is not the serving one."""
     parsed = []
     for line in events.splitlines():
         fields = line.split()
         if len(fields) == 3 and fields[0].isdigit():
             parsed.append((int(fields[0]), fields[1], fields[2]))
     parsed.sort()
-    stopped = next(((at, ident) for at, action, ident in parsed if action == "kill"), None)
+    created = {ident for _, action, ident in parsed if action == "create"}
+    stopped = next(((at, ident) for at, action, ident in parsed if action == "kill" and ident not in created), None)
     if stopped is None:
         return None
     started = next((at for at, action, ident in parsed if action == "start" and ident != stopped[1]
                     and at >= stopped[0]), None)
     return None if started is None else (started - stopped[0]) / 1e9
+
+
+class EngineEvents:
+    """`docker events` of one service's containers, streamed while an operation runs: asking afterwards
+    with --since is not enough, since the daemon replays only its last 256 events and the health checks'
+    execs fill that in under a minute. ``text`` is what was seen, one "TIMENANO ACTION ID" line each."""
+
+    def __init__(self, env: dict, project: str, service: str):
+        self.command = ["docker", "events", "--filter", f"label=com.docker.compose.project={project}",
+                        "--filter", f"label=com.docker.compose.service={service}",
+                        "--format", "{{.TimeNano}} {{.Action}} {{.Actor.ID}}"]
+        self.env = env
+        self.lines: list[str] = []
+        self.process: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> "EngineEvents":
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                        env=self.env)
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
+        self._reader.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        time.sleep(0.5)  # the last events on their way
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(10)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def saw(self, action: str) -> bool:
+        return any(line.split()[1:2] == [action] for line in self.lines)
 
 
 def uuids_in(text: str) -> set[str]:

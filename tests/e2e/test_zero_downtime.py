@@ -27,7 +27,7 @@ import pytest
 
 from tests.e2e import harness
 from tests.e2e.harness import free_port, free_proxy_subnet, make_deployment, start_registry
-from tests.e2e.loadloop import LoadLoop, ServiceWatch, Target, in_place_gap, missing_from_clickhouse
+from tests.e2e.loadloop import EngineEvents, LoadLoop, ServiceWatch, Target, in_place_gap, missing_from_clickhouse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lanes(
     "local", reason="switches between stand-in tags pushed to a registry built here (v1, v2, broken) and writes "
@@ -96,22 +96,20 @@ def _through_proxy(deployment) -> Target:
 
 
 def _measure(deployment, case: str, target: Target, *operation: str, expect_exit: int = 0):
-    """Run `invoke OPERATION` under the loop and the watch of web, worker and plugins; print the case's line.
-    Returns (the task's result, the loop's summary, {service: outage from container health})."""
+    """Run `invoke OPERATION` under the loop, the watch of web, worker and plugins and the stream of web's
+    container events; print the case's line. Returns (the task's result, the loop's summary, the accepted
+    events missing in ClickHouse, the in-place switch's seconds or None: loadloop.in_place_gap)."""
     project = deployment.values().get("COMPOSE_PROJECT_NAME") or "posthog"
     loop = LoadLoop(target, TOKEN)
-    with loop:
+    with loop, EngineEvents(deployment.engine.env, project, "web") as events:
         with ServiceWatch(deployment.engine.docker, project, ("web", "worker", "plugins")) as watch:
             time.sleep(BEFORE_AND_AFTER)  # answers before the operation: the target works to begin with
-            started = time.time()
             with loop.window():
                 result = deployment.invoke(*operation)
             time.sleep(BEFORE_AND_AFTER)  # and after it: what the task left serves too
-    # What the engine did to web's containers meanwhile: the in-place switch's own part of the outage.
-    events = deployment.engine.docker("events", "--since", f"{started:.3f}", "--until", f"{time.time():.3f}",
-                                      "--filter", "label=com.docker.compose.service=web", "--format",
-                                      "{{.TimeNano}} {{.Action}} {{.Actor.ID}}", timeout=60).stdout
-    switch = in_place_gap(events)
+    # Every case starts a new web container (a broken one too): the stream of events was live by then.
+    assert events.saw("start"), f"no start of a web container among the engine's events: {events.text!r}"
+    switch = in_place_gap(events.text)
     summary = loop.summary()
     outages = {service: round(watch.outage(service), 1) for service in ("web", "worker", "plugins")}
     missing = missing_from_clickhouse(deployment, set(summary.accepted_uuids)) if summary.accepted_uuids else set()
