@@ -56,9 +56,14 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
         if not runner.dry_run:
             raise OperatorError("--json goes with --dry-run (the plan, for a machine to read); "
                                 "`invoke status --json` says what runs")
+        if runner.verbose:
+            raise OperatorError("--json prints one document and nothing else: leave out --verbose")
         if not env_path(root).exists():
             raise OperatorError(".env does not exist yet: there is nothing to compare; `invoke up` writes it first")
-        print(json.dumps(planned_changes(root, runner, services), indent=2))
+        planned = planned_changes(root, runner, services)
+        print(json.dumps(planned, indent=2))
+        if planned["error"]:
+            raise SystemExit(1)  # no plan could be made: the document says why
         return
     present = _values(root) if env_path(root).exists() else {}
     targets = services or stack.deployment_services(present)
@@ -96,7 +101,7 @@ def up(root: Path, runner: Runner, services: list[str], wait: bool = True, timeo
         started = time.monotonic()
         if not wait:
             if targets and not withheld:
-                _warn_web_recreated_in_place(root, runner, targets)
+                _warn_web_recreated_in_place(root, runner, services)
             if targets or not withheld:  # an empty list would start every service
                 runner.run(command)
             if withheld:
@@ -149,15 +154,35 @@ def _recreate_changed(root: Path, runner: Runner, targets: list[str], timeout: f
     recreation.apply(root, runner, planned, timeout, values)
 
 
-def _warn_web_recreated_in_place(root: Path, runner: Runner, targets: list[str]) -> None:
+def _warn_web_recreated_in_place(root: Path, runner: Runner, services: list[str]) -> None:
     """`up --no-wait` hands every change to Compose at once: said before it acts when that costs the
-    surge (web changed behind the edge proxy), since replacing web beside itself waits for its readiness."""
-    from posthog_compose.operations import recreation
+    surge (web changed behind the edge proxy, also as a dependency of a service named with -s), since
+    replacing web beside itself waits for its readiness."""
+    from posthog_compose.operations import recreation, stack
 
-    planned = recreation.plan(root, runner, targets)
+    found = stack.survey(root, runner)
+    if found.error:
+        return
+    planned = recreation.from_survey(found, _acted_on(root, found, services), recreation.surge_unavailable(root))
     if any(step.service == "web" and step.action == recreation.SURGE for step in planned.steps):
         print("warning: web changed, and with --no-wait Compose recreates it in place: the URL fails while it "
               "boots. Without --no-wait it is replaced beside the running one, behind the proxy.", flush=True)
+
+
+def _acted_on(root: Path, found, services: list[str]) -> list[str]:
+    """The services `compose up` acts on: every active one, or those named with -s and the ones they
+    depend on (Compose starts and recreates those too)."""
+    if not services:
+        return found.active
+    depends = dependencies(root)
+    wanted, queue = [], list(services)
+    while queue:
+        name = queue.pop(0)
+        # A service named with -s runs even when its profile is off (Compose enables it).
+        if (name in found.active or name in services) and name not in wanted:
+            wanted.append(name)
+            queue.extend(depends.get(name, []))
+    return list(dict.fromkeys(name for name in [*found.active, *services] if name in wanted))
 
 
 def planned_changes(root: Path, runner: Runner, services: list[str]) -> dict:
@@ -165,30 +190,21 @@ def planned_changes(root: Path, runner: Runner, services: list[str]) -> dict:
     recreates (surge or in place); nothing is changed. Compose also acts on the dependencies of the
     services named with -s, so they are listed too. The shape `up --dry-run --json` prints:
     {"error", "changes": [{"service", "action", "why"}], "unchanged", "order": [{"service", "action",
-    "why", "line"}], "surge_unavailable", "not_changed_by_up"}."""
+    "why", "line"}], "surge_unavailable", "not_changed_by_up"}; "changes" speaks Compose's words (create,
+    recreate, pull, start), "order" the kit's (surge, recreate in place, start)."""
     from posthog_compose.operations import recreation, stack
 
     found = stack.survey(root, runner)
     if found.error:
-        return {"error": found.error, "changes": [], "unchanged": [], "order": [], "surge_unavailable": None,
-                "not_changed_by_up": []}
-    targets = found.active
-    if services:
-        depends = dependencies(root)
-        wanted, queue = [], list(services)
-        while queue:
-            name = queue.pop(0)
-            # A service named with -s runs even when its profile is off (Compose enables it).
-            if (name in found.active or name in services) and name not in wanted:
-                wanted.append(name)
-                queue.extend(depends.get(name, []))
-        targets = list(dict.fromkeys(name for name in [*found.active, *services] if name in wanted))
+        return {"error": found.error, "changes": [], "unchanged": [], "order": [],
+                "surge_unavailable": recreation.surge_unavailable(root), "not_changed_by_up": []}
+    targets = _acted_on(root, found, services)
     plan, unchanged = stack.drift.changes(found, targets)
     ordered = recreation.from_survey(found, targets, recreation.surge_unavailable(root))
     return {
         "error": None,
         "changes": [{"service": c.service, "action": c.action, "why": c.why} for c in plan],
-        "unchanged": unchanged if plan else [],
+        "unchanged": unchanged,
         **ordered.to_dict(),
         "not_changed_by_up": [finding.reason for finding in found.findings
                               if finding.kind not in stack.drift.UP_FIXES and not finding.blocks_up
@@ -211,7 +227,7 @@ def show_changes(root: Path, runner: Runner, services: list[str]) -> None:
             print(f"  {change['service'].ljust(width)}  {change['action']}: {change['why']}")
     else:
         print("(dry run) up would change nothing: every service it would start runs as the files say.")
-    if planned["unchanged"]:
+    if planned["changes"] and planned["unchanged"]:
         print(f"  left as they are (running as the files say): {', '.join(planned['unchanged'])}")
     if any(step["action"] in (recreation.RECREATE, recreation.SURGE) for step in planned["order"]):
         print("(dry run) in this order:")

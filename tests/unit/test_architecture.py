@@ -115,7 +115,10 @@ def test_an_install_carries_every_package_and_the_templates():
     from setuptools import find_packages
 
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    selected = set(find_packages(where=str(REPO), **config["packages"]["find"]))
+    find = dict(config["packages"]["find"])
+    # setuptools' default is namespaces = true (find_namespace_packages: every folder); the kit says false.
+    assert find.pop("namespaces") is False
+    selected = set(find_packages(where=str(REPO), **find))
     present = {str(path.parent.relative_to(REPO)).replace(os.sep, ".")
                for path in (REPO / PACKAGE).rglob("__init__.py")}
     assert present and selected == present, sorted(present ^ selected)

@@ -156,9 +156,10 @@ def test_up_recreates_only_what_changed_in_order_before_its_usual_wait(deployed,
     assert "  left as they are: db, redis, clickhouse, zookeeper, kafka, web, plugins\n" in out
 
 
-@pytest.mark.parametrize("proxy", [True, False])
+@pytest.mark.parametrize("proxy, named", [(True, []), (False, []), (True, ["worker"])])
 def test_up_without_waiting_says_first_when_compose_recreates_a_web_that_would_surge(deployed, monkeypatch, capsys,
-                                                                                   proxy):
+                                                                                   proxy, named):
+    """Also when web is only a dependency of the service named with -s: Compose recreates it all the same."""
     from posthog_compose.configuration import checks
 
     monkeypatch.setattr(checks, "require_clean", lambda root: None)
@@ -178,11 +179,11 @@ def test_up_without_waiting_says_first_when_compose_recreates_a_web_that_would_s
         return faked(command, mutating=False, **kwargs)
 
     monkeypatch.setattr(engine, "run", run)
-    lifecycle.up(deployed, engine, [], wait=False)
+    lifecycle.up(deployed, engine, named, wait=False)
     out = capsys.readouterr().out
     warned = "warning: web changed, and with --no-wait Compose recreates it in place" in out
     assert warned == proxy, out
-    assert [command[command.index("up"):] for command in ran] == [["up", "--detach"]]
+    assert [command[command.index("up"):] for command in ran] == [["up", "--detach", *named]]
 
 
 def test_up_dry_run_says_how_each_changed_service_is_recreated(running, monkeypatch, capsys):
@@ -217,12 +218,16 @@ def test_up_dry_run_json_is_the_same_plan_for_a_machine_and_nothing_else(running
         assert f"  {step['line']}\n" in text
 
 
-def test_up_json_without_dry_run_is_refused_in_one_line_and_changes_nothing(running):
+def test_up_json_without_dry_run_or_with_verbose_is_refused_in_one_line_and_changes_nothing(running):
     from posthog_compose.errors import OperatorError
 
     root, rows, image_ids = running
     with pytest.raises(OperatorError, match=r"^--json goes with --dry-run"):
         lifecycle.up(root, FakeEngine(root, rows, images=image_ids), [], as_json=True)  # refuses any change
+    verbose = FakeEngine(root, rows, images=image_ids, dry_run=True)
+    verbose.verbose = True  # its `$ docker ...` lines would go to stdout, inside the document
+    with pytest.raises(OperatorError, match=r"^--json prints one document and nothing else: leave out --verbose"):
+        lifecycle.up(root, verbose, [], as_json=True)
 
 
 # ----------------------------------------------------------------------------- harden's plan

@@ -356,7 +356,16 @@ def test_a_proxy_whose_hosts_file_cannot_be_written_gets_web_replaced_undrained_
     engine.hosts_writable = False
     surge.replace_web(root, engine, timeout=60)
     assert consistent(engine, root, drained=False).id == "new2"
-    assert "warning: web is replaced without draining the old container" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "warning: web is replaced without draining the old container" in out
+    assert "no request fails" not in out  # undrained, the claim is not made
+
+
+def test_a_drained_switch_says_that_no_request_fails(root, capsys):
+    surge.replace_web(root, Engine(root), timeout=60)
+    out = capsys.readouterr().out
+    assert "beside it behind the edge proxy (no request fails) ..." in out
+    assert "behind the edge proxy (no request fails): posthog-web-2 serves." in out
 
 
 def test_a_proxy_that_does_not_read_its_hosts_file_first_keeps_the_old_one(root, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from posthog_compose import journal
 from posthog_compose.operations import stack, surge
-from posthog_compose.operations.upgrade import switch
+from posthog_compose.operations.upgrade import surge_gate, switch
 from tests.conftest import REPO
 
 OLD, NEW = "posthog/posthog:release-1.43.0", "posthog/posthog:release-1.43.1"  # a move upgrades.yml allows to surge
@@ -57,7 +57,7 @@ def test_the_gate_is_asked_about_the_versions_side_by_side_both_ways(deployment,
     root, calls = deployment
     upgrading(root, phase)
     seen = []
-    monkeypatch.setattr(switch, "surge_refusal",
+    monkeypatch.setattr(surge_gate, "surge_refusal",
                         lambda root, current, target: seen.append((current, target)) or "a migration drops a column")
     switch._recreate(root, None, ["web"], 600)
     assert seen == [asked] and calls == [("in place", ("web",))]
@@ -86,7 +86,7 @@ def test_the_replay_of_a_killed_upgrade_replaces_web_beside_itself_back_on_the_p
 
     root, calls = deployment
     seen = []
-    monkeypatch.setattr(switch, "surge_refusal", lambda root, current, target: seen.append((current, target)))
+    monkeypatch.setattr(surge_gate, "surge_refusal", lambda root, current, target: seen.append((current, target)))
     journal.write(root, "upgrade", {"variable": "POSTHOG_IMAGE", "service": "posthog", "services": ["web", "worker"],
                                     "from": OLD, "to": NEW, "phase": "switching"})
     monkeypatch.setattr(stack, "inspect_containers", lambda root, runner: {

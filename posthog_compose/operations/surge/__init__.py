@@ -81,8 +81,10 @@ def replace_web(root: Path, runner: Runner, timeout: float) -> bool:
     if old.config_hash == wanted_hash(root, runner):
         print(f"web ({old.name}) already runs the current configuration: nothing to replace.")
         return False
-    print(f"web: replacing {old.name} beside it behind the edge proxy (no request fails) ...", flush=True)
     proxy = _drain_preflight(root, runner)
+    # No request fails only when the old container is drained first (see _drain_preflight).
+    promise = " (no request fails)" if proxy is not None else ""
+    print(f"web: replacing {old.name} beside it behind the edge proxy{promise} ...", flush=True)
     entry = {"old": old.id, "old_name": old.name, "new": None, "phase": "creating"}
     journal.write(root, JOURNAL_KIND, entry)
     new: WebContainer | None = None
@@ -132,8 +134,8 @@ def replace_web(root: Path, runner: Runner, timeout: float) -> bool:
         if proxy is not None:
             drain.unpin(root, runner, proxy)
         journal.clear(root, JOURNAL_KIND)
-    print(f"web: replaced beside the running container behind the edge proxy (no request fails): {new.name} "
-          "serves.", flush=True)
+    print(f"web: replaced beside the running container behind the edge proxy{promise}: {new.name} serves.",
+          flush=True)
     return True
 
 

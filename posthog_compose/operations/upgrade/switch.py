@@ -18,7 +18,7 @@ from posthog_compose.operations.engine import Runner
 from posthog_compose.errors import OperatorError
 from posthog_compose.fileops import atomic_write, timestamp
 from posthog_compose.operations.upgrade.plan import BACKUP_DIR, Plan
-from posthog_compose.operations.upgrade.surge_gate import surge_refusal
+from posthog_compose.operations.upgrade import surge_gate
 
 
 def _require_running_on(root: Path, runner: Runner, plan: Plan) -> None:
@@ -128,7 +128,7 @@ def _replace_web_by_surge(root: Path, runner: Runner, timeout: float) -> bool:
     if reason is None and versions is None:
         reason = "the versions switched are not known"
     if reason is None:
-        refusal = surge_refusal(root, *versions)
+        refusal = surge_gate.surge_refusal(root, *versions)
         if refusal is not None:  # the gate's own line says what is done and why
             print(f"{refusal.rstrip('.')}; the URL is down while web restarts.", flush=True)
             return False
