@@ -320,10 +320,10 @@ def test_the_old_container_is_stopped_only_once_the_proxy_dials_the_new_one_alon
 def test_the_switch_says_replaced_beside_only_when_it_replaced_and_nothing_to_replace_otherwise(root, monkeypatch,
                                                                                                 capsys):
     """The rollback of a version whose new container never served: web already runs .env's version."""
-    from posthog_compose.operations.upgrade import switch
+    from posthog_compose.operations.upgrade import surge_gate, switch
 
     monkeypatch.setattr(surge, "unavailable_reason", lambda root: None)
-    monkeypatch.setattr(switch, "surge_refusal", lambda root, current, target: None)
+    monkeypatch.setattr(surge_gate, "surge_refusal", lambda root, current, target: None)
     journal.write(root, "upgrade", {"from": "v1", "to": "v2", "phase": "rolling back"})
     engine = Engine(root, wanted="h-old")
     assert switch._replace_web_by_surge(root, engine, 60) is True
