@@ -158,13 +158,11 @@ def _warn_web_recreated_in_place(root: Path, runner: Runner, services: list[str]
     """`up --no-wait` hands every change to Compose at once: said before it acts when that costs the
     surge (web changed behind the edge proxy, also as a dependency of a service named with -s), since
     replacing web beside itself waits for its readiness."""
-    from posthog_compose.operations import recreation, stack
+    from posthog_compose.operations import recreation
 
-    found = stack.survey(root, runner)
-    if found.error:
-        return
-    planned = recreation.from_survey(found, _acted_on(root, found, services), recreation.surge_unavailable(root))
-    if any(step.service == "web" and step.action == recreation.SURGE for step in planned.steps):
+    # The plan `up --dry-run` shows (no plan, no order: nothing to warn of).
+    order = planned_changes(root, runner, services)["order"]
+    if any(step["service"] == "web" and step["action"] == recreation.SURGE for step in order):
         print("warning: web changed, and with --no-wait Compose recreates it in place: the URL fails while it "
               "boots. Without --no-wait it is replaced beside the running one, behind the proxy.", flush=True)
 
