@@ -25,6 +25,9 @@ _ARGUMENT_RE = re.compile(r"[^\x00-\x1f\x7f]+")
 #: A surge review's verdict: `allowed` (the previous release's code works on the migrated schema) or
 #: `refused` (it does not: web is switched in place).
 SURGE_VERDICTS = ("allowed", "refused")
+#: What a review found between the two tags (optional): `none` (no migration of any kind: PostgreSQL,
+#: ClickHouse, async) or `some`. Only reviewed moves with `none` chain into a jump over several releases.
+MIGRATION_FINDINGS = ("none", "some")
 
 
 @dataclass
@@ -47,6 +50,12 @@ class SurgeReview:
     surge: str
     reason: str
     sources: tuple[str, ...]
+    migrations: str = ""  # "none", "some", or "" when the review does not say
+
+    @property
+    def schema_unchanged(self) -> bool:
+        """Allowed, and no migration of any kind between the two tags: the schema is the same on both."""
+        return self.surge == "allowed" and self.migrations == "none"
 
 
 def _version(text: str) -> tuple[int, int, int]:
@@ -68,7 +77,7 @@ def _schema():
         "reason": s.Text(),
         "sources": s.ListOf(s.Text("a source (text)"), min_items=1,
                             expected="a list of sources (a file and line at a PostHog tag, a PR, a page)"),
-    })
+    }, optional={"migrations": s.Choice(MIGRATION_FINDINGS)})
 
     gate = s.Fields(
         required={
@@ -144,5 +153,5 @@ def load_surge_reviews(root: Path) -> list[SurgeReview]:
     file checked first."""
     data = _load_checked(root)
     return [SurgeReview(_version(raw["from"]), _version(raw["to"]), raw["surge"], raw["reason"].strip(),
-                        tuple(raw["sources"]))
+                        tuple(raw["sources"]), raw.get("migrations", ""))
             for raw in data.get("surge") or []]

@@ -14,7 +14,7 @@ from hypothesis import event, given, settings, strategies as st
 from posthog_compose.configuration import upgrades
 from posthog_compose.errors import OperatorError
 from posthog_compose.operations import upgrade
-from posthog_compose.operations.upgrade.surge_gate import surge_refusal
+from posthog_compose.operations.upgrade.surge_gate import surge_refusal, unmigrated_steps
 
 from ..conftest import REPO
 from .test_data_files_fuzz import CONTROL, FUZZ, data_file_findings, hostile, mutate
@@ -49,10 +49,11 @@ def _one_line(reason: str | None) -> str | None:
     ("release-1.39.1", "release-1.40.0", "crosses the upgrade gate async-migration-0006-before-1.40"),
     # PostgreSQL migration 0260 of 1.41.0 hashes the personal API keys 1.40.1 looks up by value
     ("release-1.40.1", "release-1.41.0", "sets every personal API key's value to NULL"),
-    ("release-1.40.1", "release-1.41.1", "is not a move upgrades.yml has reviewed"),  # not reviewed
-    ("release-1.41.0", "release-1.41.4", "is not a move upgrades.yml has reviewed"),  # a jump: each step is not enough
+    ("release-1.40.1", "release-1.41.1", "nor a jump over reviewed moves without migrations"),  # over 0260
+    ("release-1.40.0", "release-1.41.4", "nor a jump over reviewed moves without migrations"),  # over 0260
+    ("release-1.38.0", "release-1.39.1", "nor a jump over reviewed moves without migrations"),  # 1.38.1 -> 1.39.0 unread
     ("release-1.43.0", "release-1.42.0", "is a downgrade"),  # its move up is refused
-    ("release-1.41.4", "release-1.41.0", "is a downgrade"),  # a jump back: only single reviewed moves go back
+    ("release-1.41.4", "release-1.40.0", "is a downgrade"),  # a jump back over migration 0260
     ("release-1.43.0", SHA, f"{SHA} is not a numbered release"),
     (SHA, "release-1.43.0", f"{SHA} is not a numbered release"),
     ("release-1.43.0", "latest", "latest is not a numbered release"),
@@ -67,6 +68,7 @@ def test_which_moves_switch_web_in_place_with_the_kits_own_upgrades_yml(repo, cu
     ("release-1.43.0", "release-1.43.1"),  # reviewed: no migration between the tags
     ("release-1.41.3", "release-1.41.4"),
     ("release-1.39.0", "release-1.39.1"),  # reviewed: only an async migration's operations change, never run at boot
+    ("release-1.36.0", "release-1.36.1"),
     ("release-1.43.0", "release-1.43.0"),  # the same release: nothing migrates
     (SHA, SHA),
 ])
@@ -80,6 +82,39 @@ def test_a_reviewed_allowed_move_or_the_same_release_surges_and_so_does_its_way_
         assert surge_refusal(repo, _image(target), _image(current)) is None
     else:  # the same tag of a datastore still does not surge
         assert "always switched in place" in surge_refusal(repo, f"postgres:{target}", f"postgres:{target}")
+
+
+@pytest.mark.parametrize("current, target, steps", [
+    ("release-1.41.0", "release-1.41.4", 4),  # 1.41.0 -> .1 -> .2 -> .3 -> .4, none with a migration
+    ("release-1.41.1", "release-1.41.3", 2),
+    ("release-1.41.4", "release-1.41.0", 4),  # and the way back over the same moves
+])
+def test_a_jump_over_reviewed_moves_without_migrations_surges_either_way(repo, current, target, steps):
+    assert surge_refusal(repo, _image(current), _image(target)) is None
+    low, high = sorted(tuple(map(int, tag.removeprefix("release-").split("."))) for tag in (current, target))
+    way = unmigrated_steps(upgrades.load_surge_reviews(repo), low, high)
+    assert len(way) == steps and way[0].from_version == low and way[-1].to_version == high
+    assert all(step.surge == "allowed" and step.migrations == "none" for step in way)
+    assert all(a.to_version == b.from_version for a, b in zip(way, way[1:]))
+
+
+def test_one_step_with_migrations_or_without_saying_so_keeps_a_jump_in_place(repo):
+    """1.39.0 -> 1.39.1 surges on its own (its migration change never runs at boot), yet it was checked
+    against 1.39.0's code only: a jump from 1.38.1 over it switches in place, and so does a jump over a
+    step whose review does not say `migrations`."""
+    data = _real()
+    data["surge"].append({"from": "1.38.1", "to": "1.39.0", "surge": "allowed", "migrations": "none",
+                          "reason": "r", "sources": ["s"]})
+    _write(repo, data)
+    assert surge_refusal(repo, _image("release-1.38.1"), _image("release-1.39.0")) is None
+    assert surge_refusal(repo, _image("release-1.38.0"), _image("release-1.39.0")) is None  # two steps, none
+    assert "nor a jump" in surge_refusal(repo, _image("release-1.38.0"), _image("release-1.39.1"))  # 0006 changes
+    for review in data["surge"]:
+        if (review["from"], review["to"]) == ("1.38.0", "1.38.1"):
+            del review["migrations"]
+    _write(repo, data)
+    assert surge_refusal(repo, _image("release-1.38.0"), _image("release-1.38.1")) is None  # still reviewed itself
+    assert "nor a jump" in surge_refusal(repo, _image("release-1.38.0"), _image("release-1.39.0"))
 
 
 @pytest.mark.parametrize("current, target", [
@@ -168,7 +203,11 @@ FIX = "correct that field (the handbook's Upgrading page, section Upgrade gates,
      "section Upgrade gates, describes the file)"),
     (lambda d: d["surge"][1].update(because="typo"),
      "upgrades.yml: surge[1].because: unknown field; remove it or correct its spelling (known fields: from, to, "
-     "surge, reason, sources)"),
+     "surge, reason, sources, migrations)"),
+    (lambda d: d["surge"][1].update(migrations="no"),
+     f"upgrades.yml: surge[1].migrations: expected one of none, some, got 'no'; {FIX}"),
+    (lambda d: d["surge"][1].update(migrations=None),
+     f"upgrades.yml: surge[1].migrations: expected one of none, some, got nothing (null); {FIX}"),
     (lambda d: d.update(surge={"from": "1.43.0"}),
      f"upgrades.yml: surge: expected a list of reviewed moves, got a mapping; {FIX}"),
 ])
@@ -207,27 +246,50 @@ def _text(version) -> str:
 @st.composite
 def reviewed_files(draw):
     """Gates at random versions and reviews of random moves (from below to, each move once, no surge
-    allowed across a gate), as upgrades.yml holds them."""
+    allowed across a gate), as upgrades.yml holds them: move -> (allowed, migrations: none/some/unsaid)."""
     gates = draw(st.lists(versions, max_size=3, unique=True))
-    moves = draw(st.lists(st.tuples(versions, versions, st.booleans()), max_size=8))
+    moves = draw(st.lists(st.tuples(versions, versions, st.booleans(), st.sampled_from(["none", "some", None])),
+                          max_size=10))
+    # A line of releases reviewed step by step, most steps without migrations, so that jumps occur.
+    minor, first, length = draw(st.integers(36, 45)), draw(st.integers(0, 4)), draw(st.integers(0, 5))
+    line = [(1, minor, first + step) for step in range(length)]  # patch releases: a gate seldom falls between
+    moves += [(a, b, draw(st.sampled_from([True, True, True, False])), draw(st.sampled_from(["none"] * 4 + ["some", None])))
+              for a, b in zip(line, line[1:])]
+    moves = draw(st.permutations(moves))
     reviews = {}
-    for before, after, allowed in moves:
+    for before, after, allowed, migrations in moves:
         if before < after and (before, after) not in reviews:
             crosses = any(before < gate <= after for gate in gates)
-            reviews[before, after] = allowed and not crosses
-    return gates, reviews
+            reviews[before, after] = (allowed and not crosses, migrations)
+    return gates, reviews, line or [(1, 43, 0)]
+
+
+def _same_schema(reviews, low, high) -> bool:
+    """The oracle for jumps, by closure rather than by search: the releases whose schema is ``low``'s,
+    grown by allowed `migrations: none` moves until nothing more is added."""
+    same = {low}
+    while True:
+        more = {after for (before, after), (allowed, migrations) in reviews.items()
+                if allowed and migrations == "none" and before in same} - same
+        if not more:
+            return high in same and high != low
+        same |= more
 
 
 @settings(FUZZ, max_examples=200)
-@given(file=reviewed_files(), old=versions, new=versions, spelt=st.sampled_from(["tag", "pinned"]))
-def test_a_move_surges_exactly_when_it_is_the_same_release_or_a_reviewed_allowed_upgrade_or_its_way_back(
-        repo, file, old, new, spelt):
-    gates, reviews = file
+@given(file=reviewed_files(), data=st.data(), spelt=st.sampled_from(["tag", "pinned"]))
+def test_a_move_surges_exactly_when_it_is_the_same_release_a_reviewed_allowed_move_or_a_jump_without_migrations(
+        repo, file, data, spelt):
+    gates, reviews, line = file
+    named = sorted({version for move in reviews for version in move}) or [(1, 43, 0)]
+    sides = st.one_of(versions, st.sampled_from(named), st.sampled_from(line), st.sampled_from(line))
+    old, new = (data.draw(sides, label=side) for side in ("old", "new"))
     _write(repo, {
         "gates": [{"id": f"g{i}", "version": _text(v), "check": ["true"], "requires": "r", "instructions": "i"}
                   for i, v in enumerate(gates)],
         "surge": [{"from": _text(a), "to": _text(b), "surge": "allowed" if ok else "refused", "reason": f"r {a}",
-                   "sources": ["s"]} for (a, b), ok in reviews.items()],
+                   "sources": ["s"], **({"migrations": found} if found else {})}
+                  for (a, b), (ok, found) in reviews.items()],
     })
     current, target = _image(f"release-{_text(old)}"), _image(f"release-{_text(new)}")
     if spelt == "pinned":  # the target as the digest the kit pinned from its tag: the same decision
@@ -235,9 +297,13 @@ def test_a_move_surges_exactly_when_it_is_the_same_release_or_a_reviewed_allowed
         (repo / ".deploy" / "digest-versions.json").write_text(json.dumps({f"posthog/posthog@{DIGEST}": f"release-{_text(new)}"}))
         target = f"posthog/posthog@{DIGEST}"
     reason = _one_line(surge_refusal(repo, current, target))
-    expected = old == new or (old < new and reviews.get((old, new)) is True) \
-        or (new < old and reviews.get((new, old)) is True)  # the way back over an allowed move
+    crosses = any(min(old, new) < gate <= max(old, new) for gate in gates)
+    move = (min(old, new), max(old, new))  # a review is of the upgrade; the way back reads the same one
+    expected = old == new or (reviews[move][0] if move in reviews and not (old < new and crosses)
+                              else not (old < new and crosses) and _same_schema(reviews, *move))
     event("surge" if expected else "in place")
+    if expected and old != new and move not in reviews:
+        event("a jump surges")
     assert (reason is None) == expected, (old, new, reason)
     if reason is not None:
         assert reason.startswith("web is switched in place: ")

@@ -7,9 +7,10 @@ migrates); a side that is not a numbered release (a commit-SHA tag, a digest the
 tag) does not, as the kit cannot tell which migrations it brings; nor a downgrade, except the way back over
 a reviewed and allowed move (the rollback pairs the same two releases as that move's own surge); nor a
 move across an upgrade gate; any other move surges only when upgrades.yml reviewed exactly that move
-and allowed it.
+and allowed it, or when it is a jump over reviewed moves that each bring no migration of any kind (the
+schema is then the same at both ends, as for one such move), either way.
 PostHog checks a migration against the code one deploy earlier, never one release against the next,
-so a move nobody reviewed, a jump over several releases included, is switched in place.
+so any other move, a jump over several releases included, is switched in place.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ def surge_refusal(root: Path, current: str, target: str) -> str | None:
         return f"{_IN_PLACE}: {one_line(exc)}"
     if new < old:
         # Going back over a move reviewed and allowed pairs the same two releases on the same schema as
-        # that move's own surge did (the older web serving while the newer had migrated), so it surges too.
-        if any((review.from_version, review.to_version) == (new, old) and review.surge == "allowed"
-               for review in reviews):
+        # that move's own surge did (the older web serving while the newer had migrated), so it surges too;
+        # so does the way back over a jump without migrations. A review of the move itself decides first.
+        review = next((r for r in reviews if (r.from_version, r.to_version) == (new, old)), None)
+        if review.surge == "allowed" if review else unmigrated_steps(reviews, new, old):
             return None
         return (f"{_IN_PLACE}: {move} is a downgrade that {upgrades.GATES_FILE} has not reviewed the other way "
                 "(section surge): the older release would run on a schema it was never checked against")
@@ -74,8 +76,33 @@ def surge_refusal(root: Path, current: str, target: str) -> str | None:
             if review.surge == "allowed":
                 return None
             return f"{_IN_PLACE}: {move}: {one_line(review.reason)} ({upgrades.GATES_FILE}, surge)"
+    if unmigrated_steps(reviews, old, new):
+        return None
     return (f"{_IN_PLACE}: {move} is not a move {upgrades.GATES_FILE} has reviewed for running its migrations "
-            "under the old release (section surge); PostHog only checks them against the code one deploy earlier")
+            "under the old release, nor a jump over reviewed moves without migrations (section surge); PostHog "
+            "only checks them against the code one deploy earlier")
+
+
+def unmigrated_steps(reviews: list[upgrades.SurgeReview], low: tuple[int, ...],
+                     high: tuple[int, ...]) -> list[upgrades.SurgeReview]:
+    """The reviewed moves that lead from release ``low`` up to ``high``, each allowed and bringing no
+    migration of any kind (``migrations: none``), or [] when there is no such way. Along it the schema
+    never changes, so the release at either end runs on the schema the other one has: a jump over them
+    is as safe as one of them. A single step with migrations breaks the chain, however safe it is on its
+    own: it was checked against the code of the release just before it, not of one further back."""
+    steps: dict[tuple[int, ...], list[upgrades.SurgeReview]] = {}
+    for review in reviews:
+        if review.schema_unchanged and low <= review.from_version and review.to_version <= high:
+            steps.setdefault(review.from_version, []).append(review)
+    way: dict[tuple[int, ...], list[upgrades.SurgeReview]] = {low: []}  # release -> the steps that reach it
+    waiting = [low]
+    while waiting:
+        at = waiting.pop()
+        for step in steps.get(at, []):
+            if step.to_version not in way:
+                way[step.to_version] = [*way[at], step]
+                waiting.append(step.to_version)
+    return way.get(high, []) if high != low else []
 
 
 def _is_posthog(root: Path, ref: ImageRef) -> bool:
