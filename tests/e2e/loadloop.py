@@ -112,6 +112,17 @@ def longest_outage(samples: Iterable[tuple[float, bool]], end: float | None = No
     return longest
 
 
+def engine_events(text: str) -> list[tuple[int, str, str]]:
+    """`docker events` lines "TIMENANO ACTION ID" as (nanoseconds, action, container id), oldest first; a
+    line of another shape (a warning, a partial last line) is left out."""
+    parsed = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0].isdigit():
+            parsed.append((int(fields[0]), fields[1], fields[2]))
+    return sorted(parsed)
+
+
 def in_place_gap(events: str) -> float | None:
     """From `docker events` lines "TIMENANO ACTION ID" of one service's containers, streamed from before an
     operation: the seconds from the serving container's stop (the "kill" of its SIGTERM; serving: it was not
@@ -119,12 +130,7 @@ def in_place_gap(events: str) -> float | None:
     switch between the old server's stop and the new one's boot. None when no container started after the
     serving one was told to stop: a switch beside it starts the new one first, and a new one that never
     served and is removed (killed) is not the serving one."""
-    parsed = []
-    for line in events.splitlines():
-        fields = line.split()
-        if len(fields) == 3 and fields[0].isdigit():
-            parsed.append((int(fields[0]), fields[1], fields[2]))
-    parsed.sort()
+    parsed = engine_events(events)
     created = {ident for _, action, ident in parsed if action == "create"}
     stopped = next(((at, ident) for at, action, ident in parsed if action == "kill" and ident not in created), None)
     if stopped is None:
@@ -170,7 +176,7 @@ class EngineEvents:
         return "".join(self.lines)
 
     def saw(self, action: str) -> bool:
-        return any(line.split()[1:2] == [action] for line in self.lines)
+        return any(seen == action for _, seen, _ in engine_events(self.text))
 
 
 def uuids_in(text: str) -> set[str]:

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.e2e import loadloop
-from tests.e2e.loadloop import (LoadLoop, Record, Target, check_rate, healthy_services, in_place_gap, longest_outage,
-                                next_start, percentile, summarize, uuids_in, wait_until_stored)
+from tests.e2e.loadloop import (EngineEvents, LoadLoop, Record, Target, check_rate, healthy_services, in_place_gap,
+                                longest_outage, next_start, percentile, summarize, uuids_in, wait_until_stored)
 
 FAST = settings(max_examples=300, deadline=None)
 latencies = st.lists(st.floats(min_value=0, max_value=60, allow_nan=False), min_size=1, max_size=200)
@@ -345,3 +345,10 @@ def test_an_in_place_gap_needs_the_serving_containers_kill_and_a_start_of_anothe
     # The serving one ("old", never created here) stopped at `kill`, a new one started `later` ns after it:
     measured = in_place_gap(_lines([*quiet, (kill, "kill", "old"), (kill + later, "start", "new")]))
     assert measured == pytest.approx(later / 1e9)
+
+
+def test_what_the_event_stream_saw_is_read_from_whole_lines_only():
+    events = EngineEvents({}, "p", "web")
+    events.lines = ["1000 create abc\n", "garbage kill\n", "1001 start abc\n", "1002 ki"]
+    assert events.saw("start") and events.saw("create")
+    assert not events.saw("kill")  # neither the malformed line nor the partial last one counts
