@@ -258,7 +258,7 @@ def test_the_upgrade_plan_says_how_each_service_is_recreated(deployed, monkeypat
     request = Request(to="release-1.43.1")
     print_plan(make_plan(deployed, request), request, True, deployed)
     out = capsys.readouterr().out
-    web = ("web: surge (no failed requests through the proxy)" if proxy else
+    web = ("web: surge (no failed requests through the proxy); a move upgrades.yml allows" if proxy else
            "web: recreated in place (the edge proxy is off: no answers while it stops and boots)")
     assert f"\n       {web}\n       worker: recreated after web\n       plugins: recreated after web\n" in out
 
@@ -306,3 +306,23 @@ def test_the_upgrade_plan_keeps_web_in_place_when_the_gate_refuses_both_versions
     out = capsys.readouterr().out
     assert f"\n       web: recreated in place ({plan.current} and {plan.target} may not run side by side: " in out
     assert "web: surge" not in out
+
+
+@pytest.mark.parametrize("current, target, basis", [
+    ("release-1.43.0", "release-1.43.1", "a move upgrades.yml allows"),
+    ("release-1.41.0", "release-1.41.4", "4 reviewed moves without migrations (upgrades.yml)"),
+    ("release-1.41.3", "release-1.41.1", "back over 2 reviewed moves without migrations (upgrades.yml)"),
+    ("release-1.41.2", "release-1.41.1", "the way back over a move upgrades.yml allows"),
+])
+def test_the_upgrade_plan_says_why_web_may_surge(deployed, monkeypatch, capsys, current, target, basis):
+    from posthog_compose.operations.upgrade.plan import Request, make_plan, print_plan
+
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None)  # the proxy is on
+    # 1.36 to 1.42 accept ClickHouse below 22.4 only (compatibility.yml)
+    older = {"CLICKHOUSE_IMAGE": "clickhouse/clickhouse-server:22.3.20.29"} if current.startswith("release-1.41") else {}
+    set_env(deployed, POSTHOG_IMAGE=f"posthog/posthog:{current}", **older)
+    request = Request(to=target)
+    plan = make_plan(deployed, request)
+    print_plan(plan, request, True, deployed)
+    out = capsys.readouterr().out
+    assert f"\n       web: surge (no failed requests through the proxy); {basis}\n" in out, out

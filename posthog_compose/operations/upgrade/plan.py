@@ -181,12 +181,13 @@ def _recreation_lines(plan: Plan, root: Path) -> list[str]:
     from posthog_compose.operations.upgrade import surge_gate
 
     reason = recreation.surge_unavailable(root)
+    why = {name: "" for name in plan.services}
     if reason is None and "web" in plan.services:
-        refusal = surge_gate.surge_refusal(root, plan.current, plan.target)
+        refusal, basis = surge_gate.decide(root, plan.current, plan.target)
         if refusal is not None:
             reason = f"{plan.current} and {plan.target} may not run side by side: {refusal}"
-    planned = recreation.decide(plan.services, {name: [_Running()] for name in plan.services},
-                                {name: "" for name in plan.services}, reason)
+        why["web"] = basis  # why the two may run side by side
+    planned = recreation.decide(plan.services, {name: [_Running()] for name in plan.services}, why, reason)
     return planned.lines()
 
 

@@ -30,57 +30,69 @@ _IN_PLACE = "web is switched in place"
 def surge_refusal(root: Path, current: str, target: str) -> str | None:
     """None when an upgrade from image ``current`` to image ``target`` may surge; else one line saying
     why web must be switched in place."""
+    refusal, _ = decide(root, current, target)
+    return refusal
+
+
+def decide(root: Path, current: str, target: str) -> tuple[str | None, str]:
+    """(refusal, basis): the refusal is None when the move may surge, and the basis then says in a few
+    words why (the plan prints it after the move it names); else the refusal is one line saying why web
+    is switched in place."""
     root = Path(root)
     try:
         before = images.parse(images.with_known_tag(root, current))
         after = images.parse(images.with_known_tag(root, target))
     except OperatorError as exc:
-        return f"{_IN_PLACE}: an image reference cannot be read ({one_line(exc)})"
+        return f"{_IN_PLACE}: an image reference cannot be read ({one_line(exc)})", ""
     for ref in (before, after):
         if not _is_posthog(root, ref):
             return (f"{ref.repository} is not PostHog's image: a datastore never runs twice beside itself on one "
-                    "data directory, so it is always switched in place")
+                    "data directory, so it is always switched in place"), ""
     if _same_image(before, after):
-        return None
+        return None, "the same image: nothing migrates"
     versions = []
     for ref in (before, after):
         version = images.release_version(ref.tag)
         if version is None:
             return (f"{_IN_PLACE}: {_name(ref)} is not a numbered release (release-X.Y.Z), so the kit cannot tell "
-                    "which migrations the move brings")
+                    "which migrations the move brings"), ""
         versions.append(version)
     old, new = versions
     move = f"release-{_shown(old)} -> release-{_shown(new)}"
-    if old == new:
-        return None  # one release, named once by its tag and once by the digest pinned from it
+    if old == new:  # one release, named once by its tag and once by the digest pinned from it
+        return None, "the same release: nothing migrates"
     try:
         gates = upgrades.load(root)
         reviews = upgrades.load_surge_reviews(root)
     except OperatorError as exc:
-        return f"{_IN_PLACE}: {one_line(exc)}"
+        return f"{_IN_PLACE}: {one_line(exc)}", ""
     if new < old:
         # Going back over a move reviewed and allowed pairs the same two releases on the same schema as
         # that move's own surge did (the older web serving while the newer had migrated), so it surges too;
         # so does the way back over a jump without migrations. A review of the move itself decides first.
         review = next((r for r in reviews if (r.from_version, r.to_version) == (new, old)), None)
-        if review.surge == "allowed" if review else unmigrated_steps(reviews, new, old):
-            return None
+        if review is not None and review.surge == "allowed":
+            return None, f"the way back over a move {upgrades.GATES_FILE} allows"
+        way = [] if review is not None else unmigrated_steps(reviews, new, old)
+        if way:
+            return None, f"back over {len(way)} reviewed moves without migrations ({upgrades.GATES_FILE})"
         return (f"{_IN_PLACE}: {move} is a downgrade that {upgrades.GATES_FILE} has not reviewed the other way "
-                "(section surge): the older release would run on a schema it was never checked against")
+                "(section surge): the older release would run on a schema it was never checked against"), ""
     crossed = [gate.id for gate in gates if old < gate.version <= new]
     if crossed:
         return (f"{_IN_PLACE}: {move} crosses the upgrade gate {crossed[0]}, a release that reworks PostHog's "
-                "ClickHouse schema")
+                "ClickHouse schema"), ""
     for review in reviews:
         if (review.from_version, review.to_version) == (old, new):
             if review.surge == "allowed":
-                return None
-            return f"{_IN_PLACE}: {move}: {one_line(review.reason)} ({upgrades.GATES_FILE}, surge)"
-    if unmigrated_steps(reviews, old, new):
-        return None
+                return None, f"a move {upgrades.GATES_FILE} allows"
+            return f"{_IN_PLACE}: {move}: {one_line(review.reason)} ({upgrades.GATES_FILE}, surge)", ""
+    way = unmigrated_steps(reviews, old, new)
+    if way:
+        return None, f"{len(way)} reviewed moves without migrations ({upgrades.GATES_FILE})"
     return (f"{_IN_PLACE}: {move} is not a move {upgrades.GATES_FILE} has reviewed for running its migrations "
             "under the old release, nor a jump over reviewed moves without migrations (section surge); PostHog "
-            "only checks them against the code one deploy earlier")
+            "only checks them against the code one deploy earlier"), ""
 
 
 def unmigrated_steps(reviews: list[upgrades.SurgeReview], low: tuple[int, ...],
