@@ -198,7 +198,7 @@ def planned_changes(root: Path, runner: Runner, services: list[str]) -> dict:
                 "surge_unavailable": recreation.surge_unavailable(root), "not_changed_by_up": []}
     targets = _acted_on(root, found, services)
     plan, unchanged = stack.drift.changes(found, targets)
-    ordered = recreation.from_survey(found, targets, recreation.surge_unavailable(root))
+    ordered = recreation.from_survey(found, targets, recreation.surge_reason(root, found))
     return {
         "error": None,
         "changes": [{"service": c.service, "action": c.action, "why": c.why} for c in plan],
@@ -241,6 +241,22 @@ def recover(root: Path, runner: Runner) -> None:
     from posthog_compose import journal
 
     journal.replay(root, runner)
+    _take_out_leftover_pin(root, runner)
+
+
+def _take_out_leftover_pin(root: Path, runner: Runner) -> None:
+    """With the edge proxy on: a pin of web in the proxy's /etc/hosts that no switch is making any more
+    (the journal's replays have run) goes before anything recreates web (surge/drain.py)."""
+    from posthog_compose.configuration import edge
+    from posthog_compose.configuration.envfile import env_path
+    from posthog_compose.operations.surge import drain
+
+    if not env_path(root).exists() or not edge.enabled(_values(root)):
+        return
+    try:
+        drain.take_out_leftover(root, runner)
+    except OperatorError as exc:  # starting the deployment comes first; status names the pin again
+        print(f"warning: {exc.message}; a pin of web left in it, if any, stays.", flush=True)
 
 
 def check_images_match(root: Path, runner: Runner, services: list[str]) -> None:
@@ -363,7 +379,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     external = stack.external_services(values)
     shown = stack.known_services(values)  # with the edge proxy while it is on
     here = [name for name in shown if name not in external]
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=5) as pool:
         # Whether what runs is what the files say, whether each local datastore takes a write (each
         # probe with its own deadline), the disk and web's readiness, all asked while the states are
         # listed: one after the other they added up to the task's time. Readiness is asked before
@@ -375,6 +391,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
                   if env_path(root).exists() else None)
         measured = pool.submit(diskusage.for_status, root, runner)
         asked = pool.submit(stack.readiness, values) if env_path(root).exists() else None
+        pin = pool.submit(_leftover_pin, root, runner) if "proxy" in shown else None
         states = {s.service: s for s in stack.service_states(root, runner)}
         disk = measured.result()
         ready = None
@@ -384,8 +401,11 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         # A datastore that is not running is judged by its state; its probe says nothing more.
         capabilities = {name: found for name, found in (probed.result() if probed is not None else {}).items()
                         if name in states and states[name].ready}
+        leftover = pin.result() if pin is not None and "proxy" in states and states["proxy"].ready else None
     disk.add_filesystems(found.space for found in capabilities.values())
     verdicts = assess(states, dependencies(root), ready, external, capabilities, shown)
+    if leftover is not None and leftover.stale and verdicts.get("proxy") == "ok":
+        verdicts["proxy"] = "degraded: " + leftover.line().removeprefix("proxy: ")
     unfinished = journal.pending(root)
     if as_json:
         rows = []
@@ -407,6 +427,9 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
                 row["readiness"] = {"ready": ready[0], "detail": ready[2]}
             if name in capabilities:
                 row["writes"] = capabilities[name].to_dict()
+            if name == "proxy" and leftover is not None:
+                row["web_pinned_to"] = {"addresses": list(leftover.addresses), "stale": leftover.stale,
+                                        "line": leftover.line()}
             rows.append(row)
         idle = stack.nothing_runs(states, here)
         print(json.dumps({"services": rows, "drift": drift.to_dict(), "disk": disk.to_dict(),
@@ -450,6 +473,8 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
                   f"`invoke compose -- stop {name}` stops it (its volume is kept)")
     for line in drift.lines():
         print(line)
+    if leftover is not None and not leftover.stale:  # a stale one is the proxy's verdict, said above
+        print(leftover.line())
     if drift.error:
         print(f"Not compared with the files: {drift.error}.")
     if ready is not None:
@@ -476,6 +501,12 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         print(stack.NOTHING_RUNS)
         raise SystemExit(1)
     _refuse_unwritable(capabilities)
+
+
+def _leftover_pin(root: Path, runner: Runner):
+    from posthog_compose.operations.surge import drain
+
+    return drain.leftover(root, runner)
 
 
 def _refuse_unwritable(capabilities: dict) -> None:

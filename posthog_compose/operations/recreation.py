@@ -18,6 +18,7 @@ Compose computes the hashes from that text, given with --env-file, in a 0600 fil
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,6 +157,46 @@ def surge_unavailable(root: Path) -> str | None:
     return surge.unavailable_reason(Path(root))
 
 
+def gated(root: Path, reason: str | None, containers: dict[str, list], wanted_image: str | None,
+          image_updated: bool = False) -> str | None:
+    """``reason`` (why web cannot surge here), or, when it can, why the web that runs and one made from
+    ``wanted_image`` (POSTHOG_IMAGE as .env says now) may not run side by side: the surge gate decides
+    for `up` and `harden` as for `upgrade` (operations/upgrade/surge_gate.py), so an image changed in
+    .env by hand never runs its migrations under a release they were not reviewed against. Asked only
+    when web's image changes: its reference, or the image that reference names (a pull since)."""
+    if reason is not None:
+        return reason
+    running = [c for c in containers.get("web", []) if c.running]
+    if not running or not wanted_image or (running[0].image == wanted_image and not image_updated):
+        return None
+    from posthog_compose.operations.upgrade import surge_gate
+
+    # A reference that now names another image (a pull since) is judged as itself on both sides: the same
+    # numbered release, or a moving tag that says nothing. `docker ps` then shows the old image by its id.
+    current = wanted_image if image_updated else running[0].image
+    if _IMAGE_ID.fullmatch(current):
+        return f"the running web's image ({current[:12]}) is no longer named by any tag, so its release is unknown"
+    return surge_gate.side_by_side_refusal(root, current, wanted_image)
+
+
+#: How `docker ps` shows a container's image once no reference names it any more: its id.
+_IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
+
+
+def _posthog_image(values: dict[str, str]) -> str | None:
+    return values.get("POSTHOG_IMAGE") or None
+
+
+def surge_reason(root: Path, found) -> str | None:
+    """Why web cannot surge to what the files say now (a stack.Survey of what runs), or None."""
+    from posthog_compose.configuration.envfile import EnvFile, env_path
+
+    path = env_path(Path(root))
+    values = EnvFile.load(path).resolved() if path.exists() else {}
+    return gated(root, surge_unavailable(root), _by_service(found.containers), _posthog_image(values),
+                 any(f.kind == "image-updated" for f in found.of("web")))
+
+
 def replace_web(root: Path, runner: Runner, timeout: float) -> None:
     """Switch web to its new configuration without a failed request (operations/surge)."""
     from posthog_compose.operations import surge
@@ -168,7 +209,8 @@ def plan(root: Path, runner: Runner, targets: list[str] | None = None,
     """What `up` (or harden, after writing its files) recreates now."""
     from posthog_compose.operations import stack
 
-    return from_survey(stack.survey(root, runner), targets, surge_unavailable(root), force)
+    found = stack.survey(root, runner)
+    return from_survey(found, targets, surge_reason(root, found), force)
 
 
 def predict(root: Path, runner: Runner, env_text: str, force: dict[str, str] | None = None) -> Plan:
@@ -201,6 +243,9 @@ def predict(root: Path, runner: Runner, env_text: str, force: dict[str, str] | N
                     "change)", surge_unavailable=reason)
     wanted = drift.parse_hashes(result.stdout)
     containers = _by_service([c for c in found.containers if c.service in found.active])
+    from posthog_compose.configuration.envfile import EnvFile
+
+    reason = gated(root, reason, containers, _posthog_image(EnvFile.parse(env_text).resolved()))
     changed = {service: "configuration changes" for service, mine in containers.items() if service in wanted
                and any(c.labels.get(drift.HASH_LABEL, "").lower() != wanted[service] for c in mine)}
     running = [service for service, mine in containers.items() if any(c.running for c in mine)]

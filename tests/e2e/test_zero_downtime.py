@@ -227,6 +227,45 @@ def test_an_env_change_to_web_then_up_through_the_proxy_fails_no_request(live):
     _assert_no_failed_request_and_every_event_stored(summary, missing, switch)
 
 
+def test_a_pin_left_in_the_proxy_is_named_by_status_and_taken_out_by_up(live):
+    """A switch killed before its undo, with its journal entry gone too: the proxy would send every request
+    to an address nobody answers. status names it (the proxy degraded), and up takes it out."""
+    from posthog_compose.operations.surge import drain
+
+    stale = "203.0.113.7"  # TEST-NET-3: no container has it
+    live.compose("exec", "-T", "proxy", "tee", "-a", "/etc/hosts", input=f"{stale}\tweb\t{drain.MARK}\n")
+    status = live.invoke("status", "--json")
+    proxy = next(row for row in json.loads(status.stdout)["services"] if row["service"] == "proxy")
+    assert proxy["verdict"].startswith("degraded: ") and proxy["web_pinned_to"]["addresses"] == [stale], proxy
+    assert proxy["web_pinned_to"]["stale"] is True
+    said = live.invoke("status")
+    assert f"pins web to {stale}, which no web container has" in said.stdout, said.stdout
+    up = live.invoke("up", "--timeout", "300")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert f"still pinned web to {stale}" in up.stdout and "taking that out" in up.stdout, up.stdout
+    assert "posthog-compose" not in live.compose("exec", "-T", "proxy", "cat", "/etc/hosts").stdout
+    proxy = next(row for row in json.loads(live.invoke("status", "--json").stdout)["services"]
+                 if row["service"] == "proxy")
+    assert proxy["verdict"] == "ok" and "web_pinned_to" not in proxy, proxy
+
+
+def test_an_image_edited_in_env_across_a_refused_move_is_planned_in_place_by_up(live):
+    """POSTHOG_IMAGE changed in .env by hand, not through `invoke upgrade`: `up` asks the same gate, so a
+    move upgrades.yml refuses never runs its migrations beside the old web (the plan, read as JSON)."""
+    before = live.values()["POSTHOG_IMAGE"]
+    try:
+        live.set_env(POSTHOG_IMAGE=before.rsplit(":", 1)[0] + ":release-1.42.0")  # crosses the gate before 1.42
+        planned = live.invoke("up", "--dry-run", "--json")
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+        (web,) = [step for step in json.loads(planned.stdout)["order"] if step["service"] == "web"]
+        assert web["action"] == "recreate in place", web
+        assert "may not run side by side" in web["line"] and "crosses the upgrade gate" in web["line"], web
+    finally:
+        live.set_env(POSTHOG_IMAGE=before)
+    planned = json.loads(live.invoke("up", "--dry-run", "--json").stdout)
+    assert not [step for step in planned["order"] if step["service"] == "web"], planned  # nothing left to do
+
+
 def test_without_the_proxy_a_good_upgrade_leaves_web_unanswered_only_while_it_boots(live):
     disabled = live.invoke("proxy", "--disable")
     assert disabled.returncode == 0, disabled.stdout + disabled.stderr

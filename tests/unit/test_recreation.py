@@ -7,6 +7,7 @@ Compose. The proof on an engine is tests/e2e/test_recreate_changed.py."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -16,7 +17,7 @@ from posthog_compose.configuration.manifest import SERVICES
 from posthog_compose.operations import lifecycle, recreation, stack
 from posthog_compose.operations.engine import Runner
 from posthog_compose.operations.stack import drift
-from tests.conftest import set_env
+from tests.conftest import REPO, set_env
 from tests.unit.test_drift import HASH, FakeEngine, container, hashes_text, running  # noqa: F401 (fixture)
 
 PROXY_OFF = "the edge proxy is off"
@@ -326,3 +327,54 @@ def test_the_upgrade_plan_says_why_web_may_surge(deployed, monkeypatch, capsys, 
     print_plan(plan, request, True, deployed)
     out = capsys.readouterr().out
     assert f"\n       web: surge (no failed requests through the proxy); {basis}\n" in out, out
+
+
+# ----------------------------------------------------------------------------- the surge gate for up and harden
+class _Web:
+    def __init__(self, image: str, running: bool = True):
+        self.image, self.running = image, running
+
+
+@pytest.mark.parametrize("running, wanted, updated, expected", [
+    # .env edited by hand across a move upgrades.yml refuses: migration 0260 under 1.40.1's web
+    ("posthog/posthog:release-1.40.1", "posthog/posthog:release-1.41.0", False,
+     "posthog/posthog:release-1.40.1 and posthog/posthog:release-1.41.0 may not run side by side: release-1.40.1 -> "
+     "release-1.41.0: 1.41.0's PostgreSQL migration 0260"),
+    ("posthog/posthog:release-1.41.4", "posthog/posthog:release-1.42.0", False, "crosses the upgrade gate"),
+    ("posthog/posthog:release-1.43.0", "posthog/posthog:" + "a" * 40, False, "is not a numbered release"),
+    ("posthog/posthog:latest", "posthog/posthog:latest", True, "latest is not a numbered release"),  # re-pulled
+    ("4f2a1c9e8b7d", "posthog/posthog:latest", False, "no longer named by any tag"),  # how docker ps shows it then
+    ("posthog/posthog:release-1.43.0", "posthog/posthog:release-1.43.1", False, None),  # reviewed and allowed
+    ("posthog/posthog:release-1.41.0", "posthog/posthog:release-1.41.4", False, None),  # a jump without migrations
+    ("posthog/posthog:release-1.43.0", "posthog/posthog:release-1.43.0", True, None),  # a release tag pulled again
+    ("posthog/posthog:latest", "posthog/posthog:latest", False, None),  # the same image: only its configuration changes
+])
+def test_up_and_harden_ask_the_surge_gate_when_webs_image_changes(repo, running, wanted, updated, expected):
+    reason = recreation.gated(repo, None, {"web": [_Web(running)]}, wanted, updated)
+    if expected is None:
+        assert reason is None
+    else:
+        assert reason is not None and expected in reason and "\n" not in reason, reason
+        assert "web is switched in place" not in reason  # the plan's line says "recreated in place" once
+    assert recreation.gated(repo, PROXY_OFF, {"web": [_Web(running)]}, wanted, updated) == PROXY_OFF
+    assert recreation.gated(repo, None, {"web": [_Web(running, running=False)]}, wanted, updated) is None
+
+
+def test_an_image_edited_in_env_across_a_refused_move_recreates_web_in_place_and_the_plan_says_why(
+        bare, monkeypatch):
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None)  # the proxy is on
+    (bare / ".env").write_text("POSTHOG_IMAGE=posthog/posthog:release-1.43.0\n")
+    shutil.copy(REPO / "upgrades.yml", bare / "upgrades.yml")
+    states = {name: "unchanged" for name in SERVICES}
+    states["web"] = "changed"
+    rows = _rows(bare, states)
+    next(row for row in rows if row[drift.SERVICE_LABEL] == "web")["image"] = "posthog/posthog:release-1.42.0"
+    planned = recreation.plan(bare, FakeEngine(bare, rows, hashes=hashes_text(HASH)))
+    (web,) = [step for step in planned.steps if step.service == "web"]
+    assert web.action == recreation.RECREATE
+    assert web.line().startswith("web: recreated in place (posthog/posthog:release-1.42.0 and "
+                                 "posthog/posthog:release-1.43.0 may not run side by side: release-1.42.0 -> "
+                                 "release-1.43.0: 1.43.0's PostgreSQL migration 0283 drops"), web.line()
+    (bare / ".env").write_text("POSTHOG_IMAGE=posthog/posthog:release-1.42.0\n")  # only web's configuration changed
+    planned = recreation.plan(bare, FakeEngine(bare, rows, hashes=hashes_text(HASH)))
+    assert [step.action for step in planned.steps if step.service == "web"] == [recreation.SURGE]

@@ -60,6 +60,7 @@ class Engine:
         self.proxy_saw: list[set] = []  # what the proxy resolved `web` to, each time it was asked
         self.hosts = HOSTS  # the proxy's /etc/hosts
         self.hosts_writable = True
+        self.proxy_runs = True
         # container stopped while serving -> (its address, what the proxy resolved `web` to then, whether
         # another web container served then)
         self.dialled_at_stop: dict[str, tuple] = {}
@@ -109,7 +110,7 @@ class Engine:
         if cmd[:2] == ["docker", "ps"]:
             service = next(f.rsplit("=", 1)[1] for f in cmd if f.startswith("label=com.docker.compose.service="))
             if service == "proxy":
-                return 0, "proxy\n"
+                return 0, "proxy\n" if self.proxy_runs else ""
             return 0, "".join(f"{b.id}\n" for b in self.boxes.values() if "--all" in cmd or b.state == "running")
         if cmd[:3] == ["docker", "inspect", "--format"]:
             box = self.boxes.get(cmd[-1])
@@ -271,6 +272,14 @@ def test_unavailable_reason_says_why_in_a_few_words(root, monkeypatch):
     engine = Engine(root)
     monkeypatch.setattr(surge, "Runner", lambda root: engine)
     assert surge.unavailable_reason(root) is None
+    engine.proxy_runs = False  # the surge would wait for a proxy that never sees the new web
+    assert surge.unavailable_reason(root) == "the proxy does not run"
+    engine.proxy_runs = True
+    # The edge turned on in .env, not applied yet: beside.preflight would refuse, and every `up` with it
+    del engine.boxes["old"].networks[EDGE]
+    assert surge.unavailable_reason(root) == "web is not on the proxy's network yet"
+    with pytest.raises(OperatorError, match="is not on the proxy's network"):
+        surge.replace_web(root, engine, timeout=60)
     engine.boxes["old"].state = "exited"
     assert surge.unavailable_reason(root) == "web is not running"
     (root / ".env").write_text("WEB_PORT=8080\n")
@@ -564,3 +573,55 @@ def test_any_lookup_output_gives_addresses_it_holds_only(lines):
     output = "\n".join(lines)
     for address in join.resolved(output):
         assert address in output
+
+
+# ----------------------------------------------------------------------------- a pin no switch is making
+def test_a_leftover_pin_is_read_only_and_stale_once_no_web_container_has_its_address(root):
+    engine = Engine(root)
+    assert drain.leftover(root, engine) is None  # nothing pinned
+    engine.hosts = HOSTS + f"172.20.0.2\tweb\t{drain.MARK}\n"  # the serving container's own address
+    found = drain.leftover(root, engine)
+    assert found == drain.Leftover(("172.20.0.2",), stale=False) and "web's address now" in found.line()
+    engine.hosts = HOSTS + f"172.20.0.9\tweb\t{drain.MARK}\n"  # a container that is gone
+    found = drain.leftover(root, engine)
+    assert found.stale and "every request through the proxy fails; `invoke up` takes the pin out" in found.line()
+    assert not any(cmd[:3] == ["docker", "exec", "-i"] for cmd in engine.log)  # nothing written
+    engine.boxes["old"].state = "exited"  # no web runs: any pin sends the proxy nowhere
+    assert drain.leftover(root, engine).stale is True
+    assert all(len(line) <= 160 for line in (found.line(), drain.Leftover(("172.20.0.2",), False).line()))
+
+
+def test_a_leftover_pin_that_cannot_be_read_is_no_finding(root):
+    engine = Engine(root)
+    engine.answer = lambda cmd, input=None: ((1, "") if cmd[:2] == ["docker", "exec"] else Engine.answer(engine, cmd,
+                                                                                                             input))
+    assert drain.leftover(root, engine) is None
+
+
+def test_up_takes_a_leftover_pin_out_and_says_so_in_one_line(root, capsys):
+    engine = Engine(root)
+    engine.hosts = HOSTS + f"172.20.0.9\tweb\t{drain.MARK}\n"
+    drain.take_out_leftover(root, engine)
+    assert engine.hosts == HOSTS and engine.resolved() == {"172.20.0.2"}
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "still pinned web to 172.20.0.9" in out and "taking that out" in out
+    drain.take_out_leftover(root, engine)  # nothing left: nothing written, nothing said
+    assert capsys.readouterr().out == "" and engine.hosts == HOSTS
+
+
+def test_a_drain_that_fails_and_a_pin_that_cannot_be_taken_out_leave_the_journal_for_the_next_task(root, monkeypatch):
+    engine = Engine(root)
+
+    def settle_fails(*args, **kwargs):
+        engine.hosts_writable = False  # the pin went in; from now on the file cannot be written
+        raise OperatorError("the proxy still resolves web to 172.20.0.2, 172.20.0.3")
+
+    monkeypatch.setattr(drain, "settle", settle_fails)
+    with pytest.raises(OperatorError, match="web was not replaced: the proxy still resolves web") as caught:
+        surge.replace_web(root, engine, timeout=60)
+    assert "serves on unchanged" in str(caught.value)
+    assert [b.id for b in engine.boxes.values()] == ["old"]  # the new one retired all the same
+    assert journal.pending(root) == ["surge"] and drain.MARK in engine.hosts  # the pin is recorded, not lost
+    engine.hosts_writable = True
+    surge.recover(root, engine)
+    assert consistent(engine, root, drained=False).id == "old"  # the undo of a drain that failed

@@ -98,6 +98,15 @@ def test_a_jump_over_reviewed_moves_without_migrations_surges_either_way(repo, c
     assert all(a.to_version == b.from_version for a, b in zip(way, way[1:]))
 
 
+def test_a_refused_move_inside_a_jump_keeps_it_in_place_although_its_steps_chain(repo):
+    data = _real()
+    data["surge"].append({"from": "1.41.0", "to": "1.41.2", "surge": "refused", "reason": "r", "sources": ["s"]})
+    _write(repo, data)
+    for current, target in (("1.41.0", "1.41.3"), ("1.41.3", "1.41.0"), ("1.41.0", "1.41.2")):
+        assert surge_refusal(repo, _image(f"release-{current}"), _image(f"release-{target}")) is not None
+    assert surge_refusal(repo, _image("release-1.41.1"), _image("release-1.41.4")) is None  # outside the refusal
+
+
 def test_one_step_with_migrations_or_without_saying_so_keeps_a_jump_in_place(repo):
     """1.39.0 -> 1.39.1 surges on its own (its migration change never runs at boot), yet it was checked
     against 1.39.0's code only: a jump from 1.38.1 over it switches in place, and so does a jump over a
@@ -266,7 +275,10 @@ def reviewed_files(draw):
 
 def _same_schema(reviews, low, high) -> bool:
     """The oracle for jumps, by closure rather than by search: the releases whose schema is ``low``'s,
-    grown by allowed `migrations: none` moves until nothing more is added."""
+    grown by allowed `migrations: none` moves until nothing more is added; none when a refused move
+    lies between the two."""
+    if any(not allowed and low <= before and after <= high for (before, after), (allowed, _) in reviews.items()):
+        return False
     same = {low}
     while True:
         more = {after for (before, after), (allowed, migrations) in reviews.items()

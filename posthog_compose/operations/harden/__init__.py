@@ -145,7 +145,7 @@ def apply(root: Path, runner: Runner, only: list[str], yes: bool = False, rotate
     if runner.dry_run:
         return _apply_planned(root, runner, only, yes, rotate_all)
     from posthog_compose import journal
-    from posthog_compose.journal import replay as recover
+    from posthog_compose.operations.lifecycle import recover  # the journal's replays, then a leftover pin
 
     with journal.deployment_lock(root, "harden"):
         recover(root, runner)

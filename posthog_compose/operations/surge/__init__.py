@@ -67,6 +67,15 @@ def unavailable_reason(root: Path) -> str | None:
         return "web is not running"
     if len(found) != 1:
         return f"{len(found)} web containers exist"
+    # The edge turned on in .env but not yet applied (or a `proxy --enable` cut short): web joins the
+    # proxy's network, and the proxy starts, only once web is recreated by Compose.
+    if not running[0].on_edge:
+        return "web is not on the proxy's network yet"
+    try:
+        if containers.proxy_container(root, Runner(root)) is None:
+            return "the proxy does not run"
+    except OperatorError:
+        return "the Docker engine does not answer"
     return None
 
 
@@ -122,10 +131,15 @@ def replace_web(root: Path, runner: Runner, timeout: float) -> bool:
                       f"alone (waiting {drain.HOSTS_CACHE_AGE + drain.MARGIN:.0f} s for its resolver) ...", flush=True)
                 drain.settle(runner, proxy, address, pinned_at)
         except OperatorError as exc:
+            unpinned = True
             if proxy is not None:
-                drain.unpin(root, runner, proxy)
+                try:
+                    drain.unpin(root, runner, proxy)
+                except OperatorError:  # the journal keeps the pin: the next task's recover() takes it out
+                    unpinned = False
             retire.retire(runner, new)
-            journal.clear(root, JOURNAL_KIND)
+            if unpinned:
+                journal.clear(root, JOURNAL_KIND)
             raise OperatorError(f"web was not replaced: {exc.message}; {old.name} serves on unchanged") from None
         entry["phase"] = "retiring"
         journal.write(root, JOURNAL_KIND, entry)

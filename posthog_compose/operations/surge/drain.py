@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from posthog_compose import journal
@@ -163,3 +164,51 @@ def unpin(root: Path, runner: Runner, proxy: str | None = None) -> None:
         return
     text = read_hosts(runner, proxy)
     write_hosts(runner, proxy, text, without_pins(text))
+
+
+# ----------------------------------------------------------------------------- a pin no switch is making
+@dataclass(frozen=True)
+class Leftover:
+    """A pin found in the running proxy's /etc/hosts while no switch is under way (a switch killed
+    before its undo, or a journal removed by hand). Harmless while web keeps that address; once web is
+    recreated any other way, the proxy dials an address nobody answers and every request fails."""
+
+    addresses: tuple[str, ...]  # what `web` is pinned to
+    stale: bool  # no web container has one of them on the proxy's network now
+
+    def line(self) -> str:
+        pinned_to = ", ".join(self.addresses)
+        if self.stale:
+            return (f"proxy: its {HOSTS} pins web to {pinned_to}, which no web container has: every request "
+                    "through the proxy fails; `invoke up` takes the pin out")
+        return (f"proxy: its {HOSTS} pins web to {pinned_to} (web's address now), left by an interrupted switch; "
+                "`invoke up` takes it out before web is recreated")
+
+
+def leftover(root: Path, runner: Runner) -> Leftover | None:
+    """The pin in the running proxy's /etc/hosts, read only; None when there is none, or no proxy runs,
+    or the file cannot be read (status says what it can, and never fails on this)."""
+    proxy = containers.proxy_container(root, runner)
+    if proxy is None:
+        return None
+    try:
+        addresses = pinned(read_hosts(runner, proxy))
+        if not addresses:
+            return None
+        serving = {c.edge_address for c in containers.web_containers(root, runner) if c.state == "running"}
+    except OperatorError:
+        return None
+    return Leftover(tuple(addresses), stale=not serving.intersection(addresses))
+
+
+def take_out_leftover(root: Path, runner: Runner) -> None:
+    """`up`'s recovery, after the journal's replays (so no switch is under way, and up holds the
+    deployment lock): a pin left in the proxy's /etc/hosts goes, said in one line."""
+    proxy = containers.proxy_container(root, runner)
+    if proxy is None:
+        return
+    text = read_hosts(runner, proxy)
+    if pinned(text):
+        print(f"proxy: its {HOSTS} still pinned web to {', '.join(pinned(text))} (left by an interrupted switch of "
+              "web); taking that out.", flush=True)
+        write_hosts(runner, proxy, text, without_pins(text))

@@ -106,7 +106,7 @@ def run(root: Path, runner: Runner, request: Request) -> int:
     # Every decision below is taken under the lock: a second upgrade to the same target waits
     # for nothing and decides nothing until the first one has finished (or been undone).
     with journal.deployment_lock(root, "upgrade"):
-        from posthog_compose.journal import replay as recover
+        from posthog_compose.operations.lifecycle import recover  # the journal's replays, then a leftover pin
 
         recover(root, runner)
         plan = make_plan(root, request)

@@ -27,6 +27,15 @@ POSTHOG_REPOSITORY = "posthog/posthog"
 _IN_PLACE = "web is switched in place"
 
 
+def side_by_side_refusal(root: Path, current: str, target: str) -> str | None:
+    """None when web from image ``current`` and web from ``target`` may run side by side; else why not,
+    in words that follow "recreated in place (...)" in a plan: the two images and the gate's reason."""
+    refusal, _ = decide(root, current, target)
+    if refusal is None:
+        return None
+    return f"{current} and {target} may not run side by side: {refusal.removeprefix(_IN_PLACE + ': ')}"
+
+
 def surge_refusal(root: Path, current: str, target: str) -> str | None:
     """None when an upgrade from image ``current`` to image ``target`` may surge; else one line saying
     why web must be switched in place."""
@@ -101,7 +110,12 @@ def unmigrated_steps(reviews: list[upgrades.SurgeReview], low: tuple[int, ...],
     migration of any kind (``migrations: none``), or [] when there is no such way. Along it the schema
     never changes, so the release at either end runs on the schema the other one has: a jump over them
     is as safe as one of them. A single step with migrations breaks the chain, however safe it is on its
-    own: it was checked against the code of the release just before it, not of one further back."""
+    own: it was checked against the code of the release just before it, not of one further back. So
+    does any move between the two that a review refuses: the file then contradicts itself, and the
+    refusal wins."""
+    if any(review.surge == "refused" and low <= review.from_version and review.to_version <= high
+           for review in reviews):
+        return []
     steps: dict[tuple[int, ...], list[upgrades.SurgeReview]] = {}
     for review in reviews:
         if review.schema_unchanged and low <= review.from_version and review.to_version <= high:
