@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from posthog_compose.configuration import compose
@@ -32,6 +32,9 @@ RECREATE = "recreate in place"
 SURGE = "surge"
 
 POSTHOG_SERVICES = ("web", "worker", "plugins")
+#: The datastores web talks to while it serves (PostgreSQL, Redis, ClickHouse for queries, Kafka for
+#: capture): one recreated before web is gone for the old web too, whatever the switch.
+WEB_USES = ("db", "redis", "clickhouse", "kafka")
 #: The services that serve web's users or read what web migrated: acted on after web.
 AFTER_WEB = ("worker", "plugins", "proxy")
 #: Drift kinds after which Compose recreates a container (stack.drift.UP_FIXES less "pull only").
@@ -48,7 +51,11 @@ class Step:
 
     def line(self) -> str:
         """One short line for people: what happens to the service, and why."""
-        if self.action == SURGE:
+        if self.action == SURGE and self.restarting:
+            # The switch fails nothing, but the old web loses the datastores that restart before it goes.
+            what = (f"surge (up through the proxy; requests that need {' or '.join(self.restarting)} fail while "
+                    f"{'it restarts' if len(self.restarting) == 1 else 'they restart'})")
+        elif self.action == SURGE:
             what = "surge (no failed requests through the proxy)"
         elif self.action == RECREATE and self.service == "web":
             what = f"recreated in place ({self.why_not_surge}: no answers while it stops and boots)"
@@ -61,6 +68,7 @@ class Step:
         return f"{self.service}: {what}" + (f"; {self.why}" if self.why and self.action != UNCHANGED else "")
 
     why_not_surge: str = field(default="", compare=False)
+    restarting: tuple[str, ...] = field(default=(), compare=False)  # for web: datastores recreated before it
 
 
 @dataclass
@@ -127,6 +135,9 @@ def decide(targets: list[str], containers: dict[str, list], changed: dict[str, s
     if web_moves:
         steps = [Step(s.service, s.action, s.why, s.force, True, s.why_not_surge)
                  if s.service in AFTER_WEB and s.action != UNCHANGED else s for s in steps]
+    restarting = tuple(s.service for s in steps if s.action == RECREATE and s.service in WEB_USES)
+    if restarting:
+        steps = [replace(s, restarting=restarting) if s.service == "web" and s.action == SURGE else s for s in steps]
     return Plan(steps, surge_unavailable)
 
 

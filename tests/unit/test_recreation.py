@@ -79,7 +79,10 @@ def test_the_plan_recreates_exactly_the_changed_services_in_order_and_web_surges
     assert len(lines) == sum(1 for state in states.values() if state != "unchanged")  # one per service that changes
     if "web" in recreated:
         web_line = next(line for line in lines if line.startswith("web: "))
-        assert web_line.startswith("web: surge (no failed requests through the proxy)" if proxy else
+        restarting = [name for name in recreation.WEB_USES if name in recreated]
+        surge_line = (f"web: surge (up through the proxy; requests that need {' or '.join(restarting)} fail while "
+                      if restarting else "web: surge (no failed requests through the proxy)")
+        assert web_line.startswith(surge_line if proxy else
                                    "web: recreated in place (the edge proxy is off: no answers while it stops and boots)")
     if actions["web"] != recreation.UNCHANGED:
         for name in ("worker", "plugins"):
