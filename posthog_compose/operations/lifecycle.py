@@ -240,23 +240,10 @@ def recover(root: Path, runner: Runner) -> None:
     each operation registered its replay with the journal (journal.recovers)."""
     from posthog_compose import journal
 
-    journal.replay(root, runner)
-    _take_out_leftover_pin(root, runner)
-
-
-def _take_out_leftover_pin(root: Path, runner: Runner) -> None:
-    """With the edge proxy on: a pin of web in the proxy's /etc/hosts that no switch is making any more
-    (the journal's replays have run) goes before anything recreates web (surge/drain.py)."""
-    from posthog_compose.configuration import edge
-    from posthog_compose.configuration.envfile import env_path
     from posthog_compose.operations.surge import drain
 
-    if not env_path(root).exists() or not edge.enabled(_values(root)):
-        return
-    try:
-        drain.take_out_leftover(root, runner)
-    except OperatorError as exc:  # starting the deployment comes first; status names the pin again
-        print(f"warning: {exc.message}; a pin of web left in it, if any, stays.", flush=True)
+    journal.replay(root, runner)
+    drain.take_out_leftover(root, runner)  # no switch is under way now: a pin left in the proxy goes
 
 
 def check_images_match(root: Path, runner: Runner, services: list[str]) -> None:
@@ -373,6 +360,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
 
     from posthog_compose.operations import diskusage, stack
     from posthog_compose.operations import restore as restoring
+    from posthog_compose.operations.surge import drain
     from posthog_compose.configuration.envfile import env_path
 
     values = _values(root) if env_path(root).exists() else {}
@@ -391,7 +379,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
                   if env_path(root).exists() else None)
         measured = pool.submit(diskusage.for_status, root, runner)
         asked = pool.submit(stack.readiness, values) if env_path(root).exists() else None
-        pin = pool.submit(_leftover_pin, root, runner) if "proxy" in shown else None
+        pin = pool.submit(drain.leftover, root, runner) if "proxy" in shown else None
         states = {s.service: s for s in stack.service_states(root, runner)}
         disk = measured.result()
         ready = None
@@ -402,11 +390,13 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         capabilities = {name: found for name, found in (probed.result() if probed is not None else {}).items()
                         if name in states and states[name].ready}
         leftover = pin.result() if pin is not None and "proxy" in states and states["proxy"].ready else None
+    unfinished = journal.pending(root)
+    if "surge" in unfinished:  # a switch under way or interrupted pins on purpose: the journal's line says so
+        leftover = None
     disk.add_filesystems(found.space for found in capabilities.values())
     verdicts = assess(states, dependencies(root), ready, external, capabilities, shown)
     if leftover is not None and leftover.stale and verdicts.get("proxy") == "ok":
         verdicts["proxy"] = "degraded: " + leftover.line().removeprefix("proxy: ")
-    unfinished = journal.pending(root)
     if as_json:
         rows = []
         for name in shown:
@@ -501,12 +491,6 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         print(stack.NOTHING_RUNS)
         raise SystemExit(1)
     _refuse_unwritable(capabilities)
-
-
-def _leftover_pin(root: Path, runner: Runner):
-    from posthog_compose.operations.surge import drain
-
-    return drain.leftover(root, runner)
 
 
 def _refuse_unwritable(capabilities: dict) -> None:

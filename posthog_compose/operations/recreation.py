@@ -168,44 +168,54 @@ def surge_unavailable(root: Path) -> str | None:
     return surge.unavailable_reason(Path(root))
 
 
-def gated(root: Path, reason: str | None, containers: dict[str, list], wanted_image: str | None,
+def gated(root: Path, reason: str | None, current: str | None, wanted: str | None,
           image_updated: bool = False) -> str | None:
-    """``reason`` (why web cannot surge here), or, when it can, why the web that runs and one made from
-    ``wanted_image`` (POSTHOG_IMAGE as .env says now) may not run side by side: the surge gate decides
-    for `up` and `harden` as for `upgrade` (operations/upgrade/surge_gate.py), so an image changed in
-    .env by hand never runs its migrations under a release they were not reviewed against. Asked only
-    when web's image changes: its reference, or the image that reference names (a pull since)."""
+    """``reason`` (why web cannot surge here), or, when it can, why web from image ``current`` (its
+    running container's) and web from ``wanted`` (the image Compose would give it now) may not run side
+    by side: the surge gate decides for `up` and `harden` as for `upgrade`
+    (operations/upgrade/surge_gate.py), so an image changed in .env by hand never runs its migrations
+    under a release they were not reviewed against. Asked only when web's image changes: its
+    reference, or the image the same reference names (``image_updated``: a pull since)."""
     if reason is not None:
         return reason
-    running = [c for c in containers.get("web", []) if c.running]
-    if not running or not wanted_image or (running[0].image == wanted_image and not image_updated):
+    if not current or not wanted or (current == wanted and not image_updated):
         return None
     from posthog_compose.operations.upgrade import surge_gate
 
-    # A reference that now names another image (a pull since) is judged as itself on both sides: the same
-    # numbered release, or a moving tag that says nothing. `docker ps` then shows the old image by its id.
-    current = wanted_image if image_updated else running[0].image
-    if _IMAGE_ID.fullmatch(current):
-        return f"the running web's image ({current[:12]}) is no longer named by any tag, so its release is unknown"
-    return surge_gate.side_by_side_refusal(root, current, wanted_image)
+    return surge_gate.side_by_side_refusal(root, current, wanted, web=True)
 
 
-#: How `docker ps` shows a container's image once no reference names it any more: its id.
+#: How `docker ps` shows a container's image once its reference names another image: by the old id.
 _IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
 
 
-def _posthog_image(values: dict[str, str]) -> str | None:
-    return values.get("POSTHOG_IMAGE") or None
+def _running_web(found):
+    return next((c for c in found.containers if c.service == "web" and c.running), None)
+
+
+def _created_from(found, web) -> str:
+    """The reference web's container was created from. `docker ps` shows the image id instead once the
+    reference names another image; the configuration hash (which covers the reference) is then
+    unchanged, or drift read the reference itself, so the model's reference is the one."""
+    return found.images.get("web", web.image) if _IMAGE_ID.fullmatch(web.image) else web.image
+
+
+def _renamed_image(found, web, reference: str) -> bool:
+    """The reference names another image than the one the container was created from (a pull since)."""
+    from posthog_compose.operations.stack import drift
+
+    now, created = found.image_ids.get(reference), web.labels.get(drift.IMAGE_LABEL)
+    return bool(now and created and now != created)
 
 
 def surge_reason(root: Path, found) -> str | None:
     """Why web cannot surge to what the files say now (a stack.Survey of what runs), or None."""
-    from posthog_compose.configuration.envfile import EnvFile, env_path
-
-    path = env_path(Path(root))
-    values = EnvFile.load(path).resolved() if path.exists() else {}
-    return gated(root, surge_unavailable(root), _by_service(found.containers), _posthog_image(values),
-                 any(f.kind == "image-updated" for f in found.of("web")))
+    reason = surge_unavailable(root)
+    web = _running_web(found)
+    if reason is not None or web is None:
+        return reason
+    current, wanted = _created_from(found, web), found.images.get("web")
+    return gated(root, None, current, wanted, current == wanted and _renamed_image(found, web, current))
 
 
 def replace_web(root: Path, runner: Runner, timeout: float) -> None:
@@ -224,10 +234,12 @@ def plan(root: Path, runner: Runner, targets: list[str] | None = None,
     return from_survey(found, targets, surge_reason(root, found), force)
 
 
-def predict(root: Path, runner: Runner, env_text: str, force: dict[str, str] | None = None) -> Plan:
+def predict(root: Path, runner: Runner, env_text: str, force: dict[str, str] | None = None,
+            stands_for: dict[str, str] | None = None) -> Plan:
     """The plan for the .env ``env_text`` before it is written: the hashes Compose gives with it
     (--env-file) compared with the running containers' labels. Only the services that run are judged:
-    a deployment that does not run is started afterwards by `invoke up`."""
+    a deployment that does not run is started afterwards by `invoke up`. ``stands_for``: a digest the
+    change pins -> the tagged reference it was pinned from (recorded only when the change is applied)."""
     from posthog_compose.operations import stack
     from posthog_compose.operations.stack import drift
 
@@ -256,7 +268,13 @@ def predict(root: Path, runner: Runner, env_text: str, force: dict[str, str] | N
     containers = _by_service([c for c in found.containers if c.service in found.active])
     from posthog_compose.configuration.envfile import EnvFile
 
-    reason = gated(root, reason, containers, _posthog_image(EnvFile.parse(env_text).resolved()))
+    web = _running_web(found)
+    if reason is None and web is not None:
+        # The shell's value wins over .env's in Compose's interpolation of ${POSTHOG_IMAGE}.
+        image = os.environ.get("POSTHOG_IMAGE") or EnvFile.parse(env_text).resolved().get("POSTHOG_IMAGE")
+        current = _created_from(found, web)
+        reason = gated(root, None, current, (stands_for or {}).get(image or "", image),
+                       current == image and _renamed_image(found, web, current))
     changed = {service: "configuration changes" for service, mine in containers.items() if service in wanted
                and any(c.labels.get(drift.HASH_LABEL, "").lower() != wanted[service] for c in mine)}
     running = [service for service, mine in containers.items() if any(c.running for c in mine)]

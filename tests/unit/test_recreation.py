@@ -253,6 +253,47 @@ def test_harden_foresees_from_the_planned_env_which_services_it_recreates(runnin
     assert (unchanged.error, unchanged.changing) == ("", [])
 
 
+def test_harden_judges_webs_image_change_as_the_applied_plan_will(running, monkeypatch):
+    """`harden --only images` pins web's image to a digest: the digest stands for the tag it was pinned
+    from (recorded only when the change is applied), so the foreseen plan surges as the applied one does.
+    A value of POSTHOG_IMAGE in the shell is the one Compose uses, whatever .env says."""
+    from posthog_compose.operations.harden import Change, predicted_recreation
+
+    root, rows, image_ids = running
+    shutil.copy(REPO / "upgrades.yml", root / "upgrades.yml")
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None)  # the proxy is on
+    engine = FakeEngine(root, rows, images=image_ids, real_compose=True)
+    digest = "posthog/posthog@sha256:" + "b" * 64
+    pinning = Change(items=["images"], env={"POSTHOG_IMAGE": digest}, pinned={digest: "posthog/posthog:release-1.43.0"})
+    (web,) = [step for step in predicted_recreation(root, engine, pinning).changing if step.service == "web"]
+    assert web.action == recreation.SURGE, web.line()
+    unknown = Change(items=["images"], env={"POSTHOG_IMAGE": digest})  # a digest nobody pinned from a release
+    (web,) = [step for step in predicted_recreation(root, engine, unknown).changing if step.service == "web"]
+    assert web.action == recreation.RECREATE and "is not a numbered release" in web.line(), web.line()
+    monkeypatch.setenv("POSTHOG_IMAGE", "posthog/posthog:release-1.42.0")  # .env still says 1.43.0
+    (web,) = [step for step in predicted_recreation(root, engine, Change(items=["debug"], env={"SECRET_KEY": "x" * 50}))
+              .changing if step.service == "web"]
+    assert web.action == recreation.RECREATE and "release-1.43.0 -> release-1.42.0 is a downgrade" in web.line()
+
+
+def test_a_moving_tag_pulled_again_is_judged_by_the_image_it_names_now_also_with_a_configuration_change(monkeypatch):
+    """`latest` pulled since web started, and .env edited too (Compose reports the configuration, not the
+    pull): the ids say the image changed, so the gate is asked and refuses a moving tag."""
+    web = drift.Container("w", "posthog-web-1", {drift.SERVICE_LABEL: "web", drift.IMAGE_LABEL: "sha256:" + "1" * 64},
+                          "posthog/posthog:latest", "running")
+    found = drift.Survey(containers=[web], images={"web": "posthog/posthog:latest"},
+                         image_ids={"posthog/posthog:latest": "sha256:" + "2" * 64})
+    monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None)  # the proxy is on
+    assert "latest is not a numbered release" in recreation.surge_reason(REPO, found)
+    same = drift.Survey(containers=[web], images={"web": "posthog/posthog:latest"},
+                        image_ids={"posthog/posthog:latest": "sha256:" + "1" * 64})
+    assert recreation.surge_reason(REPO, same) is None  # the same image: only the configuration changes
+    # `docker ps` shows the old image's id once the reference names another: the model's reference is the one
+    shown = drift.Container("w", "posthog-web-1", dict(web.labels), "sha256:" + "1" * 64, "running")
+    assert recreation._created_from(drift.Survey(containers=[shown], images={"web": "posthog/posthog:latest"}),
+                                    shown) == "posthog/posthog:latest"
+
+
 # ----------------------------------------------------------------------------- upgrade's plan
 @pytest.mark.parametrize("proxy", [True, False])
 def test_the_upgrade_plan_says_how_each_service_is_recreated(deployed, monkeypatch, capsys, proxy):
@@ -333,11 +374,6 @@ def test_the_upgrade_plan_says_why_web_may_surge(deployed, monkeypatch, capsys, 
 
 
 # ----------------------------------------------------------------------------- the surge gate for up and harden
-class _Web:
-    def __init__(self, image: str, running: bool = True):
-        self.image, self.running = image, running
-
-
 @pytest.mark.parametrize("running, wanted, updated, expected", [
     # .env edited by hand across a move upgrades.yml refuses: migration 0260 under 1.40.1's web
     ("posthog/posthog:release-1.40.1", "posthog/posthog:release-1.41.0", False,
@@ -346,28 +382,30 @@ class _Web:
     ("posthog/posthog:release-1.41.4", "posthog/posthog:release-1.42.0", False, "crosses the upgrade gate"),
     ("posthog/posthog:release-1.43.0", "posthog/posthog:" + "a" * 40, False, "is not a numbered release"),
     ("posthog/posthog:latest", "posthog/posthog:latest", True, "latest is not a numbered release"),  # re-pulled
-    ("4f2a1c9e8b7d", "posthog/posthog:latest", False, "no longer named by any tag"),  # how docker ps shows it then
     ("posthog/posthog:release-1.43.0", "posthog/posthog:release-1.43.1", False, None),  # reviewed and allowed
     ("posthog/posthog:release-1.41.0", "posthog/posthog:release-1.41.4", False, None),  # a jump without migrations
     ("posthog/posthog:release-1.43.0", "posthog/posthog:release-1.43.0", True, None),  # a release tag pulled again
     ("posthog/posthog:latest", "posthog/posthog:latest", False, None),  # the same image: only its configuration changes
+    # a mirror given up for Docker Hub: both are web's images, so PostHog's, and the same release
+    ("mirror.example:5000/posthog/posthog:release-1.43.0", "posthog/posthog:release-1.43.0", False, None),
+    ("mirror.example:5000/posthog/posthog:release-1.42.0", "posthog/posthog:release-1.43.0", False, "drops the table"),
 ])
 def test_up_and_harden_ask_the_surge_gate_when_webs_image_changes(repo, running, wanted, updated, expected):
-    reason = recreation.gated(repo, None, {"web": [_Web(running)]}, wanted, updated)
+    reason = recreation.gated(repo, None, running, wanted, updated)
     if expected is None:
         assert reason is None
     else:
         assert reason is not None and expected in reason and "\n" not in reason, reason
         assert "web is switched in place" not in reason  # the plan's line says "recreated in place" once
-    assert recreation.gated(repo, PROXY_OFF, {"web": [_Web(running)]}, wanted, updated) == PROXY_OFF
-    assert recreation.gated(repo, None, {"web": [_Web(running, running=False)]}, wanted, updated) is None
+        assert "not PostHog's image" not in reason
+    assert recreation.gated(repo, PROXY_OFF, running, wanted, updated) == PROXY_OFF
+    assert recreation.gated(repo, None, None, wanted, updated) is None  # no web runs: nothing to run beside
 
 
 def test_an_image_edited_in_env_across_a_refused_move_recreates_web_in_place_and_the_plan_says_why(
         bare, monkeypatch):
     monkeypatch.setattr(recreation, "surge_unavailable", lambda root: None)  # the proxy is on
-    (bare / ".env").write_text("POSTHOG_IMAGE=posthog/posthog:release-1.43.0\n")
-    shutil.copy(REPO / "upgrades.yml", bare / "upgrades.yml")
+    shutil.copy(REPO / "upgrades.yml", bare / "upgrades.yml")  # Compose's model (the fixture's) gives web 1.43.0
     states = {name: "unchanged" for name in SERVICES}
     states["web"] = "changed"
     rows = _rows(bare, states)
@@ -378,6 +416,8 @@ def test_an_image_edited_in_env_across_a_refused_move_recreates_web_in_place_and
     assert web.line().startswith("web: recreated in place (posthog/posthog:release-1.42.0 and "
                                  "posthog/posthog:release-1.43.0 may not run side by side: release-1.42.0 -> "
                                  "release-1.43.0: 1.43.0's PostgreSQL migration 0283 drops"), web.line()
-    (bare / ".env").write_text("POSTHOG_IMAGE=posthog/posthog:release-1.42.0\n")  # only web's configuration changed
+    model = drift._model(bare)
+    model["web"] = dict(model["web"], image="posthog/posthog:release-1.42.0")  # only web's configuration changed
+    monkeypatch.setattr(drift, "_model", lambda root: model)
     planned = recreation.plan(bare, FakeEngine(bare, rows, hashes=hashes_text(HASH)))
     assert [step.action for step in planned.steps if step.service == "web"] == [recreation.SURGE]

@@ -619,9 +619,25 @@ def test_a_drain_that_fails_and_a_pin_that_cannot_be_taken_out_leave_the_journal
     monkeypatch.setattr(drain, "settle", settle_fails)
     with pytest.raises(OperatorError, match="web was not replaced: the proxy still resolves web") as caught:
         surge.replace_web(root, engine, timeout=60)
-    assert "serves on unchanged" in str(caught.value)
-    assert [b.id for b in engine.boxes.values()] == ["old"]  # the new one retired all the same
+    assert "posthog-web-2 serves beside posthog-web-1 until `invoke up` finishes the switch" in str(caught.value)
+    # The pinned container keeps serving: the proxy dials it alone, so retiring it would fail every request.
+    assert engine.boxes["new2"].state == "running" and engine.resolved() == {"172.20.0.3"}
     assert journal.pending(root) == ["surge"] and drain.MARK in engine.hosts  # the pin is recorded, not lost
     engine.hosts_writable = True
+    monkeypatch.setattr(drain, "settle", lambda *args, **kwargs: None)  # the proxy's resolver follows again
     surge.recover(root, engine)
-    assert consistent(engine, root, drained=False).id == "old"  # the undo of a drain that failed
+    assert consistent(engine, root).id == "new2"  # joined and what .env describes: kept, the old one drained
+
+
+def test_a_leftover_pin_that_cannot_be_taken_out_is_a_warning_and_up_goes_on(root, capsys):
+    engine = Engine(root)
+    engine.hosts = HOSTS + f"172.20.0.9\tweb\t{drain.MARK}\n"
+    engine.hosts_writable = False
+    drain.take_out_leftover(root, engine)  # never raises: starting the deployment comes first
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "warning: the proxy's /etc/hosts cannot be written (no output); a pin of web left " \
+                                   "in it, if any, stays."
+    (root / ".env").write_text("WEB_PORT=8080\n")  # the edge proxy off: the proxy's file is not even read
+    engine.log.clear()
+    drain.take_out_leftover(root, engine)
+    assert engine.log == []

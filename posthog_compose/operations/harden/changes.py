@@ -97,7 +97,7 @@ def predicted_recreation(root: Path, runner: Runner, change: Change):
     elif change.certificates:
         force.update({name: "loads the renewed certificates"
                       for name in services_mounting(root, ["ca", "db", "redis", "clickhouse"])})
-    return recreation.predict(root, runner, env.render(), force)
+    return recreation.predict(root, runner, env.render(), force, stands_for=dict(change.pinned))
 
 
 def _all_services() -> tuple[str, ...]:

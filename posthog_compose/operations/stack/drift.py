@@ -110,6 +110,8 @@ class Survey:
     containers: list[Container] = field(default_factory=list)  # the project's, by Compose's labels
     active: list[str] = field(default_factory=list)  # the services Compose runs now (active profiles)
     error: str = ""  # why the comparison could not be made (then ``findings`` may be incomplete)
+    images: dict[str, str] = field(default_factory=dict)  # service -> its image in Compose's model now
+    image_ids: dict[str, str | None] = field(default_factory=dict)  # reference -> the id it names now
 
     def of(self, service: str) -> list[Finding]:
         return [f for f in self.findings if f.service == service]
@@ -298,7 +300,9 @@ def survey(root: Path, runner: Runner) -> Survey:
     position = {name: index for index, name in enumerate(_in_order({*active, *(f.service for f in found)}))}
     found.sort(key=lambda finding: (position.get(finding.service, len(position)), finding.container))
     ours = [c for c in containers if c.labels.get(PROJECT_LABEL) == project and c.labels.get(ONEOFF_LABEL) != "True"]
-    return Survey(found, ours, active, config_error)
+    wanted_images = {name: str(body["image"]) for name, body in services.items()
+                     if isinstance(body, dict) and body.get("image")}
+    return Survey(found, ours, active, config_error, wanted_images, image_ids)
 
 
 def _in_order(names) -> list[str]:

@@ -131,15 +131,17 @@ def replace_web(root: Path, runner: Runner, timeout: float) -> bool:
                       f"alone (waiting {drain.HOSTS_CACHE_AGE + drain.MARGIN:.0f} s for its resolver) ...", flush=True)
                 drain.settle(runner, proxy, address, pinned_at)
         except OperatorError as exc:
-            unpinned = True
             if proxy is not None:
                 try:
                     drain.unpin(root, runner, proxy)
-                except OperatorError:  # the journal keeps the pin: the next task's recover() takes it out
-                    unpinned = False
+                except OperatorError:
+                    # The proxy may dial the new container alone now: it keeps serving, and the journal
+                    # keeps the switch for the next task's recover(), which drains one of the two.
+                    raise OperatorError(f"web was not replaced: {exc.message}; the proxy's pin of {new.name} "
+                                        f"could not be taken out, so {new.name} serves beside {old.name} until "
+                                        "`invoke up` finishes the switch") from None
             retire.retire(runner, new)
-            if unpinned:
-                journal.clear(root, JOURNAL_KIND)
+            journal.clear(root, JOURNAL_KIND)
             raise OperatorError(f"web was not replaced: {exc.message}; {old.name} serves on unchanged") from None
         entry["phase"] = "retiring"
         journal.write(root, JOURNAL_KIND, entry)

@@ -187,11 +187,12 @@ class Leftover:
 
 def leftover(root: Path, runner: Runner) -> Leftover | None:
     """The pin in the running proxy's /etc/hosts, read only; None when there is none, or no proxy runs,
-    or the file cannot be read (status says what it can, and never fails on this)."""
-    proxy = containers.proxy_container(root, runner)
-    if proxy is None:
-        return None
+    or the file cannot be read (status says what it can, and never fails on this). A switch under way
+    in another task pins too: status then reads its journal entry as well."""
     try:
+        proxy = containers.proxy_container(root, runner)
+        if proxy is None:
+            return None
         addresses = pinned(read_hosts(runner, proxy))
         if not addresses:
             return None
@@ -202,13 +203,24 @@ def leftover(root: Path, runner: Runner) -> Leftover | None:
 
 
 def take_out_leftover(root: Path, runner: Runner) -> None:
-    """`up`'s recovery, after the journal's replays (so no switch is under way, and up holds the
-    deployment lock): a pin left in the proxy's /etc/hosts goes, said in one line."""
-    proxy = containers.proxy_container(root, runner)
-    if proxy is None:
+    """The recovery of `up`, `upgrade` and `harden`, after the journal's replays (so no switch is under
+    way, and the caller holds the deployment lock), with the edge proxy on: a pin left in the proxy's
+    /etc/hosts goes before anything recreates web, said in one line. One that cannot be read or written
+    is a warning: starting the deployment comes first, and `status` names the pin again."""
+    from posthog_compose.configuration import edge
+    from posthog_compose.configuration.envfile import EnvFile, env_path
+
+    path = env_path(Path(root))
+    if not path.exists() or not edge.enabled(EnvFile.load(path).resolved()):
         return
-    text = read_hosts(runner, proxy)
-    if pinned(text):
-        print(f"proxy: its {HOSTS} still pinned web to {', '.join(pinned(text))} (left by an interrupted switch of "
-              "web); taking that out.", flush=True)
-        write_hosts(runner, proxy, text, without_pins(text))
+    try:
+        proxy = containers.proxy_container(root, runner)
+        if proxy is None:
+            return
+        text = read_hosts(runner, proxy)
+        if pinned(text):
+            print(f"proxy: its {HOSTS} still pinned web to {', '.join(pinned(text))} (left by an interrupted switch "
+                  "of web); taking that out.", flush=True)
+            write_hosts(runner, proxy, text, without_pins(text))
+    except OperatorError as exc:
+        print(f"warning: {exc.message}; a pin of web left in it, if any, stays.", flush=True)

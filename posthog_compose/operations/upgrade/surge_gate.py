@@ -27,10 +27,11 @@ POSTHOG_REPOSITORY = "posthog/posthog"
 _IN_PLACE = "web is switched in place"
 
 
-def side_by_side_refusal(root: Path, current: str, target: str) -> str | None:
+def side_by_side_refusal(root: Path, current: str, target: str, web: bool = False) -> str | None:
     """None when web from image ``current`` and web from ``target`` may run side by side; else why not,
-    in words that follow "recreated in place (...)" in a plan: the two images and the gate's reason."""
-    refusal, _ = decide(root, current, target)
+    in words that follow "recreated in place (...)" in a plan: the two images and the gate's reason.
+    ``web``: both are web's images, PostHog whatever registry they come from (see decide)."""
+    refusal, _ = decide(root, current, target, web)
     if refusal is None:
         return None
     return f"{current} and {target} may not run side by side: {refusal.removeprefix(_IN_PLACE + ': ')}"
@@ -43,17 +44,19 @@ def surge_refusal(root: Path, current: str, target: str) -> str | None:
     return refusal
 
 
-def decide(root: Path, current: str, target: str) -> tuple[str | None, str]:
+def decide(root: Path, current: str, target: str, web: bool = False) -> tuple[str | None, str]:
     """(refusal, basis): the refusal is None when the move may surge, and the basis then says in a few
     words why (the plan prints it after the move it names); else the refusal is one line saying why web
-    is switched in place."""
+    is switched in place. ``web``: both images are what web runs (`up` and `harden` compare web's
+    container with .env), so both are PostHog's even when one comes from a registry .env no longer
+    names (a mirror given up); `upgrade --service` asks without it, and a datastore never surges."""
     root = Path(root)
     try:
         before = images.parse(images.with_known_tag(root, current))
         after = images.parse(images.with_known_tag(root, target))
     except OperatorError as exc:
         return f"{_IN_PLACE}: an image reference cannot be read ({one_line(exc)})", ""
-    for ref in (before, after):
+    for ref in () if web else (before, after):
         if not _is_posthog(root, ref):
             return (f"{ref.repository} is not PostHog's image: a datastore never runs twice beside itself on one "
                     "data directory, so it is always switched in place"), ""
