@@ -215,7 +215,16 @@ def surge_reason(root: Path, found) -> str | None:
     if reason is not None or web is None:
         return reason
     current, wanted = _created_from(found, web), found.images.get("web")
+    if wanted and _same_content(found, web, wanted):
+        return None  # another name for the very image web runs (a digest harden pinned from it): nothing migrates
     return gated(root, None, current, wanted, current == wanted and _renamed_image(found, web, current))
+
+
+def _same_content(found, web, reference: str) -> bool:
+    from posthog_compose.operations.stack import drift
+
+    now, created = found.image_ids.get(reference), web.labels.get(drift.IMAGE_LABEL)
+    return bool(now and created and now == created)
 
 
 def replace_web(root: Path, runner: Runner, timeout: float) -> None:

@@ -288,6 +288,12 @@ def test_a_moving_tag_pulled_again_is_judged_by_the_image_it_names_now_also_with
     same = drift.Survey(containers=[web], images={"web": "posthog/posthog:latest"},
                         image_ids={"posthog/posthog:latest": "sha256:" + "1" * 64})
     assert recreation.surge_reason(REPO, same) is None  # the same image: only the configuration changes
+    # `harden --only images` pinned the digest of the very image web runs (`latest` before): the same content
+    pinned = "posthog/posthog@sha256:" + "c" * 64
+    digest = drift.Survey(containers=[web], images={"web": pinned}, image_ids={pinned: "sha256:" + "1" * 64})
+    assert recreation.surge_reason(REPO, digest) is None
+    other = drift.Survey(containers=[web], images={"web": pinned}, image_ids={pinned: "sha256:" + "3" * 64})
+    assert "is not a numbered release" in recreation.surge_reason(REPO, other)  # a digest of another image
     # `docker ps` shows the old image's id once the reference names another: the model's reference is the one
     shown = drift.Container("w", "posthog-web-1", dict(web.labels), "sha256:" + "1" * 64, "running")
     assert recreation._created_from(drift.Survey(containers=[shown], images={"web": "posthog/posthog:latest"}),
@@ -409,7 +415,8 @@ def test_an_image_edited_in_env_across_a_refused_move_recreates_web_in_place_and
     states = {name: "unchanged" for name in SERVICES}
     states["web"] = "changed"
     rows = _rows(bare, states)
-    next(row for row in rows if row[drift.SERVICE_LABEL] == "web")["image"] = "posthog/posthog:release-1.42.0"
+    row = next(row for row in rows if row[drift.SERVICE_LABEL] == "web")
+    row.update({"image": "posthog/posthog:release-1.42.0", drift.IMAGE_LABEL: "sha256:" + "4" * 64})  # 1.42.0's
     planned = recreation.plan(bare, FakeEngine(bare, rows, hashes=hashes_text(HASH)))
     (web,) = [step for step in planned.steps if step.service == "web"]
     assert web.action == recreation.RECREATE

@@ -635,8 +635,9 @@ def test_a_leftover_pin_that_cannot_be_taken_out_is_a_warning_and_up_goes_on(roo
     engine.hosts_writable = False
     drain.take_out_leftover(root, engine)  # never raises: starting the deployment comes first
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == "warning: the proxy's /etc/hosts cannot be written (no output); a pin of web left " \
-                                   "in it, if any, stays."
+    assert out.splitlines()[-1] == ("warning: the proxy's /etc/hosts cannot be written (no output); `invoke compose -- "
+                                    "up --detach --force-recreate proxy` gives the proxy a fresh one (a pin of web left "
+                                    "in it stays until then).")
     (root / ".env").write_text("WEB_PORT=8080\n")  # the edge proxy off: the proxy's file is not even read
     engine.log.clear()
     drain.take_out_leftover(root, engine)

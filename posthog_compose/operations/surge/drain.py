@@ -102,7 +102,8 @@ def write_hosts(runner: Runner, proxy: str, before: str, after: str) -> None:
                         input=after[len(before):] if append else after, capture=True, check=False, timeout=20)
     if result.returncode != 0:
         detail = (result.stderr or "").strip()[:120] or "no output"
-        raise OperatorError(f"the proxy's {HOSTS} cannot be written ({detail})")
+        raise OperatorError(f"the proxy's {HOSTS} cannot be written ({detail}); `invoke compose -- up --detach "
+                            "--force-recreate proxy` gives the proxy a fresh one")
 
 
 def preflight(root: Path, runner: Runner) -> str:
@@ -223,4 +224,4 @@ def take_out_leftover(root: Path, runner: Runner) -> None:
                   "of web); taking that out.", flush=True)
             write_hosts(runner, proxy, text, without_pins(text))
     except OperatorError as exc:
-        print(f"warning: {exc.message}; a pin of web left in it, if any, stays.", flush=True)
+        print(f"warning: {exc.message} (a pin of web left in it stays until then).", flush=True)
