@@ -367,6 +367,7 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
     external = stack.external_services(values)
     shown = stack.known_services(values)  # with the edge proxy while it is on
     here = [name for name in shown if name not in external]
+    unfinished = journal.pending(root)
     with ThreadPoolExecutor(max_workers=5) as pool:
         # Whether what runs is what the files say, whether each local datastore takes a write (each
         # probe with its own deadline), the disk and web's readiness, all asked while the states are
@@ -379,7 +380,8 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
                   if env_path(root).exists() else None)
         measured = pool.submit(diskusage.for_status, root, runner)
         asked = pool.submit(stack.readiness, values) if env_path(root).exists() else None
-        pin = pool.submit(drain.leftover, root, runner) if "proxy" in shown else None
+        # A switch under way or interrupted pins on purpose: the journal's line says so, not a pin's.
+        pin = pool.submit(drain.leftover, root, runner) if "proxy" in shown and "surge" not in unfinished else None
         states = {s.service: s for s in stack.service_states(root, runner)}
         disk = measured.result()
         ready = None
@@ -390,9 +392,6 @@ def status(root: Path, runner: Runner, as_json: bool = False) -> None:
         capabilities = {name: found for name, found in (probed.result() if probed is not None else {}).items()
                         if name in states and states[name].ready}
         leftover = pin.result() if pin is not None and "proxy" in states and states["proxy"].ready else None
-    unfinished = journal.pending(root)
-    if "surge" in unfinished:  # a switch under way or interrupted pins on purpose: the journal's line says so
-        leftover = None
     disk.add_filesystems(found.space for found in capabilities.values())
     verdicts = assess(states, dependencies(root), ready, external, capabilities, shown)
     if leftover is not None and leftover.stale and verdicts.get("proxy") == "ok":

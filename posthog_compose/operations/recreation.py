@@ -200,12 +200,26 @@ def _created_from(found, web) -> str:
     return found.images.get("web", web.image) if _IMAGE_ID.fullmatch(web.image) else web.image
 
 
-def _renamed_image(found, web, reference: str) -> bool:
-    """The reference names another image than the one the container was created from (a pull since)."""
+def _same_image_id(found, web, reference: str) -> bool | None:
+    """Whether ``reference`` names, now, the image web's container was created from; None when either id
+    is unknown (an image not on the engine, a container without Compose's label)."""
     from posthog_compose.operations.stack import drift
 
     now, created = found.image_ids.get(reference), web.labels.get(drift.IMAGE_LABEL)
-    return bool(now and created and now != created)
+    return now == created if now and created else None
+
+
+def _web_move_refusal(root: Path, found, web, wanted: str | None,
+                      stands_for: dict[str, str] | None = None) -> str | None:
+    """The surge gate on the move from the image web runs to ``wanted``: nothing to ask when ``wanted``
+    names the very image web runs (a digest harden pinned from it), else `gated`, told whether the same
+    reference now names another image (a pull since). ``stands_for``: a digest not recorded yet -> the
+    tagged reference it was pinned from, which the gate judges instead."""
+    current = _created_from(found, web)
+    if wanted and _same_image_id(found, web, wanted):
+        return None
+    renamed = current == wanted and _same_image_id(found, web, current) is False
+    return gated(root, None, current, (stands_for or {}).get(wanted or "", wanted), renamed)
 
 
 def surge_reason(root: Path, found) -> str | None:
@@ -214,17 +228,7 @@ def surge_reason(root: Path, found) -> str | None:
     web = _running_web(found)
     if reason is not None or web is None:
         return reason
-    current, wanted = _created_from(found, web), found.images.get("web")
-    if wanted and _same_content(found, web, wanted):
-        return None  # another name for the very image web runs (a digest harden pinned from it): nothing migrates
-    return gated(root, None, current, wanted, current == wanted and _renamed_image(found, web, current))
-
-
-def _same_content(found, web, reference: str) -> bool:
-    from posthog_compose.operations.stack import drift
-
-    now, created = found.image_ids.get(reference), web.labels.get(drift.IMAGE_LABEL)
-    return bool(now and created and now == created)
+    return _web_move_refusal(root, found, web, found.images.get("web"))
 
 
 def replace_web(root: Path, runner: Runner, timeout: float) -> None:
@@ -281,9 +285,7 @@ def predict(root: Path, runner: Runner, env_text: str, force: dict[str, str] | N
     if reason is None and web is not None:
         # The shell's value wins over .env's in Compose's interpolation of ${POSTHOG_IMAGE}.
         image = os.environ.get("POSTHOG_IMAGE") or EnvFile.parse(env_text).resolved().get("POSTHOG_IMAGE")
-        current = _created_from(found, web)
-        reason = gated(root, None, current, (stands_for or {}).get(image or "", image),
-                       current == image and _renamed_image(found, web, current))
+        reason = _web_move_refusal(root, found, web, image, stands_for)
     changed = {service: "configuration changes" for service, mine in containers.items() if service in wanted
                and any(c.labels.get(drift.HASH_LABEL, "").lower() != wanted[service] for c in mine)}
     running = [service for service, mine in containers.items() if any(c.running for c in mine)]

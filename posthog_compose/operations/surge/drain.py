@@ -112,15 +112,20 @@ def preflight(root: Path, runner: Runner) -> str:
     if proxy is None:
         raise OperatorError("the proxy container does not run; run `invoke up`")
     text = read_hosts(runner, proxy)
-    if pinned(text):
-        print(f"web: the proxy's {HOSTS} still pinned web to {', '.join(pinned(text))} (left by an interrupted "
-              "switch); taking that out.", flush=True)
     check = runner.run(["docker", "exec", proxy, "test", "-w", HOSTS], capture=True, check=False, mutating=False,
                        timeout=20)
     if check.returncode != 0:
         raise OperatorError(f"the proxy's {HOSTS} cannot be written (a read-only container?)")
-    write_hosts(runner, proxy, text, without_pins(text))
+    _take_out_pins(runner, proxy, text)
     return proxy
+
+
+def _take_out_pins(runner: Runner, proxy: str, text: str) -> None:
+    """A pin an earlier switch left in ``text`` (the proxy's /etc/hosts as read) goes, said in one line."""
+    if pinned(text):
+        print(f"proxy: its {HOSTS} still pinned web to {', '.join(pinned(text))} (left by an interrupted switch "
+              "of web); taking that out.", flush=True)
+        write_hosts(runner, proxy, text, without_pins(text))
 
 
 def pin(runner: Runner, proxy: str, address: str) -> None:
@@ -218,10 +223,6 @@ def take_out_leftover(root: Path, runner: Runner) -> None:
         proxy = containers.proxy_container(root, runner)
         if proxy is None:
             return
-        text = read_hosts(runner, proxy)
-        if pinned(text):
-            print(f"proxy: its {HOSTS} still pinned web to {', '.join(pinned(text))} (left by an interrupted switch "
-                  "of web); taking that out.", flush=True)
-            write_hosts(runner, proxy, text, without_pins(text))
+        _take_out_pins(runner, proxy, read_hosts(runner, proxy))
     except OperatorError as exc:
         print(f"warning: {exc.message} (a pin of web left in it stays until then).", flush=True)

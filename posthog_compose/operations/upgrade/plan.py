@@ -185,7 +185,7 @@ def _recreation_lines(plan: Plan, root: Path) -> list[str]:
     if reason is None and "web" in plan.services:
         refusal, basis = surge_gate.decide(root, plan.current, plan.target)
         if refusal is not None:
-            reason = surge_gate.side_by_side_refusal(root, plan.current, plan.target)
+            reason = surge_gate.side_by_side(plan.current, plan.target, refusal)
         why["web"] = basis  # why the two may run side by side
     planned = recreation.decide(plan.services, {name: [_Running()] for name in plan.services}, why, reason)
     return planned.lines()

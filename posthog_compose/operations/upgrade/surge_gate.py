@@ -32,8 +32,11 @@ def side_by_side_refusal(root: Path, current: str, target: str, web: bool = Fals
     in words that follow "recreated in place (...)" in a plan: the two images and the gate's reason.
     ``web``: both are web's images, PostHog whatever registry they come from (see decide)."""
     refusal, _ = decide(root, current, target, web)
-    if refusal is None:
-        return None
+    return None if refusal is None else side_by_side(current, target, refusal)
+
+
+def side_by_side(current: str, target: str, refusal: str) -> str:
+    """A refusal of ``decide`` as a plan says it after "recreated in place (": the two images, then why."""
     return f"{current} and {target} may not run side by side: {refusal.removeprefix(_IN_PLACE + ': ')}"
 
 
